@@ -1,0 +1,49 @@
+"""Diversity metrics and a Lightning callback that make diversity collapse visible in training.
+
+The data path reads left to right: generator output -> :mod:`~diversity_callbacks.images`
+(value ranges) -> :mod:`~diversity_callbacks.embedders` -> metric states
+(:mod:`~diversity_callbacks.metrics`) -> maths (:mod:`~diversity_callbacks.functional`) ->
+loggers (:mod:`~diversity_callbacks.callback`).
+
+Public names are imported lazily so that ``import diversity_callbacks`` stays cheap and optional
+dependencies (open_clip, wandb, matplotlib) are only needed by the features that use them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    "VendiScore": "diversity_callbacks.metrics.vendi",
+    "SchurComplementEntropy": "diversity_callbacks.metrics.schur",
+    "PromptRemover": "diversity_callbacks.prompt_removal",
+    "CLIPEmbedder": "diversity_callbacks.embedders.clip",
+    "ImageEmbedder": "diversity_callbacks.embedders.base",
+    "TextEmbedder": "diversity_callbacks.embedders.base",
+    "FunctionEmbedder": "diversity_callbacks.embedders.base",
+    "DiversityCallback": "diversity_callbacks.callback",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from diversity_callbacks.callback import DiversityCallback
+    from diversity_callbacks.embedders.base import FunctionEmbedder, ImageEmbedder, TextEmbedder
+    from diversity_callbacks.embedders.clip import CLIPEmbedder
+    from diversity_callbacks.metrics.schur import SchurComplementEntropy
+    from diversity_callbacks.metrics.vendi import VendiScore
+    from diversity_callbacks.prompt_removal import PromptRemover
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'diversity_callbacks' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,68 @@
+"""Input checks shared by the functional API and the metrics.
+
+Every message names the argument, what was expected and what came, so a user can fix the call
+without reading our code.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+def check_features(features: Any, name: str = "features", *, dim: int | None = None) -> Tensor:
+    """Check that ``features`` is a finite floating (N, D) tensor, optionally with D == ``dim``."""
+    if not isinstance(features, Tensor):
+        raise TypeError(
+            f"`{name}` must be a torch.Tensor of shape (N, D), got {type(features).__name__}"
+        )
+    if features.ndim != 2:
+        raise ValueError(
+            f"`{name}` must be 2-D with shape (N, D), got {features.ndim}-D shape {tuple(features.shape)}"
+        )
+    if not features.is_floating_point():
+        raise TypeError(f"`{name}` must have a floating dtype, got {features.dtype}")
+    if dim is not None and features.shape[1] != dim:
+        raise ValueError(
+            f"`{name}` must have feature dimension {dim} (as in earlier updates), "
+            f"got shape {tuple(features.shape)}"
+        )
+    finite = torch.isfinite(features).all(dim=1)
+    if not bool(finite.all()):
+        bad = torch.nonzero(~finite).flatten()
+        raise ValueError(
+            f"`{name}` must be finite, got NaN or Inf in {bad.numel()} row(s), first at row {int(bad[0])}"
+        )
+    return features
+
+
+def check_positive(value: Any, name: str) -> float:
+    """Check that ``value`` is a finite real number > 0 and return it as a float."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, Real)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(f"`{name}` must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def check_positive_int(value: Any, name: str) -> int:
+    """Check that ``value`` is an int >= 1 and return it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}")
+    return value
+
+
+def check_paired(first: Tensor, second: Tensor, first_name: str, second_name: str) -> None:
+    """Check that two feature batches describe the same samples (same number of rows)."""
+    if first.shape[0] != second.shape[0]:
+        raise ValueError(
+            f"`{first_name}` and `{second_name}` must have the same number of rows (row i of both is "
+            f"one sample), got {first.shape[0]} and {second.shape[0]}"
+        )

@@ -1,0 +1,32 @@
+"""Pure torch functions: kernels, spectra and the diversity scores computed from them."""
+
+from diversity_callbacks.functional.kernels import (
+    RandomFourierFeatures,
+    gaussian_kernel,
+    normalize_rows,
+    random_fourier_features,
+    random_fourier_frequencies,
+    resolve_kernel,
+)
+from diversity_callbacks.functional.spectrum import (
+    normalized_spectrum,
+    order_key,
+    schur_block_score,
+    vendi_from_spectrum,
+)
+from diversity_callbacks.functional.vendi import vendi_score, vendi_score_from_kernel
+
+__all__ = [
+    "RandomFourierFeatures",
+    "gaussian_kernel",
+    "normalize_rows",
+    "normalized_spectrum",
+    "order_key",
+    "random_fourier_features",
+    "random_fourier_frequencies",
+    "resolve_kernel",
+    "schur_block_score",
+    "vendi_from_spectrum",
+    "vendi_score",
+    "vendi_score_from_kernel",
+]

@@ -1,0 +1,264 @@
+"""Similarity kernels and their explicit feature maps.
+
+A kernel with an explicit, finite feature map ``phi`` (cosine, linear, random Fourier features,
+or a user's map) lets every spectral quantity be computed from the D x D second moment
+``sum_i phi(x_i) phi(x_i)^T`` instead of the n x n kernel matrix: the nonzero eigenvalues agree.
+That moment is a sum, so it streams batch by batch and sums across DDP ranks. Kernels without a
+finite feature map (the exact Gaussian, a user's kernel function) need all rows at once.
+
+Everything is computed in float64: kernel entries and moments are sums of many products.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, Union
+
+import torch
+from torch import Tensor
+
+from diversity_callbacks._validation import check_positive, check_positive_int
+
+KernelName = Literal["cosine", "linear", "gaussian"]
+FeatureMap = Callable[[Tensor], Tensor]
+"""Maps (N, d) features to (N, D) explicit kernel features: ``k(x, y) = phi(x) . phi(y)``."""
+KernelFunction = Callable[[Tensor, Tensor], Tensor]
+"""Maps (N, d) and (M, d) features to the (N, M) kernel matrix."""
+KernelSpec = Union[KernelName, KernelFunction]
+
+KERNEL_NAMES: tuple[str, ...] = ("cosine", "linear", "gaussian")
+
+
+def normalize_rows(features: Tensor) -> Tensor:
+    """L2-normalise each row in float64 (the cosine kernel's feature map).
+
+    Raises:
+        ValueError: if a row has zero norm, for which the cosine similarity is undefined.
+    """
+    features = features.to(torch.float64)
+    norms = torch.linalg.vector_norm(features, dim=1, keepdim=True)
+    if bool((norms == 0).any()):
+        row = int(torch.nonzero(norms.flatten() == 0)[0])
+        raise ValueError(
+            f"the cosine kernel needs rows with nonzero norm, got an all-zero row at index {row}"
+        )
+    return features / norms
+
+
+def gaussian_kernel(x: Tensor, y: Tensor | None = None, *, sigma: float) -> Tensor:
+    """Exact Gaussian kernel ``exp(-|x - y|^2 / (2 sigma^2))`` in float64.
+
+    Args:
+        x: (N, d) features.
+        y: (M, d) features; ``x`` when omitted.
+        sigma: bandwidth > 0, in the units of the features.
+
+    Returns:
+        The (N, M) kernel matrix (unit diagonal when ``y`` is omitted).
+    """
+    sigma = check_positive(sigma, "sigma")
+    x = x.to(torch.float64)
+    y = x if y is None else y.to(torch.float64)
+    # |x|^2 + |y|^2 - 2 x.y is one matmul; clamp the small negative round-off to 0.
+    squared = (x * x).sum(1, keepdim=True) + (y * y).sum(1) - 2.0 * (x @ y.T)
+    squared = squared.clamp_min_(0.0)
+    if y is x:
+        squared.fill_diagonal_(0.0)
+    return torch.exp(squared / (-2.0 * sigma * sigma))
+
+
+def random_fourier_frequencies(
+    dim: int,
+    num_features: int,
+    *,
+    sigma: float,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Draw the (dim, num_features) frequency matrix ``W ~ N(0, I / sigma^2)``.
+
+    The draw uses its own CPU generator seeded with ``seed`` (never the global RNG), so every
+    DDP rank and every run gets the same frequencies for the same arguments.
+    """
+    check_positive_int(dim, "dim")
+    check_positive_int(num_features, "num_features")
+    sigma = check_positive(sigma, "sigma")
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    frequencies = torch.randn(dim, num_features, generator=generator, dtype=torch.float64)
+    return (frequencies / sigma).to(device)
+
+
+def random_fourier_features(features: Tensor, frequencies: Tensor) -> Tensor:
+    """Random Fourier features ``[cos(xW), sin(xW)] / sqrt(m)`` of a Gaussian kernel, in float64.
+
+    Each output row has unit norm exactly, so ``phi(x) . phi(x) = 1`` like the exact kernel.
+
+    Args:
+        features: (N, d) features.
+        frequencies: (d, m) frequency matrix, already divided by the bandwidth.
+
+    Returns:
+        (N, 2m) features whose inner products approximate ``exp(-|x - y|^2 / (2 sigma^2))``.
+    """
+    if frequencies.ndim != 2 or frequencies.shape[0] != features.shape[1]:
+        raise ValueError(
+            f"`frequencies` must have shape (d, m) with d = {features.shape[1]} (the feature "
+            f"dimension), got {tuple(frequencies.shape)}"
+        )
+    projection = features.to(torch.float64) @ frequencies.to(features.device, torch.float64)
+    scale = 1.0 / math.sqrt(frequencies.shape[1])
+    return torch.cat([torch.cos(projection), torch.sin(projection)], dim=1).mul_(scale)
+
+
+class RandomFourierFeatures:
+    """Seeded random Fourier feature map of the Gaussian kernel with bandwidth ``sigma``.
+
+    The frequencies are drawn on first use, once the input dimension is known, and cached per
+    (dimension, device). Pass ``frequencies`` to reuse a published draw exactly.
+
+    Args:
+        sigma: bandwidth of the Gaussian kernel; ignored when ``frequencies`` is given.
+        num_features: number of frequencies m; the map outputs 2m features.
+        seed: seed of the frequency draw.
+        frequencies: optional (d, m) matrix, already divided by the bandwidth.
+    """
+
+    def __init__(
+        self,
+        sigma: float | None = None,
+        num_features: int | None = None,
+        seed: int = 0,
+        frequencies: Tensor | None = None,
+    ) -> None:
+        if frequencies is None:
+            self.sigma = check_positive(sigma, "sigma")
+            self.num_features = check_positive_int(num_features, "num_features")
+        else:
+            if not isinstance(frequencies, Tensor) or frequencies.ndim != 2:
+                raise ValueError(
+                    f"`frequencies` must be a 2-D (d, m) tensor, got {type(frequencies).__name__}"
+                    f" {tuple(getattr(frequencies, 'shape', ()))}"
+                )
+            self.sigma = sigma
+            self.num_features = frequencies.shape[1]
+        self.seed = seed
+        self._given = None if frequencies is None else frequencies.to(torch.float64)
+        self._cache: dict[tuple[int, torch.device], Tensor] = {}
+
+    @property
+    def output_dim(self) -> int:
+        """Number of output features, 2m."""
+        return 2 * self.num_features
+
+    def frequencies(self, dim: int, device: torch.device) -> Tensor:
+        """The (dim, m) frequency matrix on ``device``."""
+        key = (dim, torch.device(device))
+        if key not in self._cache:
+            if self._given is not None:
+                if self._given.shape[0] != dim:
+                    raise ValueError(
+                        f"`frequencies` has {self._given.shape[0]} rows but the features have "
+                        f"dimension {dim}"
+                    )
+                self._cache[key] = self._given.to(device)
+            else:
+                self._cache[key] = random_fourier_frequencies(
+                    dim, self.num_features, sigma=self.sigma, seed=self.seed, device=device
+                )
+        return self._cache[key]
+
+    def __call__(self, features: Tensor) -> Tensor:
+        return random_fourier_features(
+            features, self.frequencies(features.shape[1], features.device)
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(sigma={self.sigma}, num_features={self.num_features}, "
+            f"seed={self.seed})"
+        )
+
+
+@dataclass(frozen=True)
+class ResolvedKernel:
+    """A kernel resolved to the one representation used to compute with it.
+
+    Exactly one of ``feature_map`` (the streaming D x D moment path) and ``kernel_function``
+    (the n x n path, which needs all rows) is set.
+    """
+
+    feature_map: FeatureMap | None
+    kernel_function: KernelFunction | None
+
+
+def resolve_kernel(
+    kernel: KernelSpec | None = None,
+    *,
+    sigma: float | None = None,
+    num_features: int | None = None,
+    seed: int = 0,
+    feature_map: FeatureMap | None = None,
+) -> ResolvedKernel:
+    """Turn the user-facing kernel arguments into a feature map or a kernel function.
+
+    Args:
+        kernel: ``"cosine"`` (default; rows L2-normalised, then inner products), ``"linear"``
+            (inner products of the raw rows), ``"gaussian"`` (needs ``sigma``; exact unless
+            ``num_features`` is given, then approximated by seeded random Fourier features), or a
+            callable ``k(X, Y) -> (N, M)`` kernel matrix.
+        sigma: Gaussian bandwidth.
+        num_features: number of random Fourier frequencies m (2m features) for ``"gaussian"``.
+        seed: seed of the random Fourier frequencies; the same on every rank.
+        feature_map: a callable ``phi(X) -> (N, D)``; the kernel is then ``phi(x) . phi(y)``.
+            Pass either ``kernel`` or ``feature_map``.
+    """
+    if feature_map is not None:
+        if kernel is not None:
+            raise ValueError(
+                f"pass either `kernel` or `feature_map`, got kernel={kernel!r} and a feature_map"
+            )
+        if not callable(feature_map):
+            raise TypeError(f"`feature_map` must be callable, got {type(feature_map).__name__}")
+        return ResolvedKernel(feature_map=feature_map, kernel_function=None)
+    kernel = "cosine" if kernel is None else kernel
+    if callable(kernel):
+        return ResolvedKernel(feature_map=None, kernel_function=kernel)
+    if kernel not in KERNEL_NAMES:
+        raise ValueError(f"`kernel` must be one of {KERNEL_NAMES} or a callable, got {kernel!r}")
+    if kernel != "gaussian":
+        for arg, value in (("sigma", sigma), ("num_features", num_features)):
+            if value is not None:
+                raise ValueError(
+                    f"`{arg}` only applies to kernel='gaussian', got kernel={kernel!r}"
+                )
+        if kernel == "cosine":
+            return ResolvedKernel(feature_map=normalize_rows, kernel_function=None)
+        return ResolvedKernel(feature_map=_as_float64, kernel_function=None)
+    if sigma is None:
+        raise ValueError(
+            "kernel='gaussian' needs a bandwidth `sigma` > 0, got None (there is no automatic rule; "
+            "see the README for values used with CLIP embeddings)"
+        )
+    sigma = check_positive(sigma, "sigma")
+    if num_features is None:
+        return ResolvedKernel(feature_map=None, kernel_function=_ExactGaussian(sigma))
+    return ResolvedKernel(
+        feature_map=RandomFourierFeatures(sigma, num_features, seed), kernel_function=None
+    )
+
+
+def _as_float64(features: Tensor) -> Tensor:
+    """The linear kernel's feature map: the rows themselves, in float64."""
+    return features.to(torch.float64)
+
+
+@dataclass(frozen=True)
+class _ExactGaussian:
+    """The exact Gaussian kernel as a picklable kernel function."""
+
+    sigma: float
+
+    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+        return gaussian_kernel(x, None if y is x else y, sigma=self.sigma)

@@ -1,0 +1,123 @@
+"""Eigen-spectra of kernel matrices and the entropies built on them.
+
+One place for: order parsing, the float64 eigendecomposition with its tolerance, the Vendi score
+of a spectrum (Friedman & Dieng; order q "Cousins") and the block score of the Schur complement
+decomposition (Ospanov, Jalali & Farnia). All in float64.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from numbers import Real
+from typing import Union
+
+import torch
+from torch import Tensor
+
+Order = Union[float, int, str]
+"""An order q of the Rényi entropy: a number >= 0, ``float("inf")`` or the string ``"inf"``."""
+
+SCHUR_EIGENVALUE_FLOOR = 1e-10
+"""Eigenvalue clamp of the Schur complement block score, as in the published method."""
+
+
+def parse_order(q: Order) -> float:
+    """Validate an order and return it as a float (``math.inf`` for ``"inf"``)."""
+    if isinstance(q, str):
+        if q.strip().lower() in ("inf", "+inf", "infinity"):
+            return math.inf
+        raise ValueError(f'`q` must be a number >= 0 or "inf", got the string {q!r}')
+    if isinstance(q, bool) or not isinstance(q, Real) or math.isnan(q) or q < 0:
+        raise ValueError(f'`q` must be a number >= 0 or "inf", got {q!r}')
+    return float(q)
+
+
+def parse_orders(q: Order | Sequence[Order]) -> tuple[list[float], bool]:
+    """Parse one order or a sequence of them; the flag says whether a sequence was given."""
+    if isinstance(q, (str, Real)):
+        return [parse_order(q)], False
+    orders = [parse_order(item) for item in q]
+    if not orders:
+        raise ValueError("`q` must be an order or a non-empty sequence of orders, got an empty one")
+    if len(set(orders)) != len(orders):
+        raise ValueError(f"`q` must not repeat an order, got {list(q)!r}")
+    return orders, True
+
+
+def order_key(q: float) -> str:
+    """The name of an order in results and logs: ``q1``, ``q0.5``, ``q2``, ``qinf``."""
+    return "qinf" if math.isinf(q) else f"q{q:g}"
+
+
+def default_tolerance(size: int) -> float:
+    """Relative eigenvalue tolerance ``size * eps(float64)``, as numpy's matrix_rank uses."""
+    return max(size, 1) * torch.finfo(torch.float64).eps
+
+
+def normalized_spectrum(matrix: Tensor, *, tolerance: float | None = None) -> Tensor:
+    """Eigenvalues of a symmetric PSD matrix divided by their sum, round-off dropped.
+
+    The matrix is a kernel matrix K (n x n) or a second moment ``Phi^T Phi`` (D x D); both have
+    the same nonzero eigenvalues. Dividing by the trace gives the spectrum of ``K / n`` for a
+    kernel with unit diagonal, and makes other kernels (linear on raw features) comparable.
+
+    Args:
+        matrix: (m, m) symmetric positive semi-definite matrix.
+        tolerance: eigenvalues ``<= tolerance * max eigenvalue`` are dropped as round-off.
+            Default ``m * eps(float64)``: q = 0 then gives the numerical rank, and q < 1 does
+            not count round-off.
+
+    Returns:
+        1-D float64 tensor of the kept eigenvalues in descending order, summing to 1.
+    """
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+        raise ValueError(f"expected a square matrix, got shape {tuple(matrix.shape)}")
+    if matrix.shape[0] == 0:
+        raise ValueError("the spectrum of an empty matrix is undefined: no samples were given")
+    matrix = matrix.to(torch.float64)
+    eigenvalues = torch.linalg.eigvalsh((matrix + matrix.T) / 2).flip(0)
+    top = eigenvalues[0]
+    if not bool(top > 0):
+        raise ValueError("the kernel matrix is zero: every sample has zero similarity to itself")
+    tolerance = default_tolerance(matrix.shape[0]) if tolerance is None else tolerance
+    if not 0 <= tolerance < 1:
+        raise ValueError(f"`tolerance` must be in [0, 1), got {tolerance!r}")
+    kept = eigenvalues[eigenvalues > tolerance * top]
+    return kept / kept.sum()
+
+
+def vendi_from_spectrum(spectrum: Tensor, q: float) -> Tensor:
+    """Vendi score ``exp(H_q(p))`` of a probability vector ``p`` of positive eigenvalues.
+
+    ``H_1 = -sum p log p``; ``H_q = log(sum p^q) / (1 - q)``; q = 0 gives the count, q = inf
+    gives ``1 / max p``. The score lies in [1, len(p)] and does not increase with q.
+    """
+    if q == 1:
+        return torch.exp(-(spectrum * torch.log(spectrum)).sum())
+    if q == 0:
+        return torch.tensor(float(spectrum.numel()), dtype=torch.float64, device=spectrum.device)
+    if math.isinf(q):
+        return 1.0 / spectrum.max()
+    return torch.exp(torch.log(torch.pow(spectrum, q).sum()) / (1.0 - q))
+
+
+def vendi_orders(
+    spectrum: Tensor, orders: Sequence[float], as_dict: bool
+) -> Tensor | dict[str, Tensor]:
+    """Vendi scores of one spectrum for several orders: a tensor, or a dict keyed by order_key."""
+    scores = {order_key(q): vendi_from_spectrum(spectrum, q) for q in orders}
+    return scores if as_dict else scores[order_key(orders[0])]
+
+
+def schur_block_score(matrix: Tensor) -> Tensor:
+    """Score of one block of the Schur complement decomposition, as the method defines it.
+
+    With ``l`` the eigenvalues of the symmetric block clamped at 1e-10 and ``S = sum l``, the
+    score is ``exp(-sum l log(l / S))``. The weights are not normalised, so this equals
+    ``exp(S * H(l / S))``, not the Vendi score of ``matrix / S``; S is the share of the kernel's
+    trace that the block holds.
+    """
+    matrix = matrix.to(torch.float64)
+    eigenvalues = torch.linalg.eigvalsh((matrix + matrix.T) / 2).clamp_min(SCHUR_EIGENVALUE_FLOOR)
+    return torch.exp(-(eigenvalues * torch.log(eigenvalues / eigenvalues.sum())).sum())

@@ -1,0 +1,1 @@
+"""torchmetrics metrics that accumulate embeddings across batches and DDP ranks."""

@@ -1,0 +1,95 @@
+"""Base class for metrics whose states are sized by a feature dimension seen only at update time.
+
+The feature dimension of an embedder (or of a user's feature map) is known at the first
+``update``, so the float64 D x D sums and the (0, D) row lists are allocated then. Two cases break
+torchmetrics' default handling, and this class fixes both in one place:
+
+- a DDP rank that saw no rows still holds the unsized default, which cannot be summed with or
+  gathered beside the other ranks' states: before syncing, ranks agree on the dimensions with one
+  all-reduce and empty ranks allocate zero states of that size;
+- ``merge_state`` and ``forward`` add an unsized state to a sized one: the unsized side is
+  allocated first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from torchmetrics import Metric
+from torchmetrics.utilities.distributed import gather_all_tensors
+
+Dims = tuple[int, ...]
+
+
+class LazilySizedMetric(Metric):
+    """A torchmetrics ``Metric`` whose states are allocated at the first ``update``.
+
+    Subclasses implement :meth:`_dims_of` (the dimensions a state mapping was allocated with, or
+    ``None`` before any update) and :meth:`_zero_states` (states of given dimensions holding no
+    samples).
+    """
+
+    full_state_update = False
+    num_dims: int = 1
+    """How many feature dimensions size the states (1 for VendiScore, 2 for image/text pairs)."""
+
+    def _dims_of(self, states: Mapping[str, Any]) -> Dims | None:
+        raise NotImplementedError
+
+    def _zero_states(self, dims: Dims) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _allocate(self, dims: Dims) -> None:
+        """Replace the unsized default states with zero states of ``dims``."""
+        for name, value in self._zero_states(dims).items():
+            setattr(self, name, value)
+
+    def _sync_dist(self, dist_sync_fn: Any = gather_all_tensors, process_group: Any = None) -> None:
+        dims = self._agree_on_dims(process_group)
+        if dims is not None and self._dims_of(self.metric_state) is None:
+            self._allocate(dims)
+        super()._sync_dist(dist_sync_fn, process_group=process_group)
+
+    def _agree_on_dims(self, process_group: Any) -> Dims | None:
+        """All-reduce this rank's dimensions; raise on every rank if two ranks disagree."""
+        local = self._dims_of(self.metric_state)
+        size = self.num_dims
+        known = torch.tensor(local if local is not None else [0] * size, dtype=torch.long)
+        # max(d) and max(-d) over the ranks that saw rows give the largest and smallest dims.
+        unseen = torch.full((size,), -(2**62), dtype=torch.long)
+        packed = torch.cat([known, -known if local is not None else unseen]).to(self.device)
+        dist.all_reduce(packed, op=dist.ReduceOp.MAX, group=process_group)
+        largest, smallest = packed[:size].tolist(), (-packed[size:]).tolist()
+        if largest == [0] * size:
+            return None
+        if largest != smallest:
+            raise ValueError(
+                f"{type(self).__name__}: the feature dimensions differ across ranks "
+                f"(between {tuple(smallest)} and {tuple(largest)}); every rank must embed with "
+                "the same model"
+            )
+        return tuple(largest)
+
+    def _reduce_states(self, incoming_state: dict[str, Any]) -> None:
+        mine, theirs = self._dims_of(self.metric_state), self._dims_of(incoming_state)
+        if mine is not None and theirs is not None and mine != theirs:
+            raise ValueError(
+                f"{type(self).__name__}: cannot merge states of feature dimensions {theirs} into "
+                f"states of feature dimensions {mine}"
+            )
+        dims = mine or theirs
+        if dims is not None:
+            if mine is None:
+                self._allocate(dims)
+            if theirs is None:
+                incoming_state = {**incoming_state, **self._zero_states(dims)}
+        super()._reduce_states(incoming_state)
+
+
+def unsized_moment() -> Tensor:
+    """Default of a D x D float64 sum state before the first update."""
+    return torch.zeros(0, 0, dtype=torch.float64)

@@ -1,0 +1,156 @@
+"""The Vendi score as a torchmetrics metric that streams batches and syncs across DDP ranks."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchmetrics.utilities import dim_zero_cat
+
+from diversity_callbacks._validation import check_features
+from diversity_callbacks.functional.kernels import FeatureMap, KernelSpec, resolve_kernel
+from diversity_callbacks.functional.spectrum import (
+    Order,
+    normalized_spectrum,
+    parse_orders,
+    vendi_orders,
+)
+from diversity_callbacks.metrics._base import Dims, LazilySizedMetric, unsized_moment
+
+
+class VendiScore(LazilySizedMetric):
+    """Vendi score ``exp(H_q)`` of the eigenvalues of ``K / n`` over all samples seen.
+
+    Two ways to hold the samples, chosen by the kernel:
+
+    - kernels with an explicit feature map (``"cosine"``, ``"linear"``, ``"gaussian"`` with
+      ``num_features``, or ``feature_map=``) keep the float64 D x D second moment
+      ``sum phi(x) phi(x)^T`` and a count: exact for every order, state size independent of the
+      number of samples, summed across ranks;
+    - the exact ``"gaussian"`` kernel and kernel callables keep every row (float64, gathered
+      across ranks) and build the n x n kernel in ``compute``.
+
+    Args:
+        q: order >= 0, ``"inf"``, or a sequence of orders (``compute`` then returns a dict keyed
+            ``"q0.5"``, ``"q1"``, ``"q2"``, ``"qinf"``...).
+        kernel: ``"cosine"`` (default), ``"linear"``, ``"gaussian"`` or a kernel callable
+            ``k(X, Y) -> (N, M)``.
+        sigma: Gaussian bandwidth, ``k = exp(-|x - y|^2 / (2 sigma^2))``.
+        num_features: approximate the Gaussian kernel with this many random Fourier frequencies.
+        seed: seed of the random Fourier frequencies (identical on every rank).
+        feature_map: explicit feature map ``phi(X) -> (N, D)``, instead of ``kernel``.
+        tolerance: relative eigenvalue tolerance (default ``size * eps(float64)``).
+        kwargs: torchmetrics ``Metric`` options (``sync_on_compute``, ``process_group``...).
+
+    Example:
+        >>> import torch
+        >>> from diversity_callbacks import VendiScore
+        >>> metric = VendiScore(q=[1, 2])
+        >>> metric.update(torch.eye(3))
+        >>> metric.update(torch.eye(3))
+        >>> {k: round(v.item(), 6) for k, v in metric.compute().items()}
+        {'q1': 3.0, 'q2': 3.0}
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+    plot_lower_bound = 1.0
+
+    def __init__(
+        self,
+        q: Order | Sequence[Order] = 1.0,
+        kernel: KernelSpec | None = None,
+        *,
+        sigma: float | None = None,
+        num_features: int | None = None,
+        seed: int = 0,
+        feature_map: FeatureMap | None = None,
+        tolerance: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.orders, self._as_dict = parse_orders(q)
+        self.kernel = resolve_kernel(
+            kernel, sigma=sigma, num_features=num_features, seed=seed, feature_map=feature_map
+        )
+        self.tolerance = tolerance
+        self.streams_moments = self.kernel.feature_map is not None
+        if self.streams_moments:
+            self.add_state("second_moment", default=unsized_moment(), dist_reduce_fx="sum")
+        else:
+            self.add_state("rows", default=[], dist_reduce_fx="cat")
+        self.add_state(
+            "num_samples", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum"
+        )
+        self._input_dim: int | None = None
+
+    def update(self, features: Tensor) -> None:
+        """Add a batch of (N, D) features; D must stay the same across updates."""
+        check_features(features, "features", dim=self._input_dim)
+        self._input_dim = features.shape[1]
+        if features.shape[0] == 0:
+            return
+        if self.streams_moments:
+            phi = self.kernel.feature_map(features.to(self.device)).to(torch.float64)
+            dims = self._dims_of(self.metric_state)
+            if dims is None:
+                self._allocate((phi.shape[1],))
+            elif dims != (phi.shape[1],):
+                raise ValueError(
+                    f"`features` map to {phi.shape[1]} kernel features, but the metric's state "
+                    f"holds {dims[0]}: every update must use the same embedder and kernel"
+                )
+            self.second_moment += phi.T @ phi
+        else:
+            self.rows.append(features.to(self.device, torch.float64))
+        self.num_samples += features.shape[0]
+
+    def compute(self) -> Tensor | dict[str, Tensor]:
+        """Vendi score of every sample seen on every rank (a collective: call it on all ranks)."""
+        return vendi_orders(self._spectrum(), self.orders, self._as_dict)
+
+    def spectrum(self) -> Tensor:
+        """Eigenvalues of ``K / n`` over all samples, descending (a collective, like compute).
+
+        Its length is the effective dimension (the numerical rank, ``VS_0``); it sums to 1.
+        """
+        with self.sync_context(
+            dist_sync_fn=self.dist_sync_fn,
+            should_sync=self._to_sync,
+            should_unsync=self._should_unsync,
+        ):
+            return self._spectrum()
+
+    def _spectrum(self) -> Tensor:
+        if int(self.num_samples) == 0:
+            raise ValueError(
+                f"{type(self).__name__}.compute() needs at least one sample, got none: call "
+                "update() with (N, D) features first"
+            )
+        if self.streams_moments:
+            return normalized_spectrum(self.second_moment, tolerance=self.tolerance)
+        rows = dim_zero_cat(self.rows)
+        gram = self.kernel.kernel_function(rows, rows)
+        return normalized_spectrum(gram, tolerance=self.tolerance)
+
+    def _dims_of(self, states: Mapping[str, Any]) -> Dims | None:
+        if self.streams_moments:
+            moment = states["second_moment"]
+            return None if moment.shape[0] == 0 else (moment.shape[0],)
+        rows = states["rows"]
+        rows = [rows] if isinstance(rows, Tensor) else rows
+        return (rows[0].shape[1],) if rows else None
+
+    def _zero_states(self, dims: Dims) -> dict[str, Any]:
+        (dim,) = dims
+        if self.streams_moments:
+            moment = torch.zeros(dim, dim, dtype=torch.float64, device=self.device)
+            return {"second_moment": moment}
+        return {"rows": [torch.zeros(0, dim, dtype=torch.float64, device=self.device)]}
+
+    def reset(self) -> None:
+        super().reset()
+        self._input_dim = None

@@ -31,12 +31,12 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from diversity_callbacks.callback import DiversityCallback
-    from diversity_callbacks.embedders.base import FunctionEmbedder, ImageEmbedder, TextEmbedder
-    from diversity_callbacks.embedders.clip import CLIPEmbedder
-    from diversity_callbacks.metrics.schur import SchurComplementEntropy
-    from diversity_callbacks.metrics.vendi import VendiScore
-    from diversity_callbacks.prompt_removal import PromptRemover
+    from diversity_callbacks.callback import DiversityCallback  # noqa: F401
+    from diversity_callbacks.embedders.base import FunctionEmbedder, ImageEmbedder, TextEmbedder  # noqa: F401
+    from diversity_callbacks.embedders.clip import CLIPEmbedder  # noqa: F401
+    from diversity_callbacks.metrics.schur import SchurComplementEntropy  # noqa: F401
+    from diversity_callbacks.metrics.vendi import VendiScore  # noqa: F401
+    from diversity_callbacks.prompt_removal import PromptRemover  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

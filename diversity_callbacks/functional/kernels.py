@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -26,7 +26,7 @@ FeatureMap = Callable[[Tensor], Tensor]
 """Maps (N, d) features to (N, D) explicit kernel features: ``k(x, y) = phi(x) . phi(y)``."""
 KernelFunction = Callable[[Tensor, Tensor], Tensor]
 """Maps (N, d) and (M, d) features to the (N, M) kernel matrix."""
-KernelSpec = Union[KernelName, KernelFunction]
+KernelSpec = KernelName | KernelFunction
 
 KERNEL_NAMES: tuple[str, ...] = ("cosine", "linear", "gaussian")
 

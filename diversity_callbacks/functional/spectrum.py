@@ -10,12 +10,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from numbers import Real
-from typing import Union
 
 import torch
 from torch import Tensor
 
-Order = Union[float, int, str]
+Order = float | int | str
 """An order q of the Rényi entropy: a number >= 0, ``float("inf")`` or the string ``"inf"``."""
 
 SCHUR_EIGENVALUE_FLOOR = 1e-10

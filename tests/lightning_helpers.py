@@ -1,0 +1,96 @@
+"""A tiny conditional generator as a LightningModule, and a cheap embedder, for callback tests.
+
+Both are deterministic under ``torch.manual_seed`` and fast on one CPU thread, so the same model
+trained in one process or in two DDP ranks gives the same samples.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, TensorDataset
+
+PROMPTS = ["a red square", "a blue circle", "a green line"]
+IMAGE_SIZE = 8
+LATENT = 4
+
+
+class TinyGenerator(L.LightningModule):
+    """Noise and a prompt embedding -> a (3, 8, 8) image in [-1, 1]; trained to match targets.
+
+    ``losses`` records every training loss, to compare runs step by step.
+    """
+
+    def __init__(
+        self, prompts: list[str] = PROMPTS, lr: float = 0.05, dropout: float = 0.1
+    ) -> None:
+        super().__init__()
+        self.prompts = list(prompts)
+        self.prompt_embedding = nn.Embedding(len(self.prompts), 8)
+        self.net = nn.Sequential(
+            nn.Linear(LATENT + 8, 32),
+            nn.Tanh(),
+            nn.Dropout(dropout),  # makes train/eval mode and RNG use observable in losses
+            nn.Linear(32, 3 * IMAGE_SIZE * IMAGE_SIZE),
+        )
+        self.lr = lr
+        self.losses: list[float] = []
+
+    def forward(self, noise: Tensor, prompt_ids: Tensor) -> Tensor:
+        hidden = torch.cat([noise, self.prompt_embedding(prompt_ids)], dim=1)
+        return torch.tanh(self.net(hidden)).view(-1, 3, IMAGE_SIZE, IMAGE_SIZE)
+
+    def generate(self, prompts: list[str], generators: list[torch.Generator]) -> Tensor:
+        """The sampling contract of DiversityCallback: one image per (prompt, generator)."""
+        noise = torch.stack(
+            [torch.randn(LATENT, generator=g, device=self.device) for g in generators]
+        )
+        ids = torch.tensor([self.prompts.index(p) for p in prompts], device=self.device)
+        return self(noise, ids)
+
+    def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
+        noise, ids, target = batch
+        loss = (self(noise, ids) - target).pow(2).mean()
+        self.losses.append(loss.item())
+        self.log("train_loss", loss)
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
+        noise, ids, target = batch
+        loss = (self(noise, ids) - target).pow(2).mean()
+        self.log("val_loss", loss)
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+
+def tiny_data(num: int = 32, batch_size: int = 4, shuffle: bool = True) -> DataLoader:
+    """Random (noise, prompt id, target image) triples; the order is drawn from the global RNG."""
+    generator = torch.Generator().manual_seed(1234)
+    noise = torch.randn(num, LATENT, generator=generator)
+    ids = torch.randint(0, len(PROMPTS), (num,), generator=generator)
+    target = torch.rand(num, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator) * 2 - 1
+    return DataLoader(TensorDataset(noise, ids, target), batch_size=batch_size, shuffle=shuffle)
+
+
+class PixelEmbedder:
+    """Image features: 4 x 4 average-pooled pixels (48-D); text features: a hash-seeded vector.
+
+    Satisfies the ImageEmbedder and TextEmbedder protocols without any model weights.
+    """
+
+    dim = 48
+
+    def embed_images(self, images: Tensor) -> Tensor:
+        return nn.functional.adaptive_avg_pool2d(images, 4).flatten(1)
+
+    def embed_texts(self, prompts: list[str]) -> Tensor:
+        rows = []
+        for prompt in prompts:
+            seed = int.from_bytes(hashlib.sha1(prompt.encode()).digest()[:4], "little")
+            rows.append(torch.randn(self.dim, generator=torch.Generator().manual_seed(seed)))
+        return torch.stack(rows)

@@ -37,14 +37,15 @@ def normalize_rows(features: Tensor) -> Tensor:
     Raises:
         ValueError: if a row has zero norm, for which the cosine similarity is undefined.
     """
-    features = features.to(torch.float64)
+    # One float64 copy, divided in place: this runs on every streamed batch.
+    features = features.to(torch.float64, copy=True)
     norms = torch.linalg.vector_norm(features, dim=1, keepdim=True)
     if bool((norms == 0).any()):
         row = int(torch.nonzero(norms.flatten() == 0)[0])
         raise ValueError(
             f"the cosine kernel needs rows with nonzero norm, got an all-zero row at index {row}"
         )
-    return features / norms
+    return features.div_(norms)
 
 
 def gaussian_kernel(x: Tensor, y: Tensor | None = None, *, sigma: float) -> Tensor:

@@ -54,6 +54,14 @@ def default_tolerance(size: int) -> float:
     return max(size, 1) * torch.finfo(torch.float64).eps
 
 
+def check_tolerance(tolerance: float | None) -> None:
+    """Check a relative eigenvalue tolerance: ``None`` (the default) or a number in [0, 1)."""
+    if tolerance is None:
+        return
+    if isinstance(tolerance, bool) or not isinstance(tolerance, Real) or not 0 <= tolerance < 1:
+        raise ValueError(f"`tolerance` must be None or a number in [0, 1), got {tolerance!r}")
+
+
 def normalized_spectrum(matrix: Tensor, *, tolerance: float | None = None) -> Tensor:
     """Eigenvalues of a symmetric PSD matrix divided by their sum, round-off dropped.
 
@@ -74,14 +82,13 @@ def normalized_spectrum(matrix: Tensor, *, tolerance: float | None = None) -> Te
         raise ValueError(f"expected a square matrix, got shape {tuple(matrix.shape)}")
     if matrix.shape[0] == 0:
         raise ValueError("the spectrum of an empty matrix is undefined: no samples were given")
+    tolerance = default_tolerance(matrix.shape[0]) if tolerance is None else tolerance
+    check_tolerance(tolerance)
     matrix = matrix.to(torch.float64)
     eigenvalues = torch.linalg.eigvalsh((matrix + matrix.T) / 2).flip(0)
     top = eigenvalues[0]
     if not bool(top > 0):
         raise ValueError("the kernel matrix is zero: every sample has zero similarity to itself")
-    tolerance = default_tolerance(matrix.shape[0]) if tolerance is None else tolerance
-    if not 0 <= tolerance < 1:
-        raise ValueError(f"`tolerance` must be in [0, 1), got {tolerance!r}")
     kept = eigenvalues[eigenvalues > tolerance * top]
     return kept / kept.sum()
 
@@ -98,7 +105,9 @@ def vendi_from_spectrum(spectrum: Tensor, q: float) -> Tensor:
         return torch.tensor(float(spectrum.numel()), dtype=torch.float64, device=spectrum.device)
     if math.isinf(q):
         return 1.0 / spectrum.max()
-    return torch.exp(torch.log(torch.pow(spectrum, q).sum()) / (1.0 - q))
+    # log(sum p^q) as a logsumexp: p^q underflows to 0 for large q (p <= 1/n ... 1), log would
+    # then give -inf and the score inf instead of a value near 1 / max p.
+    return torch.exp(torch.logsumexp(q * torch.log(spectrum), dim=0) / (1.0 - q))
 
 
 def vendi_orders(

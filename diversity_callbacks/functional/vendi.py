@@ -21,6 +21,7 @@ from diversity_callbacks.functional.kernels import (
 )
 from diversity_callbacks.functional.spectrum import (
     Order,
+    check_tolerance,
     normalized_spectrum,
     parse_orders,
     vendi_orders,
@@ -60,12 +61,14 @@ def vendi_score(
     Example:
         >>> import torch
         >>> from diversity_callbacks.functional import vendi_score
-        >>> vendi_score(torch.eye(4))
-        tensor(4.0000, dtype=torch.float64)
-        >>> vendi_score(torch.ones(5, 3), q=[1, "inf"])
-        {'q1': tensor(1., dtype=torch.float64), 'qinf': tensor(1., dtype=torch.float64)}
+        >>> round(vendi_score(torch.eye(4)).item(), 6)  # four orthonormal samples
+        4.0
+        >>> scores = vendi_score(torch.ones(5, 3), q=[1, "inf"])  # five identical samples
+        >>> {key: round(value.item(), 6) for key, value in scores.items()}
+        {'q1': 1.0, 'qinf': 1.0}
     """
     orders, as_dict = parse_orders(q)
+    check_tolerance(tolerance)
     check_features(features)
     if features.shape[0] == 0:
         raise ValueError("`features` must have at least one row, got shape (0, D)")
@@ -95,8 +98,8 @@ def vendi_score_from_kernel(
     Example:
         >>> import torch
         >>> from diversity_callbacks.functional import vendi_score_from_kernel
-        >>> vendi_score_from_kernel(torch.eye(3, dtype=torch.float64), q=2)
-        tensor(3.0000, dtype=torch.float64)
+        >>> round(vendi_score_from_kernel(torch.eye(3, dtype=torch.float64), q=2).item(), 6)
+        3.0
     """
     orders, as_dict = parse_orders(q)
     if not isinstance(kernel_matrix, Tensor) or kernel_matrix.ndim != 2:

@@ -13,6 +13,7 @@ from diversity_callbacks._validation import check_features
 from diversity_callbacks.functional.kernels import FeatureMap, KernelSpec, resolve_kernel
 from diversity_callbacks.functional.spectrum import (
     Order,
+    check_tolerance,
     normalized_spectrum,
     parse_orders,
     vendi_orders,
@@ -76,6 +77,7 @@ class VendiScore(LazilySizedMetric):
         self.kernel = resolve_kernel(
             kernel, sigma=sigma, num_features=num_features, seed=seed, feature_map=feature_map
         )
+        check_tolerance(tolerance)
         self.tolerance = tolerance
         self.streams_moments = self.kernel.feature_map is not None
         if self.streams_moments:
@@ -89,7 +91,7 @@ class VendiScore(LazilySizedMetric):
 
     def update(self, features: Tensor) -> None:
         """Add a batch of (N, D) features; D must stay the same across updates."""
-        check_features(features, "features", dim=self._input_dim)
+        check_features(features, "features", dim=self._expected_input_dim())
         self._input_dim = features.shape[1]
         if features.shape[0] == 0:
             return
@@ -103,10 +105,17 @@ class VendiScore(LazilySizedMetric):
                     f"`features` map to {phi.shape[1]} kernel features, but the metric's state "
                     f"holds {dims[0]}: every update must use the same embedder and kernel"
                 )
-            self.second_moment += phi.T @ phi
+            self.second_moment.addmm_(phi.T, phi)
         else:
             self.rows.append(features.to(self.device, torch.float64))
         self.num_samples += features.shape[0]
+
+    def _expected_input_dim(self) -> int | None:
+        """Feature dimension of earlier updates; for rows also after loading or merging states."""
+        if self._input_dim is None and not self.streams_moments:
+            dims = self._dims_of(self.metric_state)
+            return None if dims is None else dims[0]
+        return self._input_dim
 
     def compute(self) -> Tensor | dict[str, Tensor]:
         """Vendi score of every sample seen on every rank (a collective: call it on all ranks)."""

@@ -8,6 +8,7 @@ from diversity_callbacks.functional.kernels import (
     random_fourier_frequencies,
     resolve_kernel,
 )
+from diversity_callbacks.functional.schur import SchurComplementResult, schur_complement_entropy
 from diversity_callbacks.functional.spectrum import (
     normalized_spectrum,
     order_key,
@@ -18,6 +19,7 @@ from diversity_callbacks.functional.vendi import vendi_score, vendi_score_from_k
 
 __all__ = [
     "RandomFourierFeatures",
+    "SchurComplementResult",
     "gaussian_kernel",
     "normalize_rows",
     "normalized_spectrum",
@@ -26,6 +28,7 @@ __all__ = [
     "random_fourier_frequencies",
     "resolve_kernel",
     "schur_block_score",
+    "schur_complement_entropy",
     "vendi_from_spectrum",
     "vendi_score",
     "vendi_score_from_kernel",

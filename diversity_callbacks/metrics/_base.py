@@ -13,12 +13,13 @@ torchmetrics' default handling, and this class fixes both in one place:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
+from torch.nn import Module
 from torchmetrics import Metric
 from torchmetrics.utilities.distributed import gather_all_tensors
 
@@ -74,6 +75,20 @@ class LazilySizedMetric(Metric):
             )
         return tuple(largest)
 
+    def _apply(self, fn: Callable, exclude_state: Sequence[str] = ()) -> Module:
+        """Follow the module across devices, but never change the states' dtype.
+
+        torchmetrics applies ``.to(dtype)`` to states, and Lightning calls it on a
+        LightningModule's metrics under ``precision="bf16-true"``: the float64 sums would be
+        rounded to bf16. States therefore only move to the device that ``fn`` moves tensors to.
+        """
+        this = super()._apply(fn, exclude_state=tuple(self._defaults))
+        for name in self._defaults:
+            if name not in exclude_state:
+                this._defaults[name] = _to_device(this._defaults[name], this.device)
+                setattr(this, name, _to_device(getattr(this, name), this.device))
+        return this
+
     def _reduce_states(self, incoming_state: dict[str, Any]) -> None:
         mine, theirs = self._dims_of(self.metric_state), self._dims_of(incoming_state)
         if mine is not None and theirs is not None and mine != theirs:
@@ -88,6 +103,12 @@ class LazilySizedMetric(Metric):
             if theirs is None:
                 incoming_state = {**incoming_state, **self._zero_states(dims)}
         super()._reduce_states(incoming_state)
+
+
+def _to_device(state: Tensor | list[Tensor], device: torch.device) -> Tensor | list[Tensor]:
+    if isinstance(state, Tensor):
+        return state.to(device)
+    return [item.to(device) for item in state]
 
 
 def unsized_moment() -> Tensor:

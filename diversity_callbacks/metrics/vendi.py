@@ -145,6 +145,22 @@ class VendiScore(LazilySizedMetric):
         gram = self.kernel.kernel_function(rows, rows)
         return normalized_spectrum(gram, tolerance=self.tolerance)
 
+    def plot(
+        self,
+        val: Tensor | dict[str, Tensor] | Sequence[Tensor | dict[str, Tensor]] | None = None,
+        ax: Any = None,
+    ) -> tuple[Any, Any]:
+        """Plot one result of ``compute`` (a tensor or a dict of orders) or a sequence of them.
+
+        Args:
+            val: results to plot; ``compute()`` when omitted (a collective under DDP).
+            ax: a matplotlib axis to draw on; a new figure when omitted.
+
+        Returns:
+            The matplotlib figure and axis (needs ``pip install diversity-callbacks[plot]``).
+        """
+        return self._plot(val, ax)
+
     def _dims_of(self, states: Mapping[str, Any]) -> Dims | None:
         if self.streams_moments:
             moment = states["second_moment"]

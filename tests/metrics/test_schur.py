@@ -1,0 +1,112 @@
+"""SchurComplementEntropy metric: streaming equals the functional API, DDP, bad inputs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from diversity_callbacks import SchurComplementEntropy
+from diversity_callbacks.functional import schur_complement_entropy
+from diversity_callbacks.functional.schur import DegenerateSchurComplementWarning
+from tests.distributed import run_distributed
+
+GAUSSIAN = {"kernel": "gaussian", "sigma": 4.0, "num_features": 30, "seed": 3}
+
+
+def pairs(num_prompts: int = 6, per_prompt: int = 10, dim: int = 12):
+    """(images, prompts) with images depending on their (repeated) prompt plus noise."""
+    generator = torch.Generator().manual_seed(1)
+    prompts = 3 * torch.randn(num_prompts, dim, generator=generator)
+    images = prompts @ torch.randn(dim, dim, generator=generator) / math.sqrt(dim)
+    images = images.repeat_interleave(per_prompt, 0)
+    images = images + torch.randn(images.shape, generator=generator)
+    return images, prompts.repeat_interleave(per_prompt, 0)
+
+
+def expected(options):
+    images, prompts = pairs()
+    return schur_complement_entropy(images, prompts, path="primal", **options)._asdict()
+
+
+def assert_same(result, reference, rtol):
+    assert set(result) == {"sce", "text_part", "image_vendi"}
+    for key, value in reference.items():
+        assert result[key].dtype == torch.float64
+        torch.testing.assert_close(result[key], value, rtol=rtol, atol=0)
+
+
+@pytest.mark.parametrize("options", [GAUSSIAN, {"kernel": "cosine"}, {"kernel": "linear"}])
+def test_batches_give_the_functional_value(options):
+    images, prompts = pairs()
+    metric = SchurComplementEntropy(**options)
+    for rows in (slice(0, 7), slice(7, 7), slice(7, 41), slice(41, 60)):
+        metric.update(images[rows], prompts[rows])
+    assert_same(metric.compute(), expected(options), rtol=1e-10)
+
+
+def distributed_schur(rank: int, world_size: int) -> dict[str, dict[str, torch.Tensor]]:
+    """Two metrics: uneven shards with different update counts, and an empty rank."""
+    images, prompts = pairs()
+    uneven = SchurComplementEntropy(**GAUSSIAN)
+    shards = [(0, 9), (9, 11), (11, 37)] if rank == 0 else [(37, 60)]
+    for start, stop in shards:
+        uneven.update(images[start:stop], prompts[start:stop])
+    empty = SchurComplementEntropy(kernel="cosine")
+    if rank == 0:
+        empty.update(images, prompts)
+    return {"uneven": uneven.compute(), "empty": empty.compute()}
+
+
+def test_ddp_equals_one_process_with_uneven_and_empty_ranks():
+    results = run_distributed(distributed_schur)
+    for result in results:
+        assert_same(result["uneven"], expected(GAUSSIAN), rtol=1e-9)
+        assert_same(result["empty"], expected({"kernel": "cosine"}), rtol=1e-9)
+
+
+def test_mismatched_rows_raise():
+    metric = SchurComplementEntropy()
+    with pytest.raises(ValueError, match=r"same number of rows.*5 and 4"):
+        metric.update(torch.randn(5, 8), torch.randn(4, 8))
+
+
+def test_feature_dimension_must_not_change():
+    metric = SchurComplementEntropy()
+    metric.update(torch.randn(5, 8), torch.randn(5, 6))
+    with pytest.raises(ValueError, match="`text_features` must have feature dimension 6"):
+        metric.update(torch.randn(5, 8), torch.randn(5, 7))
+
+
+def test_gaussian_needs_equal_text_and_image_dimensions():
+    metric = SchurComplementEntropy(**GAUSSIAN)
+    with pytest.raises(ValueError, match="same dimension, got 8 and 6"):
+        metric.update(torch.randn(5, 8), torch.randn(5, 6))
+
+
+def test_compute_without_samples_raises():
+    metric = SchurComplementEntropy()
+    metric.update(torch.zeros(0, 4), torch.zeros(0, 4))
+    with pytest.raises(ValueError, match="needs at least one sample"):
+        metric.compute()
+
+
+def test_one_prompt_per_sample_warns_and_gives_nan():
+    images, prompts = pairs(num_prompts=20, per_prompt=1, dim=32)
+    metric = SchurComplementEntropy()
+    metric.update(images, prompts)
+    with pytest.warns(DegenerateSchurComplementWarning):
+        result = metric.compute()
+    assert math.isnan(result["sce"]) and math.isnan(result["text_part"])
+    assert result["image_vendi"] > 1
+
+
+def test_reset_forgets_samples_and_dimensions():
+    metric = SchurComplementEntropy()
+    metric.update(torch.randn(5, 8), torch.randn(5, 8))
+    metric.reset()
+    images, prompts = pairs()
+    metric.update(images, prompts[:, :5])
+    reference = schur_complement_entropy(images, prompts[:, :5], "cosine", path="primal")
+    assert_same(metric.compute(), reference._asdict(), rtol=1e-10)

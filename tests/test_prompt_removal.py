@@ -1,0 +1,102 @@
+"""PromptRemover: removing the prompt's part makes images stop predicting their prompts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from diversity_callbacks import PromptRemover
+
+NUM_PROMPTS, DIM = 10, 32
+
+
+def shared_space_pairs(per_prompt: int, seed: int):
+    """CLIP-like pairs: an image embedding is its prompt's embedding plus content noise."""
+    generator = torch.Generator().manual_seed(seed)
+    vocabulary = torch.randn(NUM_PROMPTS, DIM, generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(NUM_PROMPTS).repeat_interleave(per_prompt)
+    prompts = vocabulary[labels]
+    images = prompts + 0.8 * torch.randn(prompts.shape, generator=generator)
+    return images, prompts, labels, vocabulary
+
+
+def nearest_prompt_accuracy(images, labels, vocabulary) -> float:
+    """Zero-shot accuracy: the prompt whose embedding has the largest cosine with the image."""
+    images = images / images.norm(dim=1, keepdim=True)
+    vocabulary = (vocabulary / vocabulary.norm(dim=1, keepdim=True)).to(images.dtype)
+    return (images @ vocabulary.T).argmax(dim=1).eq(labels).double().mean().item()
+
+
+def test_defocus_drops_nearest_prompt_accuracy_to_chance_and_focus_keeps_it():
+    remover = PromptRemover().fit(*shared_space_pairs(per_prompt=50, seed=1)[:2])
+    images, prompts, labels, vocabulary = shared_space_pairs(per_prompt=100, seed=2)
+    before = nearest_prompt_accuracy(images, labels, vocabulary)
+    defocused = nearest_prompt_accuracy(
+        remover.transform(images, prompts, mode="defocus"), labels, vocabulary
+    )
+    focused = nearest_prompt_accuracy(
+        remover.transform(images, prompts, mode="focus"), labels, vocabulary
+    )
+    chance = 1 / NUM_PROMPTS
+    assert before > 0.95
+    assert focused == 1.0
+    assert abs(defocused - chance) < 0.05  # 1000 held-out images: chance +- 1.6 sigma
+
+
+@pytest.mark.parametrize(
+    "options", [{}, {"kernel": "cosine"}, {"kernel": "gaussian", "sigma": 6.0, "num_features": 20}]
+)
+def test_residual_is_uncorrelated_with_prompts_in_the_fitted_representation(options):
+    images, prompts, _, _ = shared_space_pairs(per_prompt=20, seed=3)
+    remover = PromptRemover(**options).fit(images, prompts)
+    residual = remover.transform(images, prompts)
+    explained = remover.transform(images, prompts, mode="focus")
+    phi_text, phi_image = remover.feature_map(prompts), remover.feature_map(images)
+    torch.testing.assert_close(residual + explained, phi_image)
+    # the normal equations of the ridge regression: phi_t^T (phi_i - phi_t Gamma) ~ 0
+    correlation = phi_text.T @ residual
+    assert correlation.abs().max() < 1e-5 * (phi_text.T @ phi_image).abs().max()
+
+
+@pytest.mark.parametrize(
+    "options", [{}, {"kernel": "gaussian", "sigma": 6.0, "num_features": 20, "seed": 7}]
+)
+def test_save_and_load_reproduce_the_transform(tmp_path, options):
+    images, prompts, _, _ = shared_space_pairs(per_prompt=20, seed=4)
+    remover = PromptRemover(ridge=1e-7, **options).fit(images, prompts)
+    path = tmp_path / "remover.pt"
+    remover.save(path)
+    assert all(isinstance(value, torch.Tensor) for value in torch.load(path).values())
+    loaded = PromptRemover.load(path)
+    assert (loaded.kernel, loaded.ridge) == (remover.kernel, 1e-7)
+    new_images, new_prompts, _, _ = shared_space_pairs(per_prompt=5, seed=5)
+    for mode in ("defocus", "focus"):
+        torch.testing.assert_close(
+            loaded.transform(new_images, new_prompts, mode=mode),
+            remover.transform(new_images, new_prompts, mode=mode),
+            rtol=0,
+            atol=0,
+        )
+
+
+def test_load_rejects_a_file_that_is_not_a_remover(tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save({"weight": torch.zeros(2)}, path)
+    with pytest.raises(ValueError, match="not a saved PromptRemover"):
+        PromptRemover.load(path)
+
+
+def test_transform_before_fit_raises():
+    with pytest.raises(RuntimeError, match="not fitted"):
+        PromptRemover().transform(torch.randn(3, 4), torch.randn(3, 4))
+
+
+def test_transform_checks_mode_and_dimensions():
+    images, prompts, _, _ = shared_space_pairs(per_prompt=5, seed=6)
+    remover = PromptRemover().fit(images, prompts)
+    with pytest.raises(ValueError, match="`mode` must be 'defocus' or 'focus', got 'remove'"):
+        remover.transform(images, prompts, mode="remove")
+    with pytest.raises(ValueError, match="`image_features` must have feature dimension 32"):
+        remover.transform(images[:, :8], prompts)
+    with pytest.raises(ValueError, match="same number of rows"):
+        remover.transform(images, prompts[:3])

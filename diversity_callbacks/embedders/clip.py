@@ -43,10 +43,11 @@ class CLIPEmbedder:
     Images go through the model's own preprocessing (size, resize mode, interpolation, crop or
     pad, mean and std from ``model.visual.preprocess_cfg``) computed on tensors, on the device
     they arrive on, without a round trip through PIL. The result matches open_clip's PIL
-    transform of the same uint8 images up to PIL's rounding to uint8 between steps (measured in
-    ``tests/embedders/test_preprocess.py``: max difference about one uint8 step after
-    normalisation, embedding cosine similarity above 0.999). Prompts are tokenised with the
-    model's tokenizer and embedded once per embedder; later calls read a cache.
+    transform of the same uint8 images up to PIL's rounding to uint8 between steps: at most
+    about one uint8 step per pixel, cosine similarity of the embeddings above 0.9999 (see
+    ``tests/embedders/test_preprocess.py`` for the measured bounds, including a few steps at
+    isolated pixels when the two axes are rescaled by different factors). Prompts are tokenised
+    with the model's tokenizer and embedded once per embedder; later calls read a cache.
 
     The model is frozen (eval mode, no gradients) and moves, on first use, to the device given
     here or else to the device of the images it is asked to embed.

@@ -21,8 +21,16 @@ from diversity_callbacks.functional.spectrum import (
 
 @pytest.mark.parametrize(
     ("order", "parsed"),
-    [(0, 0.0), (0.5, 0.5), (1, 1.0), (2, 2.0), ("inf", math.inf), (" INF ", math.inf)]
-    + [(math.inf, math.inf), ("infinity", math.inf)],
+    [
+        (0, 0.0),
+        (0.5, 0.5),
+        (1, 1.0),
+        (2, 2.0),
+        ("inf", math.inf),
+        (" INF ", math.inf),
+        (math.inf, math.inf),
+        ("infinity", math.inf),
+    ],
 )
 def test_parse_order_accepts_numbers_and_infinity(order: object, parsed: float) -> None:
     assert parse_order(order) == parsed

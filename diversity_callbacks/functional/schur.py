@@ -21,7 +21,7 @@ direction with eigenvalue ``mu`` is scaled by ``mu / (mu + delta)``: directions 
 ``delta`` are explained in full, directions below it not at all, and when the text features
 span far fewer directions than there are samples the result does not depend on ``ridge``.
 
-Two exact ways to get the spectra, same numbers:
+Three exact ways to get the spectra, same numbers:
 
 - primal: the D x D blocks (cost ``n D^2 + D^3``); the metric always uses it (it keeps the sums);
 - dual: n x n Gram matrices (cost ``n^2 D + n^3``) when there are fewer samples than features.
@@ -30,6 +30,12 @@ Two exact ways to get the spectra, same numbers:
   with ``H = G_T (G_T + delta)^-1``. Their nonzero eigenvalues are those of
   ``diag(w) U^T G_I U diag(w)`` with ``w = sqrt(g / (g + delta))`` and ``sqrt(delta / (g + delta))``;
   the remaining ``D_I - n`` eigenvalues are zero and enter the score clamped, as in the primal.
+- grouped: when the n rows hold only P distinct prompts (each generated with several seeds),
+  ``A = E N^-1/2 A_P`` with ``E`` the n x P prompt indicator, ``N = E^T E`` the counts and
+  ``A_P = N^1/2 Phi_P / sqrt(n)``; then ``L_txt = Z^T Z`` with ``G_P = A_P A_P^T = Q diag(g) Q^T``
+  and ``Z = diag(sqrt(g / (g + delta))) Q^T N^-1/2 E^T B``, the per-prompt image means in the
+  prompts' eigenbasis. The text side costs ``P^2 D + P^3`` instead of ``n D^2 + D^3``, and
+  ``L_txt``'s spectrum is that of the P x P ``Z Z^T``; only ``C_II`` needs all n rows.
 """
 
 from __future__ import annotations
@@ -61,7 +67,8 @@ from diversity_callbacks.functional.spectrum import (
 
 SchurKernel = Literal["gaussian", "cosine", "linear"]
 SCHUR_KERNELS: tuple[str, ...] = ("gaussian", "cosine", "linear")
-SchurPath = Literal["auto", "primal", "dual"]
+SchurPath = Literal["auto", "primal", "dual", "grouped"]
+SCHUR_PATHS: tuple[str, ...] = ("auto", "primal", "dual", "grouped")
 DEFAULT_RIDGE = 1e-8
 """Default ridge on ``C_TT``, relative to its mean eigenvalue ``tr(C_TT) / D_T``."""
 DEFAULT_NUM_FEATURES = 2500
@@ -250,25 +257,71 @@ def schur_from_features(
     """Scores from (n, D_T) text and (n, D_I) image kernel features of paired rows.
 
     Args:
-        phi_text: kernel features of the prompts.
+        phi_text: kernel features of the prompts (repeated rows for repeated prompts).
         phi_image: kernel features of the images.
         ridge: relative ridge on ``C_TT``.
-        path: ``"primal"`` (D x D blocks), ``"dual"`` (n x n Gram matrices) or ``"auto"``: the
-            dual when n is below the image feature dimension D_I. Same numbers either way.
+        path: ``"primal"`` (D x D blocks), ``"dual"`` (n x n Gram matrices), ``"grouped"`` (the
+            text side over the P distinct prompts, the image side as D_I x D_I) or ``"auto"``:
+            the dual when n < D_I, else grouped when P <= D_T / 2, else primal. Same numbers
+            every way; see the module docstring.
     """
-    if path not in ("auto", "primal", "dual"):
-        raise ValueError(f"`path` must be 'auto', 'primal' or 'dual', got {path!r}")
+    if path not in SCHUR_PATHS:
+        raise ValueError(f"`path` must be one of {SCHUR_PATHS}, got {path!r}")
     phi_text, phi_image = phi_text.to(torch.float64), phi_image.to(torch.float64)
     num_samples, image_dim = phi_image.shape
-    if path == "primal" or (path == "auto" and num_samples >= image_dim):
-        return schur_from_moments(
-            phi_text.T @ phi_text,
-            phi_text.T @ phi_image,
-            phi_image.T @ phi_image,
-            num_samples,
-            ridge=ridge,
-        )
-    return _schur_dual(phi_text, phi_image, ridge)
+    if path == "auto" and num_samples < image_dim:
+        path = "dual"
+    if path in ("auto", "grouped"):
+        prompts, prompt_index = torch.unique(phi_text, dim=0, return_inverse=True)
+        if path == "grouped" or 2 * prompts.shape[0] <= phi_text.shape[1]:
+            return _schur_grouped(prompts, prompt_index, phi_image, ridge)
+    if path == "dual":
+        return _schur_dual(phi_text, phi_image, ridge)
+    return schur_from_moments(
+        phi_text.T @ phi_text,
+        phi_text.T @ phi_image,
+        phi_image.T @ phi_image,
+        num_samples,
+        ridge=ridge,
+    )
+
+
+def _schur_grouped(
+    phi_prompts: Tensor, prompt_index: Tensor, phi_image: Tensor, ridge: float
+) -> SchurComplementResult:
+    """The path over P distinct prompts; see the module docstring for the derivation."""
+    num_samples, image_dim = phi_image.shape
+    num_prompts = phi_prompts.shape[0]
+    counts = torch.bincount(prompt_index, minlength=num_prompts).to(torch.float64)
+    sums = phi_image.new_zeros(num_prompts, image_dim).index_add_(0, prompt_index, phi_image)
+    weighted = phi_prompts * torch.sqrt(counts / num_samples)[:, None]
+    prompt_gram = weighted @ weighted.T  # same nonzero eigenvalues as C_TT
+    delta = ridge_shift(float(torch.trace(prompt_gram)), phi_prompts.shape[1], ridge)
+    text_eigenvalues, basis = _gram_eigh(prompt_gram)
+    explained = torch.sqrt(text_eigenvalues / (text_eigenvalues + delta))
+    # rows of Z: the images' mean features per prompt, in the prompts' eigenbasis; L_txt = Z^T Z
+    means = sums / torch.sqrt(counts * num_samples)[:, None]
+    whitened = explained[:, None] * (basis.T @ means)
+    image_image = phi_image.T @ phi_image / num_samples
+    image_part = image_image - whitened.T @ whitened
+    return _result(
+        torch.linalg.eigvalsh((image_part + image_part.T) / 2),
+        torch.linalg.eigvalsh(whitened @ whitened.T),
+        image_image,
+        image_dim,
+        degenerate=_is_degenerate(text_eigenvalues, delta, num_samples),
+    )
+
+
+def _gram_eigh(gram: Tensor) -> tuple[Tensor, Tensor]:
+    """Eigenvalues and vectors of a Gram matrix; round-off-level eigenvalues set to exact zero.
+
+    Kept, eigenvalues at round-off level (size * eps * max, as numpy's matrix_rank) would count
+    as explained directions of weight ``g / (g + delta)``.
+    """
+    eigenvalues, basis = torch.linalg.eigh((gram + gram.T) / 2)
+    round_off = default_tolerance(gram.shape[0]) * float(eigenvalues.max().clamp_min(0.0))
+    return torch.where(eigenvalues > round_off, eigenvalues, 0.0), basis
 
 
 def _schur_dual(phi_text: Tensor, phi_image: Tensor, ridge: float) -> SchurComplementResult:
@@ -277,11 +330,7 @@ def _schur_dual(phi_text: Tensor, phi_image: Tensor, ridge: float) -> SchurCompl
     text_gram = phi_text @ phi_text.T / num_samples
     image_gram = phi_image @ phi_image.T / num_samples
     delta = ridge_shift(float(torch.trace(text_gram)), phi_text.shape[1], ridge)
-    text_eigenvalues, basis = torch.linalg.eigh((text_gram + text_gram.T) / 2)
-    # Eigenvalues at round-off level (n * eps * max, as numpy's matrix_rank) are exact zeros:
-    # kept, they would count as explained directions of weight g / (g + delta).
-    round_off = default_tolerance(num_samples) * float(text_eigenvalues.max().clamp_min(0.0))
-    text_eigenvalues = torch.where(text_eigenvalues > round_off, text_eigenvalues, 0.0)
+    text_eigenvalues, basis = _gram_eigh(text_gram)
     rotated = basis.T @ image_gram @ basis
     explained = torch.sqrt(text_eigenvalues / (text_eigenvalues + delta))
     # delta / (g + delta) directly, not 1 - g / (g + delta): no cancellation where g >> delta.
@@ -374,8 +423,9 @@ def schur_complement_entropy(
         seed: seed of the frequency draw.
         frequencies: (d, m) frequency matrix, already divided by ``sigma``.
         ridge: ridge on ``C_TT`` relative to its mean eigenvalue ``tr(C_TT) / D_T``.
-        path: ``"auto"`` (n x n dual when n < the image feature dimension, else D x D blocks),
-            ``"primal"`` or ``"dual"``: same numbers, different cost.
+        path: ``"auto"`` (the n x n dual when n < the image feature dimension D_I, else the
+            grouped path when the P distinct prompts number at most D_T / 2, else the D x D
+            blocks), ``"primal"``, ``"dual"`` or ``"grouped"``: same numbers, different cost.
 
     Returns:
         :class:`SchurComplementResult` ``(sce, text_part, image_vendi)`` of float64 scalars.

@@ -84,7 +84,7 @@ def test_images_ignoring_their_prompts_have_text_part_near_one():
     assert result.sce.item() > 100  # the images' own diversity stays
 
 
-@pytest.mark.parametrize("path", ["primal", "dual"])
+@pytest.mark.parametrize("path", ["primal", "dual", "grouped"])
 def test_matches_numpy_published_formula_with_given_frequencies(path):
     images, prompts = prompted(num_prompts=6, per_prompt=10, dim=12, spread=0.5)
     images, prompts = 3 * images, 3 * prompts
@@ -96,12 +96,13 @@ def test_matches_numpy_published_formula_with_given_frequencies(path):
 
 @pytest.mark.parametrize(("kernel", "options"), [("gaussian", {"sigma": 3.0}), ("cosine", {})])
 @pytest.mark.parametrize("num_prompts", [3, 12])
-def test_primal_and_dual_paths_agree(kernel, options, num_prompts):
+@pytest.mark.parametrize("path", ["dual", "grouped", "auto"])
+def test_every_path_gives_the_primal_numbers(kernel, options, num_prompts, path):
     images, prompts = prompted(num_prompts=num_prompts, per_prompt=4, dim=24, spread=0.4)
     options = {**options, "num_features": 40} if kernel == "gaussian" else options
     primal = schur_complement_entropy(images, prompts, kernel, path="primal", **options)
-    dual = schur_complement_entropy(images, prompts, kernel, path="dual", **options)
-    for left, right in zip(primal, dual, strict=True):
+    other = schur_complement_entropy(images, prompts, kernel, path=path, **options)
+    for left, right in zip(primal, other, strict=True):
         torch.testing.assert_close(left, right, rtol=1e-9, atol=0)
 
 
@@ -114,7 +115,7 @@ def test_well_posed_result_does_not_depend_on_ridge():
         torch.testing.assert_close(left, right, rtol=1e-4, atol=0)
 
 
-@pytest.mark.parametrize("path", ["primal", "dual"])
+@pytest.mark.parametrize("path", ["primal", "dual", "grouped"])
 def test_one_prompt_per_sample_warns_and_returns_nan(path):
     images, prompts = prompted(num_prompts=30, per_prompt=1, dim=40, spread=0.5)
     with pytest.warns(DegenerateSchurComplementWarning, match="30 directions for 30 samples"):

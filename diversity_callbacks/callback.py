@@ -39,6 +39,7 @@ SampleFn = Callable[[LightningModule, list[str], list[torch.Generator]], Tensor]
 class _Draw:
     """What one rank drew in one evaluation, before the collective part."""
 
+    num_samples: int = 0
     error: BaseException | None = None
     thumbnails: dict[int, Tensor] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=lambda: {"sampling": 0.0, "embedding": 0.0})
@@ -258,15 +259,17 @@ class DiversityCallback(Callback):
 
                 self.embedder = CLIPEmbedder()
             if self.sce is None:
-                self.sce = callable(getattr(self.embedder, "embed_texts", None))
+                self.sce = _embeds_texts(self.embedder)
             self._build_metrics()
         self._to_device(pl_module.device)
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        n = self.every_n_train_steps
-        if n is not None and trainer.global_step % n == 0 and self._may_evaluate(trainer):
+        n, step = self.every_n_train_steps, trainer.global_step
+        # Step 0 is before any optimizer step: under gradient accumulation the first
+        # micro-batches end there.
+        if n is not None and step > 0 and step % n == 0 and self._may_evaluate(trainer):
             self.evaluate(trainer, pl_module)
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -309,7 +312,11 @@ class DiversityCallback(Callback):
             self._handle_failure(trainer, draw.error)
             return None
         metric_start = time.perf_counter()
-        with torch.inference_mode(False):
+        with torch.inference_mode(False), warnings.catch_warnings():
+            if draw.num_samples == 0:
+                # A rank that drew nothing still joins the collective compute; its metrics'
+                # "compute before update" warning is expected there.
+                warnings.filterwarnings("ignore", message=r".*was called before the ``update``")
             scalars, per_prompt, spectrum = self._compute()
         thumbnails = self._gather_thumbnails(trainer, draw.thumbnails)
         self._reset_metrics()
@@ -327,6 +334,7 @@ class DiversityCallback(Callback):
         """Sample and embed this rank's share; a failure is caught and returned, not raised."""
         draw = _Draw()
         indices = self._shard(trainer.global_rank, trainer.world_size)
+        draw.num_samples = len(indices)
         batches = [
             indices[i : i + self.batch_size] for i in range(0, len(indices), self.batch_size)
         ]
@@ -485,11 +493,7 @@ class DiversityCallback(Callback):
                 len(self.prompts), q=self.vendi_orders, kernel_kwargs=self.kernel_kwargs
             )
         if self.sce:
-            if not callable(getattr(self.embedder, "embed_texts", None)):
-                raise ValueError(
-                    "`sce=True` needs an embedder with embed_texts(prompts), got "
-                    f"{type(self.embedder).__name__} without it"
-                )
+            _check_embedder(self.embedder, self.sce)
             from diversity_callbacks.metrics.schur import SchurComplementEntropy
 
             self._sce = SchurComplementEntropy(**self.sce_kwargs)
@@ -583,11 +587,26 @@ def _check_embedder(embedder: Any, sce: bool | None) -> None:
             "`embedder` must have a method embed_images(images) -> (B, D) features, got "
             f"{type(embedder).__name__}"
         )
-    if sce and not callable(getattr(embedder, "embed_texts", None)):
+    if getattr(embedder, "value_range", "[0,1]") != "[0,1]":
+        raise ValueError(
+            "`embedder` must take images in [0, 1] (the callback converts the generator's output "
+            "as `image_range` says), got an embedder built with "
+            f"value_range={embedder.value_range!r}"
+        )
+    if sce and not _embeds_texts(embedder):
         raise ValueError(
             "`sce=True` needs an embedder with embed_texts(prompts) -> (P, D), got "
             f"{type(embedder).__name__} without it"
         )
+
+
+def _embeds_texts(embedder: Any) -> bool:
+    """Whether the embedder can embed prompts (a FunctionEmbedder only with a text_fn)."""
+    from diversity_callbacks.embedders.base import FunctionEmbedder
+
+    if isinstance(embedder, FunctionEmbedder):
+        return embedder.text_fn is not None
+    return callable(getattr(embedder, "embed_texts", None))
 
 
 def _default_generate(pl_module: LightningModule) -> Callable[..., Tensor]:

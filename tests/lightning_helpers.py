@@ -78,7 +78,7 @@ def tiny_data(num: int = 32, batch_size: int = 4, shuffle: bool = True) -> DataL
 
 
 class PixelEmbedder:
-    """Image features: 4 x 4 average-pooled pixels (48-D); text features: a hash-seeded vector.
+    """Image features: 4 x 4 average-pooled pixels in [-1, 1] (48-D); text: a hash-seeded vector.
 
     Satisfies the ImageEmbedder and TextEmbedder protocols without any model weights.
     """
@@ -86,7 +86,9 @@ class PixelEmbedder:
     dim = 48
 
     def embed_images(self, images: Tensor) -> Tensor:
-        return nn.functional.adaptive_avg_pool2d(images, 4).flatten(1)
+        return nn.functional.adaptive_avg_pool2d(images * 2 - 1, 4).flatten(
+            1
+        )  # centred: cosine spreads
 
     def embed_texts(self, prompts: list[str]) -> Tensor:
         rows = []

@@ -1,0 +1,456 @@
+"""DiversityCallback in one process: evaluation set, cadence, isolation from training, failures."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from torch import Tensor
+
+from diversity_callbacks import DiversityCallback
+from diversity_callbacks.callback import _eval_mode
+from tests.lightning_helpers import PROMPTS, PixelEmbedder, TinyGenerator, tiny_data
+
+QUIET = {
+    "accelerator": "cpu",
+    "devices": 1,
+    "logger": False,
+    "enable_checkpointing": False,
+    "enable_model_summary": False,
+    "enable_progress_bar": False,
+}
+
+
+def make_callback(**kwargs: Any) -> DiversityCallback:
+    prompts = kwargs.pop("prompts", PROMPTS)
+    options = {
+        "samples_per_prompt": 3,
+        "batch_size": 4,
+        "embedder": PixelEmbedder(),
+        "every_n_train_steps": 2,
+        "sce": False,
+    }
+    options.update(kwargs)
+    return DiversityCallback(prompts, **options)
+
+
+def fit(callbacks: list, module: TinyGenerator | None = None, val: bool = False, **kwargs: Any):
+    L.seed_everything(0, verbose=False)
+    module = module if module is not None else TinyGenerator()
+    trainer = L.Trainer(**{**QUIET, "max_steps": 4, "callbacks": callbacks, **kwargs})
+    trainer.fit(module, tiny_data(), tiny_data(shuffle=False) if val else None)
+    return trainer, module
+
+
+def steps(callback: DiversityCallback) -> list[int]:
+    return [row["step"] for row in callback.history]
+
+
+# ---------------------------------------------------------------- leaving training untouched
+
+
+def test_training_losses_and_weights_are_bit_identical_with_and_without_the_callback():
+    def noisy_sampler(module: TinyGenerator, prompts: list[str], generators: list) -> Tensor:
+        torch.rand(3)  # draws from the global RNG, as careless samplers do
+        return module.generate(prompts, generators)
+
+    _, plain = fit([], max_steps=6)
+    callback = make_callback(every_n_train_steps=1, sample_fn=noisy_sampler)
+    _, watched = fit([callback], max_steps=6)
+    assert steps(callback) == [1, 2, 3, 4, 5, 6]
+    assert watched.losses == plain.losses  # dropout: train mode and RNG state both matter
+    for a, b in zip(plain.parameters(), watched.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_sampling_sees_eval_mode_no_grad_and_the_trainer_precision():
+    seen = []
+
+    def sampler(module: TinyGenerator, prompts: list[str], generators: list) -> Tensor:
+        seen.append(
+            (
+                module.training,
+                module.net.training,
+                torch.is_grad_enabled(),
+                torch.get_default_dtype(),
+            )
+        )
+        return module.generate(prompts, generators)
+
+    states = []
+
+    class StateEmbedder(PixelEmbedder):
+        def embed_images(self, images: Tensor) -> Tensor:
+            states.append(
+                (images.dtype, callback._vendi.num_samples.dtype, torch.get_default_dtype())
+            )
+            return super().embed_images(images)
+
+    callback = make_callback(sample_fn=sampler, embedder=StateEmbedder(), max_logged_prompts=1)
+    fit([callback], max_steps=2, precision="bf16-true")
+    assert seen and all(s == (False, False, False, torch.bfloat16) for s in seen)
+    # images are widened to float32 for the embedder, outside the bf16 default-dtype context
+    assert states and all(s == (torch.float32, torch.long, torch.float32) for s in states)
+    assert callback._vendi._defaults["second_moment"].dtype == torch.float64
+    assert all(math.isfinite(v) for v in callback.history[0].values())
+
+
+def test_eval_mode_restores_each_submodule_mode_also_on_error():
+    module = TinyGenerator().train()
+    module.net[2].eval()  # a frozen dropout must stay in eval mode afterwards
+    with pytest.raises(KeyError), _eval_mode(module):
+        assert not any(m.training for m in module.modules())
+        raise KeyError("boom")
+    assert module.training and module.net[0].training and not module.net[2].training
+
+
+# ---------------------------------------------------------------- the fixed evaluation set
+
+
+def test_sample_i_gets_the_same_prompt_and_seed_at_every_evaluation():
+    calls = []
+
+    def sampler(module: TinyGenerator, prompts: list[str], generators: list) -> Tensor:
+        calls.append(list(zip(prompts, [g.initial_seed() for g in generators], strict=True)))
+        return module.generate(prompts, generators)
+
+    callback = make_callback(sample_fn=sampler, seed=7)
+    fit([callback], max_steps=4)
+    assert [len(c) for c in calls] == [4, 4, 1, 4, 4, 1]  # 9 samples in batches of 4, twice
+    first = [sample for batch in calls[:3] for sample in batch]
+    second = [sample for batch in calls[3:] for sample in batch]
+    expected = [(PROMPTS[i // 3], DiversityCallback.sample_seed(7, i)) for i in range(9)]
+    assert first == second == expected
+    assert len({seed for _, seed in first}) == 9
+    assert DiversityCallback.sample_seed(8, 0) not in {seed for _, seed in first}
+
+
+def test_unchanged_model_gives_identical_scores_at_every_evaluation():
+    callback = make_callback(vendi_orders=(1, 2, "inf"))
+    fit([callback], module=TinyGenerator(lr=0.0), max_steps=4)
+    first, second = (
+        {k: v for k, v in row.items() if "seconds" not in k and k != "step"}
+        for row in callback.history
+    )
+    assert first == second
+    assert set(first) == {
+        "epoch",
+        "diversity/vendi_q1",
+        "diversity/vendi_q2",
+        "diversity/vendi_qinf",
+        "diversity/conditional_vendi_q1",
+        "diversity/conditional_vendi_q2",
+        "diversity/conditional_vendi_qinf",
+    }
+    assert (
+        1.0
+        <= first["diversity/vendi_qinf"]
+        <= first["diversity/vendi_q2"]
+        <= first["diversity/vendi_q1"]
+        <= 9
+    )
+
+
+# ---------------------------------------------------------------- cadence
+
+
+def test_fires_once_per_optimizer_step_under_gradient_accumulation():
+    callback = make_callback(every_n_train_steps=2)
+    fit([callback], max_steps=6, accumulate_grad_batches=2)
+    assert steps(callback) == [2, 4, 6]
+
+
+def test_every_n_epochs_evaluates_at_epoch_ends():
+    callback = make_callback(every_n_train_steps=None, every_n_epochs=2)
+    fit([callback], max_steps=-1, max_epochs=4, limit_train_batches=2)
+    assert steps(callback) == [4, 8]
+
+
+def test_validation_cadence_skips_the_sanity_check_and_feeds_early_stopping():
+    # EarlyStopping listed first: the callback evaluates in on_validation_epoch_end, before any
+    # callback's on_validation_end reads trainer.callback_metrics.
+    stopper = EarlyStopping(monitor="diversity/vendi_q1", mode="max", patience=0, strict=True)
+    callback = make_callback(every_n_train_steps=None, on_validation_end=True)
+    trainer, _ = fit(
+        [stopper, callback],
+        module=TinyGenerator(lr=0.0),
+        val=True,
+        max_steps=-1,
+        max_epochs=6,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        num_sanity_val_steps=1,
+    )
+    assert steps(callback) == [2, 4]  # nothing at step 0; stopped: constant diversity
+    assert trainer.should_stop and trainer.current_epoch == 2
+
+
+def test_model_checkpoint_can_monitor_a_diversity_key(tmp_path: Path):
+    checkpoint = ModelCheckpoint(
+        dirpath=tmp_path, monitor="diversity/vendi_q2", mode="max", every_n_train_steps=2
+    )
+    callback = make_callback(every_n_train_steps=2)
+    fit([callback, checkpoint], max_steps=4, enable_checkpointing=True)
+    best = max(row["diversity/vendi_q2"] for row in callback.history)
+    assert checkpoint.best_model_score is not None
+    assert float(checkpoint.best_model_score) == pytest.approx(best, rel=1e-12)
+
+
+# ---------------------------------------------------------------- loggers
+
+
+def test_scalars_reach_csv_and_tensorboard_at_the_exact_global_step(tmp_path: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    csv, board = CSVLogger(tmp_path, name="csv"), TensorBoardLogger(tmp_path, name="tb")
+    callback = make_callback(every_n_train_steps=3)
+    fit([callback], max_steps=6, logger=[csv, board], log_every_n_steps=50)
+    text = Path(csv.log_dir, "metrics.csv").read_text().splitlines()
+    header = text[0].split(",")
+    rows = [dict(zip(header, line.split(","), strict=True)) for line in text[1:]]
+    logged = {
+        int(r["step"]): float(r["diversity/vendi_q1"]) for r in rows if r["diversity/vendi_q1"]
+    }
+    assert logged == {
+        row["step"]: pytest.approx(row["diversity/vendi_q1"]) for row in callback.history
+    }
+    assert set(logged) == {3, 6}
+    events = EventAccumulator(board.log_dir)
+    events.Reload()
+    assert [e.step for e in events.Scalars("diversity/conditional_vendi_q1")] == [3, 6]
+    assert [e.step for e in events.Scalars("diversity/eval_seconds")] == [3, 6]
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_progress_bar_follows_the_trainer_setting(enabled: bool, capfd: pytest.CaptureFixture):
+    fit([make_callback()], max_steps=2, enable_progress_bar=enabled)
+    assert ("diversity: sampling" in capfd.readouterr().err) is enabled
+
+
+# ---------------------------------------------------------------- resume and coexistence
+
+
+def test_resume_continues_the_schedule_and_the_history_of_each_instance(tmp_path: Path):
+    def pair() -> tuple[DiversityCallback, DiversityCallback]:
+        return make_callback(every_n_train_steps=2), make_callback(
+            prompts=PROMPTS[:2], every_n_train_steps=3, prefix="pair"
+        )
+
+    first = pair()
+    assert first[0].state_key != first[1].state_key
+    trainer, _ = fit(list(first), max_steps=4)
+    trainer.save_checkpoint(tmp_path / "step4.ckpt")
+    resumed = pair()
+    L.seed_everything(0, verbose=False)
+    trainer = L.Trainer(**{**QUIET, "max_steps": 8, "callbacks": list(resumed)})
+    trainer.fit(TinyGenerator(), tiny_data(), ckpt_path=tmp_path / "step4.ckpt")
+    assert steps(resumed[0]) == [2, 4, 6, 8]
+    assert steps(resumed[1]) == [3, 6]
+    assert resumed[0].history[:2] == first[0].history
+
+
+# ---------------------------------------------------------------- failure policy
+
+
+def failing_on(prompt: str):
+    def sampler(module: TinyGenerator, prompts: list[str], generators: list) -> Tensor:
+        if prompt in prompts:
+            raise RuntimeError("out of memory")
+        return module.generate(prompts, generators)
+
+    return sampler
+
+
+def test_a_sampling_failure_raises_naming_the_step_and_the_prompt():
+    module = TinyGenerator()
+    callback = make_callback(sample_fn=failing_on(PROMPTS[2]), every_n_train_steps=3)
+    with pytest.raises(
+        RuntimeError,
+        match=r"global step 3 on samples 4\.\.7 \(prompts 'a blue circle', 'a green line'\): out of memory",
+    ):
+        fit([callback], module=module, max_steps=4)
+    assert module.training and module.net[2].training  # modes restored after the failure
+
+
+def test_on_error_warn_skips_the_evaluation_and_training_goes_on():
+    callback = make_callback(sample_fn=failing_on(PROMPTS[0]), on_error="warn")
+    with pytest.warns(RuntimeWarning, match=r"global step 2 .*'a red square'.*on_error='warn'"):
+        trainer, _ = fit([callback], max_steps=4)
+    assert trainer.global_step == 4 and callback.history == []
+
+
+def test_an_embedding_failure_is_reported_like_a_sampling_failure():
+    class BrokenEmbedder(PixelEmbedder):
+        def embed_images(self, images: Tensor) -> Tensor:
+            raise ValueError("wrong input size")
+
+    with pytest.raises(RuntimeError, match=r"global step 2 .*'a red square'.*wrong input size"):
+        fit([make_callback(embedder=BrokenEmbedder())], max_steps=2)
+
+
+@pytest.mark.parametrize(
+    ("output", "image_range", "match"),
+    [
+        (lambda x: x[:, :1], "[-1,1]", r"shape \(B, 3, H, W\), got \(4, 1, 8, 8\)"),
+        (lambda x: x[:2], "[-1,1]", r"one image per prompt, 4 in all, got a batch of 2"),
+        (lambda x: (x * 100).long(), "[-1,1]", r"must be a floating dtype, got torch.int64"),
+        (lambda x: x, "uint8", r"must be torch.uint8, got torch.float32"),
+        (lambda x: x * 5, "[-1,1]", r"must lie in \[-1, 1\]"),
+        (lambda x: x.fill_(math.nan), "[-1,1]", r"must be finite, got 768 NaN"),
+    ],
+)
+def test_bad_generator_output_fails_clearly_before_any_embedding(
+    output, image_range: str, match: str
+):
+    embedded = []
+
+    class CountingEmbedder(PixelEmbedder):
+        def embed_images(self, images: Tensor) -> Tensor:
+            embedded.append(images.shape[0])
+            return super().embed_images(images)
+
+    def sampler(module: TinyGenerator, prompts: list[str], generators: list) -> Tensor:
+        return output(module.generate(prompts, generators))
+
+    callback = make_callback(
+        sample_fn=sampler, embedder=CountingEmbedder(), image_range=image_range
+    )
+    with pytest.raises(RuntimeError, match=match):
+        fit([callback], max_steps=2)
+    assert embedded == []
+
+
+def test_a_module_without_generate_and_no_sample_fn_is_reported():
+    class NoGenerate(TinyGenerator):
+        generate = None
+
+    with pytest.raises(RuntimeError, match=r"NoGenerate has no generate\(prompts, generators\)"):
+        fit([make_callback()], module=NoGenerate(), max_steps=2)
+
+
+# ---------------------------------------------------------------- configuration
+
+
+def test_prompts_load_from_a_text_file_one_per_line(tmp_path: Path):
+    path = tmp_path / "prompts.txt"
+    path.write_text("a cat\n\n  a dog  \n", encoding="utf-8")
+    callback = make_callback(prompts=path, samples_per_prompt=2)
+    assert callback.prompts == ["a cat", "a dog"] and callback.num_samples == 4
+    assert make_callback(prompts=str(path)).prompts == ["a cat", "a dog"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"prompts": []}, ValueError, "at least one prompt"),
+        ({"prompts": ["a", 3]}, TypeError, "must hold strings, got int 3"),
+        ({"prompts": "missing.txt"}, FileNotFoundError, "no file at 'missing.txt'"),
+        (
+            {"samples_per_prompt": 0},
+            ValueError,
+            "`samples_per_prompt` must be an integer >= 1, got 0",
+        ),
+        ({"every_n_train_steps": -2}, ValueError, "`every_n_train_steps` must be an integer >= 1"),
+        ({"every_n_epochs": 1.5}, ValueError, "`every_n_epochs` must be an integer >= 1, got 1.5"),
+        ({"batch_size": 0}, ValueError, "`batch_size`"),
+        ({"seed": -1}, ValueError, "`seed` must be an integer >= 0, got -1"),
+        ({"image_range": "[0,255]"}, ValueError, "value_range must be one of"),
+        ({"vendi_orders": (1, -1)}, ValueError, '`q` must be a number >= 0 or "inf", got -1'),
+        ({"embedder": object()}, TypeError, "`embedder` must have a method embed_images"),
+        ({"sce": True, "embedder": torch.nn.Identity()}, TypeError, "embed_images"),
+        ({"sample_fn": 3}, TypeError, "`sample_fn` must be callable, got int"),
+        (
+            {"on_error": "ignore"},
+            ValueError,
+            '`on_error` must be "raise" or "warn", got \'ignore\'',
+        ),
+        ({"prefix": ""}, ValueError, "`prefix` must be a non-empty string"),
+    ],
+)
+def test_invalid_arguments_are_rejected_with_the_argument_named(
+    kwargs: dict, error: type, match: str
+):
+    with pytest.raises(error, match=match):
+        make_callback(**kwargs)
+
+
+def test_an_empty_prompt_file_is_rejected(tmp_path: Path):
+    path = tmp_path / "empty.txt"
+    path.write_text("\n  \n", encoding="utf-8")
+    with pytest.raises(ValueError, match="holds no prompt"):
+        make_callback(prompts=path)
+
+
+def test_sce_needs_an_embedder_that_embeds_texts():
+    class ImagesOnly:
+        def embed_images(self, images: Tensor) -> Tensor:
+            return images.flatten(1)
+
+    with pytest.raises(ValueError, match="`sce=True` needs an embedder with embed_texts"):
+        make_callback(embedder=ImagesOnly(), sce=True)
+
+
+def test_without_any_cadence_it_evaluates_every_epoch():
+    callback = make_callback(every_n_train_steps=None)
+    assert callback.every_n_epochs == 1
+
+
+# ---------------------------------------------------------------- embedders and SCE
+
+TINY_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16},
+    "text_cfg": {"context_length": 16, "width": 64, "heads": 2, "layers": 1},
+}
+
+
+def test_sce_is_logged_when_the_embedder_embeds_texts():
+    callback = make_callback(sce=None)  # PixelEmbedder has embed_texts
+    fit([callback], max_steps=2)
+    row = callback.history[0]
+    assert row["diversity/sce"] >= 1.0 and row["diversity/sce_text"] >= 1.0
+
+
+def test_sce_is_off_by_default_for_a_function_embedder_without_text_fn():
+    from diversity_callbacks import FunctionEmbedder
+
+    callback = make_callback(embedder=FunctionEmbedder(lambda x: x.mean(dim=(2, 3))), sce=None)
+    fit([callback], max_steps=2)
+    assert (
+        "diversity/sce" not in callback.history[0] and "diversity/vendi_q1" in callback.history[0]
+    )
+    with pytest.raises(ValueError, match="`sce=True` needs an embedder with embed_texts"):
+        make_callback(embedder=FunctionEmbedder(lambda x: x.mean(dim=(2, 3))), sce=True)
+
+
+def test_an_embedder_expecting_another_value_range_is_rejected():
+    from diversity_callbacks import CLIPEmbedder
+
+    embedder = CLIPEmbedder(pretrained=None, model_kwargs=TINY_CLIP, value_range="[-1,1]")
+    with pytest.raises(ValueError, match=r"must take images in \[0, 1\].*value_range='\[-1,1\]'"):
+        make_callback(embedder=embedder)
+
+
+def test_the_default_clip_embedder_is_built_at_setup_without_disturbing_training(monkeypatch):
+    from diversity_callbacks.embedders import clip
+
+    built, original = [], clip.CLIPEmbedder
+
+    def tiny_clip() -> clip.CLIPEmbedder:  # the default, but random and tiny: no download
+        built.append(original(pretrained=None, model_kwargs=TINY_CLIP))
+        return built[-1]
+
+    monkeypatch.setattr(clip, "CLIPEmbedder", tiny_clip)
+    _, plain = fit([], max_steps=2)
+    callback = make_callback(embedder=None, sce=None, every_n_train_steps=1)
+    assert callback.embedder is None
+    _, watched = fit([callback], max_steps=2)
+    assert callback.embedder is built[0]
+    assert watched.losses == plain.losses
+    assert {"diversity/vendi_q1", "diversity/sce"} <= callback.history[0].keys()

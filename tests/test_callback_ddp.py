@@ -1,0 +1,83 @@
+"""DiversityCallback under Trainer(strategy="ddp", devices=2) on CPU gives what devices=1 gives.
+
+Lightning's DDP launcher re-runs ``sys.argv`` in a child process per extra device, so the runs
+happen in a script (tests/scripts/train_tiny.py), never inside the pytest process. One launch
+per world size; every check of a launch is grouped in the one test that reads its output.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).parent / "scripts" / "train_tiny.py"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def launch(out: Path, devices: int) -> list[dict]:
+    """Run the script with ``devices`` CPU ranks; return each rank's result and its folder."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), str(out), "--devices", str(devices)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = [json.loads((out / f"rank{rank}.json").read_text()) for rank in range(devices)]
+    return [{**result, "folder": out} for result in results]
+
+
+def scores(row: dict) -> dict[str, float]:
+    """The diversity values of a history row (timings left out)."""
+    return {key: value for key, value in row.items() if not key.endswith("eval_seconds")}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[int, list[dict]]:
+    return {n: launch(tmp_path_factory.mktemp(f"devices{n}"), n) for n in (1, 2)}
+
+
+def test_two_ranks_log_the_same_diversity_as_one(runs: dict[int, list[dict]]):
+    (single,), (rank0, rank1) = runs[1], runs[2]
+    for prefix in ("diversity", "single"):
+        expected = [scores(row) for row in single["history"][prefix]]
+        assert [row["step"] for row in expected] == [2, 4]
+        for got in (rank0, rank1):  # compute() runs on every rank, so both ranks agree
+            rows = [scores(row) for row in got["history"][prefix]]
+            assert [row.keys() for row in rows] == [row.keys() for row in expected]
+            for row, ref in zip(rows, expected, strict=True):
+                for key, value in ref.items():
+                    assert math.isfinite(value), key
+                    assert row[key] == pytest.approx(value, rel=1e-6, abs=0), key
+    assert {"diversity/sce", "diversity/sce_text", "diversity/conditional_vendi_qinf"} <= set(
+        single["history"]["diversity"][0]
+    )
+    # rank 1 drew no sample for "single" (1 sample, 2 ranks) and still joined the sync
+    assert single["history"]["single"][0]["single/vendi_q1"] == 1.0
+
+
+def test_a_failure_on_one_rank_skips_the_evaluation_on_every_rank(runs: dict[int, list[dict]]):
+    # "failing" breaks on a prompt that only rank 1 draws: no rank may hang in the sync
+    for result in (*runs[1], *runs[2]):
+        assert result["history"]["failing"] == []
+        assert not any(key.startswith("failing/") for key in result["callback_metrics"])
+
+
+def test_rank_zero_logs_each_evaluation_once_at_its_step(runs: dict[int, list[dict]]):
+    path = runs[2][0]["folder"] / "csv" / "version_0" / "metrics.csv"
+    with open(path, newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["diversity/vendi_q1"]]
+    assert [int(row["step"]) for row in rows] == [2, 4]
+    history = runs[2][0]["history"]["diversity"]
+    for row, ref in zip(rows, history, strict=True):
+        assert float(row["diversity/sce"]) == pytest.approx(ref["diversity/sce"], rel=1e-12)

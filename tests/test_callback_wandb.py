@@ -1,0 +1,104 @@
+"""DiversityCallback with a WandbLogger in offline mode: read the run file back and check it."""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+
+from diversity_callbacks import DiversityCallback
+from tests.lightning_helpers import PROMPTS, PixelEmbedder, TinyGenerator, tiny_data
+
+wandb = pytest.importorskip("wandb")
+Image = pytest.importorskip("PIL.Image")
+
+BLOCK = 32768  # the run file is a LevelDB-style log: 32 KiB blocks of 7-byte-headed chunks
+HEADER = 7  # both the file header (":W&B", magic, version) and each chunk header (crc, len, type)
+
+
+def run_records(path: Path) -> Iterator[object]:
+    """Parse the protobuf records of an offline ``run-*.wandb`` file."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    position, pending = HEADER, b""
+    while position + HEADER <= len(data):
+        left = BLOCK - position % BLOCK
+        if left < HEADER:  # a block's tail too short for a header is zero padding
+            position += left
+            continue
+        _, length, kind = struct.unpack("<IHB", data[position : position + HEADER])
+        position += HEADER
+        pending += data[position : position + length]
+        position += length
+        if kind in (1, 4):  # FULL or LAST chunk: a record is complete
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            pending = b""
+            yield record
+
+
+def history_rows(run_dir: Path) -> list[dict]:
+    (path,) = run_dir.glob("run-*.wandb")
+    rows = []
+    for record in run_records(path):
+        if record.WhichOneof("record_type") == "history":
+            items = record.history.item
+            rows.append(
+                {(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in items}
+            )
+    return rows
+
+
+def test_offline_run_holds_scalars_at_their_steps_and_non_black_sample_grids(tmp_path: Path):
+    callback = DiversityCallback(
+        PROMPTS,
+        samples_per_prompt=4,
+        every_n_train_steps=2,
+        embedder=PixelEmbedder(),
+        log_spectrum=True,
+        max_logged_prompts=2,
+    )
+    logger = L.pytorch.loggers.WandbLogger(save_dir=tmp_path, offline=True, project="tests")
+    L.seed_everything(0, verbose=False)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=4,
+        log_every_n_steps=1,
+        logger=logger,
+        callbacks=[callback],
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+    )
+    trainer.fit(TinyGenerator(), tiny_data())
+    wandb.finish()
+    wandb.teardown()  # flushes the run file
+
+    (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
+    rows = [row for row in history_rows(run_dir) if "diversity/vendi_q1" in row]
+    # one history row per evaluation, at trainer/global_step, scalars and media together
+    assert [row["trainer/global_step"] for row in rows] == [2, 4]
+    for row, expected in zip(rows, callback.history, strict=True):
+        for key in ("vendi_q1", "vendi_q2", "conditional_vendi_q1", "sce", "sce_text"):
+            assert row[f"diversity/{key}"] == pytest.approx(expected[f"diversity/{key}"], rel=1e-12)
+        assert row["diversity/eval_seconds"] > 0
+        assert row["diversity/samples/captions"] == PROMPTS[:2]
+        assert row["diversity/table/nrows"] == len(PROMPTS)
+        assert row["diversity/spectrum/_type"] == "image-file"
+        grids = [run_dir / "files" / name for name in row["diversity/samples/filenames"]]
+        for grid in grids:
+            pixels = np.asarray(Image.open(grid))
+            # 4 samples of 8 x 8 in a row with 2-pixel borders, not black
+            assert pixels.dtype == np.uint8 and pixels.shape == (12, 42, 3)
+            assert pixels.max() > 50
+    table = json.loads((run_dir / "files" / rows[-1]["diversity/table/path"]).read_text())
+    assert table["columns"] == ["prompt", "samples", "vendi_q1", "vendi_q2"]
+    assert [r[0] for r in table["data"]] == PROMPTS
+    assert all(1.0 <= r[2] <= 4.0 for r in table["data"])

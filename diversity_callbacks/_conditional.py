@@ -33,7 +33,8 @@ class PromptVendi(LazilySizedMetric):
         kwargs: torchmetrics ``Metric`` options.
 
     ``compute`` returns a ``(num_prompts, len(q))`` float64 tensor: row ``p`` holds the scores of
-    prompt ``p`` in the order of ``q``, NaN for a prompt without samples.
+    prompt ``p`` in the order of ``q``, NaN for a prompt without samples (torchmetrics squeezes
+    a ``(1, 1)`` result to a scalar).
     """
 
     is_differentiable = False

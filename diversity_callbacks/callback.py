@@ -42,7 +42,9 @@ class _Draw:
     num_samples: int = 0
     error: BaseException | None = None
     thumbnails: dict[int, Tensor] = field(default_factory=dict)
-    seconds: dict[str, float] = field(default_factory=lambda: {"sampling": 0.0, "embedding": 0.0})
+    seconds: dict[str, float] = field(
+        default_factory=lambda: {"sampling": 0.0, "embedding": 0.0, "metric": 0.0}
+    )
 
 
 class DiversityCallback(Callback):
@@ -208,7 +210,9 @@ class DiversityCallback(Callback):
         self.history: list[dict[str, float]] = []
         """One dict per evaluation: ``step``, ``epoch`` and the logged scalars."""
         self.last_timings: dict[str, float] = {}
-        """Seconds spent on this rank in the last evaluation: sampling, embedding, metric, logging."""
+        """Seconds spent on this rank in the last evaluation: ``sampling`` (generator and
+        output checks), ``embedding``, ``metric`` (state updates, sync, compute, gathering
+        images) and ``logging``."""
         self._last_step = -1
         self._vendi: VendiScore | None = None
         self._prompt_vendi: PromptVendi | None = None
@@ -223,15 +227,14 @@ class DiversityCallback(Callback):
 
     @property
     def state_key(self) -> str:
+        """Identifies the evaluation set and its keys, so that two instances keep separate
+        states in a checkpoint; the cadence is left out, so it may change on resume."""
         digest = hashlib.sha1("\n".join(self.prompts).encode()).hexdigest()[:12]
         return self._generate_state_key(
             prefix=self.prefix,
             prompts=digest,
             samples_per_prompt=self.samples_per_prompt,
             seed=self.seed,
-            every_n_train_steps=self.every_n_train_steps,
-            every_n_epochs=self.every_n_epochs,
-            on_validation_end=self.on_validation_end_,
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -282,10 +285,11 @@ class DiversityCallback(Callback):
             self.evaluate(trainer, pl_module)
 
     def _may_evaluate(self, trainer: Trainer) -> bool:
-        """Not in the sanity check nor a fast_dev_run, and not twice at one global step."""
-        if trainer.sanity_checking or trainer.fast_dev_run:
-            return False
-        return trainer.global_step != self._last_step
+        """Not in the sanity check, and not twice at one global step.
+
+        fast_dev_run is not skipped: it is meant to run every code path once.
+        """
+        return not trainer.sanity_checking and trainer.global_step != self._last_step
 
     # ------------------------------------------------------------------ one evaluation
 
@@ -325,7 +329,7 @@ class DiversityCallback(Callback):
         self._publish(trainer, scalars, per_prompt, spectrum, thumbnails)
         self.last_timings = {
             **draw.seconds,
-            "metric": log_start - metric_start,
+            "metric": draw.seconds["metric"] + log_start - metric_start,
             "logging": time.perf_counter() - log_start,
         }
         return scalars
@@ -413,20 +417,24 @@ class DiversityCallback(Callback):
         device: torch.device,
         draw: _Draw,
     ) -> None:
-        """Embed one batch and update the metric states."""
+        """Embed one batch (and its prompts, for SCE) and update the metric states."""
         start = time.perf_counter()
         features = self.embedder.embed_images(images)
+        if self._sce is not None:
+            unique = list(dict.fromkeys(prompts))
+            text = self.embedder.embed_texts(unique)
+            text = text[torch.tensor([unique.index(p) for p in prompts], device=text.device)]
+        _synchronize(device)
+        updated = time.perf_counter()
+        draw.seconds["embedding"] += updated - start
         self._vendi.update(features)
         if self._prompt_vendi is not None:
             prompt_ids = torch.tensor([i // self.samples_per_prompt for i in batch], device=device)
             self._prompt_vendi.update(features, prompt_ids)
         if self._sce is not None:
-            unique = list(dict.fromkeys(prompts))
-            text = self.embedder.embed_texts(unique)
-            rows = torch.tensor([unique.index(p) for p in prompts], device=text.device)
-            self._sce.update(features, text[rows])
+            self._sce.update(features, text)
         _synchronize(device)
-        draw.seconds["embedding"] += time.perf_counter() - start
+        draw.seconds["metric"] += time.perf_counter() - updated
 
     def _compute(self) -> tuple[dict[str, float], Tensor | None, Tensor | None]:
         """Collective: every rank computes every metric; returns scalars, per-prompt, spectrum."""
@@ -436,7 +444,8 @@ class DiversityCallback(Callback):
             scalars[f"{self.prefix}/vendi_{order_key(q)}"] = float(vendi[order_key(q)])
         per_prompt = None
         if self._prompt_vendi is not None:
-            per_prompt = self._prompt_vendi.compute()
+            # torchmetrics squeezes a one-element result: one prompt and one order give a scalar
+            per_prompt = self._prompt_vendi.compute().reshape(len(self.prompts), -1)
             means = per_prompt.nanmean(dim=0)
             for column, key in enumerate(self._prompt_vendi.keys):
                 scalars[f"{self.prefix}/conditional_vendi_{key}"] = float(means[column])

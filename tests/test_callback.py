@@ -454,3 +454,12 @@ def test_the_default_clip_embedder_is_built_at_setup_without_disturbing_training
     assert callback.embedder is built[0]
     assert watched.losses == plain.losses
     assert {"diversity/vendi_q1", "diversity/sce"} <= callback.history[0].keys()
+
+
+def test_one_prompt_and_one_order_give_plain_scalars():
+    callback = make_callback(prompts=PROMPTS[:1], vendi_orders=2, samples_per_prompt=4)
+    fit([callback], max_steps=2)
+    row = callback.history[0]
+    assert row["diversity/vendi_q2"] == pytest.approx(
+        row["diversity/conditional_vendi_q2"], rel=1e-9
+    )

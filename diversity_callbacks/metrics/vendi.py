@@ -33,6 +33,10 @@ class VendiScore(LazilySizedMetric):
     - the exact ``"gaussian"`` kernel and kernel callables keep every row (float64, gathered
       across ranks) and build the n x n kernel in ``compute``.
 
+    ``num_samples`` counts the rows this rank added (all ranks' rows inside
+    ``metric.sync_context()``); :meth:`spectrum` gives the eigenvalues, whose number is the
+    effective dimension.
+
     Args:
         q: order >= 0, ``"inf"``, or a sequence of orders (``compute`` then returns a dict keyed
             ``"q0.5"``, ``"q1"``, ``"q2"``, ``"qinf"``...).
@@ -59,6 +63,7 @@ class VendiScore(LazilySizedMetric):
     higher_is_better = True
     full_state_update = False
     plot_lower_bound = 1.0
+    num_dims = 2  # the input dimension and the dimension of the kernel features held
 
     def __init__(
         self,
@@ -82,40 +87,34 @@ class VendiScore(LazilySizedMetric):
         self.streams_moments = self.kernel.feature_map is not None
         if self.streams_moments:
             self.add_state("second_moment", default=unsized_moment(), dist_reduce_fx="sum")
+            # A feature map hides the input dimension (random features map any d to 2m), so it
+            # is kept to refuse other dimensions after load_state_dict or merge_state too.
+            self.add_state("input_dim", default=torch.tensor(0), dist_reduce_fx="max")
         else:
             self.add_state("rows", default=[], dist_reduce_fx="cat")
         self.add_state(
             "num_samples", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum"
         )
-        self._input_dim: int | None = None
 
     def update(self, features: Tensor) -> None:
         """Add a batch of (N, D) features; D must stay the same across updates."""
-        check_features(features, "features", dim=self._expected_input_dim())
-        self._input_dim = features.shape[1]
+        dims = self._dims_of(self.metric_state)
+        check_features(features, "features", dim=None if dims is None else dims[0])
         if features.shape[0] == 0:
             return
         if self.streams_moments:
             phi = self.kernel.feature_map(features.to(self.device)).to(torch.float64)
-            dims = self._dims_of(self.metric_state)
             if dims is None:
-                self._allocate((phi.shape[1],))
-            elif dims != (phi.shape[1],):
+                self._allocate((features.shape[1], phi.shape[1]))
+            elif dims[1] != phi.shape[1]:
                 raise ValueError(
                     f"`features` map to {phi.shape[1]} kernel features, but the metric's state "
-                    f"holds {dims[0]}: every update must use the same embedder and kernel"
+                    f"holds {dims[1]}: every update must use the same embedder and kernel"
                 )
             self.second_moment.addmm_(phi.T, phi)
         else:
             self.rows.append(features.to(self.device, torch.float64))
         self.num_samples += features.shape[0]
-
-    def _expected_input_dim(self) -> int | None:
-        """Feature dimension of earlier updates; for rows also after loading or merging states."""
-        if self._input_dim is None and not self.streams_moments:
-            dims = self._dims_of(self.metric_state)
-            return None if dims is None else dims[0]
-        return self._input_dim
 
     def compute(self) -> Tensor | dict[str, Tensor]:
         """Vendi score of every sample seen on every rank (a collective: call it on all ranks)."""
@@ -162,20 +161,20 @@ class VendiScore(LazilySizedMetric):
         return self._plot(val, ax)
 
     def _dims_of(self, states: Mapping[str, Any]) -> Dims | None:
+        """(input dimension, dimension of the kernel features held), None before any rows."""
         if self.streams_moments:
             moment = states["second_moment"]
-            return None if moment.shape[0] == 0 else (moment.shape[0],)
+            return None if moment.shape[0] == 0 else (int(states["input_dim"]), moment.shape[0])
         rows = states["rows"]
         rows = [rows] if isinstance(rows, Tensor) else rows
-        return (rows[0].shape[1],) if rows else None
+        return (rows[0].shape[1],) * 2 if rows else None
 
     def _zero_states(self, dims: Dims) -> dict[str, Any]:
-        (dim,) = dims
+        input_dim, dim = dims
         if self.streams_moments:
             moment = torch.zeros(dim, dim, dtype=torch.float64, device=self.device)
-            return {"second_moment": moment}
+            return {
+                "second_moment": moment,
+                "input_dim": torch.tensor(input_dim, device=self.device),
+            }
         return {"rows": [torch.zeros(0, dim, dtype=torch.float64, device=self.device)]}
-
-    def reset(self) -> None:
-        super().reset()
-        self._input_dim = None

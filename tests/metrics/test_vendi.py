@@ -1,0 +1,252 @@
+"""VendiScore as a torchmetrics metric, in one process: streaming, states and torchmetrics API."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torchmetrics import MetricCollection
+
+from diversity_callbacks import VendiScore
+from diversity_callbacks.functional import vendi_score
+
+KERNELS = {
+    "cosine": {},
+    "linear": {"kernel": "linear"},
+    "gaussian": {"kernel": "gaussian", "sigma": 3.0},
+    "random_features": {"kernel": "gaussian", "sigma": 3.0, "num_features": 16},
+}
+ORDERS = [0.5, 1, 2, "inf"]
+
+
+def feed(metric: VendiScore, features: torch.Tensor, sizes: list[int]) -> VendiScore:
+    for batch in features.split(sizes):
+        metric.update(batch)
+    return metric
+
+
+def assert_scores_close(actual: dict, expected: dict, rel: float = 1e-9) -> None:
+    assert actual.keys() == expected.keys()
+    for key in expected:
+        assert actual[key].item() == pytest.approx(expected[key].item(), rel=rel, abs=0)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_streamed_batches_equal_the_functional_score_on_all_rows(kernel: str) -> None:
+    features = torch.randn(45, 6)
+    metric = feed(VendiScore(q=ORDERS, **KERNELS[kernel]), features, [10, 1, 0, 20, 14])
+    assert_scores_close(metric.compute(), vendi_score(features, q=ORDERS, **KERNELS[kernel]))
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_scores_do_not_depend_on_batch_split_or_row_order(kernel: str) -> None:
+    features = torch.randn(30, 5)
+    whole = feed(VendiScore(q=ORDERS, **KERNELS[kernel]), features, [30]).compute()
+    split = feed(VendiScore(q=ORDERS, **KERNELS[kernel]), features, [7, 7, 16]).compute()
+    shuffled = features[torch.randperm(30)]
+    reordered = feed(VendiScore(q=ORDERS, **KERNELS[kernel]), shuffled, [3, 27]).compute()
+    assert_scores_close(split, whole)
+    assert_scores_close(reordered, whole)
+
+
+def test_compute_returns_a_float64_tensor_or_a_dict_of_orders() -> None:
+    single = feed(VendiScore(q=2), torch.randn(8, 3), [8]).compute()
+    assert isinstance(single, torch.Tensor) and single.dtype == torch.float64 and single.ndim == 0
+    several = feed(VendiScore(q=[0.5, 1, 2, "inf"]), torch.randn(8, 3), [8]).compute()
+    assert list(several) == ["q0.5", "q1", "q2", "qinf"]
+
+
+def test_state_is_a_float64_second_moment_independent_of_the_number_of_rows() -> None:
+    metric = feed(VendiScore(), torch.randn(500, 7, dtype=torch.float16), [100] * 5)
+    assert metric.second_moment.shape == (7, 7)
+    assert metric.second_moment.dtype == torch.float64
+    assert int(metric.num_samples) == 500
+
+
+def test_exact_gaussian_keeps_float64_rows() -> None:
+    features = torch.randn(9, 4, dtype=torch.bfloat16)
+    metric = feed(VendiScore(kernel="gaussian", sigma=2.0), features, [4, 5])
+    assert [rows.dtype for rows in metric.rows] == [torch.float64, torch.float64]
+    expected = vendi_score(features.to(torch.float64), kernel="gaussian", sigma=2.0)
+    assert metric.compute().item() == pytest.approx(expected.item(), rel=1e-12)
+
+
+def test_low_precision_module_casts_keep_the_states_float64() -> None:
+    for metric in (VendiScore(), VendiScore(kernel="gaussian", sigma=1.0)):
+        metric.update(torch.randn(6, 3))
+        expected = metric.compute()
+        metric.to(torch.bfloat16)  # what Lightning does under precision="bf16-true"
+        metric.half()
+        metric.update(torch.randn(6, 3, dtype=torch.float16))
+        states = metric.rows if metric.kernel.feature_map is None else [metric.second_moment]
+        assert all(state.dtype == torch.float64 for state in states)
+        assert metric.compute().dtype == expected.dtype == torch.float64
+
+
+def test_spectrum_gives_the_effective_dimension_and_num_samples_the_count() -> None:
+    features = torch.randn(40, 3) @ torch.randn(3, 10)  # rank 3
+    metric = feed(VendiScore(q=0), features, [25, 15])
+    spectrum = metric.spectrum()
+    assert spectrum.numel() == 3 == int(metric.compute())
+    assert spectrum.sum().item() == pytest.approx(1.0, abs=1e-14)
+    assert int(metric.num_samples) == 40
+
+
+def test_one_sample_scores_one_and_empty_batches_count_nothing() -> None:
+    for kwargs in KERNELS.values():
+        metric = VendiScore(**kwargs)
+        metric.update(torch.randn(0, 4))
+        metric.update(torch.randn(1, 4))
+        assert int(metric.num_samples) == 1
+        assert metric.compute().item() == pytest.approx(1.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_compute_without_rows_says_what_to_do(kernel: str) -> None:
+    metric = VendiScore(**KERNELS[kernel])
+    metric.update(torch.randn(0, 4))
+    with pytest.raises(ValueError, match=r"needs at least one sample, got none: call update\(\)"):
+        metric.compute()
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_changing_the_feature_dimension_between_updates_fails(kernel: str) -> None:
+    metric = VendiScore(**KERNELS[kernel])
+    metric.update(torch.randn(3, 4))
+    with pytest.raises(ValueError, match=r"must have feature dimension 4 .* got shape \(2, 5\)"):
+        metric.update(torch.randn(2, 5))
+
+
+@pytest.mark.parametrize(
+    ("features", "message"),
+    [
+        (torch.tensor([[0.0, 1.0], [math.nan, 1.0]]), "`features` must be finite, got NaN or Inf"),
+        (torch.ones(3), r"`features` must be 2-D with shape \(N, D\), got 1-D"),
+        (torch.ones(2, 2, 2), r"got 3-D shape \(2, 2, 2\)"),
+    ],
+)
+def test_bad_updates_are_named_in_the_error(features: torch.Tensor, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        VendiScore().update(features)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"q": -0.5}, r'`q` must be a number >= 0 or "inf", got -0.5'),
+        ({"q": []}, "non-empty sequence of orders"),
+        ({"kernel": "gaussian", "sigma": 0.0}, r"`sigma` must be a finite number > 0, got 0.0"),
+        ({"kernel": "gaussian"}, "needs a bandwidth `sigma`"),
+        ({"tolerance": -1.0}, r"`tolerance` must be None or a number in \[0, 1\), got -1.0"),
+    ],
+)
+def test_bad_arguments_fail_at_construction(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        VendiScore(**kwargs)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_reset_forgets_the_rows_and_their_dimension(kernel: str) -> None:
+    metric = feed(VendiScore(**KERNELS[kernel]), torch.randn(10, 4), [10])
+    metric.reset()
+    assert int(metric.num_samples) == 0
+    features = torch.randn(12, 6)
+    metric.update(features)
+    expected = vendi_score(features, **KERNELS[kernel])
+    assert metric.compute().item() == pytest.approx(expected.item(), rel=1e-9)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_merge_state_adds_samples_also_into_a_fresh_metric(kernel: str) -> None:
+    features = torch.randn(20, 5)
+    expected = vendi_score(features, q=ORDERS, **KERNELS[kernel])
+    first = feed(VendiScore(q=ORDERS, **KERNELS[kernel]), features[:8], [8])
+    second = feed(VendiScore(q=ORDERS, **KERNELS[kernel]), features[8:], [5, 7])
+    first.merge_state(second)
+    assert_scores_close(first.compute(), expected)
+    fresh = VendiScore(q=ORDERS, **KERNELS[kernel])
+    fresh.merge_state(first)
+    assert_scores_close(fresh.compute(), expected)
+    first.merge_state(VendiScore(q=ORDERS, **KERNELS[kernel]))  # an empty metric adds nothing
+    assert_scores_close(first.compute(), expected)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_merge_state_refuses_other_feature_dimensions(kernel: str) -> None:
+    # Random features map both inputs to the same 2m: the input dimension is compared too.
+    first = feed(VendiScore(**KERNELS[kernel]), torch.randn(4, 3), [4])
+    second = feed(VendiScore(**KERNELS[kernel]), torch.randn(4, 5), [4])
+    with pytest.raises(ValueError, match=r"cannot merge states of feature dimensions \(5, "):
+        first.merge_state(second)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_forward_returns_the_batch_score_and_accumulates(kernel: str) -> None:
+    features = torch.randn(16, 4)
+    metric = VendiScore(**KERNELS[kernel])
+    first, second = metric(features[:6]), metric(features[6:])
+    assert first.item() == pytest.approx(vendi_score(features[:6], **KERNELS[kernel]).item())
+    assert second.item() == pytest.approx(vendi_score(features[6:], **KERNELS[kernel]).item())
+    expected = vendi_score(features, **KERNELS[kernel])
+    assert metric.compute().item() == pytest.approx(expected.item(), rel=1e-9)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_state_dict_round_trip_into_a_fresh_metric(kernel: str) -> None:
+    features = torch.randn(24, 5)
+    metric = feed(VendiScore(q=ORDERS, **KERNELS[kernel]), features[:15], [6, 9])
+    assert metric.state_dict() == {}  # torchmetrics' default: states are not persistent
+    metric.persistent(True)
+    state = metric.state_dict()
+    assert "num_samples" in state
+
+    restored = VendiScore(q=ORDERS, **KERNELS[kernel])
+    restored.load_state_dict(state)
+    assert int(restored.num_samples) == 15
+    assert_scores_close(restored.compute(), metric.compute(), rel=1e-12)
+    with pytest.raises(ValueError, match="5"):  # the dimension of the loaded states
+        restored.update(torch.randn(3, 7))
+    restored.update(features[15:])
+    assert_scores_close(restored.compute(), vendi_score(features, q=ORDERS, **KERNELS[kernel]))
+
+
+def test_metric_collection_computes_each_metric_on_the_same_batches() -> None:
+    features = torch.randn(30, 6) + 1
+    collection = MetricCollection(
+        {
+            "cosine": VendiScore(q=[1, 2]),
+            "cosine_again": VendiScore(q="inf"),
+            "linear": VendiScore(kernel="linear"),
+            "gaussian": VendiScore(kernel="gaussian", sigma=2.0),
+        }
+    )
+    for batch in features.split([10, 20]):
+        collection.update(batch)
+    results = collection.compute()  # torchmetrics flattens dict results, prefixing duplicates only
+    assert results["q1"].item() == pytest.approx(vendi_score(features).item(), rel=1e-9)
+    assert results["q2"].item() == pytest.approx(vendi_score(features, q=2).item(), rel=1e-9)
+    assert results["cosine_again"].item() == pytest.approx(
+        vendi_score(features, q="inf").item(), rel=1e-9
+    )
+    linear = vendi_score(features, kernel="linear").item()
+    assert results["linear"].item() == pytest.approx(linear, rel=1e-9)
+    gaussian = vendi_score(features, kernel="gaussian", sigma=2.0).item()
+    assert results["gaussian"].item() == pytest.approx(gaussian, rel=1e-9)
+
+
+def test_plot_draws_single_values_dicts_and_sequences() -> None:
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for q in (1, [1, 2, "inf"]):
+        metric = feed(VendiScore(q=q), torch.randn(10, 4), [10])
+        figure, axis = metric.plot()
+        assert figure is axis.figure
+        values = [metric.compute(), metric.compute()]
+        _, axis = metric.plot(values)
+        assert len(axis.lines) >= 1
+        plt.close("all")

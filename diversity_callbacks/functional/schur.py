@@ -52,12 +52,8 @@ from diversity_callbacks._validation import (
     check_features,
     check_paired,
     check_positive,
-    check_positive_int,
 )
-from diversity_callbacks.functional.kernels import (
-    RandomFourierFeatures,
-    normalize_rows,
-)
+from diversity_callbacks.functional.kernels import RandomFourierFeatures, resolve_kernel
 from diversity_callbacks.functional.spectrum import (
     SCHUR_EIGENVALUE_FLOOR,
     default_tolerance,
@@ -125,7 +121,7 @@ def schur_feature_map(
             raise ValueError(
                 f"`sigma` and `frequencies` only apply to kernel='gaussian', got kernel={kernel!r}"
             )
-        return normalize_rows if kernel == "cosine" else _as_float64
+        return resolve_kernel(kernel).feature_map
     if frequencies is not None:
         return RandomFourierFeatures(sigma=sigma, frequencies=frequencies, seed=seed)
     if sigma is None:
@@ -133,8 +129,7 @@ def schur_feature_map(
             "kernel='gaussian' needs a bandwidth `sigma` > 0 (or a `frequencies` matrix), got None; "
             "the published method uses 3.5 on raw CLIP ViT-B/32 embeddings"
         )
-    check_positive_int(num_features, "num_features")
-    return RandomFourierFeatures(sigma=sigma, num_features=num_features, seed=seed)
+    return resolve_kernel(kernel, sigma=sigma, num_features=num_features, seed=seed).feature_map
 
 
 def check_ridge(ridge: float) -> float:
@@ -462,8 +457,3 @@ def schur_complement_entropy(
     return schur_from_features(
         feature_map(text_features), feature_map(image_features), ridge=ridge, path=path
     )
-
-
-def _as_float64(features: Tensor) -> Tensor:
-    """The linear kernel's feature map: the rows themselves, in float64."""
-    return features.to(torch.float64)

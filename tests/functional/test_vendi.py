@@ -115,6 +115,8 @@ def test_the_reference_score_x_ignores_the_order_but_ours_does_not() -> None:
     assert ours == pytest.approx(vendi.score_dual(x, q=2), rel=1e-8)
     assert abs(ours - vendi.score_X(x, q=2)) > 0.1
     assert math.isnan(vendi.score_dual(x, q=np.inf))  # ours accepts float("inf") and "inf"
+    assert math.isinf(vendi.score_dual(x, q=1000))  # p ** q underflows there
+    assert 1 <= vendi_score(features, q=1000).item() < 6
     assert vendi_score(features, q=math.inf).item() == vendi_score(features, q="inf").item()
 
 

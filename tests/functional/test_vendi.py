@@ -179,6 +179,13 @@ def test_low_precision_features_are_scored_in_float64(dtype: torch.dtype, kwargs
     )
 
 
+def test_large_finite_half_precision_rows_are_accepted() -> None:
+    # Their sum overflows float16: the cheap finiteness check must fall back to the exact one.
+    features = torch.full((40, 30), 60_000.0, dtype=torch.float16)
+    assert not torch.isfinite(features.sum())
+    assert vendi_score(features, q=[1, 2], kernel="linear")["q1"].item() == pytest.approx(1.0)
+
+
 def test_default_tolerance_can_be_overridden() -> None:
     features = torch.cat([torch.eye(3), 1e-5 * torch.eye(3)], dim=1).to(torch.float64)
     features = torch.cat([features, torch.tensor([[0.0, 0, 0, 0, 0, 1e-7]], dtype=torch.float64)])

@@ -113,7 +113,8 @@ class VendiScore(LazilySizedMetric):
                 )
             self.second_moment.addmm_(phi.T, phi)
         else:
-            self.rows.append(features.to(self.device, torch.float64))
+            # A copy even when already float64: the caller may reuse the batch's buffer.
+            self.rows.append(features.to(self.device, torch.float64, copy=True))
         self.num_samples += features.shape[0]
 
     def compute(self) -> Tensor | dict[str, Tensor]:

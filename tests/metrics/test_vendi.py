@@ -72,6 +72,15 @@ def test_exact_gaussian_keeps_float64_rows() -> None:
     assert metric.compute().item() == pytest.approx(expected.item(), rel=1e-12)
 
 
+def test_rows_are_copied_so_reused_buffers_do_not_change_the_score() -> None:
+    buffer = torch.randn(6, 3, dtype=torch.float64)
+    expected = vendi_score(buffer, kernel="gaussian", sigma=1.0)
+    metric = VendiScore(kernel="gaussian", sigma=1.0)
+    metric.update(buffer)
+    buffer.zero_()
+    assert metric.compute().item() == expected.item()
+
+
 def test_low_precision_module_casts_keep_the_states_float64() -> None:
     for metric in (VendiScore(), VendiScore(kernel="gaussian", sigma=1.0)):
         metric.update(torch.randn(6, 3))

@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.distributed as dist
@@ -29,7 +29,11 @@ from diversity_callbacks._conditional import PromptVendi
 from diversity_callbacks._validation import check_positive_int
 from diversity_callbacks.functional.spectrum import Order, order_key, parse_orders
 from diversity_callbacks.images import ValueRange, to_uint8, to_unit_range, value_range_bounds
+from diversity_callbacks.metrics.schur import SchurComplementEntropy
 from diversity_callbacks.metrics.vendi import VendiScore
+
+if TYPE_CHECKING:  # pragma: no cover
+    from diversity_callbacks.embedders.base import ImageEmbedder
 
 SampleFn = Callable[[LightningModule, list[str], list[torch.Generator]], Tensor]
 """``sample_fn(pl_module, prompts, generators) -> images``: see :class:`DiversityCallback`."""
@@ -148,7 +152,7 @@ class DiversityCallback(Callback):
         on_validation_end: bool = False,
         batch_size: int = 16,
         seed: int = 0,
-        embedder: Any | None = None,
+        embedder: ImageEmbedder | None = None,
         image_range: ValueRange = "[-1,1]",
         sample_fn: SampleFn | None = None,
         vendi_orders: Order | Sequence[Order] = (1, 2),
@@ -166,6 +170,7 @@ class DiversityCallback(Callback):
         prefix: str = "diversity",
     ) -> None:
         self.prompts = _load_prompts(prompts)
+        self._prompts_digest = hashlib.sha1("\n".join(self.prompts).encode()).hexdigest()[:12]
         self.samples_per_prompt = check_positive_int(samples_per_prompt, "samples_per_prompt")
         if every_n_train_steps is not None:
             check_positive_int(every_n_train_steps, "every_n_train_steps")
@@ -175,7 +180,7 @@ class DiversityCallback(Callback):
             every_n_epochs = 1
         self.every_n_train_steps = every_n_train_steps
         self.every_n_epochs = every_n_epochs
-        self.on_validation_end_ = bool(on_validation_end)
+        self._at_validation_end = bool(on_validation_end)
         self.batch_size = check_positive_int(batch_size, "batch_size")
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"`seed` must be an integer >= 0, got {seed!r}")
@@ -214,9 +219,17 @@ class DiversityCallback(Callback):
         output checks), ``embedding``, ``metric`` (state updates, sync, compute, gathering
         images) and ``logging``."""
         self._last_step = -1
-        self._vendi: VendiScore | None = None
-        self._prompt_vendi: PromptVendi | None = None
-        self._sce: Any | None = None
+        # Built here so that bad kernel settings fail at construction; SCE waits for setup when
+        # the default embedder decides whether it is on.
+        self._vendi = VendiScore(q=self.vendi_orders, **self.kernel_kwargs)
+        self._prompt_vendi = (
+            PromptVendi(len(self.prompts), q=self.vendi_orders, kernel_kwargs=self.kernel_kwargs)
+            if self.conditional
+            else None
+        )
+        self._sce: SchurComplementEntropy | None = None
+        if self.embedder is not None:
+            self._build_sce()
 
     # ------------------------------------------------------------------ identity and state
 
@@ -229,10 +242,9 @@ class DiversityCallback(Callback):
     def state_key(self) -> str:
         """Identifies the evaluation set and its keys, so that two instances keep separate
         states in a checkpoint; the cadence is left out, so it may change on resume."""
-        digest = hashlib.sha1("\n".join(self.prompts).encode()).hexdigest()[:12]
         return self._generate_state_key(
             prefix=self.prefix,
-            prompts=digest,
+            prompts=self._prompts_digest,
             samples_per_prompt=self.samples_per_prompt,
             seed=self.seed,
         )
@@ -261,9 +273,8 @@ class DiversityCallback(Callback):
                 from diversity_callbacks.embedders.clip import CLIPEmbedder
 
                 self.embedder = CLIPEmbedder()
-            if self.sce is None:
-                self.sce = _embeds_texts(self.embedder)
-            self._build_metrics()
+            if self._sce is None:
+                self._build_sce()
         self._to_device(pl_module.device)
 
     def on_train_batch_end(
@@ -276,7 +287,7 @@ class DiversityCallback(Callback):
             self.evaluate(trainer, pl_module)
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.on_validation_end_ and self._may_evaluate(trainer):
+        if self._at_validation_end and self._may_evaluate(trainer):
             self.evaluate(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -299,10 +310,10 @@ class DiversityCallback(Callback):
         Every rank must call it (the metrics sync). The hooks call it on their cadence; call it
         yourself for an extra evaluation, e.g. after ``trainer.fit`` returns.
         """
-        if self._vendi is None:
+        if self.embedder is None:
             raise RuntimeError(
-                "DiversityCallback.evaluate() needs the metrics built in setup(): pass the "
-                "callback to a Trainer (Trainer(callbacks=[...])) and call it from a hook"
+                "DiversityCallback.evaluate() needs the default embedder built in setup(): pass "
+                "the callback to a Trainer (Trainer(callbacks=[...])) before evaluating"
             )
         self._last_step = trainer.global_step
         start = time.perf_counter()
@@ -495,16 +506,12 @@ class DiversityCallback(Callback):
 
     # ------------------------------------------------------------------ helpers
 
-    def _build_metrics(self) -> None:
-        self._vendi = VendiScore(q=self.vendi_orders, **self.kernel_kwargs)
-        if self.conditional:
-            self._prompt_vendi = PromptVendi(
-                len(self.prompts), q=self.vendi_orders, kernel_kwargs=self.kernel_kwargs
-            )
+    def _build_sce(self) -> None:
+        """Decide whether SCE is on, now that the embedder is known, and build its metric."""
+        if self.sce is None:
+            self.sce = _embeds_texts(self.embedder)
         if self.sce:
             _check_embedder(self.embedder, self.sce)
-            from diversity_callbacks.metrics.schur import SchurComplementEntropy
-
             self._sce = SchurComplementEntropy(**self.sce_kwargs)
 
     def _metrics(self) -> list[Any]:

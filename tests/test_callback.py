@@ -371,6 +371,8 @@ def test_prompts_load_from_a_text_file_one_per_line(tmp_path: Path):
             '`on_error` must be "raise" or "warn", got \'ignore\'',
         ),
         ({"prefix": ""}, ValueError, "`prefix` must be a non-empty string"),
+        ({"vendi_kernel": "gaussian"}, ValueError, "kernel='gaussian' needs a bandwidth `sigma`"),
+        ({"sce": True, "sce_kwargs": {"kernel": "rbf"}}, ValueError, "`kernel` must be one of"),
     ],
 )
 def test_invalid_arguments_are_rejected_with_the_argument_named(

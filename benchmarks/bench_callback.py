@@ -1,0 +1,200 @@
+"""Cost of DiversityCallback: one evaluation split into stages, and its overhead on a training run.
+
+A small conditional convolutional generator (noise + prompt embedding -> 3 x 64 x 64, about
+0.4 M parameters) trains on CPU with SGD. Two runs of the same length, same seed, same loggers
+(CSVLogger and an offline WandbLogger, both started before the clock runs):
+
+- without the callback;
+- with ``DiversityCallback`` evaluating ``prompts x samples`` images every ``--every`` steps,
+  logging scalars to both loggers and sample grids plus the per-prompt table to W&B.
+
+Reported: seconds per evaluation on rank 0 by stage (``DiversityCallback.last_timings``:
+sampling = generator + output checks; embedding = image and prompt embedding; metric = state
+updates, sync and compute of Vendi, conditional Vendi and SCE; logging = scalars, grids, table),
+the share of metric + logging in an evaluation, and the callback's overhead as a fraction of the
+run's wall time. The embedder is built before the runs (its one-off build time is reported
+separately): ``--embedder vit-b-32`` is CLIP ViT-B/32 with random weights (the default
+embedder's compute; no download), ``tiny`` the test-sized ViT.
+
+Run: ``python benchmarks/bench_callback.py [--steps 400 --every 200 --prompts 8 --samples 8]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from typing import Any
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from diversity_callbacks import CLIPEmbedder, DiversityCallback
+
+LATENT = 64
+TINY_CLIP: dict[str, Any] = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
+class SmallGenerator(L.LightningModule):
+    """Noise and a prompt embedding -> a 64 x 64 RGB image in [-1, 1] through 3 upsamplings."""
+
+    def __init__(self, prompts: list[str]) -> None:
+        super().__init__()
+        self.prompts = prompts
+        self.embed = nn.Embedding(len(prompts), 32)
+        self.stem = nn.Linear(LATENT + 32, 128 * 8 * 8)
+        self.body = nn.Sequential(
+            nn.ConvTranspose2d(128, 64, 4, stride=2, padding=1),
+            nn.GELU(),
+            nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1),
+            nn.GELU(),
+            nn.ConvTranspose2d(32, 3, 4, stride=2, padding=1),
+            nn.Tanh(),
+        )
+
+    def forward(self, noise: Tensor, ids: Tensor) -> Tensor:
+        hidden = self.stem(torch.cat([noise, self.embed(ids)], dim=1))
+        return self.body(hidden.view(-1, 128, 8, 8))
+
+    def generate(self, prompts: list[str], generators: list[torch.Generator]) -> Tensor:
+        noise = torch.stack(
+            [torch.randn(LATENT, generator=g, device=self.device) for g in generators]
+        )
+        ids = torch.tensor([self.prompts.index(p) for p in prompts], device=self.device)
+        return self(noise, ids)
+
+    def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
+        noise, ids, target = batch
+        return (self(noise, ids) - target).pow(2).mean()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+class TimedCallback(DiversityCallback):
+    """Keeps the stage timings of every evaluation, not only the last."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.timings: list[dict[str, float]] = []
+
+    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Any:
+        result = super().evaluate(trainer, pl_module)
+        self.timings.append(dict(self.last_timings))
+        return result
+
+
+def data(num_prompts: int, batch_size: int) -> DataLoader:
+    g = torch.Generator().manual_seed(0)
+    n = 1024
+    dataset = TensorDataset(
+        torch.randn(n, LATENT, generator=g),
+        torch.randint(0, num_prompts, (n,), generator=g),
+        torch.rand(n, 3, 64, 64, generator=g) * 2 - 1,
+    )
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True)
+
+
+def timed_fit(args: argparse.Namespace, folder: str, callback: DiversityCallback | None) -> float:
+    prompts = [f"prompt {i}" for i in range(args.prompts)]
+    loggers = [
+        CSVLogger(folder, name="csv"),
+        WandbLogger(save_dir=folder, offline=True, project="bench"),
+    ]
+    _ = loggers[1].experiment  # start the W&B run before the clock
+    L.seed_everything(0, verbose=False)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=args.steps,
+        logger=loggers,
+        log_every_n_steps=50,
+        callbacks=[callback] if callback is not None else [],
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+    )
+    module = SmallGenerator(prompts)
+    start = time.perf_counter()
+    trainer.fit(module, data(args.prompts, args.batch_size))
+    seconds = time.perf_counter() - start
+    loggers[1].experiment.finish()
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--every", type=int, default=200)
+    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=32, help="training and sampling batch")
+    parser.add_argument("--embedder", choices=["vit-b-32", "tiny"], default="vit-b-32")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    start = time.perf_counter()
+    model_kwargs = TINY_CLIP if args.embedder == "tiny" else None
+    embedder = CLIPEmbedder(pretrained=None, model_kwargs=model_kwargs)
+    embedder.embed_texts(["warm up the tokenizer"])
+    build = time.perf_counter() - start
+
+    with tempfile.TemporaryDirectory() as folder:
+        plain = timed_fit(args, folder, None)
+        callback = TimedCallback(
+            [f"prompt {i}" for i in range(args.prompts)],
+            samples_per_prompt=args.samples,
+            every_n_train_steps=args.every,
+            batch_size=args.batch_size,
+            embedder=embedder,
+        )
+        watched = timed_fit(args, folder, callback)
+        timings = callback.timings
+
+    n = args.prompts * args.samples
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, embedder {args.embedder}")
+    print(
+        f"evaluation set: {args.prompts} prompts x {args.samples} samples = {n} images of 64 x 64"
+    )
+    print(f"embedder build (once, before training): {build:.2f} s\n")
+    print(
+        "| evaluation | sampling s | embedding s | metric s | logging s | total s | metric + logging |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for i, t in enumerate(timings):
+        total = sum(t.values())
+        share = (t["metric"] + t["logging"]) / total
+        print(
+            f"| {i + 1} | {t['sampling']:.3f} | {t['embedding']:.3f} | {t['metric']:.3f} | "
+            f"{t['logging']:.3f} | {total:.3f} | {share:.1%} |"
+        )
+    eval_total = sum(sum(t.values()) for t in timings)
+    print(
+        f"\ntraining run: {args.steps} steps of batch {args.batch_size}, evaluation every "
+        f"{args.every} steps ({len(timings)} evaluations)"
+    )
+    print(f"without callback: {plain:.2f} s; with: {watched:.2f} s")
+    print(f"overhead: {(watched - plain) / watched:.1%} of the run's wall time")
+    print(f"evaluations alone: {eval_total:.2f} s = {eval_total / watched:.1%} of the run")
+    per_step = plain / args.steps
+    print(
+        f"one training step: {per_step * 1000:.1f} ms; one evaluation = "
+        f"{statistics.mean(sum(t.values()) for t in timings) / per_step:.0f} training steps"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""The example's picture: diversity and training losses against the step, on one time axis."""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections import defaultdict
+
+# Diversity curves drawn, with their labels; the reference of real data is drawn dashed.
+DIVERSITY_CURVES = {
+    "diversity/vendi_q1": "Vendi score (q=1), all samples",
+    "diversity/conditional_vendi_q1": "Vendi score (q=1) within a prompt, mean",
+    "diversity/sce": "Schur complement entropy",
+}
+LOSS_CURVES = {
+    "train/vae_loss": "VAE loss (negative ELBO, nats)",
+    "train/reward_loss": "reward loss (MSE to the preferred look)",
+}
+
+
+def read_metrics_csv(path: str | os.PathLike) -> dict[str, list[tuple[int, float]]]:
+    """Series ``key -> [(step, value), ...]`` from a Lightning ``CSVLogger`` ``metrics.csv``."""
+    series: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    with open(path, newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            step = int(row["step"])
+            for key, value in row.items():
+                if key not in ("step", "epoch") and value not in ("", None):
+                    series[key].append((step, float(value)))
+    return {key: sorted(points) for key, points in series.items()}
+
+
+def plot_run(
+    series: dict[str, list[tuple[int, float]]],
+    finetune_start: int,
+    reference: dict[str, float],
+    path: str | os.PathLike,
+) -> None:
+    """Write a PNG: diversity (top) and the two training losses (bottom) against the step.
+
+    Args:
+        series: the logged series, as :func:`read_metrics_csv` returns them.
+        finetune_start: the step where reward fine-tuning starts (a vertical line).
+        reference: the same diversity keys measured on real data (dashed lines).
+        path: where to write the PNG.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display needed
+    import matplotlib.pyplot as plt
+
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
+    for (key, label), colour in zip(DIVERSITY_CURVES.items(), ("C0", "C1", "C2"), strict=True):
+        if key in series:
+            steps, values = zip(*series[key], strict=True)
+            top.plot(steps, values, marker="o", markersize=3, color=colour, label=label)
+        if key in reference:
+            top.axhline(reference[key], color=colour, linestyle="--", linewidth=1)
+    top.plot([], [], color="grey", linestyle="--", linewidth=1, label="same, on real data")
+    top.set_ylabel("diversity (effective number of samples)")
+    top.set_yscale("log")
+    top.legend(fontsize=8)
+    top.set_title("Diversity falls while the fine-tuning loss improves")
+
+    right = bottom.twinx()
+    for (key, label), axis, colour in zip(
+        LOSS_CURVES.items(), (bottom, right), ("C3", "C4"), strict=True
+    ):
+        if key in series:
+            steps, values = zip(*series[key], strict=True)
+            axis.plot(steps, values, color=colour, label=label)
+        axis.set_ylabel(label, color=colour)
+    right.set_yscale("log")
+    bottom.set_xlabel("optimizer step")
+    for axis in (top, bottom):
+        axis.axvline(finetune_start, color="black", linestyle=":", linewidth=1)
+    top.annotate(
+        "reward fine-tuning starts",
+        xy=(finetune_start, 1),
+        xycoords=("data", "axes fraction"),
+        xytext=(4, -12),
+        textcoords="offset points",
+        fontsize=8,
+    )
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

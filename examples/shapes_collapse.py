@@ -1,0 +1,307 @@
+"""Watch diversity collapse: train a text-conditional shape generator, then reward fine-tune it.
+
+Runs on CPU, offline, with nothing to download:
+
+1. draws a data set of 32 x 32 shapes with prompts like "a red circle" (position, size and
+   shade vary within a prompt);
+2. trains a small conditional VAE on it from scratch (``--pretrain-steps``);
+3. fine-tunes its decoder toward one preferred look per prompt by backpropagating a reward
+   (``--finetune-steps``), which narrows what it draws;
+4. throughout, ``DiversityCallback`` samples 9 prompts x ``--samples-per-prompt`` fixed seeds
+   every ``--eval-every`` steps and logs the Vendi score, the per-prompt Vendi score and the
+   Schur complement entropy, with sample grids, to W&B (offline) and a CSV file.
+
+At the end it writes ``diversity_vs_step.png`` and sample grids to ``--output-dir``, prints a
+summary and writes it to ``summary.json``. Send the W&B run to the web with
+``wandb sync <output-dir>/wandb/offline-run-*`` (or run with ``--wandb-mode online``).
+
+Usage::
+
+    python examples/shapes_collapse.py                      # ~3 minutes on 2 CPU cores
+    python examples/shapes_collapse.py --devices 2          # CPU DDP on 2 processes
+    python examples/shapes_collapse.py --clip ViT-B-32 --pretrained laion2b_s34b_b79k
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the `shapes` helpers
+
+from shapes.data import PROMPTS, ShapesDataset, draw_shapes
+from shapes.embedder import PixelEmbedder
+from shapes.model import ShapesVAE
+from shapes.plot import DIVERSITY_CURVES, plot_run, read_metrics_csv
+
+from diversity_callbacks import DiversityCallback, SchurComplementEntropy, VendiScore
+from diversity_callbacks.images import make_grid
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--pretrain-steps", type=int, default=1500, help="VAE training steps")
+    parser.add_argument("--finetune-steps", type=int, default=400, help="reward fine-tuning steps")
+    parser.add_argument("--eval-every", type=int, default=50, help="steps between evaluations")
+    parser.add_argument("--samples-per-prompt", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=64, help="training batch per device")
+    parser.add_argument("--dataset-size", type=int, default=10_000)
+    parser.add_argument("--width", type=int, default=16, help="channels of the first conv layer")
+    parser.add_argument("--lr", type=float, default=2e-3, help="learning rate of pre-training")
+    parser.add_argument("--finetune-lr", type=float, default=1e-4)
+    parser.add_argument("--devices", type=int, default=1, help="CPU processes; 2+ runs DDP")
+    parser.add_argument("--output-dir", default=os.path.join("outputs", "shapes_collapse"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--wandb-mode", choices=("offline", "online", "disabled"), default="offline"
+    )
+    parser.add_argument("--wandb-project", default="diversity-callbacks-examples")
+    parser.add_argument(
+        "--clip",
+        metavar="MODEL",
+        help="embed with this open_clip model (e.g. ViT-B-32) instead of pixel features",
+    )
+    parser.add_argument(
+        "--pretrained",
+        default="laion2b_s34b_b79k",
+        help="open_clip weights tag or local file for --clip (downloaded on first use)",
+    )
+    args = parser.parse_args(argv)
+    for name in ("pretrain_steps", "eval_every", "samples_per_prompt", "batch_size", "devices"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.finetune_steps < 0:
+        parser.error(f"--finetune-steps must be >= 0, got {args.finetune_steps}")
+    return args
+
+
+def build_embedder(args: argparse.Namespace) -> Any:
+    """Pixel features by default; CLIP with ``--clip`` (its weights need a download or a file)."""
+    if args.clip is None:
+        return PixelEmbedder()
+    from diversity_callbacks import CLIPEmbedder
+
+    return CLIPEmbedder(args.clip, args.pretrained)
+
+
+class SampleGrids(L.Callback):
+    """Diversity at step 0, and one grid of all prompts at the start, before and after fine-tuning.
+
+    The grids (8 seeds per prompt, one row per prompt) go to the output folder as PNGs and to
+    W&B as ``samples/<moment>``; the same seeds in every grid, so they compare pixel for pixel.
+    """
+
+    def __init__(
+        self, diversity: DiversityCallback, finetune_start: int, output_dir: str, seeds: int = 8
+    ) -> None:
+        self.diversity = diversity
+        self.finetune_start = finetune_start
+        self.output_dir = output_dir
+        self.seeds = seeds
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: ShapesVAE) -> None:
+        # The callback's cadence starts after the first step: add the untrained model's values.
+        self.diversity.evaluate(trainer, pl_module)
+        self._save(trainer, pl_module, "start")
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: ShapesVAE, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.global_step == self.finetune_start:
+            self._save(trainer, pl_module, "before_finetune")
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: ShapesVAE) -> None:
+        self._save(trainer, pl_module, "after_finetune")
+
+    def _save(self, trainer: L.Trainer, pl_module: ShapesVAE, moment: str) -> None:
+        if not trainer.is_global_zero:
+            return
+        prompts = [p for p in PROMPTS for _ in range(self.seeds)]
+        generators = [
+            torch.Generator(pl_module.device).manual_seed(i % self.seeds)
+            for i in range(len(prompts))
+        ]
+        grid = make_grid(pl_module.generate(prompts, generators), nrow=self.seeds)
+        path = os.path.join(self.output_dir, f"samples_{moment}.png")
+        _write_png(grid, path)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                caption = f"step {trainer.global_step}: rows {', '.join(PROMPTS)}"
+                logger.log_image(
+                    f"samples/{moment}", [path], step=trainer.global_step, caption=[caption]
+                )
+
+
+def _write_png(image: Tensor, path: str) -> None:
+    """Write a (3, H, W) uint8 image, enlarged 4x so that 32-pixel samples are visible."""
+    from PIL import Image
+
+    pixels = image.permute(1, 2, 0).cpu().numpy()
+    picture = Image.fromarray(pixels)
+    picture.resize((picture.width * 4, picture.height * 4), Image.NEAREST).save(path)
+
+
+def reference_diversity(embedder: Any, samples_per_prompt: int, seed: int) -> dict[str, float]:
+    """The logged diversity measures, on real data drawn with the callback's evaluation seeds."""
+    prompts = [p for p in PROMPTS for _ in range(samples_per_prompt)]
+    generators = [
+        torch.Generator().manual_seed(DiversityCallback.sample_seed(seed, i))
+        for i in range(len(prompts))
+    ]
+    features = embedder.embed_images(draw_shapes(prompts, generators))
+    overall = VendiScore(q=1)
+    overall.update(features)
+    per_prompt = []
+    for start in range(0, len(prompts), samples_per_prompt):
+        metric = VendiScore(q=1)
+        metric.update(features[start : start + samples_per_prompt])
+        per_prompt.append(float(metric.compute()))
+    sce = SchurComplementEntropy()
+    sce.update(features, embedder.embed_texts(prompts))
+    return {
+        "diversity/vendi_q1": float(overall.compute()),
+        "diversity/conditional_vendi_q1": sum(per_prompt) / len(per_prompt),
+        "diversity/sce": float(sce.compute()["sce"]),
+    }
+
+
+def summarize(
+    history: list[dict[str, float]],
+    series: dict[str, list[tuple[int, float]]],
+    reference: dict[str, float],
+    finetune_start: int,
+) -> dict[str, Any]:
+    """Diversity at the start, before and after fine-tuning, on real data; the losses' ends."""
+    by_step = {int(row["step"]): row for row in history}
+    moments = {"start": 0, "before_finetune": finetune_start, "after_finetune": max(by_step)}
+    summary: dict[str, Any] = {
+        "steps": moments,
+        "diversity": {
+            key: {
+                **{m: by_step[s][key] for m, s in moments.items() if s in by_step},
+                "real_data": reference[key],
+            }
+            for key in DIVERSITY_CURVES
+        },
+    }
+    losses = {}
+    for key in ("train/vae_loss", "train/reward_loss"):
+        if series.get(key):
+            losses[key] = {"first": series[key][0][1], "last": series[key][-1][1]}
+    summary["losses"] = losses
+    return summary
+
+
+def format_summary(summary: dict[str, Any], output_dir: str) -> str:
+    steps = summary["steps"]
+    header = (
+        f"{'':42s}{'start':>10s}{'before FT':>11s}{'after FT':>10s}{'real data':>11s}\n"
+        f"{'(step)':42s}{steps['start']:>10d}{steps['before_finetune']:>11d}"
+        f"{steps['after_finetune']:>10d}"
+    )
+    lines = [
+        "",
+        "Diversity of the evaluation samples (effective number of distinct samples):",
+        header,
+    ]
+    for key, label in DIVERSITY_CURVES.items():
+        values = summary["diversity"][key]
+        cells = [values.get(m) for m in ("start", "before_finetune", "after_finetune", "real_data")]
+        widths = (10, 11, 10, 11)
+        lines.append(
+            f"{label:42s}"
+            + "".join(
+                f"{'-' if v is None else f'{v:.2f}':>{w}s}"
+                for v, w in zip(cells, widths, strict=True)
+            )
+        )
+    for key, values in summary["losses"].items():
+        lines.append(f"{key}: {values['first']:.4g} (first logged) -> {values['last']:.4g} (last)")
+    lines += [
+        f"Plot: {os.path.join(output_dir, 'diversity_vs_step.png')}",
+        f"Sample grids: {os.path.join(output_dir, 'samples_*.png')}",
+        f"W&B offline run: wandb sync {os.path.join(output_dir, 'wandb', 'offline-run-*')}",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
+    """Run the example; return the summary on rank 0 (None on the other DDP ranks)."""
+    args = parse_args(argv)
+    os.makedirs(args.output_dir, exist_ok=True)
+    L.seed_everything(args.seed, workers=True, verbose=False)
+    embedder = build_embedder(args)
+    diversity = DiversityCallback(
+        list(PROMPTS),
+        samples_per_prompt=args.samples_per_prompt,
+        every_n_train_steps=args.eval_every,
+        embedder=embedder,
+        image_range="[0,1]",
+        vendi_orders=(1, 2),
+        seed=args.seed,
+    )
+    loggers: list[Any] = [CSVLogger(args.output_dir, name="", version="csv")]
+    if args.wandb_mode != "disabled":
+        loggers.append(
+            WandbLogger(
+                project=args.wandb_project,
+                name="shapes_collapse",
+                save_dir=args.output_dir,
+                offline=args.wandb_mode == "offline",
+                config=vars(args),
+            )
+        )
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=args.devices,
+        strategy="ddp" if args.devices > 1 else "auto",
+        max_steps=args.pretrain_steps + args.finetune_steps,
+        max_epochs=-1,
+        logger=loggers,
+        callbacks=[diversity, SampleGrids(diversity, args.pretrain_steps, args.output_dir)],
+        log_every_n_steps=10,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
+    model = ShapesVAE(
+        args.pretrain_steps, width=args.width, lr=args.lr, finetune_lr=args.finetune_lr
+    )
+    data = DataLoader(
+        ShapesDataset(args.dataset_size, seed=args.seed),
+        batch_size=args.batch_size,
+        shuffle=True,
+        drop_last=True,
+    )
+    trainer.fit(model, data)
+    if not trainer.is_global_zero:
+        return None
+    series = read_metrics_csv(os.path.join(loggers[0].log_dir, "metrics.csv"))
+    reference = reference_diversity(embedder, args.samples_per_prompt, args.seed)
+    plot_run(
+        series,
+        args.pretrain_steps,
+        reference,
+        os.path.join(args.output_dir, "diversity_vs_step.png"),
+    )
+    summary = summarize(diversity.history, series, reference, args.pretrain_steps)
+    with open(os.path.join(args.output_dir, "summary.json"), "w", encoding="utf-8") as handle:
+        json.dump(summary, handle, indent=2)
+    print(format_summary(summary, args.output_dir))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

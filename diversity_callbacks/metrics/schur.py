@@ -29,8 +29,8 @@ class SchurComplementEntropy(LazilySizedMetric):
     states are the three float64 kernel covariance sums ``sum phi_t phi_t^T``,
     ``sum phi_t phi_i^T``, ``sum phi_i phi_i^T`` and a count: exact, independent of the number of
     samples, summed across DDP ranks (uneven and empty ranks included). Their size is
-    ``(D_T + D_I)^2`` doubles: 2 MiB for 512-d cosine features, 800 MiB for the published
-    Gaussian setting (2 x 2500 random features).
+    ``D_T^2 + D_T D_I + D_I^2`` doubles: 6 MiB for 512-d cosine features, 572 MiB for the
+    published Gaussian setting (2 x 2500 random features).
 
     Args:
         kernel: ``"cosine"`` (default: per-sample cosine kernel, no bandwidth to choose),

@@ -52,6 +52,9 @@ def step_bound(cfg: dict, steps: float) -> float:
         # non-square model input: open_clip resamples bicubically whatever the config says
         ({"size": (32, 24), "interpolation": "bilinear"}, (64, 64)),
         ({"size": (24, 32), "mean": (0.5,) * 3, "std": (0.5,) * 3}, (50, 70)),
+        # long axes resample with torch's interpolate instead of a matmul
+        ({"size": 96}, (128, 128)),
+        ({"size": 96, "interpolation": "bilinear"}, (150, 120)),
     ],
 )
 def test_matches_open_clip_pil_transform_within_one_uint8_step(cfg, size) -> None:
@@ -66,6 +69,18 @@ def test_matches_open_clip_pil_transform_within_one_uint8_step(cfg, size) -> Non
     # the value range is folded into the same affine map: [-1, 1] input gives the same result
     signed = pixels.double() / 127.5 - 1
     torch.testing.assert_close(preprocess(signed, "[-1,1]"), got, atol=1e-5, rtol=0)
+
+
+def test_both_resampling_paths_are_covered_above() -> None:
+    """Short axes resample by matmul, long ones by interpolate (see _DENSE_MAX_RATIO)."""
+    plans = TensorPreprocess(size=32, mean=(0.5,) * 3, std=(0.5,) * 3)._plans_for(
+        256, 256, torch.device("cpu")
+    )
+    assert all(plan.weights is not None for plan in plans)
+    plans = TensorPreprocess(size=96, mean=(0.5,) * 3, std=(0.5,) * 3)._plans_for(
+        128, 150, torch.device("cpu")
+    )
+    assert all(plan.weights is None and plan.resized != plan.in_size for plan in plans)
 
 
 @pytest.mark.parametrize(

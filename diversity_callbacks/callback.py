@@ -122,7 +122,8 @@ class DiversityCallback(Callback):
         vendi_sigma: bandwidth of the Gaussian kernel.
         vendi_num_features: approximate the Gaussian kernel with this many random Fourier
             frequencies.
-        sce: log the Schur complement entropy; ``None``: when the embedder has ``embed_texts``.
+        sce: log the Schur complement entropy of the images given their prompts (needs
+            ``embed_texts`` and ``samples_per_prompt >= 2``); ``None``: whenever both hold.
         sce_kwargs: keyword arguments of :class:`~diversity_callbacks.SchurComplementEntropy`.
         conditional: log the per-prompt Vendi score averaged over prompts.
         log_images: with a ``WandbLogger``, log sample grids and the per-prompt table.
@@ -509,7 +510,13 @@ class DiversityCallback(Callback):
     def _build_sce(self) -> None:
         """Decide whether SCE is on, now that the embedder is known, and build its metric."""
         if self.sce is None:
-            self.sce = _embeds_texts(self.embedder)
+            # With one sample per prompt the prompts explain every image: SCE is undefined.
+            self.sce = _embeds_texts(self.embedder) and self.samples_per_prompt > 1
+        if self.sce and self.samples_per_prompt == 1:
+            raise ValueError(
+                "`sce=True` needs `samples_per_prompt` >= 2: with one sample per prompt the "
+                "prompts explain every image and the Schur complement is empty; got 1"
+            )
         if self.sce:
             _check_embedder(self.embedder, self.sce)
             self._sce = SchurComplementEntropy(**self.sce_kwargs)

@@ -1,4 +1,5 @@
-"""A tiny conditional generator as a LightningModule, and a cheap embedder, for callback tests.
+"""A tiny conditional generator as a LightningModule, a cheap embedder and a reader of offline
+W&B run files, for the callback tests.
 
 Both are deterministic under ``torch.manual_seed`` and fast on one CPU thread, so the same model
 trained in one process or in two DDP ranks gives the same samples.
@@ -7,6 +8,10 @@ trained in one process or in two DDP ranks gives the same samples.
 from __future__ import annotations
 
 import hashlib
+import json
+import struct
+from collections.abc import Iterator
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -96,3 +101,43 @@ class PixelEmbedder:
             seed = int.from_bytes(hashlib.sha1(prompt.encode()).digest()[:4], "little")
             rows.append(torch.randn(self.dim, generator=torch.Generator().manual_seed(seed)))
         return torch.stack(rows)
+
+
+BLOCK = 32768  # the run file is a LevelDB-style log: 32 KiB blocks of 7-byte-headed chunks
+HEADER = 7  # both the file header (":W&B", magic, version) and each chunk header (crc, len, type)
+
+
+def run_records(path: Path) -> Iterator[object]:
+    """Parse the protobuf records of an offline ``run-*.wandb`` file."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    position, pending = HEADER, b""
+    while position + HEADER <= len(data):
+        left = BLOCK - position % BLOCK
+        if left < HEADER:  # a block's tail too short for a header is zero padding
+            position += left
+            continue
+        _, length, kind = struct.unpack("<IHB", data[position : position + HEADER])
+        position += HEADER
+        pending += data[position : position + length]
+        position += length
+        if kind in (1, 4):  # FULL or LAST chunk: a record is complete
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            pending = b""
+            yield record
+
+
+def history_rows(run_dir: Path) -> list[dict]:
+    """The history rows of an offline run folder, flattened to ``{"a/b": value}`` dicts."""
+    (path,) = run_dir.glob("run-*.wandb")
+    rows = []
+    for record in run_records(path):
+        if record.WhichOneof("record_type") == "history":
+            items = record.history.item
+            rows.append(
+                {(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in items}
+            )
+    return rows

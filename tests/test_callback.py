@@ -372,6 +372,11 @@ def test_prompts_load_from_a_text_file_one_per_line(tmp_path: Path):
         ),
         ({"prefix": ""}, ValueError, "`prefix` must be a non-empty string"),
         ({"vendi_kernel": "gaussian"}, ValueError, "kernel='gaussian' needs a bandwidth `sigma`"),
+        (
+            {"sce": True, "samples_per_prompt": 1},
+            ValueError,
+            "`sce=True` needs `samples_per_prompt` >= 2",
+        ),
         ({"sce": True, "sce_kwargs": {"kernel": "rbf"}}, ValueError, "`kernel` must be one of"),
     ],
 )
@@ -417,6 +422,7 @@ def test_sce_is_logged_when_the_embedder_embeds_texts():
     fit([callback], max_steps=2)
     row = callback.history[0]
     assert row["diversity/sce"] >= 1.0 and row["diversity/sce_text"] >= 1.0
+    assert make_callback(sce=None, samples_per_prompt=1).sce is False  # undefined there
 
 
 def test_sce_is_off_by_default_for_a_function_embedder_without_text_fn():

@@ -17,15 +17,22 @@ from pathlib import Path
 
 import pytest
 
+from tests.lightning_helpers import PROMPTS, history_rows
+
 SCRIPT = Path(__file__).parent / "scripts" / "train_tiny.py"
 REPO = Path(__file__).resolve().parents[1]
 
 
-def launch(out: Path, devices: int) -> list[dict]:
+def launch(out: Path, devices: int, *flags: str) -> list[dict]:
     """Run the script with ``devices`` CPU ranks; return each rank's result and its folder."""
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PYTHONWARNINGS": "ignore",
+        "OMP_NUM_THREADS": "1",
+        "WANDB_MODE": "offline",
+    }
     done = subprocess.run(
-        [sys.executable, str(SCRIPT), str(out), "--devices", str(devices)],
+        [sys.executable, str(SCRIPT), str(out), "--devices", str(devices), *flags],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -44,7 +51,10 @@ def scores(row: dict) -> dict[str, float]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[int, list[dict]]:
-    return {n: launch(tmp_path_factory.mktemp(f"devices{n}"), n) for n in (1, 2)}
+    return {
+        1: launch(tmp_path_factory.mktemp("devices1"), 1),
+        2: launch(tmp_path_factory.mktemp("devices2"), 2, "--wandb"),
+    }
 
 
 def test_two_ranks_log_the_same_diversity_as_one(runs: dict[int, list[dict]]):
@@ -81,3 +91,18 @@ def test_rank_zero_logs_each_evaluation_once_at_its_step(runs: dict[int, list[di
     history = runs[2][0]["history"]["diversity"]
     for row, ref in zip(rows, history, strict=True):
         assert float(row["diversity/sce"]) == pytest.approx(ref["diversity/sce"], rel=1e-12)
+
+
+def test_rank_zero_logs_every_prompt_grid_to_wandb(runs: dict[int, list[dict]]):
+    import numpy as np
+    from PIL import Image
+
+    (run_dir,) = (runs[2][0]["folder"] / "wandb").glob("offline-run-*")
+    rows = [row for row in history_rows(run_dir) if "diversity/vendi_q1" in row]
+    assert [row["trainer/global_step"] for row in rows] == [2, 4]
+    for row in rows:
+        # prompt 1's samples (3, 4, 5) were drawn on both ranks: its grid needs the gather
+        assert row["diversity/samples/captions"] == PROMPTS
+        for name in row["diversity/samples/filenames"]:
+            pixels = np.asarray(Image.open(run_dir / "files" / name))
+            assert pixels.shape == (12, 32, 3) and pixels.max() > 50

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import struct
-from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
@@ -12,48 +10,10 @@ import numpy as np
 import pytest
 
 from diversity_callbacks import DiversityCallback
-from tests.lightning_helpers import PROMPTS, PixelEmbedder, TinyGenerator, tiny_data
+from tests.lightning_helpers import PROMPTS, PixelEmbedder, TinyGenerator, history_rows, tiny_data
 
 wandb = pytest.importorskip("wandb")
 Image = pytest.importorskip("PIL.Image")
-
-BLOCK = 32768  # the run file is a LevelDB-style log: 32 KiB blocks of 7-byte-headed chunks
-HEADER = 7  # both the file header (":W&B", magic, version) and each chunk header (crc, len, type)
-
-
-def run_records(path: Path) -> Iterator[object]:
-    """Parse the protobuf records of an offline ``run-*.wandb`` file."""
-    from wandb.proto import wandb_internal_pb2
-
-    data = path.read_bytes()
-    assert data[:4] == b":W&B"
-    position, pending = HEADER, b""
-    while position + HEADER <= len(data):
-        left = BLOCK - position % BLOCK
-        if left < HEADER:  # a block's tail too short for a header is zero padding
-            position += left
-            continue
-        _, length, kind = struct.unpack("<IHB", data[position : position + HEADER])
-        position += HEADER
-        pending += data[position : position + length]
-        position += length
-        if kind in (1, 4):  # FULL or LAST chunk: a record is complete
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(pending)
-            pending = b""
-            yield record
-
-
-def history_rows(run_dir: Path) -> list[dict]:
-    (path,) = run_dir.glob("run-*.wandb")
-    rows = []
-    for record in run_records(path):
-        if record.WhichOneof("record_type") == "history":
-            items = record.history.item
-            rows.append(
-                {(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in items}
-            )
-    return rows
 
 
 def test_offline_run_holds_scalars_at_their_steps_and_non_black_sample_grids(tmp_path: Path):

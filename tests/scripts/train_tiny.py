@@ -7,7 +7,7 @@ The learning rate is 0, so the model is the same at every evaluation and on ever
 the logged diversity must not depend on the number of devices. Three callbacks share the run:
 
 - ``diversity``: 3 prompts x 3 samples in batches of 2, so one prompt's samples straddle ranks,
-  with Vendi, conditional Vendi and SCE;
+  with Vendi, conditional Vendi and SCE, and (``--wandb``) sample grids gathered on rank 0;
 - ``single``: 1 prompt x 1 sample, so with 2 devices rank 1 draws nothing;
 - ``failing``: its sampler fails on one prompt (drawn by rank 1 when there are 2 devices), with
   ``on_error="warn"``: every rank must skip the evaluation and training must go on.
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
 from diversity_callbacks import DiversityCallback
 from tests.lightning_helpers import PROMPTS, PixelEmbedder, TinyGenerator, tiny_data
@@ -43,32 +43,37 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--devices", type=int, default=1)
     parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--wandb", action="store_true", help="add an offline WandbLogger")
     args = parser.parse_args()
     torch.set_num_threads(1)  # two ranks share two cores
     L.seed_everything(0, verbose=False)
-    common = {"embedder": PixelEmbedder(), "every_n_train_steps": 2, "log_images": False}
+    common = {"embedder": PixelEmbedder(), "every_n_train_steps": 2}
     callbacks = [
         DiversityCallback(
             PROMPTS, samples_per_prompt=3, batch_size=2, vendi_orders=(1, 2, "inf"), **common
         ),
-        # SCE of one sample is undefined (NaN): off for the two small sets
-        DiversityCallback(PROMPTS[:1], samples_per_prompt=1, prefix="single", sce=False, **common),
+        DiversityCallback(
+            PROMPTS[:1], samples_per_prompt=1, prefix="single", log_images=False, **common
+        ),
         DiversityCallback(
             PROMPTS,
             samples_per_prompt=1,
             sample_fn=failing_sampler,
             on_error="warn",
             prefix="failing",
-            sce=False,
+            log_images=False,
             **common,
         ),
     ]
+    loggers = [CSVLogger(args.out, name="csv", version=0)]
+    if args.wandb:
+        loggers.append(WandbLogger(save_dir=args.out, offline=True, project="tests"))
     trainer = L.Trainer(
         accelerator="cpu",
         devices=args.devices,
         strategy="ddp" if args.devices > 1 else "auto",
         max_steps=args.steps,
-        logger=CSVLogger(args.out, name="csv", version=0),
+        logger=loggers,
         callbacks=callbacks,
         enable_checkpointing=False,
         enable_model_summary=False,
@@ -81,6 +86,11 @@ def main() -> None:
         "callback_metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
     }
     (args.out / f"rank{trainer.global_rank}.json").write_text(json.dumps(result))
+    if args.wandb and trainer.is_global_zero:
+        import wandb
+
+        wandb.finish()
+        wandb.teardown()  # flush the run file before the test reads it
 
 
 if __name__ == "__main__":

@@ -87,8 +87,10 @@ def test_random_weights_are_seeded_and_leave_the_global_rng_alone(tiny_embedder)
         assert torch.equal(tensor, expected[name]), name
 
 
-def test_an_unreachable_tag_fails_fast_and_says_how_to_pass_a_file() -> None:
-    # tests/conftest.py sets HF_HUB_OFFLINE=1: the hub is not even tried
+def test_an_unreachable_tag_fails_fast_and_says_how_to_pass_a_file(monkeypatch, tmp_path) -> None:
+    # tests/conftest.py sets HF_HUB_OFFLINE=1: the hub is not even tried; an empty cache makes
+    # the weights unavailable on machines that have them cached too
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
     with pytest.raises(RuntimeError) as info:
         CLIPEmbedder("ViT-B-32", pretrained="laion2b_s34b_b79k")
     message = str(info.value)

@@ -63,6 +63,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=2e-3, help="learning rate of pre-training")
     parser.add_argument("--finetune-lr", type=float, default=1e-4)
     parser.add_argument("--devices", type=int, default=1, help="CPU processes; 2+ runs DDP")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads per process: these small convolutions gain little from more, and "
+        "lose much when other programs share the cores",
+    )
     parser.add_argument("--output-dir", default=os.path.join("outputs", "shapes_collapse"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -80,7 +87,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="open_clip weights tag or local file for --clip (downloaded on first use)",
     )
     args = parser.parse_args(argv)
-    for name in ("pretrain_steps", "eval_every", "samples_per_prompt", "batch_size", "devices"):
+    positive = ("pretrain_steps", "eval_every", "samples_per_prompt", "batch_size", "devices")
+    for name in (*positive, "threads"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.finetune_steps < 0:
@@ -97,11 +105,14 @@ def build_embedder(args: argparse.Namespace) -> Any:
     return CLIPEmbedder(args.clip, args.pretrained)
 
 
-class SampleGrids(L.Callback):
-    """Diversity at step 0, and one grid of all prompts at the start, before and after fine-tuning.
+class Milestones(L.Callback):
+    """Diversity and a grid of samples at the start, before and after fine-tuning.
 
-    The grids (8 seeds per prompt, one row per prompt) go to the output folder as PNGs and to
-    W&B as ``samples/<moment>``; the same seeds in every grid, so they compare pixel for pixel.
+    ``DiversityCallback`` evaluates on its cadence, from the first step on; this adds the
+    untrained model and makes sure the two ends of fine-tuning are evaluated whatever the
+    cadence. Each grid (one row per prompt, the same seeds in every grid, so they compare sample
+    for sample) goes to the output folder as ``samples_<moment>.png`` and to W&B as
+    ``samples/<moment>``.
     """
 
     def __init__(
@@ -113,22 +124,25 @@ class SampleGrids(L.Callback):
         self.seeds = seeds
 
     def on_train_start(self, trainer: L.Trainer, pl_module: ShapesVAE) -> None:
-        # The callback's cadence starts after the first step: add the untrained model's values.
-        self.diversity.evaluate(trainer, pl_module)
-        self._save(trainer, pl_module, "start")
+        self._milestone(trainer, pl_module, "start")
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: ShapesVAE, batch: Any, batch_idx: int
     ) -> None:
         if trainer.global_step == self.finetune_start:
-            self._save(trainer, pl_module, "before_finetune")
+            self._milestone(trainer, pl_module, "before_finetune")
 
     def on_train_end(self, trainer: L.Trainer, pl_module: ShapesVAE) -> None:
-        self._save(trainer, pl_module, "after_finetune")
+        self._milestone(trainer, pl_module, "after_finetune")
 
-    def _save(self, trainer: L.Trainer, pl_module: ShapesVAE, moment: str) -> None:
-        if not trainer.is_global_zero:
-            return
+    def _milestone(self, trainer: L.Trainer, pl_module: ShapesVAE, moment: str) -> None:
+        history = self.diversity.history
+        if not history or history[-1]["step"] != trainer.global_step:
+            self.diversity.evaluate(trainer, pl_module)  # a collective: every rank calls it
+        if trainer.is_global_zero:
+            self._save_grid(trainer, pl_module, moment)
+
+    def _save_grid(self, trainer: L.Trainer, pl_module: ShapesVAE, moment: str) -> None:
         prompts = [p for p in PROMPTS for _ in range(self.seeds)]
         generators = [
             torch.Generator(pl_module.device).manual_seed(i % self.seeds)
@@ -139,7 +153,7 @@ class SampleGrids(L.Callback):
         _write_png(grid, path)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                caption = f"step {trainer.global_step}: rows {', '.join(PROMPTS)}"
+                caption = f"step {trainer.global_step}; rows: {', '.join(PROMPTS)}"
                 logger.log_image(
                     f"samples/{moment}", [path], step=trainer.global_step, caption=[caption]
                 )
@@ -155,21 +169,24 @@ def _write_png(image: Tensor, path: str) -> None:
 
 
 def reference_diversity(embedder: Any, samples_per_prompt: int, seed: int) -> dict[str, float]:
-    """The logged diversity measures, on real data drawn with the callback's evaluation seeds."""
+    """The logged diversity measures, on real data drawn with the callback's evaluation seeds.
+
+    Computed on rank 0 alone, so the metrics must not sync across DDP ranks.
+    """
     prompts = [p for p in PROMPTS for _ in range(samples_per_prompt)]
     generators = [
         torch.Generator().manual_seed(DiversityCallback.sample_seed(seed, i))
         for i in range(len(prompts))
     ]
     features = embedder.embed_images(draw_shapes(prompts, generators))
-    overall = VendiScore(q=1)
+    overall = VendiScore(q=1, sync_on_compute=False)
     overall.update(features)
     per_prompt = []
     for start in range(0, len(prompts), samples_per_prompt):
-        metric = VendiScore(q=1)
+        metric = VendiScore(q=1, sync_on_compute=False)
         metric.update(features[start : start + samples_per_prompt])
         per_prompt.append(float(metric.compute()))
-    sce = SchurComplementEntropy()
+    sce = SchurComplementEntropy(sync_on_compute=False)
     sce.update(features, embedder.embed_texts(prompts))
     return {
         "diversity/vendi_q1": float(overall.compute()),
@@ -242,6 +259,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     """Run the example; return the summary on rank 0 (None on the other DDP ranks)."""
     args = parse_args(argv)
     os.makedirs(args.output_dir, exist_ok=True)
+    # Lightning's DDP launcher reads OMP_NUM_THREADS for its processes.
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    torch.set_num_threads(args.threads)
     L.seed_everything(args.seed, workers=True, verbose=False)
     embedder = build_embedder(args)
     diversity = DiversityCallback(
@@ -267,11 +287,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     trainer = L.Trainer(
         accelerator="cpu",
         devices=args.devices,
-        strategy="ddp" if args.devices > 1 else "auto",
+        # Fine-tuning leaves the encoder out of the loss: DDP must expect unused parameters.
+        strategy="ddp_find_unused_parameters_true" if args.devices > 1 else "auto",
         max_steps=args.pretrain_steps + args.finetune_steps,
         max_epochs=-1,
         logger=loggers,
-        callbacks=[diversity, SampleGrids(diversity, args.pretrain_steps, args.output_dir)],
+        callbacks=[diversity, Milestones(diversity, args.pretrain_steps, args.output_dir)],
         log_every_n_steps=10,
         enable_checkpointing=False,
         enable_model_summary=False,
@@ -290,15 +311,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         return None
     series = read_metrics_csv(os.path.join(loggers[0].log_dir, "metrics.csv"))
     reference = reference_diversity(embedder, args.samples_per_prompt, args.seed)
-    plot_run(
-        series,
-        args.pretrain_steps,
-        reference,
-        os.path.join(args.output_dir, "diversity_vs_step.png"),
-    )
+    plot_path = os.path.join(args.output_dir, "diversity_vs_step.png")
+    plot_run(series, args.pretrain_steps, reference, plot_path)
     summary = summarize(diversity.history, series, reference, args.pretrain_steps)
     with open(os.path.join(args.output_dir, "summary.json"), "w", encoding="utf-8") as handle:
         json.dump(summary, handle, indent=2)
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_image("summary/diversity_vs_step", [plot_path], step=trainer.global_step)
+            logger.experiment.finish()  # flush the offline run before pointing at it
     print(format_summary(summary, args.output_dir))
     return summary
 

@@ -153,14 +153,26 @@ class ShapesVAE(L.LightningModule):
         vae_optimizer, reward_optimizer = self.optimizers()
         if self.finetuning:
             optimizer, loss = reward_optimizer, self._reward_loss(prompt_index)
-            self.log("train/reward_loss", loss, prog_bar=True, sync_dist=True)
+            self._log_loss("train/reward_loss", loss)
         else:
             optimizer, loss = vae_optimizer, self._vae_loss(images, prompt_index)
-            self.log("train/vae_loss", loss, prog_bar=True, sync_dist=True)
+            self._log_loss("train/vae_loss", loss)
         optimizer.zero_grad()
         self.manual_backward(loss)
         optimizer.step()
         return loss
+
+    def _log_loss(self, name: str, loss: Tensor) -> None:
+        """Show the loss in the progress bar; send rank 0's to the loggers every few steps.
+
+        ``self.log`` would re-send the last VAE loss at every logging step until the epoch ends,
+        drawing it into the fine-tuning phase: each loss goes to the loggers at its own step.
+        """
+        self.log(name, loss, prog_bar=True, logger=False)
+        step = self.global_step  # this batch's optimizer step has not happened yet
+        if self.trainer.is_global_zero and step % self.trainer.log_every_n_steps == 0:
+            for logger in self.loggers:
+                logger.log_metrics({name: loss.detach().item()}, step=step)
 
     def _vae_loss(self, images: Tensor, prompt_index: Tensor) -> Tensor:
         """Negative ELBO per image, in nats: Bernoulli reconstruction + beta * KL."""

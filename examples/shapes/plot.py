@@ -76,9 +76,9 @@ def plot_run(
         axis.axvline(finetune_start, color="black", linestyle=":", linewidth=1)
     top.annotate(
         "reward fine-tuning starts",
-        xy=(finetune_start, 1),
+        xy=(finetune_start, 0),
         xycoords=("data", "axes fraction"),
-        xytext=(4, -12),
+        xytext=(4, 6),
         textcoords="offset points",
         fontsize=8,
     )

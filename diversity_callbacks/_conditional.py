@@ -35,6 +35,16 @@ class PromptVendi(LazilySizedMetric):
     ``compute`` returns a ``(num_prompts, len(q))`` float64 tensor: row ``p`` holds the scores of
     prompt ``p`` in the order of ``q``, NaN for a prompt without samples (torchmetrics squeezes
     a ``(1, 1)`` result to a scalar).
+
+    Example:
+        >>> import torch
+        >>> metric = PromptVendi(num_prompts=3, q=[1, 2])
+        >>> same, apart = torch.tensor([[1.0, 0.0], [1.0, 0.0]]), torch.eye(2)
+        >>> metric.update(torch.cat([same, apart]), torch.tensor([0, 0, 1, 1]))
+        >>> metric.compute()  # prompt 0: one image twice; prompt 1: two; prompt 2: none
+        tensor([[1., 1.],
+                [2., 2.],
+                [nan, nan]], dtype=torch.float64)
     """
 
     is_differentiable = False

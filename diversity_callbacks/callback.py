@@ -136,11 +136,16 @@ class DiversityCallback(Callback):
         prefix: first part of every logged key.
 
     Example:
-        >>> import lightning as L
         >>> from diversity_callbacks import DiversityCallback
         >>> callback = DiversityCallback(["a red apple", "a bird"], samples_per_prompt=4,
         ...                              every_n_train_steps=500)
-        >>> trainer = L.Trainer(callbacks=[callback])  # doctest: +SKIP
+        >>> callback.num_samples  # sample i: prompt i // 4, seed sample_seed(0, i)
+        8
+        >>> callback.embedder is None  # the default CLIPEmbedder is built at setup
+        True
+
+        Then ``L.Trainer(callbacks=[callback]).fit(module)`` with a module that has
+        ``generate(prompts, generators)``; ``tests/lightning_helpers.py`` has a tiny one.
     """
 
     def __init__(

@@ -78,9 +78,9 @@ class DiversityCallback(Callback):
     for ``"16-mixed"``/``"bf16-mixed"``, the default dtype for ``"bf16-true"``), and with the global
     torch/numpy/python RNG states restored afterwards, so training is unchanged.
 
-    **Cadence.** ``every_n_train_steps`` (after the optimizer step that makes
-    ``trainer.global_step`` a multiple of it; once per optimizer step under gradient
-    accumulation), ``every_n_epochs`` (at the end of every n-th training epoch) and
+    **Cadence.** ``every_n_train_steps`` (after the training batch whose optimizer step(s) bring
+    ``trainer.global_step`` to or past a multiple of it: once per optimizer step under gradient
+    accumulation, and on cadence when several optimizers step per batch), ``every_n_epochs`` (at the end of every n-th training epoch) and
     ``on_validation_end`` (at the end of every validation epoch, before ``EarlyStopping`` and
     ``ModelCheckpoint`` read ``trainer.callback_metrics``) combine; one ``global_step`` is
     evaluated at most once. With none of them, ``every_n_epochs=1``. The sanity check is skipped.
@@ -225,6 +225,7 @@ class DiversityCallback(Callback):
         output checks), ``embedding``, ``metric`` (state updates, sync, compute, gathering
         images) and ``logging``."""
         self._last_step = -1
+        self._step_seen = 0
         # Built here so that bad kernel settings fail at construction; SCE waits for setup when
         # the default embedder decides whether it is on.
         self._vendi = VendiScore(q=self.vendi_orders, **self.kernel_kwargs)
@@ -283,13 +284,19 @@ class DiversityCallback(Callback):
                 self._build_sce()
         self._to_device(pl_module.device)
 
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._step_seen = trainer.global_step  # after a resume, the checkpoint's step
+
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         n, step = self.every_n_train_steps, trainer.global_step
-        # Step 0 is before any optimizer step: under gradient accumulation the first
-        # micro-batches end there.
-        if n is not None and step > 0 and step % n == 0 and self._may_evaluate(trainer):
+        # Crossing a multiple of n rather than landing on one: under gradient accumulation several
+        # micro-batches end at one step, and with several optimizers (GANs) global_step moves by
+        # more than one per batch.
+        crossed = n is not None and step // n > self._step_seen // n
+        self._step_seen = step
+        if crossed and self._may_evaluate(trainer):
             self.evaluate(trainer, pl_module)
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

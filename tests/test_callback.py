@@ -471,3 +471,26 @@ def test_one_prompt_and_one_order_give_plain_scalars():
     assert row["diversity/vendi_q2"] == pytest.approx(
         row["diversity/conditional_vendi_q2"], rel=1e-9
     )
+
+
+def test_several_optimizers_per_batch_keep_the_cadence():
+    class TwoOptimizers(TinyGenerator):  # like a GAN: global_step moves by 2 per batch
+        def __init__(self) -> None:
+            super().__init__()
+            self.automatic_optimization = False
+
+        def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
+            for optimizer in self.optimizers():
+                optimizer.zero_grad()
+                self.manual_backward(super().training_step(batch, batch_idx))
+                optimizer.step()
+
+        def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+            return [
+                torch.optim.SGD(self.net.parameters()),
+                torch.optim.SGD(self.prompt_embedding.parameters()),
+            ]
+
+    callback = make_callback(every_n_train_steps=3)
+    fit([callback], module=TwoOptimizers(), max_steps=12)
+    assert steps(callback) == [4, 6, 10, 12]  # the first batch end at or past 3, 6, 9, 12

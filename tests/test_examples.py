@@ -1,0 +1,185 @@
+"""The shapes example (examples/shapes_collapse.py): a reduced run end to end, and its parts."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+from types import ModuleType
+
+import lightning as L
+import pytest
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, TensorDataset
+
+from diversity_callbacks import DiversityCallback
+from tests.lightning_helpers import history_rows
+
+wandb = pytest.importorskip("wandb")
+Image = pytest.importorskip("PIL.Image")
+pytest.importorskip("matplotlib")
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+DIVERSITY_KEYS = ("diversity/vendi_q1", "diversity/conditional_vendi_q1", "diversity/sce")
+
+
+def _load_example() -> ModuleType:
+    """Import the example script as a module (it puts examples/ on sys.path for `shapes`)."""
+    spec = importlib.util.spec_from_file_location(
+        "shapes_collapse", EXAMPLES / "shapes_collapse.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+example = _load_example()
+from shapes.data import COLOURS, PROMPTS, canonical_images, draw_shapes, parse_prompt, render  # noqa: E402
+from shapes.embedder import PixelEmbedder  # noqa: E402
+from shapes.model import ShapesVAE  # noqa: E402
+
+
+@pytest.fixture
+def restore_process_state(monkeypatch: pytest.MonkeyPatch):
+    """The example sets the thread count and environment variables of the process: undo it."""
+    threads = torch.get_num_threads()
+    for name in ("OMP_NUM_THREADS", "PL_GLOBAL_SEED", "PL_SEED_WORKERS"):
+        monkeypatch.setenv(name, "0")  # recorded now, restored (or removed) at teardown
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_reduced_run_writes_wandb_run_plot_grids_and_summary(
+    tmp_path: Path, restore_process_state: None
+):
+    args = ["--pretrain-steps", "20", "--finetune-steps", "10", "--eval-every", "10"]
+    args += ["--dataset-size", "256", "--batch-size", "16", "--samples-per-prompt", "4"]
+    args += ["--threads", str(torch.get_num_threads()), "--output-dir", str(tmp_path)]
+    summary = example.main(args)
+    wandb.teardown()  # flushes the offline run file
+
+    assert summary["steps"] == {"start": 0, "before_finetune": 20, "after_finetune": 30}
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    for key in DIVERSITY_KEYS:
+        values = summary["diversity"][key]
+        assert set(values) == {"start", "before_finetune", "after_finetune", "real_data"}
+        assert all(math.isfinite(v) and v >= 1 - 1e-9 for v in values.values())
+        # the untrained decoder draws the same grey blur for every seed; real data varies
+        assert values["start"] == pytest.approx(1.0, abs=0.05)
+        assert values["real_data"] > 2.5
+
+    with Image.open(tmp_path / "diversity_vs_step.png") as plot:
+        plot.verify()
+        assert plot.format == "PNG" and min(plot.size) >= 400
+    for moment in ("start", "before_finetune", "after_finetune"):
+        with Image.open(tmp_path / f"samples_{moment}.png") as grid:
+            assert grid.size == (4 * (8 * 34 + 2), 4 * (9 * 34 + 2))  # 8 seeds x 9 prompts
+
+    (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
+    rows = history_rows(run_dir)
+    assert [r["trainer/global_step"] for r in rows if "diversity/vendi_q1" in r] == [0, 10, 20, 30]
+    logged = set().union(*rows)
+    assert {*DIVERSITY_KEYS, "train/vae_loss", "train/reward_loss"} <= logged
+    media = ("diversity/samples", "samples/start", "samples/before_finetune")
+    media += ("samples/after_finetune", "summary/diversity_vs_step")
+    assert {f"{key}/_type" for key in media} <= logged
+    images = run_dir / "files" / "media" / "images"
+    counts = {folder.name: len(list(folder.glob("*.png"))) for folder in images.iterdir()}
+    # one grid per prompt per evaluation (4), three milestone grids, the plot
+    assert counts == {"diversity": 4 * 9, "samples": 3, "summary": 1}
+
+
+class _Sampler(L.LightningModule):
+    """A stand-in generator: fresh random shapes (diverse) or each prompt's one look (collapsed)."""
+
+    def __init__(self, collapsed: bool) -> None:
+        super().__init__()
+        self.collapsed = collapsed
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def generate(self, prompts: list[str], generators: list[torch.Generator]) -> Tensor:
+        if self.collapsed:
+            return canonical_images(prompts)  # ignores its noise
+        return draw_shapes(prompts, generators)
+
+    def training_step(self, batch: list[Tensor], batch_idx: int) -> Tensor:
+        return (self.weight * batch[0]).sum()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+def _evaluate(collapsed: bool) -> dict[str, float]:
+    callback = DiversityCallback(
+        list(PROMPTS),
+        samples_per_prompt=8,
+        every_n_train_steps=1,
+        embedder=PixelEmbedder(),
+        image_range="[0,1]",
+    )
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=1,
+        logger=False,
+        callbacks=[callback],
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+    )
+    trainer.fit(_Sampler(collapsed), DataLoader(TensorDataset(torch.ones(4, 1)), batch_size=4))
+    (row,) = callback.history
+    return row
+
+
+def test_pixel_embedder_scores_a_collapsed_generator_below_a_diverse_one():
+    diverse, collapsed = _evaluate(collapsed=False), _evaluate(collapsed=True)
+    # one picture per prompt: nothing left within a prompt
+    assert collapsed["diversity/conditional_vendi_q1"] == pytest.approx(1.0, abs=1e-6)
+    assert collapsed["diversity/sce"] == pytest.approx(1.0, abs=1e-3)
+    assert diverse["diversity/conditional_vendi_q1"] > 2.0
+    assert diverse["diversity/sce"] > 2.0
+    # across prompts, position and size variety adds to the nine distinct looks
+    assert diverse["diversity/vendi_q1"] > 1.5 * collapsed["diversity/vendi_q1"]
+    assert collapsed["diversity/vendi_q1"] <= len(PROMPTS)
+
+
+def test_render_draws_the_prompted_colour_where_asked():
+    colour, shape = parse_prompt("a green square")
+    image = render(
+        torch.tensor([colour]),
+        torch.tensor([shape]),
+        centre=torch.tensor([[10.0, 20.0]]),
+        radius=torch.tensor([4.0]),
+        shade=torch.tensor([1.0]),
+    )[0]
+    mask = image.sum(dim=0)
+    ys, xs = torch.meshgrid(torch.arange(32) + 0.5, torch.arange(32) + 0.5, indexing="ij")
+    centroid = ((mask * xs).sum() / mask.sum(), (mask * ys).sum() / mask.sum())
+    assert torch.allclose(torch.stack(centroid), torch.tensor([10.0, 20.0]), atol=0.05)
+    assert mask.sum() / sum(COLOURS["green"]) == pytest.approx(64.0, rel=0.02)  # 8 x 8 pixels
+    assert image[1].sum() > 3 * max(image[0].sum(), image[2].sum())  # green dominates
+
+
+def test_parse_prompt_names_the_bad_prompt():
+    with pytest.raises(ValueError, match=r"one colour .* got 'a purple circle'"):
+        parse_prompt("a purple circle")
+
+
+def test_generate_follows_the_sampling_contract():
+    model = ShapesVAE(pretrain_steps=10)
+    prompts = ["a red circle", "a red circle", "a blue triangle"]
+
+    def seeded(*seeds: int) -> list[torch.Generator]:
+        return [torch.Generator().manual_seed(s) for s in seeds]
+
+    first = model.generate(prompts, seeded(0, 1, 2))
+    assert first.shape == (3, 3, 32, 32)
+    assert first.min() >= 0 and first.max() <= 1
+    assert torch.equal(first, model.generate(prompts, seeded(0, 1, 2)))
+    assert not torch.equal(first[0], first[1])  # same prompt, other seed
+    # a sample depends on its own generator only, not on its batch
+    assert torch.allclose(model.generate(prompts[1:2], seeded(1))[0], first[1], atol=1e-6)
+    with pytest.raises(ValueError, match="one generator per prompt"):
+        model.generate(prompts, seeded(0))

@@ -330,24 +330,25 @@ class DiversityCallback(Callback):
             )
         self._last_step = trainer.global_step
         start = time.perf_counter()
-        # inference_mode(False): validation runs under inference mode, and metric states made
-        # there could not be updated in place later, outside it.
-        with torch.inference_mode(False), torch.no_grad():
-            draw = self._draw(trainer, pl_module)
-        failed = trainer.strategy.reduce_boolean_decision(draw.error is not None, all=False)
-        if failed:
-            self._reset_metrics()
-            self._handle_failure(trainer, draw.error)
-            return None
-        metric_start = time.perf_counter()
-        with torch.inference_mode(False), warnings.catch_warnings():
-            if draw.num_samples == 0:
-                # A rank that drew nothing still joins the collective compute; its metrics'
-                # "compute before update" warning is expected there.
-                warnings.filterwarnings("ignore", message=r".*was called before the ``update``")
-            scalars, per_prompt, spectrum = self._compute()
-        thumbnails = self._gather_thumbnails(trainer, draw.thumbnails)
-        self._reset_metrics()
+        try:
+            # inference_mode(False): validation runs under inference mode, and metric states
+            # made there could not be updated in place later, outside it.
+            with torch.inference_mode(False), torch.no_grad():
+                draw = self._draw(trainer, pl_module)
+            # Every rank learns of a failure on any rank before the collective compute.
+            if trainer.strategy.reduce_boolean_decision(draw.error is not None, all=False):
+                self._handle_failure(trainer, draw.error)
+                return None
+            metric_start = time.perf_counter()
+            with torch.inference_mode(False), warnings.catch_warnings():
+                if draw.num_samples == 0:
+                    # A rank that drew nothing still joins the collective compute; its metrics'
+                    # "compute before update" warning is expected there.
+                    warnings.filterwarnings("ignore", message=r".*was called before the ``update``")
+                scalars, per_prompt, spectrum = self._compute()
+            thumbnails = self._gather_thumbnails(trainer, draw.thumbnails)
+        finally:
+            self._reset_metrics()  # the next evaluation starts empty, whatever happened here
         scalars[f"{self.prefix}/eval_seconds"] = time.perf_counter() - start
         log_start = time.perf_counter()
         self._publish(trainer, scalars, per_prompt, spectrum, thumbnails)

@@ -285,6 +285,30 @@ def test_on_error_warn_skips_the_evaluation_and_training_goes_on():
     assert trainer.global_step == 4 and callback.history == []
 
 
+def test_after_a_skipped_evaluation_the_next_one_starts_empty():
+    calls = []
+
+    def flaky(module: TinyGenerator, prompts: list[str], generators: list) -> Tensor:
+        calls.append(prompts)
+        if len(calls) == 2:  # the first evaluation's second batch, after the first was embedded
+            raise RuntimeError("out of memory")
+        return module.generate(prompts, generators)
+
+    def frozen() -> TinyGenerator:
+        torch.manual_seed(0)
+        return TinyGenerator(lr=0.0)
+
+    callback, clean = make_callback(sample_fn=flaky, on_error="warn"), make_callback()
+    with pytest.warns(RuntimeWarning, match="out of memory"):
+        fit([callback], module=frozen(), max_steps=4)
+    fit([clean], module=frozen(), max_steps=4)
+    assert steps(callback) == [4] and steps(clean) == [2, 4]
+    drop = {"diversity/eval_seconds"}
+    assert callback.history[0].keys() - drop == clean.history[1].keys() - drop
+    for key in callback.history[0].keys() - drop:
+        assert callback.history[0][key] == clean.history[1][key], key
+
+
 def test_an_embedding_failure_is_reported_like_a_sampling_failure():
     class BrokenEmbedder(PixelEmbedder):
         def embed_images(self, images: Tensor) -> Tensor:

@@ -223,28 +223,18 @@ def summarize(
 
 
 def format_summary(summary: dict[str, Any], output_dir: str) -> str:
-    steps = summary["steps"]
-    header = (
-        f"{'':42s}{'start':>10s}{'before FT':>11s}{'after FT':>10s}{'real data':>11s}\n"
-        f"{'(step)':42s}{steps['start']:>10d}{steps['before_finetune']:>11d}"
-        f"{steps['after_finetune']:>10d}"
-    )
-    lines = [
-        "",
-        "Diversity of the evaluation samples (effective number of distinct samples):",
-        header,
+    """The summary as text: a table of the diversity measures, the losses, where outputs are."""
+    moments = ("start", "before_finetune", "after_finetune")
+    rows = [
+        ["", "start", "before FT", "after FT", "real data"],
+        ["(step)", *(str(summary["steps"][m]) for m in moments), ""],
     ]
     for key, label in DIVERSITY_CURVES.items():
         values = summary["diversity"][key]
-        cells = [values.get(m) for m in ("start", "before_finetune", "after_finetune", "real_data")]
-        widths = (10, 11, 10, 11)
-        lines.append(
-            f"{label:42s}"
-            + "".join(
-                f"{'-' if v is None else f'{v:.2f}':>{w}s}"
-                for v, w in zip(cells, widths, strict=True)
-            )
-        )
+        cells = [values.get(m) for m in (*moments, "real_data")]
+        rows.append([label, *("-" if v is None else f"{v:.2f}" for v in cells)])
+    lines = ["", "Diversity of the evaluation samples (effective number of distinct samples):"]
+    lines += [f"{row[0]:42s}" + "".join(f"{cell:>11s}" for cell in row[1:]) for row in rows]
     for key, values in summary["losses"].items():
         lines.append(f"{key}: {values['first']:.4g} (first logged) -> {values['last']:.4g} (last)")
     lines += [

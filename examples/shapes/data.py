@@ -51,6 +51,12 @@ def parse_prompt(prompt: str) -> tuple[int, int]:
     return colours[0], shapes[0]
 
 
+def prompt_indices(prompts: Sequence[str], device: torch.device | None = None) -> Tensor:
+    """(P,) indices into ``PROMPTS`` of prompts such as ``"a red circle"``."""
+    pairs = [parse_prompt(p) for p in prompts]
+    return torch.tensor([c * len(SHAPES) + s for c, s in pairs], dtype=torch.long, device=device)
+
+
 def render(colour: Tensor, shape: Tensor, centre: Tensor, radius: Tensor, shade: Tensor) -> Tensor:
     """Draw a batch of shapes, anti-aliased, as float images in [0, 1].
 

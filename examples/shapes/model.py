@@ -16,19 +16,12 @@ Training has two phases in one run, so that one set of curves shows both:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from shapes.data import COLOURS, PROMPTS, SHAPES, canonical_images, parse_prompt
-
-
-def _prompt_indices(prompts: Sequence[str], device: torch.device) -> Tensor:
-    """(P, 2) colour and shape indices of each prompt."""
-    return torch.tensor([parse_prompt(p) for p in prompts], dtype=torch.long, device=device)
+from shapes.data import COLOURS, PROMPTS, SHAPES, canonical_images, prompt_indices
 
 
 class PromptEncoder(nn.Module):
@@ -39,9 +32,9 @@ class PromptEncoder(nn.Module):
         self.colour = nn.Embedding(len(COLOURS), dim)
         self.shape = nn.Embedding(len(SHAPES), dim)
 
-    def forward(self, indices: Tensor) -> Tensor:
-        """Embed (N, 2) colour and shape indices into (N, dim)."""
-        return self.colour(indices[:, 0]) + self.shape(indices[:, 1])
+    def forward(self, prompt_index: Tensor) -> Tensor:
+        """Embed (N,) indices into ``PROMPTS`` as (N, dim)."""
+        return self.colour(prompt_index // len(SHAPES)) + self.shape(prompt_index % len(SHAPES))
 
 
 class Encoder(nn.Module):
@@ -94,7 +87,7 @@ class ShapesVAE(L.LightningModule):
         latent_dim: size of the noise ``z``.
         width: channels of the first conv layer.
         lr: Adam learning rate of pre-training.
-        finetune_lr: learning rate once reward fine-tuning starts.
+        finetune_lr: Adam learning rate of reward fine-tuning (a fresh optimizer).
         beta: weight of the KL term.
     """
 
@@ -102,9 +95,9 @@ class ShapesVAE(L.LightningModule):
         self,
         pretrain_steps: int,
         latent_dim: int = 8,
-        width: int = 32,
+        width: int = 16,
         lr: float = 2e-3,
-        finetune_lr: float = 5e-4,
+        finetune_lr: float = 1e-4,
         beta: float = 1.0,
     ) -> None:
         super().__init__()
@@ -124,8 +117,7 @@ class ShapesVAE(L.LightningModule):
 
     def decode(self, z: Tensor, prompt_index: Tensor) -> Tensor:
         """Images in [0, 1] for (N, latent_dim) codes and (N,) indices into ``PROMPTS``."""
-        indices = torch.stack([prompt_index // len(SHAPES), prompt_index % len(SHAPES)], dim=1)
-        return torch.sigmoid(self.decoder(z, self.prompt_encoder(indices)))
+        return torch.sigmoid(self.decoder(z, self.prompt_encoder(prompt_index)))
 
     @torch.no_grad()
     def generate(self, prompts: list[str], generators: list[torch.Generator]) -> Tensor:
@@ -145,8 +137,7 @@ class ShapesVAE(L.LightningModule):
                 for g in generators
             ]
         )
-        indices = _prompt_indices(prompts, self.device)
-        return self.decode(z, indices[:, 0] * len(SHAPES) + indices[:, 1])
+        return self.decode(z, prompt_indices(prompts, self.device))
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, prompt_index = batch
@@ -176,8 +167,7 @@ class ShapesVAE(L.LightningModule):
 
     def _vae_loss(self, images: Tensor, prompt_index: Tensor) -> Tensor:
         """Negative ELBO per image, in nats: Bernoulli reconstruction + beta * KL."""
-        indices = torch.stack([prompt_index // len(SHAPES), prompt_index % len(SHAPES)], dim=1)
-        cond = self.prompt_encoder(indices)
+        cond = self.prompt_encoder(prompt_index)
         mean, log_var = self.encoder(images, cond)
         z = mean + torch.randn_like(mean) * torch.exp(0.5 * log_var)
         logits = self.decoder(z, cond)

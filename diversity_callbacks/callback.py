@@ -80,10 +80,11 @@ class DiversityCallback(Callback):
 
     **Cadence.** ``every_n_train_steps`` (after the training batch whose optimizer step(s) bring
     ``trainer.global_step`` to or past a multiple of it: once per optimizer step under gradient
-    accumulation, and on cadence when several optimizers step per batch), ``every_n_epochs`` (at the end of every n-th training epoch) and
-    ``on_validation_end`` (at the end of every validation epoch, before ``EarlyStopping`` and
-    ``ModelCheckpoint`` read ``trainer.callback_metrics``) combine; one ``global_step`` is
-    evaluated at most once. With none of them, ``every_n_epochs=1``. The sanity check is skipped.
+    accumulation, and on cadence when several optimizers step per batch), ``every_n_epochs``
+    (at the end of every n-th training epoch) and ``on_validation_end`` (at the end of every
+    validation epoch, before ``EarlyStopping`` and ``ModelCheckpoint`` read
+    ``trainer.callback_metrics``) combine; one ``global_step`` is evaluated at most once. With
+    none of them, ``every_n_epochs=1``. The sanity check is skipped.
 
     **Logged keys** (``prefix="diversity"``), sent to every logger in ``trainer.loggers`` at
     ``step=trainer.global_step`` and written to ``trainer.callback_metrics`` on every rank (so
@@ -131,8 +132,9 @@ class DiversityCallback(Callback):
             matplotlib).
         max_logged_prompts: log images of at most this many prompts (the first ones).
         thumbnail_size: longest side of a logged sample, in pixels (larger ones are shrunk).
-        on_error: ``"raise"``: a failure while sampling or embedding raises, naming the step and
-            the prompts; ``"warn"``: it warns, this evaluation is skipped and training goes on.
+        on_error: ``"raise"``: a failure while sampling or embedding (malformed generator output
+            included) raises, naming the step, the samples and their prompts; ``"warn"``: it
+            warns, this evaluation is skipped on every rank and training goes on.
         prefix: first part of every logged key.
 
     Example:

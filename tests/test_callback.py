@@ -132,6 +132,20 @@ def test_sample_i_gets_the_same_prompt_and_seed_at_every_evaluation():
     assert DiversityCallback.sample_seed(8, 0) not in {seed for _, seed in first}
 
 
+def test_sample_seeds_are_pinned_across_versions():
+    # Changing the derivation would silently change every user's evaluation set.
+    assert DiversityCallback.sample_seed(0, 0) == 5857645148978988075
+    assert DiversityCallback.sample_seed(3, 7) == 6983089048290858884
+
+
+def test_logged_thumbnails_are_shrunk_and_limited_to_the_first_prompts():
+    callback = make_callback(samples_per_prompt=2, max_logged_prompts=1, thumbnail_size=64)
+    images = torch.rand(3, 3, 300, 200)
+    thumbnails = callback._thumbnails(images, batch=[1, 2, 3])  # sample 1 is prompt 0's
+    assert list(thumbnails) == [1]
+    assert thumbnails[1].dtype == torch.uint8 and thumbnails[1].shape == (3, 64, 43)
+
+
 def test_unchanged_model_gives_identical_scores_at_every_evaluation():
     callback = make_callback(vendi_orders=(1, 2, "inf"))
     fit([callback], module=TinyGenerator(lr=0.0), max_steps=4)

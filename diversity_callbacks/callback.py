@@ -277,6 +277,8 @@ class DiversityCallback(Callback):
     # ------------------------------------------------------------------ hooks, in call order
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage not in ("fit", "validate"):
+            return  # test and predict never evaluate: no embedder to build
         with isolate_rng():  # building a model consumes global random numbers
             if self.embedder is None:
                 from diversity_callbacks.embedders.clip import CLIPEmbedder

@@ -499,6 +499,9 @@ def test_the_default_clip_embedder_is_built_at_setup_without_disturbing_training
     _, plain = fit([], max_steps=2)
     callback = make_callback(embedder=None, sce=None, every_n_train_steps=1)
     assert callback.embedder is None
+    tester = make_callback(embedder=None)
+    tester.setup(L.Trainer(**QUIET), TinyGenerator(), stage="test")  # never evaluates
+    assert tester.embedder is None and built == []
     _, watched = fit([callback], max_steps=2)
     assert callback.embedder is built[0]
     assert watched.losses == plain.losses

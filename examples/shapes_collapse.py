@@ -53,15 +53,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--pretrain-steps", type=int, default=1500, help="VAE training steps")
-    parser.add_argument("--finetune-steps", type=int, default=400, help="reward fine-tuning steps")
+    parser.add_argument("--pretrain-steps", type=int, default=1000, help="VAE training steps")
+    parser.add_argument("--finetune-steps", type=int, default=300, help="reward fine-tuning steps")
     parser.add_argument("--eval-every", type=int, default=50, help="steps between evaluations")
     parser.add_argument("--samples-per-prompt", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=64, help="training batch per device")
     parser.add_argument("--dataset-size", type=int, default=10_000)
     parser.add_argument("--width", type=int, default=16, help="channels of the first conv layer")
     parser.add_argument("--lr", type=float, default=2e-3, help="learning rate of pre-training")
-    parser.add_argument("--finetune-lr", type=float, default=1e-4)
+    parser.add_argument("--finetune-lr", type=float, default=1.5e-4)
     parser.add_argument("--devices", type=int, default=1, help="CPU processes; 2+ runs DDP")
     parser.add_argument(
         "--threads",

@@ -217,6 +217,7 @@ def schur_from_moments(
     num_samples: int,
     *,
     ridge: float = DEFAULT_RIDGE,
+    compute_image_vendi: bool = True,
 ) -> SchurComplementResult:
     """Scores from the summed blocks ``sum phi_t phi_t^T``, ``sum phi_t phi_i^T``, ``sum phi_i phi_i^T``.
 
@@ -236,7 +237,7 @@ def schur_from_moments(
     return _result(
         torch.linalg.eigvalsh(image_part),
         torch.linalg.eigvalsh(text_part),
-        image_image,
+        image_image if compute_image_vendi else None,
         image_image.shape[0],
         degenerate=degenerate,
     )
@@ -248,6 +249,7 @@ def schur_from_features(
     *,
     ridge: float = DEFAULT_RIDGE,
     path: SchurPath = "auto",
+    compute_image_vendi: bool = True,
 ) -> SchurComplementResult:
     """Scores from (n, D_T) text and (n, D_I) image kernel features of paired rows.
 
@@ -259,6 +261,8 @@ def schur_from_features(
             text side over the P distinct prompts, the image side as D_I x D_I) or ``"auto"``:
             the dual when n < D_I, else grouped when P <= D_T / 2, else primal. Same numbers
             every way; see the module docstring.
+        compute_image_vendi: ``False`` skips the images' spectrum (one D_I x D_I
+            eigendecomposition, a third of the cost at large D); ``image_vendi`` is then NaN.
     """
     if path not in SCHUR_PATHS:
         raise ValueError(f"`path` must be one of {SCHUR_PATHS}, got {path!r}")
@@ -269,20 +273,25 @@ def schur_from_features(
     if path in ("auto", "grouped"):
         prompts, prompt_index = torch.unique(phi_text, dim=0, return_inverse=True)
         if path == "grouped" or 2 * prompts.shape[0] <= phi_text.shape[1]:
-            return _schur_grouped(prompts, prompt_index, phi_image, ridge)
+            return _schur_grouped(prompts, prompt_index, phi_image, ridge, compute_image_vendi)
     if path == "dual":
-        return _schur_dual(phi_text, phi_image, ridge)
+        return _schur_dual(phi_text, phi_image, ridge, compute_image_vendi)
     return schur_from_moments(
         phi_text.T @ phi_text,
         phi_text.T @ phi_image,
         phi_image.T @ phi_image,
         num_samples,
         ridge=ridge,
+        compute_image_vendi=compute_image_vendi,
     )
 
 
 def _schur_grouped(
-    phi_prompts: Tensor, prompt_index: Tensor, phi_image: Tensor, ridge: float
+    phi_prompts: Tensor,
+    prompt_index: Tensor,
+    phi_image: Tensor,
+    ridge: float,
+    compute_image_vendi: bool,
 ) -> SchurComplementResult:
     """The path over P distinct prompts; see the module docstring for the derivation."""
     num_samples, image_dim = phi_image.shape
@@ -302,7 +311,7 @@ def _schur_grouped(
     return _result(
         torch.linalg.eigvalsh((image_part + image_part.T) / 2),
         torch.linalg.eigvalsh(whitened @ whitened.T),
-        image_image,
+        image_image if compute_image_vendi else None,
         image_dim,
         degenerate=_is_degenerate(text_eigenvalues, delta, num_samples),
     )
@@ -319,7 +328,9 @@ def _gram_eigh(gram: Tensor) -> tuple[Tensor, Tensor]:
     return torch.where(eigenvalues > round_off, eigenvalues, 0.0), basis
 
 
-def _schur_dual(phi_text: Tensor, phi_image: Tensor, ridge: float) -> SchurComplementResult:
+def _schur_dual(
+    phi_text: Tensor, phi_image: Tensor, ridge: float, compute_image_vendi: bool
+) -> SchurComplementResult:
     """The n x n path; see the module docstring for the derivation."""
     num_samples = phi_text.shape[0]
     text_gram = phi_text @ phi_text.T / num_samples
@@ -335,7 +346,7 @@ def _schur_dual(phi_text: Tensor, phi_image: Tensor, ridge: float) -> SchurCompl
     return _result(
         torch.linalg.eigvalsh((image_block + image_block.T) / 2),
         torch.linalg.eigvalsh((text_block + text_block.T) / 2),
-        image_gram,
+        image_gram if compute_image_vendi else None,
         phi_image.shape[1],
         degenerate=_is_degenerate(text_eigenvalues, delta, num_samples),
     )
@@ -344,7 +355,7 @@ def _schur_dual(phi_text: Tensor, phi_image: Tensor, ridge: float) -> SchurCompl
 def _result(
     image_eigenvalues: Tensor,
     text_eigenvalues: Tensor,
-    image_moment: Tensor,
+    image_moment: Tensor | None,
     image_dim: int,
     *,
     degenerate: bool,
@@ -354,7 +365,10 @@ def _result(
     In the degenerate regime both parts are NaN: a number near 1 there would read as "no
     intrinsic diversity" while it only reflects the sample design.
     """
-    image_vendi = vendi_from_spectrum(normalized_spectrum(image_moment), 1.0)
+    if image_moment is None:
+        image_vendi = torch.tensor(math.nan, dtype=torch.float64, device=image_eigenvalues.device)
+    else:
+        image_vendi = vendi_from_spectrum(normalized_spectrum(image_moment), 1.0)
     if degenerate:
         nan = torch.full_like(image_vendi, math.nan)
         return SchurComplementResult(sce=nan, text_part=nan.clone(), image_vendi=image_vendi)
@@ -392,6 +406,7 @@ def schur_complement_entropy(
     frequencies: Tensor | None = None,
     ridge: float = DEFAULT_RIDGE,
     path: SchurPath = "auto",
+    compute_image_vendi: bool = True,
 ) -> SchurComplementResult:
     """Schur complement entropy of images given their prompts, with its text part.
 
@@ -421,6 +436,8 @@ def schur_complement_entropy(
         path: ``"auto"`` (the n x n dual when n < the image feature dimension D_I, else the
             grouped path when the P distinct prompts number at most D_T / 2, else the D x D
             blocks), ``"primal"``, ``"dual"`` or ``"grouped"``: same numbers, different cost.
+        compute_image_vendi: ``False`` skips the images' own spectrum (one D_I x D_I
+            eigendecomposition, a third of the cost at D = 5000); ``image_vendi`` is then NaN.
 
     Returns:
         :class:`SchurComplementResult` ``(sce, text_part, image_vendi)`` of float64 scalars.
@@ -455,5 +472,9 @@ def schur_complement_entropy(
         kernel, sigma=sigma, num_features=num_features, seed=seed, frequencies=frequencies
     )
     return schur_from_features(
-        feature_map(text_features), feature_map(image_features), ridge=ridge, path=path
+        feature_map(text_features),
+        feature_map(image_features),
+        ridge=ridge,
+        path=path,
+        compute_image_vendi=compute_image_vendi,
     )

@@ -190,3 +190,13 @@ def test_bad_inputs_raise_naming_the_argument(arguments, error, match):
 def test_empty_input_raises():
     with pytest.raises(ValueError, match="at least one row"):
         schur_complement_entropy(torch.zeros(0, 4), torch.zeros(0, 4), "cosine")
+
+
+@pytest.mark.parametrize("path", ["primal", "dual", "grouped"])
+def test_skipping_image_vendi_keeps_the_scores(path):
+    images, prompts = prompted(num_prompts=4, per_prompt=5, dim=8, spread=0.5)
+    full = schur_complement_entropy(images, prompts, "cosine", path=path)
+    lean = schur_complement_entropy(images, prompts, "cosine", path=path, compute_image_vendi=False)
+    torch.testing.assert_close(lean.sce, full.sce, rtol=0, atol=0)
+    torch.testing.assert_close(lean.text_part, full.text_part, rtol=0, atol=0)
+    assert torch.isnan(lean.image_vendi) and torch.isfinite(full.image_vendi)

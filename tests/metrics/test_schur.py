@@ -110,3 +110,13 @@ def test_reset_forgets_samples_and_dimensions():
     metric.update(images, prompts[:, :5])
     reference = schur_complement_entropy(images, prompts[:, :5], "cosine", path="primal")
     assert_same(metric.compute(), reference._asdict(), rtol=1e-10)
+
+
+def test_skipping_image_vendi_keeps_the_scores():
+    images, prompts = pairs()
+    metric = SchurComplementEntropy(compute_image_vendi=False)
+    metric.update(images, prompts)
+    result = metric.compute()
+    reference = expected({"kernel": "cosine"})
+    torch.testing.assert_close(result["sce"], reference["sce"], rtol=1e-10, atol=0)
+    assert math.isnan(result["image_vendi"])

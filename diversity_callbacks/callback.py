@@ -125,7 +125,8 @@ class DiversityCallback(Callback):
             frequencies.
         sce: log the Schur complement entropy of the images given their prompts (needs
             ``embed_texts`` and ``samples_per_prompt >= 2``); ``None``: whenever both hold.
-        sce_kwargs: keyword arguments of :class:`~diversity_callbacks.SchurComplementEntropy`.
+        sce_kwargs: keyword arguments of :class:`~diversity_callbacks.SchurComplementEntropy`
+            (default kernel ``"cosine"``; ``compute_image_vendi=False`` unless given).
         conditional: log the per-prompt Vendi score averaged over prompts.
         log_images: with a ``WandbLogger``, log sample grids and the per-prompt table.
         log_spectrum: with a ``WandbLogger``, log the eigenvalue spectrum as a plot (needs
@@ -536,7 +537,9 @@ class DiversityCallback(Callback):
             )
         if self.sce:
             _check_embedder(self.embedder, self.sce)
-            self._sce = SchurComplementEntropy(**self.sce_kwargs)
+            # The images' own Vendi score is logged from VendiScore already.
+            options = {"compute_image_vendi": False, **self.sce_kwargs}
+            self._sce = SchurComplementEntropy(**options)
 
     def _metrics(self) -> list[Any]:
         return [m for m in (self._vendi, self._prompt_vendi, self._sce) if m is not None]

@@ -1,7 +1,7 @@
 """Throughput of ``CLIPEmbedder.embed_images`` next to the bare ``model.encode_image``.
 
-Both run on the same model and batch in the same process, in alternating rounds, and each
-reports its best round (as ``timeit`` advises: slower rounds measure other load on the
+Both run on the same model and batch in the same process, in alternating calls, and each
+reports its fastest call (as ``timeit`` advises: slower calls measure other load on the
 machine, not the code). The bare path gets input that is already preprocessed; ``embed_images``
 gets generator-like float images in ``[-1, 1]`` at a size that needs resizing and does
 everything itself: validation, resize, crop, normalisation, encoding, unit-normalising the
@@ -12,7 +12,7 @@ and normalisation only) and 64 x 64 images (plus a 2x downscale), and ViT-B-32 w
 weights (the compute of the pretrained one) fed 256 x 256 and 512 x 512 images, all at batch 32,
 fp32 on CPU; with CUDA available, the same on the GPU in fp32 and under bf16 autocast.
 
-Run: ``python benchmarks/bench_embedder.py [--rounds 7] [--threads N]``.
+Run: ``python benchmarks/bench_embedder.py [--calls 7] [--seconds 5] [--threads N]``.
 """
 
 from __future__ import annotations
@@ -48,17 +48,13 @@ def generator_output(batch: int, size: int, device: torch.device) -> torch.Tenso
     return (smooth * 2 - 1).clamp(-1, 1)
 
 
-def seconds_per_call(fn: Callable[[], Any], device: torch.device, budget: float) -> float:
-    """Mean time of one call over as many calls as fit in about ``budget`` seconds."""
-    calls, start = 0, time.perf_counter()
-    while True:
-        fn()
-        calls += 1
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        elapsed = time.perf_counter() - start
-        if elapsed >= budget:
-            return elapsed / calls
+def seconds(fn: Callable[[], Any], device: torch.device) -> float:
+    """Wall time of one call, the device's queue included."""
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
 
 
 def measure(
@@ -68,9 +64,10 @@ def measure(
     device: torch.device,
     precision: str,
     batch: int,
-    rounds: int,
+    calls: int,
+    seconds_budget: float,
 ) -> tuple[float, float]:
-    """Best-round images/s of the bare encoder and of embed_images, in alternating rounds."""
+    """Images/s of the bare encoder and of embed_images: fastest of alternating calls."""
     embedder = CLIPEmbedder(
         architecture,
         pretrained=None,
@@ -92,19 +89,21 @@ def measure(
     def ours() -> torch.Tensor:
         return embedder.embed_images(images)
 
-    budget = 0.2 if architecture == "ViT-B-32" and not overrides and device.type == "cpu" else 0.1
-    for fn in (bare, ours):  # warm-up
-        seconds_per_call(fn, device, budget)
-    bare_times, our_times = [], []
-    for _ in range(rounds):
-        bare_times.append(seconds_per_call(bare, device, budget))
-        our_times.append(seconds_per_call(ours, device, budget))
-    return batch / min(bare_times), batch / min(our_times)
+    for fn in (bare, ours, bare, ours):  # warm-up
+        seconds(fn, device)
+    # as many alternating pairs as fit in about `seconds_budget`, at least `calls`
+    pairs = max(calls, min(500, round(seconds_budget / seconds(bare, device))))
+    best_bare, best_ours = float("inf"), float("inf")
+    for _ in range(pairs):
+        best_bare = min(best_bare, seconds(bare, device))
+        best_ours = min(best_ours, seconds(ours, device))
+    return batch / best_bare, batch / best_ours
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7, help="alternating timing rounds")
+    parser.add_argument("--calls", type=int, default=7, help="fewest timed calls of each")
+    parser.add_argument("--seconds", type=float, default=5.0, help="timing budget per row")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (torch default)")
     args = parser.parse_args()
@@ -121,10 +120,17 @@ def main() -> None:
     for device, precision in settings:
         for name, architecture, overrides, size in MODELS:
             bare, ours = measure(
-                architecture, overrides, size, device, precision, args.batch, args.rounds
+                architecture,
+                overrides,
+                size,
+                device,
+                precision,
+                args.batch,
+                args.calls,
+                args.seconds,
             )
             print(
-                f"| {name} | {device.type} | {precision} | {bare:,.0f} | {ours:,.0f} "
+                f"| {name} | {device.type} | {precision} | {bare:,.1f} | {ours:,.1f} "
                 f"| {100 * (bare / ours - 1):+.1f}% |"
             )
 

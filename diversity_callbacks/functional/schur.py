@@ -55,9 +55,9 @@ from diversity_callbacks._validation import (
 )
 from diversity_callbacks.functional.kernels import RandomFourierFeatures, resolve_kernel
 from diversity_callbacks.functional.spectrum import (
-    SCHUR_EIGENVALUE_FLOOR,
     default_tolerance,
     normalized_spectrum,
+    schur_score,
     vendi_from_spectrum,
 )
 
@@ -189,25 +189,6 @@ def schur_complement(
     text_part = whitened.T @ whitened
     image_part = image_image.to(torch.float64) - text_part
     return (image_part + image_part.T) / 2, text_part
-
-
-def schur_score(eigenvalues: Tensor, size: int | None = None) -> Tensor:
-    """The block score ``exp(-sum l log(l / S))`` of the method from a block's eigenvalues.
-
-    Eigenvalues are clamped at 1e-10 and ``S`` is their sum; weights are not normalised, so this
-    is ``exp(S * H(l / S))``. ``size`` is the block's dimension: the eigenvalues are padded with
-    zeros up to it (the dual path computes only n of them), or only the largest ``size`` are kept. Same as
-    :func:`~diversity_callbacks.functional.spectrum.schur_block_score` of the block itself.
-    """
-    eigenvalues = eigenvalues.to(torch.float64)
-    if size is not None and size < eigenvalues.numel():
-        # the dual's n eigenvalues when n > D: all but the D largest are round-off of zero.
-        eigenvalues = torch.topk(eigenvalues, size).values
-    elif size is not None and size > eigenvalues.numel():
-        padding = eigenvalues.new_zeros(size - eigenvalues.numel())
-        eigenvalues = torch.cat([eigenvalues, padding])
-    clamped = eigenvalues.clamp_min(SCHUR_EIGENVALUE_FLOOR)
-    return torch.exp(-(clamped * torch.log(clamped / clamped.sum())).sum())
 
 
 def schur_from_moments(

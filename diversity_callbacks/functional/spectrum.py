@@ -118,6 +118,25 @@ def vendi_orders(
     return scores if as_dict else scores[order_key(orders[0])]
 
 
+def schur_score(eigenvalues: Tensor, size: int | None = None) -> Tensor:
+    """The block score ``exp(-sum l log(l / S))`` of the method from a block's eigenvalues.
+
+    Eigenvalues are clamped at 1e-10 and ``S`` is their sum; weights are not normalised, so this
+    is ``exp(S * H(l / S))``. ``size`` is the block's dimension: the eigenvalues are padded with
+    zeros up to it (the dual path computes only n of them), or only the largest ``size`` are
+    kept. Same as :func:`schur_block_score` of the block itself.
+    """
+    eigenvalues = eigenvalues.to(torch.float64)
+    if size is not None and size < eigenvalues.numel():
+        # the dual's n eigenvalues when n > D: all but the D largest are round-off of zero.
+        eigenvalues = torch.topk(eigenvalues, size).values
+    elif size is not None and size > eigenvalues.numel():
+        padding = eigenvalues.new_zeros(size - eigenvalues.numel())
+        eigenvalues = torch.cat([eigenvalues, padding])
+    clamped = eigenvalues.clamp_min(SCHUR_EIGENVALUE_FLOOR)
+    return torch.exp(-(clamped * torch.log(clamped / clamped.sum())).sum())
+
+
 def schur_block_score(matrix: Tensor) -> Tensor:
     """Score of one block of the Schur complement decomposition, as the method defines it.
 
@@ -127,5 +146,4 @@ def schur_block_score(matrix: Tensor) -> Tensor:
     trace that the block holds.
     """
     matrix = matrix.to(torch.float64)
-    eigenvalues = torch.linalg.eigvalsh((matrix + matrix.T) / 2).clamp_min(SCHUR_EIGENVALUE_FLOOR)
-    return torch.exp(-(eigenvalues * torch.log(eigenvalues / eigenvalues.sum())).sum())
+    return schur_score(torch.linalg.eigvalsh((matrix + matrix.T) / 2))

@@ -12,8 +12,8 @@ from diversity_callbacks.functional import schur_block_score, schur_complement_e
 from diversity_callbacks.functional.schur import (
     DegenerateSchurComplementWarning,
     schur_complement,
-    schur_score,
 )
+from diversity_callbacks.functional.spectrum import schur_score
 
 
 def prompted(num_prompts: int, per_prompt: int, dim: int, spread: float, seed: int = 0):

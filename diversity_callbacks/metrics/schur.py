@@ -66,7 +66,7 @@ class SchurComplementEntropy(LazilySizedMetric):
     higher_is_better = True
     full_state_update = False
     plot_lower_bound = 1.0
-    num_dims = 2
+    num_dims = 4  # (text, image) input dimensions, then (text, image) kernel feature dimensions
 
     def __init__(
         self,
@@ -89,16 +89,19 @@ class SchurComplementEntropy(LazilySizedMetric):
         self.compute_image_vendi = compute_image_vendi
         for name in ("text_text", "text_image", "image_image"):
             self.add_state(name, default=unsized_moment(), dist_reduce_fx="sum")
+        # The input dimensions live in the states, so loaded or merged states still refuse
+        # features of another size (random features would otherwise map them silently).
+        self.add_state("input_dims", default=torch.zeros(2, dtype=torch.long), dist_reduce_fx="max")
         self.add_state(
             "num_samples", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum"
         )
-        self._input_dims: tuple[int, int] | None = None
 
     def update(self, image_features: Tensor, text_features: Tensor) -> None:
         """Add paired (N, d_I) image and (N, d_T) text features; row i of both is one sample."""
-        expected = (None, None) if self._input_dims is None else self._input_dims
-        check_features(image_features, "image_features", dim=expected[0])
-        check_features(text_features, "text_features", dim=expected[1])
+        held = self._dims_of(self.metric_state)
+        text_dim, image_dim = (None, None) if held is None else held[:2]
+        check_features(image_features, "image_features", dim=image_dim)
+        check_features(text_features, "text_features", dim=text_dim)
         check_paired(image_features, text_features, "image_features", "text_features")
         if self.kernel == "gaussian" and image_features.shape[1] != text_features.shape[1]:
             raise ValueError(
@@ -106,19 +109,23 @@ class SchurComplementEntropy(LazilySizedMetric):
                 "`image_features` and `text_features` must have the same dimension, got "
                 f"{image_features.shape[1]} and {text_features.shape[1]}"
             )
-        self._input_dims = (image_features.shape[1], text_features.shape[1])
         if image_features.shape[0] == 0:
             return
         phi_text = self.feature_map(text_features.to(self.device)).to(torch.float64)
         phi_image = self.feature_map(image_features.to(self.device)).to(torch.float64)
-        dims = (phi_text.shape[1], phi_image.shape[1])
-        held = self._dims_of(self.metric_state)
+        dims = (
+            text_features.shape[1],
+            image_features.shape[1],
+            phi_text.shape[1],
+            phi_image.shape[1],
+        )
         if held is None:
             self._allocate(dims)
         elif held != dims:
             raise ValueError(
-                f"the features map to (text, image) kernel dimensions {dims}, but the metric's "
-                f"states hold {held}: every update must use the same embedder and kernel"
+                f"the features map to (text, image) kernel dimensions {dims[2:]}, but the "
+                f"metric's states hold {held[2:]}: every update must use the same embedder and "
+                "kernel"
             )
         self.text_text.addmm_(phi_text.T, phi_text)
         self.text_image.addmm_(phi_text.T, phi_image)
@@ -145,10 +152,12 @@ class SchurComplementEntropy(LazilySizedMetric):
 
     def _dims_of(self, states: Mapping[str, Any]) -> Dims | None:
         text_image = states["text_image"]
-        return None if text_image.numel() == 0 else tuple(text_image.shape)
+        if text_image.numel() == 0:
+            return None
+        return (*(int(d) for d in states["input_dims"]), *text_image.shape)
 
     def _zero_states(self, dims: Dims) -> dict[str, Any]:
-        text_dim, image_dim = dims
+        text_input_dim, image_input_dim, text_dim, image_dim = dims
 
         def zeros(rows: int, cols: int) -> Tensor:
             return torch.zeros(rows, cols, dtype=torch.float64, device=self.device)
@@ -157,8 +166,5 @@ class SchurComplementEntropy(LazilySizedMetric):
             "text_text": zeros(text_dim, text_dim),
             "text_image": zeros(text_dim, image_dim),
             "image_image": zeros(image_dim, image_dim),
+            "input_dims": torch.tensor([text_input_dim, image_input_dim], device=self.device),
         }
-
-    def reset(self) -> None:
-        super().reset()
-        self._input_dims = None

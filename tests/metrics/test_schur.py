@@ -79,6 +79,19 @@ def test_feature_dimension_must_not_change():
         metric.update(torch.randn(5, 8), torch.randn(5, 7))
 
 
+def test_loaded_states_refuse_features_of_another_dimension():
+    source = SchurComplementEntropy(**GAUSSIAN)
+    source.persistent(True)
+    images, prompts = pairs()
+    source.update(images, prompts)
+    loaded = SchurComplementEntropy(**GAUSSIAN)
+    loaded.load_state_dict(source.state_dict())
+    assert_same(loaded.compute(), source.compute(), rtol=0)
+    # random features map any input size to 2m columns: only the kept input size can refuse it
+    with pytest.raises(ValueError, match="`image_features` must have feature dimension 12"):
+        loaded.update(torch.randn(5, 9), torch.randn(5, 9))
+
+
 def test_gaussian_needs_equal_text_and_image_dimensions():
     metric = SchurComplementEntropy(**GAUSSIAN)
     with pytest.raises(ValueError, match="same dimension, got 8 and 6"):

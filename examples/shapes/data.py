@@ -140,6 +140,17 @@ class ShapesDataset(Dataset):
         return self.images[index], self.prompt_index[index]
 
 
+def check_one_generator_per_prompt(
+    prompts: Sequence[str], generators: Sequence[torch.Generator]
+) -> None:
+    """The sampling contract pairs each prompt with its own seeded generator."""
+    if len(prompts) != len(generators):
+        raise ValueError(
+            f"`generators` must hold one generator per prompt ({len(prompts)}), "
+            f"got {len(generators)}"
+        )
+
+
 def draw_shapes(prompts: Sequence[str], generators: Sequence[torch.Generator]) -> Tensor:
     """Draw a fresh random instance of each prompt, its attributes from its own generator.
 
@@ -149,11 +160,7 @@ def draw_shapes(prompts: Sequence[str], generators: Sequence[torch.Generator]) -
     Returns:
         (N, 3, 32, 32) images in [0, 1].
     """
-    if len(prompts) != len(generators):
-        raise ValueError(
-            f"`generators` must hold one generator per prompt ({len(prompts)}), "
-            f"got {len(generators)}"
-        )
+    check_one_generator_per_prompt(prompts, generators)
     indices = torch.tensor([parse_prompt(p) for p in prompts], dtype=torch.long).view(-1, 2)
     attributes = [random_attributes(1, g) for g in generators]
     centre, radius, shade = (torch.cat(parts) for parts in zip(*attributes, strict=True))

@@ -21,7 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from shapes.data import COLOURS, PROMPTS, SHAPES, canonical_images, prompt_indices
+from shapes.data import (
+    COLOURS,
+    PROMPTS,
+    SHAPES,
+    canonical_images,
+    check_one_generator_per_prompt,
+    prompt_indices,
+)
 
 
 class PromptEncoder(nn.Module):
@@ -126,11 +133,7 @@ class ShapesVAE(L.LightningModule):
         Returns:
             (N, 3, 32, 32) images in [0, 1].
         """
-        if len(prompts) != len(generators):
-            raise ValueError(
-                f"`generators` must hold one generator per prompt ({len(prompts)}), "
-                f"got {len(generators)}"
-            )
+        check_one_generator_per_prompt(prompts, generators)
         z = torch.stack(
             [
                 torch.randn(self.hparams.latent_dim, generator=g, device=self.device)

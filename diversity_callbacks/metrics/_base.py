@@ -36,7 +36,7 @@ class LazilySizedMetric(Metric):
 
     full_state_update = False
     num_dims: int = 1
-    """How many feature dimensions size the states (1 for VendiScore, 2 for image/text pairs)."""
+    """How many dimensions ``_dims_of`` returns (VendiScore: input and kernel-feature dimension)."""
 
     def _dims_of(self, states: Mapping[str, Any]) -> Dims | None:
         raise NotImplementedError

@@ -170,7 +170,7 @@ class TensorPreprocess:
         non_square_shortest = resize_mode == "shortest" and self.size[0] != self.size[1]
         self._resample_with = "bicubic" if non_square_shortest else interpolation
         self._plans: dict[tuple[int, int, torch.device], tuple[_AxisPlan, _AxisPlan]] = {}
-        self._affines: dict[tuple[str, torch.device], tuple[Tensor, ...]] = {}
+        self._affines: dict[tuple[str, torch.device, int, int], tuple[Tensor, ...]] = {}
 
     @classmethod
     def from_cfg(cls, cfg: Mapping[str, Any]) -> TensorPreprocess:
@@ -209,18 +209,27 @@ class TensorPreprocess:
             )
         return self._plans[key]
 
-    def _affine_for(self, value_range: ValueRange, device: torch.device) -> tuple[Tensor, ...]:
-        """Per-channel scale and shift from raw values to model input; the normalised fill."""
-        key = (value_range, device)
+    def _affine_for(
+        self, value_range: ValueRange, device: torch.device, height: int, width: int
+    ) -> tuple[Tensor, ...]:
+        """Scale and shift from raw values to model input, per pixel; the normalised fill.
+
+        Scale and shift are per channel, but stored expanded to ``(3, height, width)``: an
+        ``addcmul`` without broadcasting runs about 3x faster on CPU, which matters next to a
+        small encoder.
+        """
+        key = (value_range, device, height, width)
         if key not in self._affines:
             low, high = value_range_bounds(value_range)
             mean = torch.tensor(self.mean, dtype=torch.float64).view(3, 1, 1)
             std = torch.tensor(self.std, dtype=torch.float64).view(3, 1, 1)
             # raw -> [0, 1] -> (unit - mean) / std, as one multiply-add
-            scale = 1.0 / ((high - low) * std)
-            shift = (-low / (high - low) - mean) / std
+            scale = (1.0 / ((high - low) * std)).expand(3, height, width)
+            shift = ((-low / (high - low) - mean) / std).expand(3, height, width)
             fill = (self.fill_color / 255 - mean) / std
-            self._affines[key] = tuple(t.to(device, torch.float32) for t in (scale, shift, fill))
+            self._affines[key] = tuple(
+                t.to(device, torch.float32).contiguous() for t in (scale, shift, fill)
+            )
         return self._affines[key]
 
     def __call__(self, images: Tensor, value_range: ValueRange) -> Tensor:
@@ -235,7 +244,9 @@ class TensorPreprocess:
             ``(B, 3, *size)`` float32 model input on the device of ``images``.
         """
         plan_h, plan_w = self._plans_for(images.shape[2], images.shape[3], images.device)
-        scale, shift, fill = self._affine_for(value_range, images.device)
+        scale, shift, fill = self._affine_for(
+            value_range, images.device, plan_h.crop_size, plan_w.crop_size
+        )
         bounds = value_range_bounds(value_range)
         # PIL's order: width, then height. PIL stores the intermediate image as uint8, so cubic
         # overshoot is clipped after each pass; clamp_ only what this method allocated.

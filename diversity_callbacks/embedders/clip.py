@@ -182,12 +182,15 @@ class CLIPEmbedder:
         if images.shape[0] == 0:
             return torch.empty(0, self._embedding_dim(), device=device)
         # Preprocessing in float32 whatever autocast the caller is in; the encoder sets its own.
-        with torch.no_grad(), torch.autocast(device.type, enabled=False):
+        # Inference mode skips autograd bookkeeping (about 5% of a small encoder's time).
+        with torch.inference_mode(), torch.autocast(device.type, enabled=False):
             chunks = [
                 self._encode(self._model.encode_image, self.preprocess(chunk, value_range))
                 for chunk in images.split(self.batch_size)
             ]
-        return chunks[0] if len(chunks) == 1 else torch.cat(chunks)
+        # Concatenated outside inference mode, so callers get an ordinary tensor that they may
+        # modify in place or use in autograd.
+        return torch.cat(chunks)
 
     def embed_texts(self, prompts: Sequence[str]) -> Tensor:
         """Embed prompts, each distinct prompt encoded once per embedder.
@@ -211,7 +214,7 @@ class CLIPEmbedder:
             self._tokenizer = _import_open_clip().get_tokenizer(
                 self.model_name, context_length=context_length
             )
-        with torch.no_grad(), torch.autocast(device.type, enabled=False):
+        with torch.inference_mode(), torch.autocast(device.type, enabled=False):
             for start in range(0, len(missing), self.batch_size):
                 chunk = missing[start : start + self.batch_size]
                 tokens = self._tokenizer(chunk).to(device)

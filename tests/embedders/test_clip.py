@@ -169,6 +169,19 @@ def test_model_is_frozen_and_outputs_carry_no_graph(tiny_embedder) -> None:
     assert not any(p.requires_grad for p in tiny_embedder.model.parameters())
 
 
+def test_outputs_are_ordinary_tensors_despite_inference_mode_inside(tiny_embedder) -> None:
+    for features in (
+        tiny_embedder.embed_images(torch.rand(2, 3, 32, 32)),
+        tiny(normalize=False).embed_images(torch.rand(2, 3, 32, 32)),
+        tiny_embedder.embed_texts(["a cat"]),
+    ):
+        assert not features.is_inference()
+        features.mul_(2)  # an inference tensor refuses in-place updates outside inference mode
+        weight = torch.ones(features.shape[1], requires_grad=True)
+        (features @ weight).sum().backward()  # and refuses to be saved for backward
+        assert weight.grad is not None
+
+
 def test_fp32_ignores_the_callers_autocast_and_bf16_uses_its_own(tiny_embedder) -> None:
     images = torch.rand(4, 3, 32, 32)
     reference = tiny_embedder.embed_images(images)

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from diversity_callbacks._validation import check_features, check_paired
-from diversity_callbacks.functional.kernels import RandomFourierFeatures
+from diversity_callbacks.functional.kernels import RandomFourierFeatures, second_moment
 from diversity_callbacks.functional.schur import (
     DEFAULT_NUM_FEATURES,
     DEFAULT_RIDGE,
@@ -87,7 +87,9 @@ class PromptRemover:
         phi_image, phi_text = self._features(image_features, text_features, check_fitted=False)
         if phi_image.shape[0] == 0:
             raise ValueError("`image_features` must have at least one row to fit, got shape (0, D)")
-        self.gamma = regression_map(phi_text.T @ phi_text, phi_text.T @ phi_image, ridge=self.ridge)
+        self.gamma = regression_map(
+            second_moment(phi_text), phi_text.T @ phi_image, ridge=self.ridge
+        )
         self._input_dims = (image_features.shape[1], text_features.shape[1])
         return self
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Literal
 
 import torch
@@ -46,6 +47,51 @@ def normalize_rows(features: Tensor) -> Tensor:
             f"the cosine kernel needs rows with nonzero norm, got an all-zero row at index {row}"
         )
     return features.div_(norms)
+
+
+# Columns per block of second_moment: blocks this wide keep BLAS near its peak.
+_MOMENT_BLOCK = 1024
+
+
+def second_moment(phi: Tensor, out: Tensor | None = None, *, alpha: float = 1.0) -> Tensor:
+    """``phi^T phi`` of (N, D) features, or ``out + alpha phi^T phi`` written into ``out``.
+
+    The product is symmetric, but a GEMM computes both triangles (torch has no SYRK). For
+    D >= 2048 the columns are split into k blocks of about 1024, only the k (k + 1) / 2 blocks
+    on and above the diagonal are multiplied and the rest mirrored: a share ``(k - 1) / (2 k)``
+    of the arithmetic saved (measured: 25% of the time at N = 10k, D = 5000). As with one
+    GEMM, the two triangles agree to round-off, not bit for bit.
+
+    Args:
+        phi: (N, D) features, float64 for the package's sums.
+        out: (D, D) symmetric tensor to add to in place; a new zero one when omitted.
+        alpha: factor of the product (``-1`` subtracts it).
+
+    Returns:
+        ``out``, or the new (D, D) tensor.
+
+    Example:
+        >>> phi = torch.arange(6.0, dtype=torch.float64).view(3, 2)
+        >>> second_moment(phi)
+        tensor([[20., 26.],
+                [26., 35.]], dtype=torch.float64)
+    """
+    dim = phi.shape[1]
+    if out is None:
+        out = phi.new_zeros(dim, dim)
+    blocks = min(8, dim // _MOMENT_BLOCK)
+    if blocks < 2:
+        return out.addmm_(phi.T, phi, alpha=alpha)
+    edges = [dim * index // blocks for index in range(blocks + 1)]
+    spans = list(pairwise(edges))
+    for row, (top, bottom) in enumerate(spans):
+        for left, right in spans[row:]:
+            block = out[top:bottom, left:right].addmm_(
+                phi[:, top:bottom].T, phi[:, left:right], alpha=alpha
+            )
+            if left != top:
+                out[left:right, top:bottom].copy_(block.T)
+    return out
 
 
 def gaussian_kernel(x: Tensor, y: Tensor | None = None, *, sigma: float) -> Tensor:
@@ -109,8 +155,13 @@ def random_fourier_features(features: Tensor, frequencies: Tensor) -> Tensor:
             f"dimension), got {tuple(frequencies.shape)}"
         )
     projection = features.to(torch.float64) @ frequencies.to(features.device, torch.float64)
-    scale = 1.0 / math.sqrt(frequencies.shape[1])
-    return torch.cat([torch.cos(projection), torch.sin(projection)], dim=1).mul_(scale)
+    num_frequencies = frequencies.shape[1]
+    # cos and sin written into one buffer: at n = 10k, m = 2500 fresh 200 MB outputs and a
+    # concatenation cost more (page faults, copies) than the trigonometry itself.
+    phi = projection.new_empty(projection.shape[0], 2 * num_frequencies)
+    torch.cos(projection, out=phi[:, :num_frequencies])
+    torch.sin(projection, out=phi[:, num_frequencies:])
+    return phi.mul_(1.0 / math.sqrt(num_frequencies))
 
 
 class RandomFourierFeatures:

@@ -53,11 +53,16 @@ from diversity_callbacks._validation import (
     check_paired,
     check_positive,
 )
-from diversity_callbacks.functional.kernels import RandomFourierFeatures, resolve_kernel
+from diversity_callbacks.functional.kernels import (
+    RandomFourierFeatures,
+    resolve_kernel,
+    second_moment,
+)
 from diversity_callbacks.functional.spectrum import (
     default_tolerance,
     normalized_spectrum,
     schur_score,
+    symmetric_eigenvalues,
     vendi_from_spectrum,
 )
 
@@ -214,29 +219,31 @@ def schur_from_moments(
     if num_samples <= text_text.shape[0]:
         # rank(C_TT) can only reach n when n <= D_T; only then is the check worth a D_T^3 eigh.
         delta = ridge_shift(float(torch.trace(text_text)), text_text.shape[0], ridge)
-        degenerate = _is_degenerate(torch.linalg.eigvalsh(text_text), delta, num_samples)
+        degenerate = _is_degenerate(symmetric_eigenvalues(text_text), delta, num_samples)
     return _result(
-        torch.linalg.eigvalsh(image_part),
-        torch.linalg.eigvalsh(text_part),
-        image_image if compute_image_vendi else None,
+        symmetric_eigenvalues(image_part),
+        symmetric_eigenvalues(text_part),
+        _image_vendi(image_image, compute_image_vendi),
         image_image.shape[0],
         degenerate=degenerate,
     )
 
 
 def schur_from_features(
-    phi_text: Tensor,
+    phi_prompts: Tensor,
+    prompt_index: Tensor,
     phi_image: Tensor,
     *,
     ridge: float = DEFAULT_RIDGE,
     path: SchurPath = "auto",
     compute_image_vendi: bool = True,
 ) -> SchurComplementResult:
-    """Scores from (n, D_T) text and (n, D_I) image kernel features of paired rows.
+    """Scores from the kernel features of P distinct prompts and of n images.
 
     Args:
-        phi_text: kernel features of the prompts (repeated rows for repeated prompts).
-        phi_image: kernel features of the images.
+        phi_prompts: (P, D_T) kernel features of the distinct prompts.
+        prompt_index: (n,) row of ``phi_prompts`` that image i was generated from.
+        phi_image: (n, D_I) kernel features of the images.
         ridge: relative ridge on ``C_TT``.
         path: ``"primal"`` (D x D blocks), ``"dual"`` (n x n Gram matrices), ``"grouped"`` (the
             text side over the P distinct prompts, the image side as D_I x D_I) or ``"auto"``:
@@ -247,20 +254,24 @@ def schur_from_features(
     """
     if path not in SCHUR_PATHS:
         raise ValueError(f"`path` must be one of {SCHUR_PATHS}, got {path!r}")
-    phi_text, phi_image = phi_text.to(torch.float64), phi_image.to(torch.float64)
+    phi_prompts, phi_image = phi_prompts.to(torch.float64), phi_image.to(torch.float64)
     num_samples, image_dim = phi_image.shape
-    if path == "auto" and num_samples < image_dim:
-        path = "dual"
-    if path in ("auto", "grouped"):
-        prompts, prompt_index = torch.unique(phi_text, dim=0, return_inverse=True)
-        if path == "grouped" or 2 * prompts.shape[0] <= phi_text.shape[1]:
-            return _schur_grouped(prompts, prompt_index, phi_image, ridge, compute_image_vendi)
+    if path == "auto":
+        if num_samples < image_dim:
+            path = "dual"
+        elif 2 * phi_prompts.shape[0] <= phi_prompts.shape[1]:
+            path = "grouped"
+        else:
+            path = "primal"
+    if path == "grouped":
+        return _schur_grouped(phi_prompts, prompt_index, phi_image, ridge, compute_image_vendi)
+    phi_text = phi_prompts[prompt_index]
     if path == "dual":
         return _schur_dual(phi_text, phi_image, ridge, compute_image_vendi)
     return schur_from_moments(
-        phi_text.T @ phi_text,
+        second_moment(phi_text),
         phi_text.T @ phi_image,
-        phi_image.T @ phi_image,
+        second_moment(phi_image),
         num_samples,
         ridge=ridge,
         compute_image_vendi=compute_image_vendi,
@@ -287,12 +298,14 @@ def _schur_grouped(
     # rows of Z: the images' mean features per prompt, in the prompts' eigenbasis; L_txt = Z^T Z
     means = sums / torch.sqrt(counts * num_samples)[:, None]
     whitened = explained[:, None] * (basis.T @ means)
-    image_image = phi_image.T @ phi_image / num_samples
-    image_part = image_image - whitened.T @ whitened
+    image_image = second_moment(phi_image).div_(num_samples)
+    # The images' spectrum first: L_img = C_II - Z^T Z then reuses C_II's 8 D^2 bytes.
+    image_vendi = _image_vendi(image_image, compute_image_vendi)
+    image_part = second_moment(whitened, out=image_image, alpha=-1.0)
     return _result(
-        torch.linalg.eigvalsh((image_part + image_part.T) / 2),
-        torch.linalg.eigvalsh(whitened @ whitened.T),
-        image_image if compute_image_vendi else None,
+        symmetric_eigenvalues(image_part),  # reads one triangle: no need to symmetrise
+        symmetric_eigenvalues(whitened @ whitened.T),
+        image_vendi,
         image_dim,
         degenerate=_is_degenerate(text_eigenvalues, delta, num_samples),
     )
@@ -314,8 +327,8 @@ def _schur_dual(
 ) -> SchurComplementResult:
     """The n x n path; see the module docstring for the derivation."""
     num_samples = phi_text.shape[0]
-    text_gram = phi_text @ phi_text.T / num_samples
-    image_gram = phi_image @ phi_image.T / num_samples
+    text_gram = second_moment(phi_text.T).div_(num_samples)
+    image_gram = second_moment(phi_image.T).div_(num_samples)
     delta = ridge_shift(float(torch.trace(text_gram)), phi_text.shape[1], ridge)
     text_eigenvalues, basis = _gram_eigh(text_gram)
     rotated = basis.T @ image_gram @ basis
@@ -325,31 +338,34 @@ def _schur_dual(
     text_block = explained[:, None] * rotated * explained[None, :]
     image_block = unexplained[:, None] * rotated * unexplained[None, :]
     return _result(
-        torch.linalg.eigvalsh((image_block + image_block.T) / 2),
-        torch.linalg.eigvalsh((text_block + text_block.T) / 2),
-        image_gram if compute_image_vendi else None,
+        symmetric_eigenvalues((image_block + image_block.T) / 2),
+        symmetric_eigenvalues((text_block + text_block.T) / 2),
+        _image_vendi(image_gram, compute_image_vendi),
         phi_image.shape[1],
         degenerate=_is_degenerate(text_eigenvalues, delta, num_samples),
     )
 
 
+def _image_vendi(image_moment: Tensor, compute: bool) -> Tensor:
+    """The images' Vendi score (order 1) from ``C_II`` or their Gram matrix; NaN if not asked."""
+    if not compute:
+        return torch.tensor(math.nan, dtype=torch.float64, device=image_moment.device)
+    return vendi_from_spectrum(normalized_spectrum(image_moment), 1.0)
+
+
 def _result(
     image_eigenvalues: Tensor,
     text_eigenvalues: Tensor,
-    image_moment: Tensor | None,
+    image_vendi: Tensor,
     image_dim: int,
     *,
     degenerate: bool,
 ) -> SchurComplementResult:
-    """Score both parts over the D_I-dimensional blocks and the images' own Vendi score.
+    """Score both parts over the D_I-dimensional blocks; attach the images' Vendi score.
 
     In the degenerate regime both parts are NaN: a number near 1 there would read as "no
     intrinsic diversity" while it only reflects the sample design.
     """
-    if image_moment is None:
-        image_vendi = torch.tensor(math.nan, dtype=torch.float64, device=image_eigenvalues.device)
-    else:
-        image_vendi = vendi_from_spectrum(normalized_spectrum(image_moment), 1.0)
     if degenerate:
         nan = torch.full_like(image_vendi, math.nan)
         return SchurComplementResult(sce=nan, text_part=nan.clone(), image_vendi=image_vendi)
@@ -452,8 +468,12 @@ def schur_complement_entropy(
     feature_map = schur_feature_map(
         kernel, sigma=sigma, num_features=num_features, seed=seed, frequencies=frequencies
     )
+    # Map each distinct prompt once: with P prompts of many images each, featurising all n
+    # text rows would cost as much as the images.
+    prompts, prompt_index = torch.unique(text_features, dim=0, return_inverse=True)
     return schur_from_features(
-        feature_map(text_features),
+        feature_map(prompts),
+        prompt_index,
         feature_map(image_features),
         ridge=ridge,
         path=path,

@@ -18,6 +18,7 @@ from diversity_callbacks.functional.kernels import (
     KernelSpec,
     ResolvedKernel,
     resolve_kernel,
+    second_moment,
 )
 from diversity_callbacks.functional.spectrum import (
     Order,
@@ -127,5 +128,5 @@ def kernel_spectrum(
 def feature_spectrum(phi: Tensor, *, tolerance: float | None = None) -> Tensor:
     """Spectrum of ``phi phi^T`` from the smaller of the Gram matrix and the second moment."""
     phi = phi.to(torch.float64)
-    gram = phi @ phi.T if phi.shape[0] <= phi.shape[1] else phi.T @ phi
+    gram = second_moment(phi.T if phi.shape[0] <= phi.shape[1] else phi)
     return normalized_spectrum(gram, tolerance=tolerance)

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from diversity_callbacks._validation import check_features, check_paired
+from diversity_callbacks.functional.kernels import second_moment
 from diversity_callbacks.functional.schur import (
     DEFAULT_NUM_FEATURES,
     DEFAULT_RIDGE,
@@ -127,9 +128,9 @@ class SchurComplementEntropy(LazilySizedMetric):
                 f"metric's states hold {held[2:]}: every update must use the same embedder and "
                 "kernel"
             )
-        self.text_text.addmm_(phi_text.T, phi_text)
+        second_moment(phi_text, out=self.text_text)
         self.text_image.addmm_(phi_text.T, phi_image)
-        self.image_image.addmm_(phi_image.T, phi_image)
+        second_moment(phi_image, out=self.image_image)
         self.num_samples += image_features.shape[0]
 
     def compute(self) -> dict[str, Tensor]:

@@ -10,7 +10,12 @@ from torch import Tensor
 from torchmetrics.utilities import dim_zero_cat
 
 from diversity_callbacks._validation import check_features
-from diversity_callbacks.functional.kernels import FeatureMap, KernelSpec, resolve_kernel
+from diversity_callbacks.functional.kernels import (
+    FeatureMap,
+    KernelSpec,
+    resolve_kernel,
+    second_moment,
+)
 from diversity_callbacks.functional.spectrum import (
     Order,
     check_tolerance,
@@ -111,7 +116,7 @@ class VendiScore(LazilySizedMetric):
                     f"`features` map to {phi.shape[1]} kernel features, but the metric's state "
                     f"holds {dims[1]}: every update must use the same embedder and kernel"
                 )
-            self.second_moment.addmm_(phi.T, phi)
+            second_moment(phi, out=self.second_moment)
         else:
             # A copy even when already float64: the caller may reuse the batch's buffer.
             self.rows.append(features.to(self.device, torch.float64, copy=True))

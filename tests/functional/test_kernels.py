@@ -15,6 +15,7 @@ from diversity_callbacks.functional.kernels import (
     random_fourier_features,
     random_fourier_frequencies,
     resolve_kernel,
+    second_moment,
 )
 
 
@@ -154,3 +155,16 @@ def test_resolve_kernel_rejects_bad_arguments(kwargs: dict, message: str) -> Non
 def test_feature_map_must_be_callable() -> None:
     with pytest.raises(TypeError, match="`feature_map` must be callable, got int"):
         resolve_kernel(feature_map=3)
+
+
+@pytest.mark.parametrize("dim", [3, 2100, 4100])  # one GEMM, 2 blocks, 4 blocks (uneven)
+def test_second_moment_equals_the_full_product_and_accumulates(dim: int) -> None:
+    generator = torch.Generator().manual_seed(0)
+    phi = torch.randn(40, dim, generator=generator, dtype=torch.float64)
+    full = phi.T @ phi
+    torch.testing.assert_close(second_moment(phi), full, rtol=0, atol=1e-12)
+    start = torch.randn(dim, dim, generator=generator, dtype=torch.float64)
+    start = start + start.T
+    out = start.clone()
+    assert second_moment(phi, out=out, alpha=-0.5) is out
+    torch.testing.assert_close(out, start - 0.5 * full, rtol=0, atol=1e-12)

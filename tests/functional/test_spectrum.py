@@ -15,6 +15,7 @@ from diversity_callbacks.functional.spectrum import (
     parse_order,
     parse_orders,
     schur_block_score,
+    symmetric_eigenvalues,
     vendi_from_spectrum,
 )
 
@@ -143,3 +144,11 @@ def test_schur_block_score_uses_unnormalised_weights() -> None:
     block = torch.eye(k, dtype=torch.float64) / (2 * k)
     assert schur_block_score(block).item() == pytest.approx(3.0, rel=1e-12)
     assert schur_block_score(block * 2).item() == pytest.approx(9.0, rel=1e-12)
+
+
+def test_symmetric_eigenvalues_read_the_lower_triangle_like_eigvalsh() -> None:
+    generator = torch.Generator().manual_seed(0)
+    lower = torch.randn(6, 6, generator=generator, dtype=torch.float64).tril()
+    matrix = lower + 100.0 * torch.ones(6, 6, dtype=torch.float64).triu(1)  # upper: ignored
+    expected = torch.linalg.eigvalsh(lower + lower.tril(-1).T)
+    torch.testing.assert_close(symmetric_eigenvalues(matrix), expected, rtol=0, atol=1e-12)

@@ -29,13 +29,19 @@ def parse_order(q: Order) -> float:
         raise ValueError(f'`q` must be a number >= 0 or "inf", got the string {q!r}')
     if isinstance(q, bool) or not isinstance(q, Real) or math.isnan(q) or q < 0:
         raise ValueError(f'`q` must be a number >= 0 or "inf", got {q!r}')
-    return float(q)
+    return float(q) + 0.0  # -0.0 passes the check: + 0.0 makes it 0.0, named "q0"
 
 
 def parse_orders(q: Order | Sequence[Order]) -> tuple[list[float], bool]:
     """Parse one order or a sequence of them; the flag says whether a sequence was given."""
     if isinstance(q, (str, Real)):
         return [parse_order(q)], False
+    # bytes are a Sequence of ints: b"inf" would read as the orders 105, 110, 102.
+    if not isinstance(q, Sequence) or isinstance(q, (bytes, bytearray)):
+        raise ValueError(
+            f'`q` must be an order (a number >= 0 or "inf") or a list or tuple of orders, got '
+            f"{q!r} of type {type(q).__name__}"
+        )
     orders = [parse_order(item) for item in q]
     if not orders:
         raise ValueError("`q` must be an order or a non-empty sequence of orders, got an empty one")
@@ -45,8 +51,15 @@ def parse_orders(q: Order | Sequence[Order]) -> tuple[list[float], bool]:
 
 
 def order_key(q: float) -> str:
-    """The name of an order in results and logs: ``q1``, ``q0.5``, ``q2``, ``qinf``."""
-    return "qinf" if math.isinf(q) else f"q{q:g}"
+    """The name of an order in results and logs: ``q1``, ``q0.5``, ``q2``, ``qinf``.
+
+    Distinct orders get distinct names: the short form is used only when it reads back as the
+    same float, else the shortest exact one (``q2.0000001``, not a second ``q2``).
+    """
+    if math.isinf(q):
+        return "qinf"
+    short = f"{q:g}"
+    return f"q{short}" if float(short) == q else f"q{q!r}"
 
 
 def default_tolerance(size: int) -> float:

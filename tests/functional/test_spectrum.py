@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
 
+from diversity_callbacks.functional import vendi_score
 from diversity_callbacks.functional.spectrum import (
     check_tolerance,
     default_tolerance,
@@ -61,6 +63,34 @@ def test_order_keys_name_results() -> None:
         "q2",
         "qinf",
     ]
+
+
+def test_distinct_orders_get_distinct_keys_even_when_they_print_alike() -> None:
+    orders, _ = parse_orders([2, 2.0000001, 1e-7, 1.00000000001e-7])
+    keys = [order_key(q) for q in orders]
+    assert keys == ["q2", "q2.0000001", "q1e-07", "q1.00000000001e-07"]
+    assert order_key(parse_order(-0.0)) == "q0"
+    scores = vendi_score(torch.eye(3), q=[2, 2.0000001])
+    assert list(scores) == ["q2", "q2.0000001"]
+
+
+@pytest.mark.parametrize(
+    ("q", "shown"),
+    [
+        (b"inf", "b'inf' of type bytes"),
+        (bytearray(b"2"), "of type bytearray"),
+        (None, "None of type NoneType"),
+        ({1, 2}, "of type set"),
+        ({"q": 1}, "of type dict"),
+        (torch.tensor([1.0, 2.0]), "of type Tensor"),
+    ],
+)
+def test_parse_orders_rejects_bytes_and_other_non_orders(q: object, shown: str) -> None:
+    # bytes are a sequence of ints: b"inf" used to be read as the orders 105, 110, 102
+    with pytest.raises(ValueError, match=r"`q` must be an order .* or a list or tuple of orders"):
+        parse_orders(q)
+    with pytest.raises(ValueError, match=re.escape(shown)):
+        vendi_score(torch.eye(3), q=q)
 
 
 def test_spectrum_of_a_low_rank_matrix_keeps_its_rank_only() -> None:

@@ -145,6 +145,8 @@ def test_bad_updates_are_named_in_the_error(features: torch.Tensor, message: str
     [
         ({"q": -0.5}, r'`q` must be a number >= 0 or "inf", got -0.5'),
         ({"q": []}, "non-empty sequence of orders"),
+        ({"q": b"inf"}, r"or a list or tuple of orders, got b'inf' of type bytes"),
+        ({"q": None}, "or a list or tuple of orders, got None"),
         ({"kernel": "gaussian", "sigma": 0.0}, r"`sigma` must be a finite number > 0, got 0.0"),
         ({"kernel": "gaussian"}, "needs a bandwidth `sigma`"),
         ({"tolerance": -1.0}, r"`tolerance` must be None or a number in \[0, 1\), got -1.0"),

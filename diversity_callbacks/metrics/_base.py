@@ -9,10 +9,14 @@ torchmetrics' default handling, and this class fixes both in one place:
   all-reduce and empty ranks allocate zero states of that size;
 - ``merge_state`` and ``forward`` add an unsized state to a sized one: the unsized side is
   allocated first.
+
+It also keeps these metrics out of ``MetricCollection``'s compute groups (see
+:class:`LazilySizedMetric`).
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -32,11 +36,24 @@ class LazilySizedMetric(Metric):
     Subclasses implement :meth:`_dims_of` (the dimensions a state mapping was allocated with, or
     ``None`` before any update) and :meth:`_zero_states` (states of given dimensions holding no
     samples).
+
+    Each instance holds a random ``instance_tag`` as its first state. ``MetricCollection``
+    (``compute_groups=True`` by default) lets metrics whose states are equal after the first
+    update share one state from then on; a cosine and a linear Vendi score have equal states
+    whenever that first batch is unit-norm, and would report the same number ever after. Distinct
+    tags keep every instance in its own group (sharing would only save one update per batch).
+    The tag is first because some torchmetrics versions compare only the first state.
     """
 
     full_state_update = False
     num_dims: int = 1
     """How many dimensions ``_dims_of`` returns (VendiScore: input and kernel-feature dimension)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # From the OS's entropy, not torch's RNG: constructing a metric leaves seeded runs alone.
+        tag = torch.tensor(secrets.randbits(62), dtype=torch.long)
+        self.add_state("instance_tag", default=tag, dist_reduce_fx="max")
 
     def _dims_of(self, states: Mapping[str, Any]) -> Dims | None:
         raise NotImplementedError

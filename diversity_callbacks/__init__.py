@@ -2,8 +2,10 @@
 
 The data path reads left to right: generator output -> :mod:`~diversity_callbacks.images`
 (value ranges) -> :mod:`~diversity_callbacks.embedders` -> metric states
-(:mod:`~diversity_callbacks.metrics`) -> maths (:mod:`~diversity_callbacks.functional`) ->
-loggers (:mod:`~diversity_callbacks.callback`).
+(:mod:`~diversity_callbacks.metrics`) -> maths (:mod:`~diversity_callbacks.functional`). One
+evaluation (fixed samples, sampling, embedding, metrics) is
+:mod:`~diversity_callbacks.evaluation`'s; :mod:`~diversity_callbacks.callback` runs it on a
+cadence inside a Lightning ``Trainer`` and sends the results to its loggers.
 
 Public names are imported lazily so that ``import diversity_callbacks`` stays cheap and optional
 dependencies (open_clip, wandb, matplotlib) are only needed by the features that use them.
@@ -19,12 +21,17 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _EXPORTS = {
     "VendiScore": "diversity_callbacks.metrics.vendi",
+    "ConditionalVendiScore": "diversity_callbacks.metrics.conditional",
     "SchurComplementEntropy": "diversity_callbacks.metrics.schur",
     "PromptRemover": "diversity_callbacks.prompt_removal",
     "CLIPEmbedder": "diversity_callbacks.embedders.clip",
     "ImageEmbedder": "diversity_callbacks.embedders.base",
     "TextEmbedder": "diversity_callbacks.embedders.base",
     "FunctionEmbedder": "diversity_callbacks.embedders.base",
+    "DiversityEvaluator": "diversity_callbacks.evaluation.evaluator",
+    "EvaluationError": "diversity_callbacks.evaluation.evaluator",
+    "EvaluationResult": "diversity_callbacks.evaluation.evaluator",
+    "EvaluationMetric": "diversity_callbacks.evaluation.metrics",
     "DiversityCallback": "diversity_callbacks.callback",
 }
 
@@ -33,6 +40,13 @@ __all__ = ["__version__", *_EXPORTS]
 if TYPE_CHECKING:  # pragma: no cover
     from diversity_callbacks.callback import DiversityCallback  # noqa: F401
     from diversity_callbacks.embedders.base import FunctionEmbedder, ImageEmbedder, TextEmbedder  # noqa: F401
+    from diversity_callbacks.evaluation.evaluator import (  # noqa: F401
+        DiversityEvaluator,
+        EvaluationError,
+        EvaluationResult,
+    )
+    from diversity_callbacks.evaluation.metrics import EvaluationMetric  # noqa: F401
+    from diversity_callbacks.metrics.conditional import ConditionalVendiScore  # noqa: F401
     from diversity_callbacks.embedders.clip import CLIPEmbedder  # noqa: F401
     from diversity_callbacks.metrics.schur import SchurComplementEntropy  # noqa: F401
     from diversity_callbacks.metrics.vendi import VendiScore  # noqa: F401

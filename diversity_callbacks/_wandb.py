@@ -6,72 +6,65 @@ stay optional. Every image is handed to wandb as uint8: wandb >= 0.31 saves floa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from diversity_callbacks.evaluation.conditions import EvaluationSet
+from diversity_callbacks.evaluation.evaluator import DiversityEvaluator, EvaluationResult
 from diversity_callbacks.images import make_grid
 
 GRID_COLUMNS = 8
 """Samples per row of a prompt's grid."""
 
 
-def wandb_media(
-    *,
-    prefix: str,
-    prompts: Sequence[str],
-    samples_per_prompt: int,
-    thumbnails: dict[int, Tensor],
-    per_prompt: Tensor | None,
-    per_prompt_keys: Sequence[str],
-    spectrum: Tensor | None,
-) -> dict[str, Any]:
+def wandb_media(evaluator: DiversityEvaluator, result: EvaluationResult) -> dict[str, Any]:
     """The media entries of one history row, keyed ``{prefix}/samples``, ``/table``, ``/spectrum``.
 
     Args:
-        prefix: first part of the keys.
-        prompts: the evaluation prompts; prompt ``p`` owns samples ``p * samples_per_prompt``
-            onwards.
-        samples_per_prompt: samples drawn per prompt.
-        thumbnails: uint8 ``(3, H, W)`` images by sample index (may cover only the first prompts).
-        per_prompt: ``(P, K)`` per-prompt Vendi scores, or None.
-        per_prompt_keys: the order names of its K columns (``"q1"``...).
-        spectrum: normalised eigenvalues for the spectrum plot, or None.
+        evaluator: the evaluator that produced ``result`` (its conditions and prefix).
+        result: the evaluation: thumbnails (possibly of the first conditions only), the
+            per-condition columns and the spectrum.
     """
     import wandb
 
+    prefix, evaluation_set = evaluator.prefix, evaluator.evaluation_set
     media: dict[str, Any] = {}
-    grids = _prompt_grids(prompts, samples_per_prompt, thumbnails)
-    images = {p: wandb.Image(_hwc(grid), caption=prompts[p]) for p, grid in grids.items()}
+    grids = condition_grids(evaluation_set, result.thumbnails)
+    images = {
+        c: wandb.Image(_hwc(grid), caption=caption(evaluation_set, c)) for c, grid in grids.items()
+    }
     if images:
         media[f"{prefix}/samples"] = list(images.values())
-    if images or per_prompt is not None:
-        columns = ["prompt", "samples"] + [f"vendi_{key}" for key in per_prompt_keys]
+    if evaluation_set.is_conditional and (images or result.per_condition):
+        columns = [evaluation_set.kind, "samples", *result.per_condition]
         rows = []
-        for p, prompt in enumerate(prompts):
-            scores = [] if per_prompt is None else [float(v) for v in per_prompt[p]]
-            rows.append([prompt, images.get(p), *scores])
+        for c, name in enumerate(evaluation_set.names):
+            scores = [float(column[c]) for column in result.per_condition.values()]
+            rows.append([name, images.get(c), *scores])
         media[f"{prefix}/table"] = wandb.Table(columns=columns, data=rows)
-    if spectrum is not None:
+    if result.spectrum is not None:
         media[f"{prefix}/spectrum"] = wandb.Image(
-            spectrum_plot(spectrum), caption="eigenvalues of K/n"
+            spectrum_plot(result.spectrum), caption="eigenvalues of K/n"
         )
     return media
 
 
-def _prompt_grids(
-    prompts: Sequence[str], samples_per_prompt: int, thumbnails: dict[int, Tensor]
-) -> dict[int, Tensor]:
-    """One uint8 grid per prompt whose samples are all among the thumbnails."""
+def caption(evaluation_set: EvaluationSet, condition: int) -> str:
+    """What a condition's grid shows: ``prompt: a red apple``, ``class: 281``, ``all samples``."""
+    name = evaluation_set.names[condition]
+    return name if evaluation_set.kind == "none" else f"{evaluation_set.kind}: {name}"
+
+
+def condition_grids(evaluation_set: EvaluationSet, thumbnails: dict[int, Tensor]) -> dict[int, Tensor]:
+    """One uint8 grid per condition, of its samples among the thumbnails (in sample order)."""
     grids = {}
-    for p in range(len(prompts)):
-        indices = range(p * samples_per_prompt, (p + 1) * samples_per_prompt)
-        if all(i in thumbnails for i in indices):
-            batch = torch.stack([thumbnails[i] for i in indices])
-            grids[p] = make_grid(batch, nrow=min(GRID_COLUMNS, samples_per_prompt))
+    for c in range(evaluation_set.num_conditions):
+        shown = [thumbnails[i] for i in evaluation_set.sample_indices(c) if i in thumbnails]
+        if shown:
+            grids[c] = make_grid(torch.stack(shown), nrow=min(GRID_COLUMNS, len(shown)))
     return grids
 
 
@@ -87,7 +80,7 @@ def spectrum_plot(spectrum: Tensor) -> np.ndarray:
         from matplotlib.figure import Figure
     except ImportError as error:
         raise ImportError(
-            "log_spectrum=True needs matplotlib: pip install 'diversity-callbacks[plot]'"
+            "spectrum=True needs matplotlib: pip install 'diversity-callbacks[plot]'"
         ) from error
     figure = Figure(figsize=(4, 3), dpi=100)
     canvas = FigureCanvasAgg(figure)  # no pyplot: no global figure state, no GUI backend

@@ -17,6 +17,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
+from torchmetrics import Metric
 
 PROMPTS = ["a red square", "a blue circle", "a green line"]
 IMAGE_SIZE = 8
@@ -101,6 +102,25 @@ class PixelEmbedder:
             seed = int.from_bytes(hashlib.sha1(prompt.encode()).digest()[:4], "little")
             rows.append(torch.randn(self.dim, generator=torch.Generator().manual_seed(seed)))
         return torch.stack(rows)
+
+
+class MeanNorm(Metric):
+    """A user's own plug-in metric: the mean embedding norm, summed across ranks."""
+
+    higher_is_better = None
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0), dist_reduce_fx="sum")
+
+    def update(self, embeddings: Tensor) -> None:
+        self.total += embeddings.double().norm(dim=1).sum()
+        self.count += embeddings.shape[0]
+
+    def compute(self) -> Tensor:
+        return self.total / self.count
 
 
 BLOCK = 32768  # the run file is a LevelDB-style log: 32 KiB blocks of 7-byte-headed chunks

@@ -14,8 +14,8 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch import Tensor
 
-from diversity_callbacks import DiversityCallback
-from diversity_callbacks.callback import _eval_mode
+from diversity_callbacks import DiversityCallback, EvaluationError
+from diversity_callbacks.evaluation.evaluator import _eval_mode
 from tests.lightning_helpers import PROMPTS, PixelEmbedder, TinyGenerator, tiny_data
 
 QUIET = {
@@ -31,7 +31,7 @@ QUIET = {
 def make_callback(**kwargs: Any) -> DiversityCallback:
     prompts = kwargs.pop("prompts", PROMPTS)
     options = {
-        "samples_per_prompt": 3,
+        "samples_per_condition": 3,
         "batch_size": 4,
         "embedder": PixelEmbedder(),
         "every_n_train_steps": 2,
@@ -88,17 +88,16 @@ def test_sampling_sees_eval_mode_no_grad_and_the_trainer_precision():
 
     class StateEmbedder(PixelEmbedder):
         def embed_images(self, images: Tensor) -> Tensor:
-            states.append(
-                (images.dtype, callback._vendi.num_samples.dtype, torch.get_default_dtype())
-            )
+            states.append((images.dtype, vendi.num_samples.dtype, torch.get_default_dtype()))
             return super().embed_images(images)
 
-    callback = make_callback(sample_fn=sampler, embedder=StateEmbedder(), max_logged_prompts=1)
+    callback = make_callback(sample_fn=sampler, embedder=StateEmbedder())
+    vendi = callback.evaluator.metrics["vendi"].metric
     fit([callback], max_steps=2, precision="bf16-true")
     assert seen and all(s == (False, False, False, torch.bfloat16) for s in seen)
     # images are widened to float32 for the embedder, outside the bf16 default-dtype context
     assert states and all(s == (torch.float32, torch.long, torch.float32) for s in states)
-    assert callback._vendi._defaults["second_moment"].dtype == torch.float64
+    assert vendi._defaults["second_moment"].dtype == torch.float64
     assert all(math.isfinite(v) for v in callback.history[0].values())
 
 
@@ -138,11 +137,14 @@ def test_sample_seeds_are_pinned_across_versions():
     assert DiversityCallback.sample_seed(3, 7) == 6983089048290858884
 
 
-def test_logged_thumbnails_are_shrunk_and_limited_to_the_first_prompts():
-    callback = make_callback(samples_per_prompt=2, max_logged_prompts=1, thumbnail_size=64)
-    images = torch.rand(3, 3, 300, 200)
-    thumbnails = callback._thumbnails(images, batch=[1, 2, 3])  # sample 1 is prompt 0's
-    assert list(thumbnails) == [1]
+def test_logged_thumbnails_are_shrunk_and_limited_to_the_first_conditions():
+    from diversity_callbacks.evaluation.samples import thumbnails_of
+
+    evaluation_set = make_callback(samples_per_condition=3).evaluation_set
+    images = torch.rand(4, 3, 300, 200)
+    # samples 1, 2 are prompt 0's (the second and third), 3 and 4 prompt 1's
+    thumbnails = thumbnails_of(images, [1, 2, 3, 4], evaluation_set, 1, 2, 64)
+    assert list(thumbnails) == [1]  # prompt 0 only, and of it the first two samples only
     assert thumbnails[1].dtype == torch.uint8 and thumbnails[1].shape == (3, 64, 43)
 
 
@@ -191,7 +193,7 @@ def test_validation_cadence_skips_the_sanity_check_and_feeds_early_stopping():
     # EarlyStopping listed first: the callback evaluates in on_validation_epoch_end, before any
     # callback's on_validation_end reads trainer.callback_metrics.
     stopper = EarlyStopping(monitor="diversity/vendi_q1", mode="max", patience=0, strict=True)
-    callback = make_callback(every_n_train_steps=None, on_validation_end=True)
+    callback = make_callback(every_n_train_steps=None, after_validation=True)
     trainer, _ = fit(
         [stopper, callback],
         module=TinyGenerator(lr=0.0),
@@ -287,7 +289,8 @@ def test_a_sampling_failure_raises_naming_the_step_and_the_prompt():
     callback = make_callback(sample_fn=failing_on(PROMPTS[2]), every_n_train_steps=3)
     with pytest.raises(
         RuntimeError,
-        match=r"global step 3 on samples 4\.\.7 \(prompts 'a blue circle', 'a green line'\): out of memory",
+        match=r"at global step 3 while sampling or embedding: samples 4\.\.7 \(prompts "
+        r"'a blue circle', 'a green line'\): out of memory",
     ):
         fit([callback], module=module, max_steps=4)
     assert module.training and module.net[2].training  # modes restored after the failure
@@ -298,8 +301,22 @@ def test_on_error_warn_skips_the_evaluation_and_training_goes_on():
     with pytest.warns(RuntimeWarning, match=r"'a red square'.*on_error='warn'") as caught:
         trainer, _ = fit([callback], max_steps=4)
     messages = [str(w.message) for w in caught if w.category is RuntimeWarning]
+    # both evaluations ran and failed; neither left a row or a monitored value behind
     assert [re.search(r"global step (\d+)", m).group(1) for m in messages] == ["2", "4"]
     assert trainer.global_step == 4 and callback.history == []
+    assert not any(key.startswith("diversity/") for key in trainer.callback_metrics)
+
+
+def test_on_error_warn_covers_a_failure_of_the_metric_computation():
+    def constant(module: TinyGenerator, prompts: list[str], generators: list) -> Tensor:
+        return torch.zeros(len(prompts), 3, 8, 8)  # centred pixels: every embedding is zero
+
+    callback = make_callback(sample_fn=constant, vendi_kernel="linear", on_error="warn")
+    with pytest.warns(RuntimeWarning, match=r"global step 2 while computing the metrics.*zero"):
+        trainer, _ = fit([callback], max_steps=2)
+    assert trainer.global_step == 2 and callback.history == []
+    with pytest.raises(EvaluationError, match=r"global step 2 while computing the metrics"):
+        fit([make_callback(sample_fn=constant, vendi_kernel="linear")], max_steps=2)
 
 
 def test_after_a_skipped_evaluation_the_next_one_starts_empty():
@@ -331,7 +348,7 @@ def test_an_embedding_failure_is_reported_like_a_sampling_failure():
         def embed_images(self, images: Tensor) -> Tensor:
             raise ValueError("wrong input size")
 
-    with pytest.raises(RuntimeError, match=r"global step 2 .*'a red square'.*wrong input size"):
+    with pytest.raises(EvaluationError, match=r"global step 2 .*'a red square'.*wrong input size"):
         fit([make_callback(embedder=BrokenEmbedder())], max_steps=2)
 
 
@@ -339,7 +356,7 @@ def test_an_embedding_failure_is_reported_like_a_sampling_failure():
     ("output", "image_range", "match"),
     [
         (lambda x: x[:, :1], "[-1,1]", r"shape \(B, 3, H, W\), got \(4, 1, 8, 8\)"),
-        (lambda x: x[:2], "[-1,1]", r"one image per prompt, 4 in all, got a batch of 2"),
+        (lambda x: x[:2], "[-1,1]", r"one image per generator, 4 in all, got a batch of 2"),
         (lambda x: (x * 100).long(), "[-1,1]", r"must be a floating dtype, got torch.int64"),
         (lambda x: x, "uint8", r"must be torch.uint8, got torch.float32"),
         (lambda x: x * 5, "[-1,1]", r"must lie in \[-1, 1\]"),
@@ -360,7 +377,7 @@ def test_bad_generator_output_fails_clearly_before_any_embedding(
         return output(module.generate(prompts, generators))
 
     callback = make_callback(
-        sample_fn=sampler, embedder=CountingEmbedder(), image_range=image_range
+        sample_fn=sampler, embedder=CountingEmbedder(), value_range=image_range
     )
     with pytest.raises(RuntimeError, match=match):
         fit([callback], max_steps=2)
@@ -371,7 +388,7 @@ def test_a_module_without_generate_and_no_sample_fn_is_reported():
     class NoGenerate(TinyGenerator):
         generate = None
 
-    with pytest.raises(RuntimeError, match=r"NoGenerate has no generate\(prompts, generators\)"):
+    with pytest.raises(AttributeError, match=r"NoGenerate has no generate\(conditions, generators\)"):
         fit([make_callback()], module=NoGenerate(), max_steps=2)
 
 
@@ -381,9 +398,16 @@ def test_a_module_without_generate_and_no_sample_fn_is_reported():
 def test_prompts_load_from_a_text_file_one_per_line(tmp_path: Path):
     path = tmp_path / "prompts.txt"
     path.write_text("a cat\n\n  a dog  \n", encoding="utf-8")
-    callback = make_callback(prompts=path, samples_per_prompt=2)
-    assert callback.prompts == ["a cat", "a dog"] and callback.num_samples == 4
-    assert make_callback(prompts=str(path)).prompts == ["a cat", "a dog"]
+    evaluation_set = make_callback(prompts=path, samples_per_condition=2).evaluation_set
+    assert evaluation_set.conditions == ("a cat", "a dog") and evaluation_set.num_samples == 4
+    assert make_callback(prompts=str(path)).evaluation_set.conditions == ("a cat", "a dog")
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_prompt(tmp_path: Path):
+    path = tmp_path / "prompts.txt"
+    path.write_text("a cat\na dog\n", encoding="utf-8-sig")  # as Windows editors save
+    assert path.read_bytes()[:3] == b"\xef\xbb\xbf"
+    assert make_callback(prompts=path).evaluation_set.conditions == ("a cat", "a dog")
 
 
 @pytest.mark.parametrize(
@@ -393,15 +417,15 @@ def test_prompts_load_from_a_text_file_one_per_line(tmp_path: Path):
         ({"prompts": ["a", 3]}, TypeError, "must hold strings, got int 3"),
         ({"prompts": "missing.txt"}, FileNotFoundError, "no file at 'missing.txt'"),
         (
-            {"samples_per_prompt": 0},
+            {"samples_per_condition": 0},
             ValueError,
-            "`samples_per_prompt` must be an integer >= 1, got 0",
+            "`samples_per_condition` must be an integer >= 1, got 0",
         ),
         ({"every_n_train_steps": -2}, ValueError, "`every_n_train_steps` must be an integer >= 1"),
         ({"every_n_epochs": 1.5}, ValueError, "`every_n_epochs` must be an integer >= 1, got 1.5"),
         ({"batch_size": 0}, ValueError, "`batch_size`"),
         ({"seed": -1}, ValueError, "`seed` must be an integer >= 0, got -1"),
-        ({"image_range": "[0,255]"}, ValueError, "value_range must be one of"),
+        ({"value_range": "[0,255]"}, ValueError, r"`value_range` must be \"\[-1,1\]\""),
         ({"vendi_orders": (1, -1)}, ValueError, '`q` must be a number >= 0 or "inf", got -1'),
         ({"embedder": object()}, TypeError, "`embedder` must have a method embed_images"),
         ({"sce": True, "embedder": torch.nn.Identity()}, TypeError, "embed_images"),
@@ -414,10 +438,17 @@ def test_prompts_load_from_a_text_file_one_per_line(tmp_path: Path):
         ({"prefix": ""}, ValueError, "`prefix` must be a non-empty string"),
         ({"vendi_kernel": "gaussian"}, ValueError, "kernel='gaussian' needs a bandwidth `sigma`"),
         (
-            {"sce": True, "samples_per_prompt": 1},
+            {"sce": True, "samples_per_condition": 1},
             ValueError,
-            "`sce=True` needs `samples_per_prompt` >= 2",
+            "`sce=True` needs `samples_per_condition` >= 2",
         ),
+        (
+            {"conditional": True, "samples_per_condition": 1},
+            ValueError,
+            "`conditional=True` needs .* `samples_per_condition` >= 2",
+        ),
+        ({"prompts": None}, ValueError, "give exactly one of `prompts`"),
+        ({"class_labels": [1, 2]}, ValueError, r"got \['prompts', 'class_labels'\]"),
         ({"sce": True, "sce_kwargs": {"kernel": "rbf"}}, ValueError, "`kernel` must be one of"),
     ],
 )
@@ -426,6 +457,17 @@ def test_invalid_arguments_are_rejected_with_the_argument_named(
 ):
     with pytest.raises(error, match=match):
         make_callback(**kwargs)
+
+
+def test_arguments_of_0_1_still_work_under_their_new_names_with_a_warning():
+    with pytest.warns(FutureWarning, match="`samples_per_prompt` is now `samples_per_condition`"):
+        callback = DiversityCallback(PROMPTS, samples_per_prompt=2, embedder=PixelEmbedder())
+    assert callback.evaluation_set.samples_per_condition == 2
+    with pytest.warns(FutureWarning, match="`image_range` is now `value_range`"):
+        callback = make_callback(image_range="[0,1]", on_validation_end=True)
+    assert callback.evaluator.sample_embedder.value_range == "[0,1]" and callback.after_validation
+    with pytest.raises(TypeError, match="give `value_range` or its former name `image_range`"):
+        make_callback(image_range="[0,1]", value_range="[0,1]")
 
 
 def test_an_empty_prompt_file_is_rejected(tmp_path: Path):
@@ -446,7 +488,9 @@ def test_sce_needs_an_embedder_that_embeds_texts():
 
 def test_without_any_cadence_it_evaluates_every_epoch():
     callback = make_callback(every_n_train_steps=None)
-    assert callback.every_n_epochs == 1
+    fit([callback], max_steps=24)  # 8 batches per epoch: 3 epochs
+    assert steps(callback) == [8, 16, 24]
+    assert [row["epoch"] for row in callback.history] == [0, 1, 2]
 
 
 # ---------------------------------------------------------------- embedders and SCE
@@ -459,11 +503,25 @@ TINY_CLIP = {
 
 
 def test_sce_is_logged_when_the_embedder_embeds_texts():
-    callback = make_callback(sce=None)  # PixelEmbedder has embed_texts
+    from diversity_callbacks.functional import schur_complement_entropy
+
+    images = []
+
+    def sampler(module: TinyGenerator, prompts: list[str], generators: list) -> Tensor:
+        images.append((module.generate(prompts, generators) + 1) / 2)
+        return images[-1] * 2 - 1
+
+    callback = make_callback(sce=None, sample_fn=sampler)  # PixelEmbedder has embed_texts
     fit([callback], max_steps=2)
     row = callback.history[0]
-    assert row["diversity/sce"] >= 1.0 and row["diversity/sce_text"] >= 1.0
-    assert make_callback(sce=None, samples_per_prompt=1).sce is False  # undefined there
+    embedder = PixelEmbedder()
+    prompts = [p for p in PROMPTS for _ in range(3)]
+    expected = schur_complement_entropy(
+        embedder.embed_images(torch.cat(images)), embedder.embed_texts(prompts), kernel="cosine"
+    )
+    assert row["diversity/sce"] == pytest.approx(float(expected.sce), rel=1e-9)
+    assert row["diversity/sce_text"] == pytest.approx(float(expected.text_part), rel=1e-9)
+    assert make_callback(sce=None, samples_per_condition=1).evaluator.sce is False
 
 
 def test_sce_is_off_by_default_for_a_function_embedder_without_text_fn():
@@ -498,18 +556,18 @@ def test_the_default_clip_embedder_is_built_at_setup_without_disturbing_training
     monkeypatch.setattr(clip, "CLIPEmbedder", tiny_clip)
     _, plain = fit([], max_steps=2)
     callback = make_callback(embedder=None, sce=None, every_n_train_steps=1)
-    assert callback.embedder is None
+    assert callback.evaluator.embedder is None
     tester = make_callback(embedder=None)
     tester.setup(L.Trainer(**QUIET), TinyGenerator(), stage="test")  # never evaluates
-    assert tester.embedder is None and built == []
+    assert tester.evaluator.embedder is None and built == []
     _, watched = fit([callback], max_steps=2)
-    assert callback.embedder is built[0]
+    assert callback.evaluator.embedder is built[0]
     assert watched.losses == plain.losses
     assert {"diversity/vendi_q1", "diversity/sce"} <= callback.history[0].keys()
 
 
 def test_one_prompt_and_one_order_give_plain_scalars():
-    callback = make_callback(prompts=PROMPTS[:1], vendi_orders=2, samples_per_prompt=4)
+    callback = make_callback(prompts=PROMPTS[:1], vendi_orders=2, samples_per_condition=4)
     fit([callback], max_steps=2)
     row = callback.history[0]
     assert row["diversity/vendi_q2"] == pytest.approx(

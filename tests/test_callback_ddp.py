@@ -69,9 +69,13 @@ def test_two_ranks_log_the_same_diversity_as_one(runs: dict[int, list[dict]]):
                 for key, value in ref.items():
                     assert math.isfinite(value), key
                     assert row[key] == pytest.approx(value, rel=1e-6, abs=0), key
-    assert {"diversity/sce", "diversity/sce_text", "diversity/conditional_vendi_qinf"} <= set(
-        single["history"]["diversity"][0]
-    )
+    assert {
+        "diversity/sce",
+        "diversity/sce_text",
+        "diversity/conditional_vendi_qinf",
+        "diversity/mean_norm",
+        "diversity/calinski_harabasz",
+    } <= set(single["history"]["diversity"][0])
     # rank 1 drew no sample for "single" (1 sample, 2 ranks) and still joined the sync
     assert single["history"]["single"][0]["single/vendi_q1"] == 1.0
 
@@ -102,7 +106,7 @@ def test_rank_zero_logs_every_prompt_grid_to_wandb(runs: dict[int, list[dict]]):
     assert [row["trainer/global_step"] for row in rows] == [2, 4]
     for row in rows:
         # prompt 1's samples (3, 4, 5) were drawn on both ranks: its grid needs the gather
-        assert row["diversity/samples/captions"] == PROMPTS
+        assert row["diversity/samples/captions"] == [f"prompt: {p}" for p in PROMPTS]
         for name in row["diversity/samples/filenames"]:
             pixels = np.asarray(Image.open(run_dir / "files" / name))
             assert pixels.shape == (12, 32, 3) and pixels.max() > 50

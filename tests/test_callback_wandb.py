@@ -19,11 +19,11 @@ Image = pytest.importorskip("PIL.Image")
 def test_offline_run_holds_scalars_at_their_steps_and_non_black_sample_grids(tmp_path: Path):
     callback = DiversityCallback(
         PROMPTS,
-        samples_per_prompt=4,
+        samples_per_condition=4,
         every_n_train_steps=2,
         embedder=PixelEmbedder(),
-        log_spectrum=True,
-        max_logged_prompts=2,
+        spectrum=True,
+        max_thumbnail_conditions=2,
     )
     logger = L.pytorch.loggers.WandbLogger(save_dir=tmp_path, offline=True, project="tests")
     L.seed_everything(0, verbose=False)
@@ -49,7 +49,7 @@ def test_offline_run_holds_scalars_at_their_steps_and_non_black_sample_grids(tmp
         for key in ("vendi_q1", "vendi_q2", "conditional_vendi_q1", "sce", "sce_text"):
             assert row[f"diversity/{key}"] == pytest.approx(expected[f"diversity/{key}"], rel=1e-12)
         assert row["diversity/eval_seconds"] > 0
-        assert row["diversity/samples/captions"] == PROMPTS[:2]
+        assert row["diversity/samples/captions"] == [f"prompt: {p}" for p in PROMPTS[:2]]
         assert row["diversity/table/nrows"] == len(PROMPTS)
         assert row["diversity/spectrum/_type"] == "image-file"
         grids = [run_dir / "files" / name for name in row["diversity/samples/filenames"]]
@@ -61,4 +61,8 @@ def test_offline_run_holds_scalars_at_their_steps_and_non_black_sample_grids(tmp
     table = json.loads((run_dir / "files" / rows[-1]["diversity/table/path"]).read_text())
     assert table["columns"] == ["prompt", "samples", "vendi_q1", "vendi_q2"]
     assert [r[0] for r in table["data"]] == PROMPTS
-    assert all(1.0 <= r[2] <= 4.0 for r in table["data"])
+    # the per-prompt column is what conditional_vendi_q1 averages, and it tells prompts apart
+    per_prompt = [r[2] for r in table["data"]]
+    mean = callback.history[-1]["diversity/conditional_vendi_q1"]
+    assert sum(per_prompt) / len(per_prompt) == pytest.approx(mean, rel=1e-9)
+    assert len(set(per_prompt)) == len(PROMPTS)

@@ -1,5 +1,6 @@
 """Pure torch functions: kernels, spectra and the diversity scores computed from them."""
 
+from diversity_callbacks.functional.conditional import conditional_vendi_score
 from diversity_callbacks.functional.kernels import (
     RandomFourierFeatures,
     gaussian_kernel,
@@ -20,6 +21,7 @@ from diversity_callbacks.functional.vendi import vendi_score, vendi_score_from_k
 __all__ = [
     "RandomFourierFeatures",
     "SchurComplementResult",
+    "conditional_vendi_score",
     "gaussian_kernel",
     "normalize_rows",
     "normalized_spectrum",

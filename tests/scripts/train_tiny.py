@@ -7,7 +7,9 @@ The learning rate is 0, so the model is the same at every evaluation and on ever
 the logged diversity must not depend on the number of devices. Three callbacks share the run:
 
 - ``diversity``: 3 prompts x 3 samples in batches of 2, so one prompt's samples straddle ranks,
-  with Vendi, conditional Vendi and SCE, and (``--wandb``) sample grids gathered on rank 0;
+  with Vendi, conditional Vendi, SCE and two plug-in metrics (a user's own and torchmetrics'
+  Calinski-Harabasz score over embeddings and prompt ids), and (``--wandb``) sample grids
+  gathered on rank 0;
 - ``single``: 1 prompt x 1 sample, so with 2 devices rank 1 draws nothing;
 - ``failing``: its sampler fails on one prompt (drawn by rank 1 when there are 2 devices), with
   ``on_error="warn"``: every rank must skip the evaluation and training must go on.
@@ -26,8 +28,10 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
-from diversity_callbacks import DiversityCallback
-from tests.lightning_helpers import PROMPTS, PixelEmbedder, TinyGenerator, tiny_data
+from torchmetrics.clustering import CalinskiHarabaszScore
+
+from diversity_callbacks import DiversityCallback, EvaluationMetric
+from tests.lightning_helpers import PROMPTS, MeanNorm, PixelEmbedder, TinyGenerator, tiny_data
 
 FAILING_PROMPT = PROMPTS[-1]
 
@@ -50,14 +54,24 @@ def main() -> None:
     common = {"embedder": PixelEmbedder(), "every_n_train_steps": 2}
     callbacks = [
         DiversityCallback(
-            PROMPTS, samples_per_prompt=3, batch_size=2, vendi_orders=(1, 2, "inf"), **common
+            PROMPTS,
+            samples_per_condition=3,
+            batch_size=2,
+            vendi_orders=(1, 2, "inf"),
+            metrics={
+                "mean_norm": MeanNorm(),
+                "calinski_harabasz": EvaluationMetric(
+                    CalinskiHarabaszScore(), inputs=("embeddings", "condition_ids")
+                ),
+            },
+            **common,
         ),
         DiversityCallback(
-            PROMPTS[:1], samples_per_prompt=1, prefix="single", log_images=False, **common
+            PROMPTS[:1], samples_per_condition=1, prefix="single", log_images=False, **common
         ),
         DiversityCallback(
             PROMPTS,
-            samples_per_prompt=1,
+            samples_per_condition=1,
             sample_fn=failing_sampler,
             on_error="warn",
             prefix="failing",
@@ -82,7 +96,7 @@ def main() -> None:
     trainer.fit(TinyGenerator(lr=0.0), tiny_data())
     result = {
         "rank": trainer.global_rank,
-        "history": {cb.prefix: cb.history for cb in callbacks},
+        "history": {cb.evaluator.prefix: cb.history for cb in callbacks},
         "callback_metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
     }
     (args.out / f"rank{trainer.global_rank}.json").write_text(json.dumps(result))

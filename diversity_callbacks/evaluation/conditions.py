@@ -1,0 +1,240 @@
+"""The fixed evaluation set: which condition and which seed every sample is drawn with.
+
+An evaluation draws ``num_conditions x samples_per_condition`` samples. Sample ``i`` belongs to
+condition ``i // samples_per_condition`` (:meth:`EvaluationSet.condition_index`, the one place
+that says so) and is drawn from a generator seeded with :func:`sample_seed` ``(seed, i)`` alone,
+so two evaluations differ only because the model changed, whatever the number of ranks.
+
+Three kinds of condition, one class each:
+
+=====================  ======================================  ===============================
+kind                   the generator receives, per batch        built from
+=====================  ======================================  ===============================
+``"prompt"``           ``list[str]``, one prompt per sample     ``prompts=``
+``"class"``            ``(B,)`` ``torch.long`` labels on the    ``class_labels=``
+                       device, one per sample
+``"none"``             ``None`` (the batch size is              ``num_samples=``
+                       ``len(generators)``)
+=====================  ======================================  ===============================
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from diversity_callbacks._validation import check_positive_int
+
+ConditionKind = Literal["prompt", "class", "none"]
+Conditions = list[str] | torch.Tensor | None
+"""What the generator receives for one batch: prompts, class labels, or None."""
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """Seed of sample ``index`` of the evaluation set drawn with ``seed``: a 63-bit hash.
+
+    A hash rather than ``seed + index`` so that sets drawn with nearby seeds share no sample.
+
+    Example:
+        >>> sample_seed(0, 0)
+        5857645148978988075
+    """
+    digest = hashlib.blake2b(f"{seed}/{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
+
+
+@dataclass(frozen=True)
+class EvaluationSet:
+    """The samples of one evaluation: conditions x samples per condition, with fixed seeds.
+
+    Build it with :meth:`from_arguments` (which checks the arguments) rather than directly.
+
+    Attributes:
+        kind: ``"prompt"``, ``"class"`` or ``"none"``.
+        conditions: the prompts (``str``), the class labels (``int``), or ``(None,)`` for an
+            unconditional generator.
+        names: how each condition is shown in captions and tables.
+        samples_per_condition: samples drawn for each condition.
+        seed: seed of the set.
+
+    Example:
+        >>> evaluation_set = EvaluationSet.from_arguments(prompts=["a cat", "a dog"],
+        ...                                               samples_per_condition=3)
+        >>> evaluation_set.num_samples, evaluation_set.condition_index(4)
+        (6, 1)
+        >>> evaluation_set.conditions_for([2, 3], torch.device("cpu"))
+        ['a cat', 'a dog']
+    """
+
+    kind: ConditionKind
+    conditions: tuple[Any, ...]
+    names: tuple[str, ...]
+    samples_per_condition: int
+    seed: int = 0
+
+    @classmethod
+    def from_arguments(
+        cls,
+        *,
+        prompts: Sequence[str] | str | os.PathLike | None = None,
+        class_labels: Sequence[int] | Mapping[str, int] | None = None,
+        num_samples: int | None = None,
+        samples_per_condition: int = 8,
+        seed: int = 0,
+    ) -> EvaluationSet:
+        """Build the set from exactly one of ``prompts``, ``class_labels`` or ``num_samples``.
+
+        Args:
+            prompts: a list of prompts, or the path of a UTF-8 text file with one prompt per
+                line (blank lines skipped, a byte-order mark ignored).
+            class_labels: a list of integer labels, or a mapping of names to labels
+                (``{"goldfish": 1, "tabby cat": 281}``).
+            num_samples: an unconditional generator: draw this many samples.
+            samples_per_condition: samples drawn per prompt or class (ignored with
+                ``num_samples``).
+            seed: seed of the set, an integer >= 0.
+        """
+        given = [
+            name
+            for name, value in (
+                ("prompts", prompts),
+                ("class_labels", class_labels),
+                ("num_samples", num_samples),
+            )
+            if value is not None
+        ]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of `prompts` (text-conditional), `class_labels` "
+                f"(class-conditional) or `num_samples` (unconditional), got {given or 'none'}"
+            )
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"`seed` must be an integer >= 0, got {seed!r}")
+        if num_samples is not None:
+            total = check_positive_int(num_samples, "num_samples")
+            return cls("none", (None,), ("all samples",), total, seed)
+        per_condition = check_positive_int(samples_per_condition, "samples_per_condition")
+        if prompts is not None:
+            loaded = load_prompts(prompts)
+            return cls("prompt", tuple(loaded), tuple(loaded), per_condition, seed)
+        labels, names = _class_labels(class_labels)
+        return cls("class", labels, names, per_condition, seed)
+
+    @property
+    def num_conditions(self) -> int:
+        """Number of prompts or classes; 1 for an unconditional generator."""
+        return len(self.conditions)
+
+    @property
+    def num_samples(self) -> int:
+        """Size of the set: ``num_conditions * samples_per_condition``."""
+        return self.num_conditions * self.samples_per_condition
+
+    @property
+    def is_conditional(self) -> bool:
+        """Whether samples are drawn for prompts or classes."""
+        return self.kind != "none"
+
+    def condition_index(self, index: int) -> int:
+        """The condition that sample ``index`` is drawn for."""
+        return index // self.samples_per_condition
+
+    def sample_indices(self, condition: int) -> range:
+        """The samples drawn for condition number ``condition``."""
+        start = condition * self.samples_per_condition
+        return range(start, start + self.samples_per_condition)
+
+    def shard(self, rank: int, world_size: int) -> range:
+        """This rank's contiguous share of the samples; no padding, possibly empty."""
+        total = self.num_samples
+        return range(rank * total // world_size, (rank + 1) * total // world_size)
+
+    def generators(self, indices: Sequence[int], device: torch.device) -> list[torch.Generator]:
+        """One generator per sample, on ``device``, seeded for that sample alone."""
+        return [
+            torch.Generator(device=device).manual_seed(sample_seed(self.seed, i)) for i in indices
+        ]
+
+    def conditions_for(self, indices: Sequence[int], device: torch.device) -> Conditions:
+        """What the generator receives for these samples (see the module table)."""
+        if self.kind == "none":
+            return None
+        values = [self.conditions[self.condition_index(i)] for i in indices]
+        if self.kind == "class":
+            return torch.tensor(values, dtype=torch.long, device=device)
+        return values
+
+    def condition_ids(self, indices: Sequence[int], device: torch.device) -> torch.Tensor:
+        """``(len(indices),)`` long tensor: the condition number of each sample."""
+        return torch.tensor([self.condition_index(i) for i in indices], device=device)
+
+    def describe(self, indices: Sequence[int], limit: int = 3) -> str:
+        """The conditions of some samples, for error messages: ``prompts 'a', 'b' and 2 more``."""
+        if self.kind == "none":
+            return "unconditional"
+        unique = list(dict.fromkeys(self.names[self.condition_index(i)] for i in indices))
+        shown = ", ".join(repr(name) for name in unique[:limit])
+        more = f" and {len(unique) - limit} more" if len(unique) > limit else ""
+        return f"{'prompts' if self.kind == 'prompt' else 'classes'} {shown}{more}"
+
+    def digest(self) -> str:
+        """A short hash of the conditions, to tell evaluation sets apart in checkpoints."""
+        if self.kind == "prompt" and not any("\n" in p for p in self.conditions):
+            text = "\n".join(self.conditions)  # the form of 0.1.0 checkpoints: kept, they resume
+        else:
+            text = json.dumps([self.kind, list(self.conditions), list(self.names)])
+        return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def load_prompts(prompts: Sequence[str] | str | os.PathLike) -> list[str]:
+    """A list of prompts, or a UTF-8 file's non-blank lines (byte-order mark ignored)."""
+    if isinstance(prompts, (str, os.PathLike)):
+        path = os.fspath(prompts)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"`prompts` must be a list of strings or the path of a text file with one prompt "
+                f"per line; no file at {path!r}"
+            )
+        with open(path, encoding="utf-8-sig") as handle:
+            loaded = [line.strip() for line in handle if line.strip()]
+        if not loaded:
+            raise ValueError(f"`prompts` file {path!r} holds no prompt (it is empty or blank)")
+        return loaded
+    loaded = list(prompts)
+    if not loaded:
+        raise ValueError("`prompts` must hold at least one prompt, got an empty sequence")
+    bad = [p for p in loaded if not isinstance(p, str)]
+    if bad:
+        raise TypeError(f"`prompts` must hold strings, got {type(bad[0]).__name__} {bad[0]!r}")
+    return loaded
+
+
+def _class_labels(
+    class_labels: Sequence[int] | Mapping[str, int],
+) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """Labels and their display names from a list of ints or a mapping of names to ints."""
+    if isinstance(class_labels, Mapping):
+        names = [str(name) for name in class_labels]
+        labels = list(class_labels.values())
+    elif isinstance(class_labels, (str, bytes)) or not isinstance(class_labels, Sequence):
+        raise TypeError(
+            "`class_labels` must be a list of integer labels or a mapping of names to labels, "
+            f"got {type(class_labels).__name__}"
+        )
+    else:
+        labels = list(class_labels)
+        names = [str(label) for label in labels]
+    if not labels:
+        raise ValueError("`class_labels` must hold at least one label, got none")
+    for label in labels:
+        if isinstance(label, bool) or not isinstance(label, int) or label < 0:
+            raise ValueError(f"`class_labels` must be integers >= 0, got {label!r}")
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"`class_labels` must be distinct, got {labels}")
+    return tuple(labels), tuple(names)

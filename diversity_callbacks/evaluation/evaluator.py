@@ -1,0 +1,509 @@
+"""``DiversityEvaluator``: one diversity evaluation of a generator, in any training loop or none.
+
+Left to right: the fixed evaluation set -> this rank's share -> the generator (eval mode, no grad,
+global RNG isolated) -> checked samples -> the embedder -> every metric's ``update`` -> ``compute``
+on every rank -> an :class:`EvaluationResult`. The Lightning callback, a plain PyTorch loop and a
+``torch.distributed`` script all call :meth:`DiversityEvaluator.evaluate`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from lightning.pytorch.utilities.seed import isolate_rng
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from diversity_callbacks._validation import check_positive_int
+from diversity_callbacks.embedders.base import check_embeddings
+from diversity_callbacks.evaluation import _distributed
+from diversity_callbacks.evaluation.conditions import Conditions, EvaluationSet
+from diversity_callbacks.evaluation.metrics import (
+    EmbeddedBatch,
+    EvaluationMetric,
+    MetricValues,
+    _ConditionalVendi,
+    _Vendi,
+    as_evaluation_metric,
+)
+from diversity_callbacks.evaluation.samples import SampleEmbedder, thumbnails_of
+from diversity_callbacks.functional.spectrum import Order, parse_orders
+from diversity_callbacks.images import ValueRange
+from diversity_callbacks.metrics.conditional import ConditionalVendiScore
+from diversity_callbacks.metrics.schur import SchurComplementEntropy
+from diversity_callbacks.metrics.vendi import VendiScore
+
+SampleFn = Callable[[Conditions, list[torch.Generator]], Any]
+"""``sample_fn(conditions, generators) -> samples``: see :meth:`DiversityEvaluator.evaluate`."""
+
+
+class EvaluationError(RuntimeError):
+    """Sampling, embedding or computing the metrics failed during a diversity evaluation.
+
+    Raised on every rank: a rank whose own part went well names the rank that failed and why.
+    """
+
+
+@dataclass
+class EvaluationResult:
+    """What one evaluation measured.
+
+    Attributes:
+        scalars: logged values keyed ``{prefix}/vendi_q1``, ``{prefix}/conditional_vendi_q1``,
+            ``{prefix}/sce``, ..., ``{prefix}/eval_seconds``; identical on every rank.
+        per_condition: per-condition columns (``"vendi_q1"``...), each ``(num_conditions,)``.
+        spectrum: eigenvalues of ``K / n`` (descending), when asked for.
+        thumbnails: uint8 ``(3, h, w)`` images by sample index, gathered on rank 0, when asked for.
+        timings: seconds this rank spent ``sampling``, ``embedding`` and on the ``metric``.
+        num_samples: samples this rank drew.
+    """
+
+    scalars: dict[str, float]
+    per_condition: dict[str, Tensor] = field(default_factory=dict)
+    spectrum: Tensor | None = None
+    thumbnails: dict[int, Tensor] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    num_samples: int = 0
+
+
+class DiversityEvaluator:
+    r"""Sample a generator on a fixed evaluation set, embed the samples and score their diversity.
+
+    Sample ``i`` is drawn for condition ``i // samples_per_condition`` with a generator seeded
+    from ``(seed, i)`` alone, so two evaluations differ only because the model changed and the
+    values do not depend on the number of ranks. Under ``torch.distributed`` each rank draws a
+    contiguous share (no padding; a rank may draw nothing), the metric states are synced and every
+    rank gets the same result; every rank must call :meth:`evaluate`.
+
+    Give exactly one of ``prompts`` (text-to-image and other text-conditional models),
+    ``class_labels`` (class-conditional models) or ``num_samples`` (unconditional models).
+
+    Args:
+        prompts: a list of prompts, or the path of a UTF-8 file with one prompt per line.
+        samples_per_condition: samples drawn per prompt or class.
+        class_labels: integer labels, or a mapping of names to labels.
+        num_samples: an unconditional generator: draw this many samples.
+        embedder: images: an object with ``embed_images(images) -> (B, D)`` taking floats in
+            ``[0, 1]`` (and ``embed_texts(prompts) -> (P, D)`` for SCE); ``None``: a
+            :class:`~diversity_callbacks.CLIPEmbedder` built at the first evaluation. Other
+            samples: an object with ``embed_samples(samples)``, or a callable, returning
+            ``(B, D)``. An ``nn.Module`` embedder is moved to the evaluation's device.
+        value_range: ``"[-1,1]"``, ``"[0,1]"`` or ``"uint8"`` for ``(B, 3, H, W)`` images
+            (checked, converted to ``[0, 1]``); ``None`` for samples of any other kind (text,
+            audio, molecules), handed to the embedder unchanged.
+        batch_size: samples per call of the generator.
+        seed: seed of the evaluation set.
+        vendi_orders: orders q of the Vendi score (``"inf"`` allowed).
+        vendi_kernel: ``"cosine"``, ``"linear"`` or ``"gaussian"``.
+        vendi_sigma: bandwidth of the Gaussian kernel.
+        vendi_num_features: approximate the Gaussian kernel with this many random frequencies.
+        conditional: log the Vendi score within each condition, averaged over conditions
+            (``conditional_vendi_*`` for prompts, ``class_conditional_vendi_*`` for classes);
+            ``None``: whenever there are conditions and at least 2 samples per condition.
+        sce: log the Schur complement entropy of the samples given their prompts and its text
+            part (needs prompts, ``embed_texts`` and 2 samples per prompt); ``None``: whenever
+            those hold.
+        sce_kwargs: keyword arguments of :class:`~diversity_callbacks.SchurComplementEntropy`.
+        metrics: more metrics by name: torchmetrics ``Metric`` objects taking the embeddings, or
+            :class:`~diversity_callbacks.EvaluationMetric` wrappers declaring other inputs.
+        spectrum: also return the eigenvalues of the Vendi kernel.
+        max_thumbnail_conditions: thumbnails of at most this many conditions (the first ones).
+        max_thumbnails_per_condition: and of at most this many samples of each.
+        thumbnail_size: longest side of a thumbnail, in pixels.
+        prefix: first part of every key of the result.
+
+    Example:
+        >>> import torch
+        >>> evaluator = DiversityEvaluator(
+        ...     num_samples=6, embedder=lambda s: s, value_range=None, vendi_kernel="linear"
+        ... )
+        >>> def sample(conditions, generators):  # unconditional: conditions is None
+        ...     return torch.stack([torch.randn(3, generator=g) for g in generators])
+        >>> result = evaluator.evaluate(sample)
+        >>> sorted(result.scalars)
+        ['diversity/eval_seconds', 'diversity/vendi_q1', 'diversity/vendi_q2']
+    """
+
+    def __init__(
+        self,
+        prompts: Sequence[str] | str | os.PathLike | None = None,
+        samples_per_condition: int = 8,
+        *,
+        class_labels: Sequence[int] | Mapping[str, int] | None = None,
+        num_samples: int | None = None,
+        embedder: Any = None,
+        value_range: ValueRange | None = "[-1,1]",
+        batch_size: int = 16,
+        seed: int = 0,
+        vendi_orders: Order | Sequence[Order] = (1, 2),
+        vendi_kernel: str = "cosine",
+        vendi_sigma: float | None = None,
+        vendi_num_features: int | None = None,
+        conditional: bool | None = None,
+        sce: bool | None = None,
+        sce_kwargs: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, Any] | None = None,
+        spectrum: bool = False,
+        max_thumbnail_conditions: int = 16,
+        max_thumbnails_per_condition: int = 64,
+        thumbnail_size: int = 128,
+        prefix: str = "diversity",
+    ) -> None:
+        self.evaluation_set = EvaluationSet.from_arguments(
+            prompts=prompts,
+            class_labels=class_labels,
+            num_samples=num_samples,
+            samples_per_condition=samples_per_condition,
+            seed=seed,
+        )
+        self.sample_embedder = SampleEmbedder(value_range, embedder)
+        self.embedder = embedder
+        self.batch_size = check_positive_int(batch_size, "batch_size")
+        self.vendi_orders, _ = parse_orders(vendi_orders)
+        self.kernel_kwargs = {
+            "kernel": vendi_kernel,
+            "sigma": vendi_sigma,
+            "num_features": vendi_num_features,
+        }
+        self.conditional = self._resolve_conditional(conditional)
+        self.sce = sce
+        self.sce_kwargs = dict(sce_kwargs or {})
+        self.thumbnail_limits = (
+            check_positive_int(max_thumbnail_conditions, "max_thumbnail_conditions"),
+            check_positive_int(max_thumbnails_per_condition, "max_thumbnails_per_condition"),
+            check_positive_int(thumbnail_size, "thumbnail_size"),
+        )
+        if not isinstance(prefix, str) or not prefix:
+            raise ValueError(f"`prefix` must be a non-empty string, got {prefix!r}")
+        self.prefix = prefix
+        # Built here so that bad settings fail at construction; SCE waits for the embedder.
+        self.metrics = self._builtin_metrics(spectrum)
+        for name, metric in (metrics or {}).items():
+            if name in self.metrics or name == "sce":
+                raise ValueError(f"`metrics` name {name!r} is taken by a built-in metric")
+            self.metrics[name] = as_evaluation_metric(name, metric)
+        if self.embedder is not None:
+            self._add_sce()
+
+    # ------------------------------------------------------------------ set-up
+
+    @property
+    def metric_inputs(self) -> set[str]:
+        """Every input some metric's ``update`` takes."""
+        return {name for metric in self.metrics.values() for name in metric.inputs}
+
+    def prepare(self, device: torch.device | str = "cpu") -> None:
+        """Build the default embedder (if none was given) and move metrics and embedder.
+
+        :meth:`evaluate` calls it; call it earlier to fail early (the callback does at setup).
+        """
+        device = torch.device(device)
+        if self.embedder is None:
+            with isolate_rng():  # building a model consumes global random numbers
+                from diversity_callbacks.embedders.clip import CLIPEmbedder
+
+                self.embedder = CLIPEmbedder()
+            self.sample_embedder = SampleEmbedder(self.sample_embedder.value_range, self.embedder)
+            self._add_sce()
+        for metric in self.metrics.values():
+            metric.to(device)
+        if isinstance(self.embedder, torch.nn.Module):
+            self.embedder.to(device)
+
+    def _resolve_conditional(self, conditional: bool | None) -> bool:
+        evaluation_set = self.evaluation_set
+        possible = evaluation_set.is_conditional and evaluation_set.samples_per_condition > 1
+        if conditional and not possible:
+            raise ValueError(
+                "`conditional=True` needs prompts or class labels with `samples_per_condition` "
+                f">= 2 (within-condition diversity of one sample is always 1), got "
+                f"{evaluation_set.kind!r} conditions with {evaluation_set.samples_per_condition}"
+            )
+        return possible if conditional is None else bool(conditional)
+
+    def _builtin_metrics(self, spectrum: bool) -> dict[str, EvaluationMetric]:
+        metrics: dict[str, EvaluationMetric] = {
+            "vendi": _Vendi(VendiScore(q=self.vendi_orders, **self.kernel_kwargs), spectrum)
+        }
+        if self.conditional:
+            kind = self.evaluation_set.kind
+            name = "conditional_vendi" if kind == "prompt" else "class_conditional_vendi"
+            metric = ConditionalVendiScore(
+                self.evaluation_set.num_conditions, q=self.vendi_orders, kernel_kwargs=self.kernel_kwargs
+            )
+            metrics[name] = _ConditionalVendi(metric)
+        return metrics
+
+    def _add_sce(self) -> None:
+        """Decide whether SCE is on, now that the embedder is known, and register it."""
+        evaluation_set = self.evaluation_set
+        missing = [
+            reason
+            for reason, holds in (
+                (f"text prompts (got {evaluation_set.kind!r} conditions)", evaluation_set.kind == "prompt"),
+                (
+                    "`samples_per_condition` >= 2 (with one sample per prompt the prompts explain "
+                    f"every sample; got {evaluation_set.samples_per_condition})",
+                    evaluation_set.samples_per_condition > 1,
+                ),
+                (
+                    f"an embedder with embed_texts(prompts) (got {type(self.embedder).__name__})",
+                    self.sample_embedder.embeds_texts,
+                ),
+            )
+            if not holds
+        ]
+        if self.sce is None:
+            self.sce = not missing
+        if self.sce and missing:
+            raise ValueError(f"`sce=True` needs {' and '.join(missing)}")
+        if self.sce and "sce" not in self.metrics:
+            # The samples' own Vendi score is VendiScore's already.
+            options = {"compute_image_vendi": False, **self.sce_kwargs}
+            self.metrics["sce"] = EvaluationMetric(
+                SchurComplementEntropy(**options),
+                inputs=("embeddings", "condition_embeddings"),
+                keys={
+                    "sce": "sce",
+                    "text_part": "sce_text",
+                    "image_vendi": "sce_image_vendi" if options["compute_image_vendi"] else None,
+                },
+            )
+
+    # ------------------------------------------------------------------ one evaluation
+
+    def evaluate(
+        self,
+        sample_fn: SampleFn,
+        *,
+        module: torch.nn.Module | None = None,
+        device: torch.device | str | None = None,
+        precision_context: Callable[[], AbstractContextManager] | None = None,
+        thumbnails: bool = False,
+        progress: bool = True,
+        step: int | None = None,
+    ) -> EvaluationResult:
+        """Sample, embed and score the evaluation set; every rank must call it.
+
+        **Sampling contract.** For each batch of at most ``batch_size`` samples it calls
+        ``sample_fn(conditions, generators)``, where ``generators`` is a list of
+        ``torch.Generator`` on ``device``, one per sample, seeded for that sample alone (draw
+        each sample's noise from its own generator and the sample is the same at every
+        evaluation and world size), and ``conditions`` is a ``list[str]`` of prompts, a ``(B,)``
+        long tensor of class labels on ``device``, or ``None`` for an unconditional generator
+        (``B = len(generators)``). It returns ``B`` samples: a ``(B, 3, H, W)`` tensor in
+        ``value_range`` for images, a sequence of ``B`` items otherwise.
+
+        Args:
+            sample_fn: the generator, called as above.
+            module: put in eval mode while sampling (each submodule's own mode is restored
+                afterwards, also on error); its parameters' device is the default ``device``.
+            device: where generators, embeddings and metric states live; default that of
+                ``module``, else the CPU.
+            precision_context: a context manager factory entered around each ``sample_fn`` call
+                (the Lightning callback passes the trainer's autocast).
+            thumbnails: keep uint8 thumbnails of the first conditions' images, on rank 0.
+            progress: show a progress bar on rank 0.
+            step: the training step, named in error messages.
+
+        Returns:
+            The :class:`EvaluationResult`, the same scalars on every rank.
+
+        Raises:
+            EvaluationError: on every rank, when any rank failed to sample, embed or compute.
+        """
+        device = torch.device(device) if device is not None else _device_of(module)
+        self.prepare(device)
+        start = time.perf_counter()
+        try:
+            with torch.inference_mode(False), torch.no_grad():
+                draw = self._draw(sample_fn, module, device, precision_context, thumbnails, progress)
+            where = "" if step is None else f" at global step {step}"
+            _raise_if_any_failed(draw.error, device, f"{where} while sampling or embedding")
+            result = self._compute(draw, device, where)
+        finally:
+            self.reset()  # the next evaluation starts empty, whatever happened here
+        result.scalars[f"{self.prefix}/eval_seconds"] = time.perf_counter() - start
+        return result
+
+    def reset(self) -> None:
+        """Empty every metric's state."""
+        for metric in self.metrics.values():
+            metric.reset()
+
+    def _draw(
+        self,
+        sample_fn: SampleFn,
+        module: torch.nn.Module | None,
+        device: torch.device,
+        precision_context: Callable[[], AbstractContextManager] | None,
+        thumbnails: bool,
+        progress: bool,
+    ) -> _Draw:
+        """Sample and embed this rank's share; a failure is caught and kept, not raised."""
+        rank, world_size = _distributed.rank_and_world_size()
+        indices = self.evaluation_set.shard(rank, world_size)
+        batches = [indices[i : i + self.batch_size] for i in range(0, len(indices), self.batch_size)]
+        draw = _Draw(num_samples=len(indices), thumbnails={} if thumbnails else None)
+        bar = tqdm(
+            batches,
+            desc=f"{self.prefix}: sampling",
+            leave=False,
+            dynamic_ncols=True,
+            disable=not (progress and rank == 0),
+        )
+        context = precision_context or nullcontext
+        with isolate_rng(), _eval_mode(module):
+            for batch in bar:
+                try:
+                    samples = self._sample(sample_fn, batch, device, context, draw)
+                    self._embed(samples, batch, device, draw)
+                except Exception as error:
+                    draw.error = EvaluationError(
+                        f"samples {batch[0]}..{batch[-1]} "
+                        f"({self.evaluation_set.describe(batch)}): {error}"
+                    )
+                    draw.error.__cause__ = error
+                    break
+                if draw.thumbnails is not None and self.sample_embedder.value_range is not None:
+                    limits = self.thumbnail_limits
+                    draw.thumbnails.update(thumbnails_of(samples, batch, self.evaluation_set, *limits))
+        bar.close()
+        return draw
+
+    def _sample(
+        self,
+        sample_fn: SampleFn,
+        batch: range,
+        device: torch.device,
+        context: Callable[[], AbstractContextManager],
+        draw: _Draw,
+    ) -> Any:
+        """Draw one batch and return it checked (images as floats in [0, 1])."""
+        start = time.perf_counter()
+        generators = self.evaluation_set.generators(batch, device)
+        conditions = self.evaluation_set.conditions_for(batch, device)
+        with context():
+            samples = sample_fn(conditions, generators)
+        samples = self.sample_embedder.check_samples(samples, len(batch))
+        _synchronize(device)
+        draw.seconds["sampling"] += time.perf_counter() - start
+        return samples
+
+    def _embed(self, samples: Any, batch: range, device: torch.device, draw: _Draw) -> None:
+        """Embed one batch (and its prompts, when a metric takes them); update every metric."""
+        start = time.perf_counter()
+        embedded = EmbeddedBatch(self.sample_embedder.embed(samples))
+        inputs = self.metric_inputs
+        if "condition_ids" in inputs or "condition_embeddings" in inputs:
+            embedded.condition_ids = self.evaluation_set.condition_ids(batch, device)
+        if "condition_embeddings" in inputs:
+            embedded.condition_embeddings = self._prompt_embeddings(embedded.condition_ids, draw)
+        _synchronize(device)
+        updated = time.perf_counter()
+        draw.seconds["embedding"] += updated - start
+        for metric in self.metrics.values():
+            metric.update(embedded)
+        _synchronize(device)
+        draw.seconds["metric"] += time.perf_counter() - updated
+
+    def _prompt_embeddings(self, condition_ids: Tensor, draw: _Draw) -> Tensor:
+        """Each sample's prompt embedding; every prompt is embedded once per evaluation, so all
+        its samples share one row whatever the batch size (SCE needs them equal)."""
+        wanted = [c for c in dict.fromkeys(condition_ids.tolist()) if c not in draw.prompt_rows]
+        if wanted:
+            rows = self.sample_embedder.embed_prompts([self.evaluation_set.conditions[c] for c in wanted])
+            draw.prompt_rows.update(zip(wanted, rows, strict=True))
+        return torch.stack([draw.prompt_rows[c] for c in condition_ids.tolist()])
+
+    def _compute(self, draw: _Draw, device: torch.device, where: str) -> EvaluationResult:
+        """Collective: every rank computes every metric; then rank 0 gathers the thumbnails."""
+        start = time.perf_counter()
+        values: dict[str, MetricValues] = {}
+        error: EvaluationError | None = None
+        with torch.inference_mode(False), warnings.catch_warnings():
+            if draw.num_samples == 0:
+                # A rank that drew nothing still joins the collective compute; its metrics'
+                # "compute before update" warning is expected there.
+                warnings.filterwarnings("ignore", message=r".*was called before the ``update``")
+            for name, metric in self.metrics.items():
+                try:
+                    values[name] = metric.compute(name)
+                except Exception as exc:
+                    error = EvaluationError(f"metric {name!r}: {exc}")
+                    error.__cause__ = exc
+                    break
+        _raise_if_any_failed(error, device, f"{where} while computing the metrics")
+        result = EvaluationResult(scalars={}, num_samples=draw.num_samples)
+        for value in values.values():
+            result.scalars.update({f"{self.prefix}/{k}": v for k, v in value.scalars.items()})
+            result.per_condition.update(value.per_condition)
+            result.spectrum = value.spectrum if value.spectrum is not None else result.spectrum
+        if draw.thumbnails is not None:
+            result.thumbnails = _distributed.gather_to_rank_zero(draw.thumbnails)
+        draw.seconds["metric"] += time.perf_counter() - start
+        result.timings = dict(draw.seconds)
+        return result
+
+
+@dataclass
+class _Draw:
+    """What one rank drew in one evaluation, before the collective part."""
+
+    num_samples: int = 0
+    error: EvaluationError | None = None
+    thumbnails: dict[int, Tensor] | None = None  # None: not asked for
+    prompt_rows: dict[int, Tensor] = field(default_factory=dict)
+    seconds: dict[str, float] = field(
+        default_factory=lambda: {"sampling": 0.0, "embedding": 0.0, "metric": 0.0}
+    )
+
+
+def _raise_if_any_failed(error: EvaluationError | None, device: torch.device, stage: str) -> None:
+    """Collective: raise on every rank when any rank failed, with the failing ranks' reasons."""
+    if not _distributed.any_rank(error is not None, device):
+        return
+    reasons = _distributed.all_gather_objects(None if error is None else str(error))
+    if error is not None:
+        error.args = (f"diversity evaluation failed{stage}: {error}",)
+        raise error
+    rank, reason = next((r, text) for r, text in enumerate(reasons) if text is not None)
+    raise EvaluationError(f"diversity evaluation failed on rank {rank}{stage}: {reason}")
+
+
+def _device_of(module: torch.nn.Module | None) -> torch.device:
+    if module is None:
+        return torch.device("cpu")
+    device = getattr(module, "device", None)  # a LightningModule knows its device
+    if isinstance(device, torch.device):
+        return device
+    parameter = next(module.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+@contextmanager
+def _eval_mode(module: torch.nn.Module | None) -> Iterator[None]:
+    """Put every submodule in eval mode; restore each one's own mode on exit, also on error."""
+    if module is None:
+        yield
+        return
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for submodule, training in modes:
+            submodule.training = training
+
+
+def _synchronize(device: torch.device) -> None:
+    """Wait for the device, so that stage timings are not shifted by asynchronous kernels."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

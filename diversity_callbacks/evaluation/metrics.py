@@ -1,0 +1,167 @@
+"""Metrics as plug-ins of the evaluator: what each metric's ``update`` takes, how results are named.
+
+The evaluator embeds every batch once and hands each metric the inputs it declares:
+
+=========================  ======================================================================
+input                      what it is
+=========================  ======================================================================
+``"embeddings"``           ``(B, D)`` embeddings of the samples
+``"condition_ids"``        ``(B,)`` long: each sample's condition number (prompt or class index)
+``"condition_embeddings"`` ``(B, D')`` the embedder's ``embed_texts`` of each sample's prompt
+=========================  ======================================================================
+
+Any torchmetrics ``Metric`` plugs in: wrap it in :class:`EvaluationMetric` with its inputs (a bare
+``Metric`` takes ``"embeddings"``). ``compute`` must return a scalar, logged as
+``{prefix}/{name}``, or a dict of scalars, logged as ``{prefix}/{name}_{key}``. The built-in Vendi,
+conditional Vendi and SCE metrics are registered through this same class.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+from torchmetrics.utilities.exceptions import TorchMetricsUserError
+
+from diversity_callbacks.metrics.conditional import ConditionalVendiScore
+from diversity_callbacks.metrics.vendi import VendiScore
+
+MetricInput = Literal["embeddings", "condition_ids", "condition_embeddings"]
+
+
+@dataclass
+class EmbeddedBatch:
+    """One batch as the metrics see it; the fields a metric did not ask for may be None."""
+
+    embeddings: Tensor
+    condition_ids: Tensor | None = None
+    condition_embeddings: Tensor | None = None
+
+
+@dataclass
+class MetricValues:
+    """What one metric contributes to an evaluation's result (names without the prefix)."""
+
+    scalars: dict[str, float]
+    per_condition: dict[str, Tensor] = field(default_factory=dict)
+    spectrum: Tensor | None = None
+
+
+class EvaluationMetric:
+    """A torchmetrics metric plugged into :class:`~diversity_callbacks.DiversityEvaluator`.
+
+    Args:
+        metric: any torchmetrics ``Metric``; the evaluator owns it (moves, syncs and resets it).
+        inputs: the arguments of its ``update``, in order (see the module table).
+        keys: logged name of a key of ``compute``'s dict result, instead of ``{name}_{key}``;
+            ``None`` leaves that key out.
+
+    Example:
+        >>> from torchmetrics.clustering import CalinskiHarabaszScore
+        >>> plugin = EvaluationMetric(CalinskiHarabaszScore(), inputs=("embeddings", "condition_ids"))
+        >>> plugin.inputs
+        ('embeddings', 'condition_ids')
+    """
+
+    def __init__(
+        self,
+        metric: Metric,
+        inputs: Sequence[MetricInput] = ("embeddings",),
+        *,
+        keys: Mapping[str, str | None] | None = None,
+    ) -> None:
+        if not isinstance(metric, Metric):
+            raise TypeError(
+                f"`metric` must be a torchmetrics Metric, got {type(metric).__name__}"
+            )
+        inputs = (inputs,) if isinstance(inputs, str) else tuple(inputs)
+        unknown = [name for name in inputs if name not in get_args(MetricInput)]
+        if not inputs or unknown:
+            raise ValueError(
+                f"`inputs` must be a non-empty sequence of {list(get_args(MetricInput))}, got "
+                f"{list(inputs)}"
+            )
+        self.metric = metric
+        self.inputs: tuple[MetricInput, ...] = inputs
+        self.keys = dict(keys or {})
+
+    def update(self, batch: EmbeddedBatch) -> None:
+        """Update the metric with the inputs it declared."""
+        self.metric.update(*(getattr(batch, name) for name in self.inputs))
+
+    def compute(self, name: str) -> MetricValues:
+        """Compute (a collective under DDP) and name the scalars ``name`` or ``name_key``."""
+        return MetricValues(scalars=self._named(name, self.metric.compute()))
+
+    def _named(self, name: str, result: Any) -> dict[str, float]:
+        if isinstance(result, Tensor) and result.numel() == 1:
+            return {name: float(result)}
+        if isinstance(result, Mapping) and all(
+            isinstance(value, Tensor) and value.numel() == 1 for value in result.values()
+        ):
+            named = {key: self.keys.get(key, f"{name}_{key}") for key in result}
+            return {named[key]: float(v) for key, v in result.items() if named[key] is not None}
+        raise TypeError(
+            f"metric {name!r} ({type(self.metric).__name__}) must compute a scalar tensor or a "
+            f"dict of scalar tensors to be logged, got {_describe(result)}"
+        )
+
+    def to(self, device: torch.device) -> None:
+        self.metric.to(device)
+
+    def reset(self) -> None:
+        # A compute that raised inside torchmetrics' sync leaves the gathered states in place
+        # of the local ones; unsync puts the local ones back so that reset can empty them.
+        with contextlib.suppress(TorchMetricsUserError):
+            self.metric.unsync()
+        self.metric.reset()
+
+
+class _Vendi(EvaluationMetric):
+    """The Vendi score of all samples, with the eigenvalue spectrum when asked for."""
+
+    def __init__(self, metric: VendiScore, spectrum: bool) -> None:
+        super().__init__(metric)
+        self.spectrum = spectrum
+
+    def compute(self, name: str) -> MetricValues:
+        values = super().compute(name)
+        if self.spectrum:
+            values.spectrum = self.metric.spectrum()
+        return values
+
+
+class _ConditionalVendi(EvaluationMetric):
+    """The per-condition Vendi score: its mean is logged, its table is kept per condition."""
+
+    def __init__(self, metric: ConditionalVendiScore) -> None:
+        super().__init__(metric, inputs=("embeddings", "condition_ids"))
+
+    def compute(self, name: str) -> MetricValues:
+        values = super().compute(name)
+        table = self.metric.per_condition
+        values.per_condition = {f"vendi_{key}": table[:, c] for c, key in enumerate(self.metric.keys)}
+        return values
+
+
+def as_evaluation_metric(name: str, metric: Any) -> EvaluationMetric:
+    """Wrap a bare torchmetrics ``Metric`` (it takes the embeddings); check the others."""
+    if isinstance(metric, EvaluationMetric):
+        return metric
+    if isinstance(metric, Metric):
+        return EvaluationMetric(metric)
+    raise TypeError(
+        f"`metrics[{name!r}]` must be a torchmetrics Metric or an EvaluationMetric, got "
+        f"{type(metric).__name__}"
+    )
+
+
+def _describe(result: Any) -> str:
+    if isinstance(result, Tensor):
+        return f"a tensor of shape {tuple(result.shape)}"
+    return type(result).__name__

@@ -55,8 +55,51 @@ class LazilySizedMetric(Metric):
         tag = torch.tensor(secrets.randbits(62), dtype=torch.long)
         self.add_state("instance_tag", default=tag, dist_reduce_fx="max")
 
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Score of this batch alone; its samples are also added to the states, as by ``update``.
+
+        Raises:
+            ValueError: for a batch without rows, whose score is undefined (as ``compute``'s
+                before any update); the states are left as they were.
+        """
+        # torchmetrics' forward sets the states aside, scores the batch alone, then adds them
+        # back: a batch score that raises would drop every sample seen so far.
+        batch = next((a for a in (*args, *kwargs.values()) if isinstance(a, Tensor)), None)
+        if batch is not None and batch.ndim > 0 and batch.shape[0] == 0:
+            raise ValueError(
+                f"{type(self).__name__}.forward() needs at least one sample to score the batch, "
+                f"got a batch of shape {tuple(batch.shape)}; the states are unchanged (use "
+                "update() to add batches that may be empty)"
+            )
+        return super().forward(*args, **kwargs)
+
     def _dims_of(self, states: Mapping[str, Any]) -> Dims | None:
         raise NotImplementedError
+
+    def _state_settings(self) -> dict[str, Any]:
+        """The arguments that decide what ``update`` adds to the states (kernel, bandwidth...).
+
+        ``merge_state`` refuses a metric whose settings differ; the default (no settings) lets
+        the state names and dimensions decide.
+        """
+        return {}
+
+    def merge_state(self, incoming_state: dict[str, Any] | Metric) -> None:
+        """Add another metric's states (or a dict of states) to this one's.
+
+        Raises:
+            ValueError: if the other metric was built with other settings (e.g. another kernel)
+                or the states have other names or feature dimensions.
+        """
+        if type(incoming_state) is type(self):
+            mine, theirs = self._state_settings(), incoming_state._state_settings()
+            if mine != theirs:
+                raise ValueError(
+                    f"{type(self).__name__}.merge_state: cannot merge the states of a metric "
+                    f"with {_describe(theirs)} into one with {_describe(mine)}: states built "
+                    "with different kernels cannot be added"
+                )
+        super().merge_state(incoming_state)
 
     def _zero_states(self, dims: Dims) -> dict[str, Any]:
         raise NotImplementedError
@@ -107,6 +150,15 @@ class LazilySizedMetric(Metric):
         return this
 
     def _reduce_states(self, incoming_state: dict[str, Any]) -> None:
+        # States saved before the tag existed lack it; the tag's value plays no part in merging.
+        incoming_state = {"instance_tag": self.instance_tag, **incoming_state}
+        missing = sorted(set(self.metric_state) - set(incoming_state))
+        if missing:
+            raise ValueError(
+                f"{type(self).__name__}: cannot merge states without {missing} (got the states "
+                f"{sorted(incoming_state)}, expected {sorted(self.metric_state)}): they come from "
+                "a metric with other settings"
+            )
         mine, theirs = self._dims_of(self.metric_state), self._dims_of(incoming_state)
         if mine is not None and theirs is not None and mine != theirs:
             raise ValueError(
@@ -120,6 +172,11 @@ class LazilySizedMetric(Metric):
             if theirs is None:
                 incoming_state = {**incoming_state, **self._zero_states(dims)}
         super()._reduce_states(incoming_state)
+
+
+def _describe(settings: Mapping[str, Any]) -> str:
+    """``kernel='gaussian', sigma=3.0`` for a message."""
+    return ", ".join(f"{name}={value!r}" for name, value in settings.items()) or "no settings"
 
 
 def _to_device(state: Tensor | list[Tensor], device: torch.device) -> Tensor | list[Tensor]:

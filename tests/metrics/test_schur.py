@@ -133,3 +133,13 @@ def test_skipping_image_vendi_keeps_the_scores():
     reference = expected({"kernel": "cosine"})
     torch.testing.assert_close(result["sce"], reference["sce"], rtol=1e-10, atol=0)
     assert math.isnan(result["image_vendi"])
+
+
+def test_forward_on_an_empty_batch_raises_and_keeps_the_pairs_seen():
+    images, prompts = pairs()
+    metric = SchurComplementEntropy()
+    metric(images[:30], prompts[:30])
+    with pytest.raises(ValueError, match=r"forward\(\) needs at least one sample"):
+        metric(images[:0], prompts[:0])
+    metric.update(images[30:], prompts[30:])
+    assert_same(metric.compute(), expected({"kernel": "cosine"}), rtol=1e-10)

@@ -194,6 +194,30 @@ def test_merge_state_refuses_other_feature_dimensions(kernel: str) -> None:
         first.merge_state(second)
 
 
+@pytest.mark.parametrize(
+    ("mine", "theirs", "message"),
+    [
+        ("gaussian", "cosine", "with kernel='cosine' into one with kernel='gaussian', sigma=3.0"),
+        ("cosine", "gaussian", "with kernel='gaussian', sigma=3.0 into one with kernel='cosine'"),
+        ("cosine", "linear", "with kernel='linear' into one with kernel='cosine'"),
+        ("random_features", "other_seed", "with .*, seed=1 into one with .*, seed=0"),
+    ],
+)
+def test_merge_state_refuses_a_metric_with_other_kernel_settings(
+    mine: str, theirs: str, message: str
+) -> None:
+    # exact.merge_state(cosine) used to raise KeyError: 'rows'; cosine and linear merged silently
+    kernels = {**KERNELS, "other_seed": {**KERNELS["random_features"], "seed": 1}}
+    first = feed(VendiScore(**kernels[mine]), torch.randn(4, 3), [4])
+    second = feed(VendiScore(**kernels[theirs]), torch.randn(4, 3), [4])
+    with pytest.raises(ValueError, match=f"cannot merge the states of a metric {message}"):
+        first.merge_state(second)
+    with pytest.raises(ValueError, match=r"cannot merge states without \['rows'\]"):
+        feed(VendiScore(**KERNELS["gaussian"]), torch.randn(4, 3), [4]).merge_state(
+            feed(VendiScore(), torch.randn(4, 3), [4]).metric_state
+        )
+
+
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_forward_returns_the_batch_score_and_accumulates(kernel: str) -> None:
     features = torch.randn(16, 4)
@@ -203,6 +227,21 @@ def test_forward_returns_the_batch_score_and_accumulates(kernel: str) -> None:
     assert second.item() == pytest.approx(vendi_score(features[6:], **KERNELS[kernel]).item())
     expected = vendi_score(features, **KERNELS[kernel])
     assert metric.compute().item() == pytest.approx(expected.item(), rel=1e-9)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_forward_on_an_empty_batch_raises_and_keeps_the_samples_seen(kernel: str) -> None:
+    # torchmetrics' forward sets the states aside to score the batch: a raise there lost them
+    features = torch.randn(12, 4)
+    metric = VendiScore(q=ORDERS, **KERNELS[kernel])
+    with pytest.raises(ValueError, match=r"forward\(\) needs at least one sample .* \(0, 4\)"):
+        metric(torch.randn(0, 4))
+    metric(features[:5])
+    with pytest.raises(ValueError, match="the states are unchanged"):
+        metric(torch.randn(0, 4))
+    metric.update(features[5:])
+    assert int(metric.num_samples) == 12
+    assert_scores_close(metric.compute(), vendi_score(features, q=ORDERS, **KERNELS[kernel]))
 
 
 @pytest.mark.filterwarnings("ignore:The ``compute`` method of metric VendiScore was called before")

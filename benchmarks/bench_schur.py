@@ -7,8 +7,9 @@ random Fourier frequency matrix (2 x m features, sigma 3.5 as published):
   code computes it: float32 features and blocks, ``pinv(C_TT + 1e-12 I)``, ``L_txt`` by two
   matmuls, and two full eigendecompositions (``torch.linalg.eigh``) of ``L_img`` and ``L_txt``;
 - ``float32 eigvalsh``: the same with eigenvalues only (a faster variant of the baseline);
-- ``ours``: :func:`diversity_callbacks.functional.schur_complement_entropy` (float64, Cholesky
-  with a relative ridge, eigenvalues only, plus the images' Vendi score), which takes the grouped path
+- ``ours``: :func:`diversity_callbacks.functional.schur_complement_entropy` (float64, a
+  pseudo-inverse with a cut-off set by the inputs' precision, eigenvalues only, plus the images'
+  Vendi score), which takes the grouped path
   when n >= D (n / 10 distinct prompts) and the n x n dual below; also with ``compute_image_vendi=False``, which
   returns what the baseline returns (SCE and the text part) and skips one eigendecomposition.
 
@@ -118,12 +119,14 @@ def case(method: str, n: int, num_features: int) -> dict[str, float]:
         "float32 eigvalsh": lambda x, t, w: published(x, t, w, torch.float32, "eigvalsh"),
         "float64 pinv": lambda x, t, w: published(x, t, w, torch.float64, "eigvalsh"),
         "ours": lambda x, t, w: tuple(
-            float(v) for v in schur_complement_entropy(x, t, frequencies=w)[:2]
+            float(v) for v in schur_complement_entropy(x, t, "gaussian", frequencies=w)[:2]
         ),
         # the baseline's outputs only: SCE and the text part, no images' Vendi score
         "ours, no image_vendi": lambda x, t, w: tuple(
             float(v)
-            for v in schur_complement_entropy(x, t, frequencies=w, compute_image_vendi=False)[:2]
+            for v in schur_complement_entropy(
+                x, t, "gaussian", frequencies=w, compute_image_vendi=False
+            )[:2]
         ),
     }
     images, prompts = make_pairs(n)

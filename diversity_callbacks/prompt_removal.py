@@ -1,18 +1,25 @@
 """Remove from image embeddings what their prompts explain (or keep only that part).
 
 The second use of the Schur complement decomposition (Ospanov, Jalali & Farnia): on reference
-pairs, the ridge regression ``Gamma = (C_TT + delta I)^-1 C_TI`` predicts an image's kernel
+pairs, the regression ``Gamma = C_TT^+ C_TI`` predicts an image's kernel
 features from its prompt's. ``x - t Gamma`` ("defocus") keeps what the prompt does not explain,
 for clustering or retrieving images by content other than their prompt; ``t Gamma`` ("focus")
 keeps only what it does.
 
 Fit and transform happen in one representation, the kernel features ``phi`` of the chosen
-kernel: the raw embeddings (``"linear"``, the default: the output stays in the embedding space
-and can be fed to any downstream tool), L2-normalised rows (``"cosine"``), or seeded random
-Fourier features (``"gaussian"``: the output lives in the 2m-dimensional feature space, and the
-frequency matrix is saved with the map so that transform uses the very features it was fitted
-on). Mixing representations, as fitting on normalised features and applying to raw ones, leaves
-a residual that still correlates with the prompt.
+kernel, resolved as everywhere in the package: the raw embeddings (``"linear"``), L2-normalised
+rows (``"cosine"``), seeded random Fourier features (``"gaussian"``: the output lives in the
+2m-dimensional feature space, and the frequency matrix is saved with the map so that transform
+uses the very features it was fitted on), or a user's ``feature_map``. Mixing representations,
+as fitting on normalised features and applying to raw ones, leaves a residual that still
+correlates with the prompt.
+
+The default is ``"linear"``, unlike the metrics' ``"cosine"``: a score needs a kernel with
+``k(x, x) = 1``, but a remover's output is fed to other tools, so it stays in the embedding
+space with its norms, and what is removed is exactly the part of an image embedding that is
+linear in its prompt's (in the tests, nearest-prompt accuracy falls to chance; after the
+non-linear normalisation of ``"cosine"`` it falls below chance, the residual then pointing away
+from its prompt).
 """
 
 from __future__ import annotations
@@ -24,15 +31,20 @@ import torch
 from torch import Tensor
 
 from diversity_callbacks._validation import check_features, check_paired
-from diversity_callbacks.functional.kernels import RandomFourierFeatures, second_moment
+from diversity_callbacks.functional.kernels import (
+    KERNEL_NAMES,
+    FeatureMap,
+    KernelName,
+    RandomFourierFeatures,
+    second_moment,
+)
 from diversity_callbacks.functional.schur import (
-    DEFAULT_NUM_FEATURES,
-    DEFAULT_RIDGE,
-    SCHUR_KERNELS,
-    SchurKernel,
-    check_ridge,
-    regression_map,
-    schur_feature_map,
+    _check_rtol,
+    _check_shared_map,
+    _effective_rtol,
+    _regression_map,
+    _resolve_feature_map,
+    _text_precision,
 )
 
 RemovalMode = Literal["defocus", "focus"]
@@ -43,14 +55,17 @@ class PromptRemover:
 
     Args:
         kernel: representation of both fit and transform: ``"linear"`` (raw embeddings,
-            default), ``"cosine"`` (L2-normalised rows) or ``"gaussian"`` (random Fourier
-            features, needs ``sigma`` or ``frequencies``).
+            default; see the module docstring), ``"cosine"`` (L2-normalised rows) or
+            ``"gaussian"`` (random Fourier features, needs ``sigma`` or ``frequencies``).
         sigma: Gaussian bandwidth.
-        num_features: random Fourier frequencies m (2m output features).
+        num_features: random Fourier frequencies m (2m output features; default 2500).
         seed: seed of the frequency draw.
         frequencies: a (d, m) frequency matrix already divided by ``sigma``.
-        ridge: ridge on ``C_TT`` relative to its mean eigenvalue, as in
-            :func:`~diversity_callbacks.functional.schur_complement_entropy`.
+        feature_map: explicit feature map shared by text and images, instead of ``kernel``
+            (such a remover cannot be saved).
+        rtol: eigenvalue cut-off on ``C_TT`` relative to its trace, as in
+            :func:`~diversity_callbacks.functional.schur_complement_entropy`; default from the
+            precision of the text features given to :meth:`fit`.
 
     Example:
         >>> import torch
@@ -65,21 +80,31 @@ class PromptRemover:
 
     def __init__(
         self,
-        kernel: SchurKernel = "linear",
+        kernel: KernelName | None = None,
         *,
         sigma: float | None = None,
-        num_features: int = DEFAULT_NUM_FEATURES,
+        num_features: int | None = None,
         seed: int = 0,
         frequencies: Tensor | None = None,
-        ridge: float = DEFAULT_RIDGE,
+        feature_map: FeatureMap | None = None,
+        rtol: float | None = None,
     ) -> None:
+        kernel = "linear" if kernel is None and feature_map is None else kernel
         self.kernel = kernel
-        self.ridge = check_ridge(ridge)
-        self.feature_map = schur_feature_map(
-            kernel, sigma=sigma, num_features=num_features, seed=seed, frequencies=frequencies
+        self.rtol = _check_rtol(rtol)
+        self._resolved = _resolve_feature_map(
+            kernel,
+            sigma=sigma,
+            num_features=num_features,
+            seed=seed,
+            frequencies=frequencies,
+            feature_map=feature_map,
         )
+        self.feature_map = self._resolved.feature_map
         self.gamma: Tensor | None = None
-        """(D_T, D_I) float64 map ``(C_TT + delta I)^-1 C_TI``, set by :meth:`fit`."""
+        """(D_T, D_I) float64 map ``C_TT^+ C_TI``, set by :meth:`fit`."""
+        self.fitted_rtol: float | None = None
+        """The cut-off ``Gamma`` was fitted with (``rtol``, or the one from the precision)."""
         self._input_dims: tuple[int, int] | None = None
 
     def fit(self, image_features: Tensor, text_features: Tensor) -> PromptRemover:
@@ -87,8 +112,12 @@ class PromptRemover:
         phi_image, phi_text = self._features(image_features, text_features, check_fitted=False)
         if phi_image.shape[0] == 0:
             raise ValueError("`image_features` must have at least one row to fit, got shape (0, D)")
-        self.gamma = regression_map(
-            second_moment(phi_text), phi_text.T @ phi_image, ridge=self.ridge
+        self.fitted_rtol = _effective_rtol(self.rtol, _text_precision(text_features))
+        self.gamma = _regression_map(
+            second_moment(phi_text),
+            phi_text.T @ phi_image,
+            rtol=self.fitted_rtol,
+            num_samples=phi_text.shape[0],
         )
         self._input_dims = (image_features.shape[1], text_features.shape[1])
         return self
@@ -118,22 +147,25 @@ class PromptRemover:
         check_features(image_features, "image_features", dim=image_dim)
         check_features(text_features, "text_features", dim=text_dim)
         check_paired(image_features, text_features, "image_features", "text_features")
-        if self.kernel == "gaussian" and image_features.shape[1] != text_features.shape[1]:
-            raise ValueError(
-                "kernel='gaussian' shares one frequency matrix between text and images, so "
-                "`image_features` and `text_features` must have the same dimension, got "
-                f"{image_features.shape[1]} and {text_features.shape[1]}"
-            )
-        return self.feature_map(image_features), self.feature_map(text_features)
+        _check_shared_map(self._resolved, image_features, text_features)
+        return (
+            self._resolved.features(image_features, "image_features"),
+            self._resolved.features(text_features, "text_features"),
+        )
 
     def state_dict(self) -> dict[str, Tensor]:
-        """The fitted map as a dict of tensors (kernel name as bytes, ridge, Gamma, frequencies)."""
+        """The fitted map as a dict of tensors (kernel name as bytes, rtol, Gamma, frequencies)."""
         if self.gamma is None:
             raise RuntimeError("PromptRemover is not fitted: call fit() before saving")
+        if self.kernel is None:
+            raise ValueError(
+                "a PromptRemover with a `feature_map` cannot be saved: the map is code, not "
+                "tensors; save Gamma (`remover.gamma`) and rebuild the remover with the same map"
+            )
         image_dim, text_dim = self._input_dims
         state = {
             "kernel": torch.tensor(list(self.kernel.encode()), dtype=torch.uint8),
-            "ridge": torch.tensor(self.ridge, dtype=torch.float64),
+            "rtol": torch.tensor(self.fitted_rtol, dtype=torch.float64),
             "input_dims": torch.tensor([image_dim, text_dim], dtype=torch.long),
             "gamma": self.gamma.cpu(),
         }
@@ -149,7 +181,7 @@ class PromptRemover:
     def load(cls, path: str | os.PathLike) -> PromptRemover:
         """Read a map written by :meth:`save`; only tensors are unpickled (``weights_only=True``)."""
         state = torch.load(path, map_location="cpu", weights_only=True)
-        expected = {"kernel", "ridge", "input_dims", "gamma"}
+        expected = {"kernel", "rtol", "input_dims", "gamma"}
         if not isinstance(state, dict) or not expected <= set(state):
             found = sorted(state) if isinstance(state, dict) else type(state).__name__
             raise ValueError(
@@ -157,10 +189,11 @@ class PromptRemover:
                 f"{sorted(expected)}, got {found}"
             )
         kernel = bytes(state["kernel"].tolist()).decode()
-        if kernel not in SCHUR_KERNELS:
+        if kernel not in KERNEL_NAMES:
             raise ValueError(f"{os.fspath(path)!r} holds an unknown kernel {kernel!r}")
-        remover = cls(kernel, ridge=float(state["ridge"]), frequencies=state.get("frequencies"))
+        remover = cls(kernel, rtol=float(state["rtol"]), frequencies=state.get("frequencies"))
         remover.gamma = state["gamma"].to(torch.float64)
+        remover.fitted_rtol = float(state["rtol"])
         image_dim, text_dim = state["input_dims"].tolist()
         remover._input_dims = (image_dim, text_dim)
         return remover

@@ -12,6 +12,7 @@ Everything is computed in float64: kernel entries and moments are sums of many p
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import pairwise
@@ -31,22 +32,62 @@ KernelSpec = KernelName | KernelFunction
 
 KERNEL_NAMES: tuple[str, ...] = ("cosine", "linear", "gaussian")
 
+_SEED_LIMIT = 2**64
+"""Seeds of the random Fourier frequencies: ints in [0, 2^64), what a torch.Generator takes."""
+
+
+def check_sigma(sigma: object) -> float:
+    """Check a Gaussian bandwidth: finite, > 0, and ``1 / (2 sigma^2)`` a normal float64.
+
+    Outside about 1e-154 < sigma < 1e154 the float64 kernel breaks down: ``sigma^2`` underflows
+    (every entry NaN, the eigendecomposition fails) or overflows (every entry 1).
+    """
+    sigma = check_positive(sigma, "sigma")
+    rate = 0.5 / (sigma * sigma) if sigma * sigma > 0 else math.inf
+    if not sys.float_info.min <= rate < math.inf:
+        raise ValueError(
+            "`sigma` must be a bandwidth whose 1 / (2 sigma^2) is a normal float64 (about "
+            f"1e-154 < sigma < 1e154), got {sigma!r}"
+        )
+    return sigma
+
+
+def check_seed(seed: object) -> int:
+    """Check a seed of the random Fourier frequencies: an int in [0, 2^64)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < _SEED_LIMIT:
+        raise ValueError(f"`seed` must be an integer in [0, 2**64), got {seed!r}")
+    return seed
+
+
+def check_columns(features: Tensor, name: str = "features") -> Tensor:
+    """Check that (N, D) features have D >= 1 columns: no kernel is defined on zero features."""
+    if features.ndim == 2 and features.shape[1] == 0:
+        raise ValueError(
+            f"`{name}` must have at least one feature column, got shape {tuple(features.shape)}"
+        )
+    return features
+
 
 def normalize_rows(features: Tensor) -> Tensor:
     """L2-normalise each row in float64 (the cosine kernel's feature map).
+
+    Each row is first divided by its largest absolute entry, so that its norm is computed from
+    entries in [-1, 1]: finite rows of norm 1e200 (whose squares overflow) or 1e-170 (whose
+    squares underflow) are normalised like any other.
 
     Raises:
         ValueError: if a row has zero norm, for which the cosine similarity is undefined.
     """
     # One float64 copy, divided in place: this runs on every streamed batch.
-    features = features.to(torch.float64, copy=True)
-    norms = torch.linalg.vector_norm(features, dim=1, keepdim=True)
-    if bool((norms == 0).any()):
-        row = int(torch.nonzero(norms.flatten() == 0)[0])
+    features = check_columns(features).to(torch.float64, copy=True)
+    largest = features.abs().amax(dim=1, keepdim=True)
+    if bool((largest == 0).any()):
+        row = int(torch.nonzero(largest.flatten() == 0)[0])
         raise ValueError(
             f"the cosine kernel needs rows with nonzero norm, got an all-zero row at index {row}"
         )
-    return features.div_(norms)
+    features.div_(largest)
+    return features.div_(torch.linalg.vector_norm(features, dim=1, keepdim=True))
 
 
 # Columns per block of second_moment: blocks this wide keep BLAS near its peak.
@@ -105,7 +146,7 @@ def gaussian_kernel(x: Tensor, y: Tensor | None = None, *, sigma: float) -> Tens
     Returns:
         The (N, M) kernel matrix (unit diagonal when ``y`` is omitted).
     """
-    sigma = check_positive(sigma, "sigma")
+    sigma = check_sigma(sigma)
     x = x.to(torch.float64)
     y = x if y is None else y.to(torch.float64)
     # |x|^2 + |y|^2 - 2 x.y is one matmul; clamp the small negative round-off to 0.
@@ -131,8 +172,8 @@ def random_fourier_frequencies(
     """
     check_positive_int(dim, "dim")
     check_positive_int(num_features, "num_features")
-    sigma = check_positive(sigma, "sigma")
-    generator = torch.Generator(device="cpu").manual_seed(seed)
+    sigma = check_sigma(sigma)
+    generator = torch.Generator(device="cpu").manual_seed(check_seed(seed))
     frequencies = torch.randn(dim, num_features, generator=generator, dtype=torch.float64)
     return (frequencies / sigma).to(device)
 
@@ -185,17 +226,13 @@ class RandomFourierFeatures:
         frequencies: Tensor | None = None,
     ) -> None:
         if frequencies is None:
-            self.sigma = check_positive(sigma, "sigma")
+            self.sigma = check_sigma(sigma)
             self.num_features = check_positive_int(num_features, "num_features")
         else:
-            if not isinstance(frequencies, Tensor) or frequencies.ndim != 2:
-                raise ValueError(
-                    f"`frequencies` must be a 2-D (d, m) tensor, got {type(frequencies).__name__}"
-                    f" {tuple(getattr(frequencies, 'shape', ()))}"
-                )
+            _check_frequencies(frequencies)
             self.sigma = sigma
             self.num_features = frequencies.shape[1]
-        self.seed = seed
+        self.seed = check_seed(seed)
         self._given = None if frequencies is None else frequencies.to(torch.float64)
         self._cache: dict[tuple[int, torch.device], Tensor] = {}
 
@@ -233,16 +270,75 @@ class RandomFourierFeatures:
         )
 
 
+def _check_frequencies(frequencies: object) -> None:
+    """A given frequency matrix: a finite floating 2-D (d, m) tensor with d, m >= 1."""
+    if (
+        not isinstance(frequencies, Tensor)
+        or frequencies.ndim != 2
+        or 0 in frequencies.shape
+        or not frequencies.is_floating_point()
+    ):
+        raise ValueError(
+            "`frequencies` must be a floating 2-D (d, m) tensor with d, m >= 1, got "
+            f"{type(frequencies).__name__} {tuple(getattr(frequencies, 'shape', ()))}"
+            f" {getattr(frequencies, 'dtype', '')}".rstrip()
+        )
+    if not bool(torch.isfinite(frequencies).all()):
+        raise ValueError("`frequencies` must be finite, got NaN or Inf entries")
+
+
 @dataclass(frozen=True)
 class ResolvedKernel:
     """A kernel resolved to the one representation used to compute with it.
 
     Exactly one of ``feature_map`` (the streaming D x D moment path) and ``kernel_function``
-    (the n x n path, which needs all rows) is set.
+    (the n x n path, which needs all rows) is set. Compute through :meth:`features` and
+    :meth:`matrix`: they check what the map or function returns, so a user's callable that
+    drops rows or returns NaN is named as the culprit instead of failing later in a solver.
     """
 
     feature_map: FeatureMap | None
     kernel_function: KernelFunction | None
+    label: str = "kernel"
+    """How messages name the kernel: ``kernel='cosine'``, ``feature_map``, ``kernel``..."""
+
+    def features(self, features: Tensor, name: str = "features") -> Tensor:
+        """The checked (N, D) float64 kernel features of (N, d) ``features``."""
+        check_columns(features, name)
+        phi = self.feature_map(features)
+        rows = features.shape[0]
+        if not isinstance(phi, Tensor) or phi.ndim != 2 or phi.shape[0] != rows or phi.shape[1] < 1:
+            raise ValueError(
+                f"{self.label} must map (N, d) `{name}` to an (N, D) tensor with N = {rows} and "
+                f"D >= 1, got {_describe(phi)}"
+            )
+        phi = phi.to(torch.float64)
+        if not bool(torch.isfinite(phi.sum())) and not bool(torch.isfinite(phi).all()):
+            raise ValueError(f"{self.label} returned NaN or Inf features for finite `{name}`")
+        return phi
+
+    def matrix(self, x: Tensor, y: Tensor | None = None, name: str = "features") -> Tensor:
+        """The checked (N, M) float64 kernel matrix of ``x`` and ``y`` (``x`` when omitted)."""
+        check_columns(x, name)
+        y = x if y is None else y
+        matrix = self.kernel_function(x, y)
+        shape = (x.shape[0], y.shape[0])
+        if not isinstance(matrix, Tensor) or tuple(matrix.shape) != shape:
+            raise ValueError(
+                f"{self.label} must return the {shape} kernel matrix of `{name}`, got "
+                f"{_describe(matrix)}"
+            )
+        matrix = matrix.to(torch.float64)
+        if not bool(torch.isfinite(matrix).all()):
+            raise ValueError(f"{self.label} returned NaN or Inf kernel entries for finite `{name}`")
+        return matrix
+
+
+def _describe(value: object) -> str:
+    """``Tensor of shape (3,)`` or the type's name, for messages."""
+    if isinstance(value, Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    return type(value).__name__
 
 
 def resolve_kernel(
@@ -252,20 +348,32 @@ def resolve_kernel(
     num_features: int | None = None,
     seed: int = 0,
     feature_map: FeatureMap | None = None,
+    frequencies: Tensor | None = None,
 ) -> ResolvedKernel:
     """Turn the user-facing kernel arguments into a feature map or a kernel function.
+
+    The one place where kernel names are read: the Vendi score and the Schur complement entropy
+    (functional forms, metrics, :class:`~diversity_callbacks.PromptRemover`) all resolve here.
 
     Args:
         kernel: ``"cosine"`` (default; rows L2-normalised, then inner products), ``"linear"``
             (inner products of the raw rows), ``"gaussian"`` (needs ``sigma``; exact unless
-            ``num_features`` is given, then approximated by seeded random Fourier features), or a
-            callable ``k(X, Y) -> (N, M)`` kernel matrix.
+            ``num_features`` or ``frequencies`` is given, then approximated by seeded random
+            Fourier features), or a callable ``k(X, Y) -> (N, M)`` kernel matrix.
         sigma: Gaussian bandwidth.
         num_features: number of random Fourier frequencies m (2m features) for ``"gaussian"``.
-        seed: seed of the random Fourier frequencies; the same on every rank.
+        seed: seed of the random Fourier frequencies (an int in [0, 2^64)); the same on every
+            rank.
         feature_map: a callable ``phi(X) -> (N, D)``; the kernel is then ``phi(x) . phi(y)``.
             Pass either ``kernel`` or ``feature_map``.
+        frequencies: a (d, m) random Fourier frequency matrix already divided by ``sigma``, to
+            reuse a published draw exactly (``"gaussian"`` only; ``sigma`` is then optional).
+
+    Example:
+        >>> resolve_kernel("gaussian", sigma=2.0, num_features=8).feature_map
+        RandomFourierFeatures(sigma=2.0, num_features=8, seed=0)
     """
+    seed = check_seed(seed)
     if feature_map is not None:
         if kernel is not None:
             raise ValueError(
@@ -273,32 +381,39 @@ def resolve_kernel(
             )
         if not callable(feature_map):
             raise TypeError(f"`feature_map` must be callable, got {type(feature_map).__name__}")
-        return ResolvedKernel(feature_map=feature_map, kernel_function=None)
+        return ResolvedKernel(feature_map, None, "`feature_map`")
     kernel = "cosine" if kernel is None else kernel
     if callable(kernel):
-        return ResolvedKernel(feature_map=None, kernel_function=kernel)
+        return ResolvedKernel(None, kernel, "the `kernel` callable")
     if kernel not in KERNEL_NAMES:
         raise ValueError(f"`kernel` must be one of {KERNEL_NAMES} or a callable, got {kernel!r}")
+    label = f"kernel={kernel!r}"
     if kernel != "gaussian":
         for arg, value in (("sigma", sigma), ("num_features", num_features)):
             if value is not None:
                 raise ValueError(
                     f"`{arg}` only applies to kernel='gaussian', got kernel={kernel!r}"
                 )
-        if kernel == "cosine":
-            return ResolvedKernel(feature_map=normalize_rows, kernel_function=None)
-        return ResolvedKernel(feature_map=_as_float64, kernel_function=None)
+        if frequencies is not None:
+            raise ValueError(f"`frequencies` only applies to kernel='gaussian', got {label}")
+        return ResolvedKernel(normalize_rows if kernel == "cosine" else _as_float64, None, label)
+    if frequencies is not None:
+        if num_features is not None:
+            raise ValueError(
+                "pass either `num_features` or `frequencies` (whose columns are the frequencies), "
+                f"got num_features={num_features!r} and frequencies"
+            )
+        features = RandomFourierFeatures(sigma=sigma, frequencies=frequencies, seed=seed)
+        return ResolvedKernel(features, None, label)
     if sigma is None:
         raise ValueError(
             "kernel='gaussian' needs a bandwidth `sigma` > 0, got None (there is no automatic rule; "
             "see the README for values used with CLIP embeddings)"
         )
-    sigma = check_positive(sigma, "sigma")
+    sigma = check_sigma(sigma)
     if num_features is None:
-        return ResolvedKernel(feature_map=None, kernel_function=_ExactGaussian(sigma))
-    return ResolvedKernel(
-        feature_map=RandomFourierFeatures(sigma, num_features, seed), kernel_function=None
-    )
+        return ResolvedKernel(None, _ExactGaussian(sigma), label)
+    return ResolvedKernel(RandomFourierFeatures(sigma, num_features, seed), None, label)
 
 
 def _as_float64(features: Tensor) -> Tensor:

@@ -7,7 +7,7 @@ kernel feature map ``phi`` shared by both, the uncentred covariance blocks are::
 
 The image covariance splits into the part the prompts explain and the rest::
 
-    text part   L_txt = C_TI^T (C_TT + delta I)^-1 C_TI
+    text part   L_txt = C_TI^T (C_TT)^+ C_TI
     image part  L_img = C_II - L_txt          (the Schur complement: the model's own diversity)
 
 and each part is scored as the method defines it (eigenvalues clamped at 1e-10, ``S`` their sum,
@@ -15,65 +15,82 @@ and each part is scored as the method defines it (eigenvalues clamped at 1e-10, 
 maths: the functional API, :class:`~diversity_callbacks.SchurComplementEntropy` and
 :class:`~diversity_callbacks.PromptRemover` all call it.
 
-Regularisation: ``delta = ridge * tr(C_TT) / D_T`` (``ridge`` times the mean eigenvalue of
-``C_TT``) instead of a pseudo-inverse cut-off. ``C_TI`` lies in the range of ``C_TT``, so each text
-direction with eigenvalue ``mu`` is scaled by ``mu / (mu + delta)``: directions well above
-``delta`` are explained in full, directions below it not at all, and when the text features
-span far fewer directions than there are samples the result does not depend on ``ridge``.
+Regularisation: ``(C_TT)^+``, the pseudo-inverse with a relative eigenvalue cut-off set by the
+precision of the text features, as the published float32 ``pinv`` does with its ``rcond``. A text
+direction whose eigenvalue is at most ``tau = max(rtol * tr(C_TT), max(D_T, n) * eps64 * mu_max)``
+is noise and explains nothing; one above it is explained in full. ``rtol`` defaults to
+``eps^2``, with ``eps`` the machine epsilon of the coarsest arithmetic the text features may come
+from: ``2^-7`` for bf16 (and float32/float64 tensors whose values are all bf16 numbers), ``2^-10``
+for float16 and float32 (GPU encoders run float32 matmuls and convolutions in TF32, 10 mantissa
+bits; the published float32 ``pinv`` cuts at ``D * 2^-23`` of the largest eigenvalue, the same
+order), ``2^-52`` for float64 values that are not float32 numbers. Why ``eps^2``: changing every
+text row by less than ``eps`` relative (re-encoding a prompt in another batch, at another
+precision) changes ``Phi_T`` by ``E`` with ``|E|_F^2 <= eps^2 |Phi_T|_F^2``, and the directions
+it adds have eigenvalues at most ``|E|_2^2 / n <= eps^2 tr(C_TT)``: below the cut-off. Distinct
+prompts lie far above it, where the result is exactly the pseudo-inverse's and does not depend on
+``rtol`` (a Gaussian feature map amplifies input perturbations by about ``|x| / sigma``; pass a
+larger ``rtol`` if the text embeddings vary more than their dtype says).
+
+Scale: the block score was defined for kernels with ``k(x, x) = 1`` (cosine, Gaussian), where the
+blocks' eigenvalues sum to at most 1. Both parts are therefore scored after dividing by
+``tr(C_II)``, the images' mean ``k(x, x)``: exactly 1 for those kernels, and for the linear kernel
+or a user's feature map it keeps the score from growing as ``exp(scale^2)`` (raw CLIP embeddings,
+norm ~10, gave ``exp(100 H)``, infinite) and makes it independent of the features' scale.
 
 Three exact ways to get the spectra, same numbers:
 
-- primal: the D x D blocks (cost ``n D^2 + D^3``); the metric always uses it (it keeps the sums);
+- primal: the D x D blocks (cost ``n D^2 + D^3``); the metric always uses it (it keeps the sums).
+  With ``C_TT = V diag(mu) V^T``, ``L_txt = Y^T Y`` where ``Y = diag(mu_k^-1/2) V_k^T C_TI`` over
+  the kept directions, so ``L_txt``'s spectrum is that of the small ``Y Y^T``;
 - dual: n x n Gram matrices (cost ``n^2 D + n^3``) when there are fewer samples than features.
   With ``A = Phi_T / sqrt(n)``, ``B = Phi_I / sqrt(n)``, ``G_T = A A^T = U diag(g) U^T`` and
   ``G_I = B B^T``, the push-through identity gives ``L_txt = B^T H B`` and ``L_img = B^T (I - H) B``
-  with ``H = G_T (G_T + delta)^-1``. Their nonzero eigenvalues are those of
-  ``diag(w) U^T G_I U diag(w)`` with ``w = sqrt(g / (g + delta))`` and ``sqrt(delta / (g + delta))``;
+  with ``H = U_k U_k^T`` the projector on the kept directions (``g > tau``). Their nonzero
+  eigenvalues are those of ``U_k^T G_I U_k`` and of ``U_r^T G_I U_r`` (``U_r`` the other columns);
   the remaining ``D_I - n`` eigenvalues are zero and enter the score clamped, as in the primal.
 - grouped: when the n rows hold only P distinct prompts (each generated with several seeds),
   ``A = E N^-1/2 A_P`` with ``E`` the n x P prompt indicator, ``N = E^T E`` the counts and
   ``A_P = N^1/2 Phi_P / sqrt(n)``; then ``L_txt = Z^T Z`` with ``G_P = A_P A_P^T = Q diag(g) Q^T``
-  and ``Z = diag(sqrt(g / (g + delta))) Q^T N^-1/2 E^T B``, the per-prompt image means in the
-  prompts' eigenbasis. The text side costs ``P^2 D + P^3`` instead of ``n D^2 + D^3``, and
-  ``L_txt``'s spectrum is that of the P x P ``Z Z^T``; only ``C_II`` needs all n rows.
+  and ``Z = Q_k^T N^-1/2 E^T B``, the per-prompt image means in the prompts' kept eigenbasis. The
+  text side costs ``P^2 D + P^3`` instead of ``n D^2 + D^3``, and ``L_txt``'s spectrum is that of
+  the small ``Z Z^T``; only ``C_II`` needs all n rows.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
+from numbers import Real
 from typing import Literal, NamedTuple
 
 import torch
 from torch import Tensor
 
-from diversity_callbacks._validation import (
-    check_features,
-    check_paired,
-    check_positive,
-)
+from diversity_callbacks._validation import check_features, check_paired
 from diversity_callbacks.functional.kernels import (
+    FeatureMap,
+    KernelName,
     RandomFourierFeatures,
+    ResolvedKernel,
+    check_columns,
     resolve_kernel,
     second_moment,
 )
 from diversity_callbacks.functional.spectrum import (
-    default_tolerance,
     normalized_spectrum,
     schur_score,
     symmetric_eigenvalues,
     vendi_from_spectrum,
 )
 
-SchurKernel = Literal["gaussian", "cosine", "linear"]
-SCHUR_KERNELS: tuple[str, ...] = ("gaussian", "cosine", "linear")
-SchurPath = Literal["auto", "primal", "dual", "grouped"]
-SCHUR_PATHS: tuple[str, ...] = ("auto", "primal", "dual", "grouped")
-DEFAULT_RIDGE = 1e-8
-"""Default ridge on ``C_TT``, relative to its mean eigenvalue ``tr(C_TT) / D_T``."""
-DEFAULT_NUM_FEATURES = 2500
+_SchurPath = Literal["auto", "primal", "dual", "grouped"]
+_SCHUR_PATHS: tuple[str, ...] = ("auto", "primal", "dual", "grouped")
+_DEFAULT_NUM_FEATURES = 2500
 """Random Fourier frequencies of the published method (2 x 2500 = 5000 features)."""
+_BFLOAT16_EPS = 2.0**-7
+_FLOAT32_EPS = 2.0**-10
+"""float32 features are trusted to TF32's machine epsilon (see the module docstring)."""
+_FLOAT64_EPS = torch.finfo(torch.float64).eps
 
 
 class SchurComplementResult(NamedTuple):
@@ -98,111 +115,168 @@ class DegenerateSchurComplementWarning(UserWarning):
     """The text features span as many directions as there are samples: SCE carries no signal."""
 
 
-def schur_feature_map(
-    kernel: str = "gaussian",
+def _resolve_feature_map(
+    kernel: KernelName | None,
     *,
-    sigma: float | None = None,
-    num_features: int = DEFAULT_NUM_FEATURES,
-    seed: int = 0,
-    frequencies: Tensor | None = None,
-) -> Callable[[Tensor], Tensor]:
-    """The feature map shared by text and images for the Schur complement decomposition.
+    sigma: float | None,
+    num_features: int | None,
+    seed: int,
+    frequencies: Tensor | None,
+    feature_map: FeatureMap | None,
+) -> ResolvedKernel:
+    """The one feature map of text and images, from :func:`resolve_kernel`.
 
-    Args:
-        kernel: ``"gaussian"`` (random Fourier features ``[cos(xW), sin(xW)] / sqrt(m)`` with one
-            ``W`` for text and images), ``"cosine"`` (rows L2-normalised) or ``"linear"`` (raw
-            rows).
-        sigma: Gaussian bandwidth, ``k = exp(-|x - y|^2 / (2 sigma^2))``; not needed when
-            ``frequencies`` is given.
-        num_features: number of random frequencies m (2m features).
-        seed: seed of the frequency draw (the same on every rank and every run).
-        frequencies: a (d, m) frequency matrix already divided by ``sigma``, to reproduce a
-            published draw exactly.
+    ``"gaussian"`` is always the random-feature map here (the method is defined through the
+    features), with the published 2500 frequencies unless told otherwise.
     """
-    if kernel not in SCHUR_KERNELS:
-        raise ValueError(f"`kernel` must be one of {SCHUR_KERNELS}, got {kernel!r}")
-    if kernel != "gaussian":
-        if sigma is not None or frequencies is not None:
-            raise ValueError(
-                f"`sigma` and `frequencies` only apply to kernel='gaussian', got kernel={kernel!r}"
-            )
-        return resolve_kernel(kernel).feature_map
-    if frequencies is not None:
-        return RandomFourierFeatures(sigma=sigma, frequencies=frequencies, seed=seed)
-    if sigma is None:
+    if callable(kernel):
         raise ValueError(
-            "kernel='gaussian' needs a bandwidth `sigma` > 0 (or a `frequencies` matrix), got None; "
-            "the published method uses 3.5 on raw CLIP ViT-B/32 embeddings"
+            "the Schur complement entropy needs an explicit feature map shared by text and "
+            "images: pass a kernel name ('cosine', 'linear', 'gaussian') or `feature_map=`, got "
+            f"the kernel callable {kernel!r}"
         )
-    return resolve_kernel(kernel, sigma=sigma, num_features=num_features, seed=seed).feature_map
-
-
-def check_ridge(ridge: float) -> float:
-    """Validate the relative ridge: a finite number > 0."""
-    return check_positive(ridge, "ridge")
-
-
-def ridge_shift(text_trace: float, text_dim: int, ridge: float) -> float:
-    """The absolute shift ``delta = ridge * tr(C_TT) / D_T`` added to ``C_TT``'s diagonal."""
-    if not text_trace > 0:
-        raise ValueError(
-            "the text features are all zero (tr(C_TT) = 0): the prompts explain nothing and the "
-            "ridge relative to tr(C_TT) is undefined"
-        )
-    return ridge * text_trace / text_dim
-
-
-def _regularized_cholesky(text_text: Tensor, ridge: float) -> tuple[Tensor, float]:
-    """Lower Cholesky factor of ``C_TT + delta I`` and ``delta``."""
-    delta = ridge_shift(float(torch.trace(text_text)), text_text.shape[0], ridge)
-    shifted = (text_text + text_text.T) / 2
-    shifted = shifted + delta * torch.eye(
-        text_text.shape[0], dtype=text_text.dtype, device=text_text.device
+    if kernel == "gaussian" and num_features is None and frequencies is None:
+        num_features = _DEFAULT_NUM_FEATURES
+    return resolve_kernel(
+        kernel,
+        sigma=sigma,
+        num_features=num_features,
+        seed=seed,
+        feature_map=feature_map,
+        frequencies=frequencies,
     )
-    return torch.linalg.cholesky(shifted), delta
 
 
-def regression_map(
-    text_text: Tensor, text_image: Tensor, *, ridge: float = DEFAULT_RIDGE
-) -> Tensor:
-    """``Gamma = (C_TT + delta I)^-1 C_TI``: the least-squares map from text to image features.
+def _check_shared_map(
+    resolved: ResolvedKernel, image_features: Tensor, text_features: Tensor
+) -> None:
+    """Random features draw one frequency matrix per input size: text and images must share it."""
+    if (
+        isinstance(resolved.feature_map, RandomFourierFeatures)
+        and image_features.shape[1] != text_features.shape[1]
+    ):
+        raise ValueError(
+            "kernel='gaussian' shares one frequency matrix between text and images, so "
+            "`image_features` and `text_features` must have the same dimension, got "
+            f"{image_features.shape[1]} and {text_features.shape[1]}"
+        )
 
-    ``t Gamma`` is the part of an image feature that its prompt predicts (ridge regression
-    without intercept on the uncentred blocks), so ``L_txt = C_TI^T Gamma``.
+
+def _text_precision(text_features: Tensor) -> float:
+    """Machine epsilon of the coarsest arithmetic the text features may come from.
+
+    bf16 for bf16 tensors and for wider tensors holding only bf16 numbers (a bf16 encoder's
+    output cast up); TF32's for float16, float32 and float64 holding float32 numbers; float64's
+    otherwise. See the module docstring for why float32 is trusted only to TF32's precision.
     """
-    factor, _ = _regularized_cholesky(text_text.to(torch.float64), ridge)
-    return torch.cholesky_solve(text_image.to(torch.float64), factor)
+    if _holds_only(text_features, torch.bfloat16):
+        return _BFLOAT16_EPS
+    if _holds_only(text_features, torch.float32):
+        return _FLOAT32_EPS
+    return _FLOAT64_EPS
 
 
-def schur_complement(
-    text_text: Tensor, text_image: Tensor, image_image: Tensor, *, ridge: float = DEFAULT_RIDGE
+def _holds_only(features: Tensor, dtype: torch.dtype) -> bool:
+    """Whether every value of ``features`` is a number of ``dtype``."""
+    if features.dtype == dtype:
+        return True
+    return torch.equal(features.to(dtype).to(features.dtype), features)
+
+
+def _check_rtol(rtol: object) -> float | None:
+    """Validate the relative cut-off: ``None`` (from the text features' precision) or in [0, 1)."""
+    if rtol is None:
+        return None
+    if isinstance(rtol, bool) or not isinstance(rtol, Real) or not 0 <= rtol < 1:
+        raise ValueError(
+            "`rtol` must be None (set from the precision of the text features) or a number in "
+            f"[0, 1), got {rtol!r}"
+        )
+    return float(rtol)
+
+
+def _effective_rtol(rtol: float | None, text_eps: float) -> float:
+    """The cut-off relative to ``tr(C_TT)``: the caller's, or ``eps^2`` of the text features."""
+    return text_eps * text_eps if rtol is None else rtol
+
+
+def _kept_directions(gram: Tensor, rtol: float, size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Eigenvalues and eigenvectors of ``C_TT`` (or a Gram matrix with its nonzero eigenvalues)
+    and the mask of the directions above the cut-off ``tau``.
+
+    ``tau = max(rtol * trace, size * eps64 * largest)``: the second term is the round-off of a
+    float64 eigendecomposition (numpy's ``matrix_rank`` tolerance), with ``size = max(D_T, n)``
+    on every path so that all paths keep the same directions.
+    """
+    eigenvalues, basis = torch.linalg.eigh(gram.mT, UPLO="U")  # one triangle, no copy
+    largest = float(eigenvalues[-1]) if eigenvalues.numel() else 0.0
+    if not largest > 0:
+        raise ValueError(
+            "`text_features` map to all-zero kernel features (C_TT = 0): the prompts explain "
+            "nothing and the Schur complement is undefined"
+        )
+    trace = float(eigenvalues.clamp_min(0.0).sum())
+    cutoff = max(rtol * trace, size * _FLOAT64_EPS * largest)
+    return eigenvalues, basis, eigenvalues > cutoff
+
+
+def _explained_factor(
+    text_text: Tensor, text_image: Tensor, rtol: float, num_samples: int
 ) -> tuple[Tensor, Tensor]:
-    """The image part ``L_img`` and text part ``L_txt`` of the image covariance ``C_II``.
+    """``(W, Y)`` with ``W = V_k diag(mu_k^-1/2)`` over the kept text directions, ``Y = W^T C_TI``.
+
+    ``C_TT^+ = W W^T`` (the cut pseudo-inverse) and ``L_txt = Y^T Y``.
+    """
+    size = max(text_text.shape[0], num_samples)
+    eigenvalues, basis, kept = _kept_directions(text_text, rtol, size)
+    whitening = basis[:, kept] * eigenvalues[kept].rsqrt()
+    return whitening, whitening.T @ text_image
+
+
+def _regression_map(
+    text_text: Tensor, text_image: Tensor, *, rtol: float, num_samples: int
+) -> Tensor:
+    """``Gamma = C_TT^+ C_TI``: the least-squares map from text to image features.
+
+    ``t Gamma`` is the part of an image feature that its prompt predicts (regression without
+    intercept on the uncentred blocks, text directions below the cut-off left out), so
+    ``L_txt = C_TI^T Gamma``. Sums or means give the same map.
+    """
+    whitening, whitened = _explained_factor(
+        text_text.to(torch.float64), text_image.to(torch.float64), rtol, num_samples
+    )
+    return whitening @ whitened
+
+
+def _schur_complement(
+    text_text: Tensor, text_image: Tensor, image_image: Tensor, *, rtol: float, num_samples: int
+) -> tuple[Tensor, Tensor]:
+    """The image part ``L_img`` and the factor ``Y`` of the text part ``L_txt = Y^T Y``.
 
     Args:
         text_text: (D_T, D_T) ``C_TT``.
         text_image: (D_T, D_I) ``C_TI``.
         image_image: (D_I, D_I) ``C_II``. Any common scale (sums or means) carries over.
-        ridge: relative ridge on ``C_TT``, see the module docstring.
+        rtol: cut-off relative to ``tr(C_TT)``, see the module docstring.
+        num_samples: n, for the round-off floor of the cut-off.
 
     Returns:
-        ``(L_img, L_txt)``, both (D_I, D_I) float64 and symmetric, summing to ``C_II``.
+        ``(L_img, Y)``: (D_I, D_I) symmetric and (r, D_I) for the r kept text directions, float64.
     """
-    factor, _ = _regularized_cholesky(text_text.to(torch.float64), ridge)
-    # L_txt = C_TI^T (R R^T)^-1 C_TI = Y^T Y with Y = R^-1 C_TI: symmetric PSD by construction.
-    whitened = torch.linalg.solve_triangular(factor, text_image.to(torch.float64), upper=False)
-    text_part = whitened.T @ whitened
-    image_part = image_image.to(torch.float64) - text_part
-    return (image_part + image_part.T) / 2, text_part
+    _, whitened = _explained_factor(
+        text_text.to(torch.float64), text_image.to(torch.float64), rtol, num_samples
+    )
+    image_part = second_moment(whitened, out=image_image.to(torch.float64, copy=True), alpha=-1.0)
+    return image_part, whitened
 
 
-def schur_from_moments(
+def _schur_from_moments(
     text_text: Tensor,
     text_image: Tensor,
     image_image: Tensor,
     num_samples: int,
     *,
-    ridge: float = DEFAULT_RIDGE,
+    rtol: float,
     compute_image_vendi: bool = True,
 ) -> SchurComplementResult:
     """Scores from the summed blocks ``sum phi_t phi_t^T``, ``sum phi_t phi_i^T``, ``sum phi_i phi_i^T``.
@@ -214,28 +288,26 @@ def schur_from_moments(
     text_text, text_image, image_image = (
         block.to(torch.float64) * scale for block in (text_text, text_image, image_image)
     )
-    image_part, text_part = schur_complement(text_text, text_image, image_image, ridge=ridge)
-    degenerate = False
-    if num_samples <= text_text.shape[0]:
-        # rank(C_TT) can only reach n when n <= D_T; only then is the check worth a D_T^3 eigh.
-        delta = ridge_shift(float(torch.trace(text_text)), text_text.shape[0], ridge)
-        degenerate = _is_degenerate(symmetric_eigenvalues(text_text), delta, num_samples)
+    image_part, whitened = _schur_complement(
+        text_text, text_image, image_image, rtol=rtol, num_samples=num_samples
+    )
     return _result(
         symmetric_eigenvalues(image_part),
-        symmetric_eigenvalues(text_part),
+        symmetric_eigenvalues(whitened @ whitened.T),  # L_txt's nonzero spectrum, r x r
         _image_vendi(image_image, compute_image_vendi),
+        float(torch.trace(image_image)),
         image_image.shape[0],
-        degenerate=degenerate,
+        degenerate=_is_degenerate(whitened.shape[0], num_samples),
     )
 
 
-def schur_from_features(
+def _schur_from_features(
     phi_prompts: Tensor,
     prompt_index: Tensor,
     phi_image: Tensor,
     *,
-    ridge: float = DEFAULT_RIDGE,
-    path: SchurPath = "auto",
+    rtol: float,
+    path: _SchurPath = "auto",
     compute_image_vendi: bool = True,
 ) -> SchurComplementResult:
     """Scores from the kernel features of P distinct prompts and of n images.
@@ -244,7 +316,7 @@ def schur_from_features(
         phi_prompts: (P, D_T) kernel features of the distinct prompts.
         prompt_index: (n,) row of ``phi_prompts`` that image i was generated from.
         phi_image: (n, D_I) kernel features of the images.
-        ridge: relative ridge on ``C_TT``.
+        rtol: cut-off on ``C_TT`` relative to its trace.
         path: ``"primal"`` (D x D blocks), ``"dual"`` (n x n Gram matrices), ``"grouped"`` (the
             text side over the P distinct prompts, the image side as D_I x D_I) or ``"auto"``:
             the dual when n < D_I, else grouped when P <= D_T / 2, else primal. Same numbers
@@ -252,8 +324,8 @@ def schur_from_features(
         compute_image_vendi: ``False`` skips the images' spectrum (one D_I x D_I
             eigendecomposition, a third of the cost at large D); ``image_vendi`` is then NaN.
     """
-    if path not in SCHUR_PATHS:
-        raise ValueError(f"`path` must be one of {SCHUR_PATHS}, got {path!r}")
+    if path not in _SCHUR_PATHS:
+        raise ValueError(f"`path` must be one of {_SCHUR_PATHS}, got {path!r}")
     phi_prompts, phi_image = phi_prompts.to(torch.float64), phi_image.to(torch.float64)
     num_samples, image_dim = phi_image.shape
     if path == "auto":
@@ -264,16 +336,16 @@ def schur_from_features(
         else:
             path = "primal"
     if path == "grouped":
-        return _schur_grouped(phi_prompts, prompt_index, phi_image, ridge, compute_image_vendi)
+        return _schur_grouped(phi_prompts, prompt_index, phi_image, rtol, compute_image_vendi)
     phi_text = phi_prompts[prompt_index]
     if path == "dual":
-        return _schur_dual(phi_text, phi_image, ridge, compute_image_vendi)
-    return schur_from_moments(
+        return _schur_dual(phi_text, phi_image, rtol, compute_image_vendi)
+    return _schur_from_moments(
         second_moment(phi_text),
         phi_text.T @ phi_image,
         second_moment(phi_image),
         num_samples,
-        ridge=ridge,
+        rtol=rtol,
         compute_image_vendi=compute_image_vendi,
     )
 
@@ -282,23 +354,22 @@ def _schur_grouped(
     phi_prompts: Tensor,
     prompt_index: Tensor,
     phi_image: Tensor,
-    ridge: float,
+    rtol: float,
     compute_image_vendi: bool,
 ) -> SchurComplementResult:
     """The path over P distinct prompts; see the module docstring for the derivation."""
     num_samples, image_dim = phi_image.shape
-    num_prompts = phi_prompts.shape[0]
+    num_prompts, text_dim = phi_prompts.shape
     counts = torch.bincount(prompt_index, minlength=num_prompts).to(torch.float64)
     sums = phi_image.new_zeros(num_prompts, image_dim).index_add_(0, prompt_index, phi_image)
     weighted = phi_prompts * torch.sqrt(counts / num_samples)[:, None]
     prompt_gram = weighted @ weighted.T  # same nonzero eigenvalues as C_TT
-    delta = ridge_shift(float(torch.trace(prompt_gram)), phi_prompts.shape[1], ridge)
-    text_eigenvalues, basis = _gram_eigh(prompt_gram)
-    explained = torch.sqrt(text_eigenvalues / (text_eigenvalues + delta))
-    # rows of Z: the images' mean features per prompt, in the prompts' eigenbasis; L_txt = Z^T Z
+    _, basis, kept = _kept_directions(prompt_gram, rtol, max(text_dim, num_samples))
+    # rows of Z: the images' mean features per prompt, in the prompts' kept eigenbasis
     means = sums / torch.sqrt(counts * num_samples)[:, None]
-    whitened = explained[:, None] * (basis.T @ means)
+    whitened = basis[:, kept].T @ means
     image_image = second_moment(phi_image).div_(num_samples)
+    image_trace = float(torch.trace(image_image))
     # The images' spectrum first: L_img = C_II - Z^T Z then reuses C_II's 8 D^2 bytes.
     image_vendi = _image_vendi(image_image, compute_image_vendi)
     image_part = second_moment(whitened, out=image_image, alpha=-1.0)
@@ -306,43 +377,30 @@ def _schur_grouped(
         symmetric_eigenvalues(image_part),  # reads one triangle: no need to symmetrise
         symmetric_eigenvalues(whitened @ whitened.T),
         image_vendi,
+        image_trace,
         image_dim,
-        degenerate=_is_degenerate(text_eigenvalues, delta, num_samples),
+        degenerate=_is_degenerate(int(kept.sum()), num_samples),
     )
 
 
-def _gram_eigh(gram: Tensor) -> tuple[Tensor, Tensor]:
-    """Eigenvalues and vectors of a Gram matrix; round-off-level eigenvalues set to exact zero.
-
-    Kept, eigenvalues at round-off level (size * eps * max, as numpy's matrix_rank) would count
-    as explained directions of weight ``g / (g + delta)``.
-    """
-    eigenvalues, basis = torch.linalg.eigh((gram + gram.T) / 2)
-    round_off = default_tolerance(gram.shape[0]) * float(eigenvalues.max().clamp_min(0.0))
-    return torch.where(eigenvalues > round_off, eigenvalues, 0.0), basis
-
-
 def _schur_dual(
-    phi_text: Tensor, phi_image: Tensor, ridge: float, compute_image_vendi: bool
+    phi_text: Tensor, phi_image: Tensor, rtol: float, compute_image_vendi: bool
 ) -> SchurComplementResult:
     """The n x n path; see the module docstring for the derivation."""
     num_samples = phi_text.shape[0]
     text_gram = second_moment(phi_text.T).div_(num_samples)
     image_gram = second_moment(phi_image.T).div_(num_samples)
-    delta = ridge_shift(float(torch.trace(text_gram)), phi_text.shape[1], ridge)
-    text_eigenvalues, basis = _gram_eigh(text_gram)
+    size = max(phi_text.shape[1], num_samples)
+    _, basis, kept = _kept_directions(text_gram, rtol, size)
     rotated = basis.T @ image_gram @ basis
-    explained = torch.sqrt(text_eigenvalues / (text_eigenvalues + delta))
-    # delta / (g + delta) directly, not 1 - g / (g + delta): no cancellation where g >> delta.
-    unexplained = torch.sqrt(delta / (text_eigenvalues + delta))
-    text_block = explained[:, None] * rotated * explained[None, :]
-    image_block = unexplained[:, None] * rotated * unexplained[None, :]
+    rotated = (rotated + rotated.T) / 2
     return _result(
-        symmetric_eigenvalues((image_block + image_block.T) / 2),
-        symmetric_eigenvalues((text_block + text_block.T) / 2),
+        symmetric_eigenvalues(rotated[~kept][:, ~kept]),
+        symmetric_eigenvalues(rotated[kept][:, kept]),
         _image_vendi(image_gram, compute_image_vendi),
+        float(torch.trace(image_gram)),
         phi_image.shape[1],
-        degenerate=_is_degenerate(text_eigenvalues, delta, num_samples),
+        degenerate=_is_degenerate(int(kept.sum()), num_samples),
     )
 
 
@@ -357,35 +415,41 @@ def _result(
     image_eigenvalues: Tensor,
     text_eigenvalues: Tensor,
     image_vendi: Tensor,
+    image_trace: float,
     image_dim: int,
     *,
     degenerate: bool,
 ) -> SchurComplementResult:
-    """Score both parts over the D_I-dimensional blocks; attach the images' Vendi score.
+    """Score both parts over the D_I-dimensional blocks divided by ``tr(C_II)``.
 
     In the degenerate regime both parts are NaN: a number near 1 there would read as "no
     intrinsic diversity" while it only reflects the sample design.
     """
+    if not image_trace > 0:
+        raise ValueError(
+            "`image_features` map to all-zero kernel features (tr(C_II) = 0): there is no image "
+            "diversity to split"
+        )
     if degenerate:
         nan = torch.full_like(image_vendi, math.nan)
         return SchurComplementResult(sce=nan, text_part=nan.clone(), image_vendi=image_vendi)
     return SchurComplementResult(
-        sce=schur_score(image_eigenvalues, image_dim),
-        text_part=schur_score(text_eigenvalues, image_dim),
+        sce=schur_score(image_eigenvalues / image_trace, image_dim),
+        text_part=schur_score(text_eigenvalues / image_trace, image_dim),
         image_vendi=image_vendi,
     )
 
 
-def _is_degenerate(text_eigenvalues: Tensor, delta: float, num_samples: int) -> bool:
-    """Warn and return True when the text features span (above the ridge) n directions."""
-    rank = int((text_eigenvalues > delta).sum())
+def _is_degenerate(rank: int, num_samples: int) -> bool:
+    """Warn and return True when the text features span (above the cut-off) n directions."""
     if rank >= num_samples:
         warnings.warn(
             f"SchurComplementEntropy is degenerate here: the text features span {rank} directions "
-            f"for {num_samples} samples, so the prompts 'explain' every image and the image part "
-            "is only the ridge's residue (SCE ~ 1 whatever the model does); sce and text_part are NaN. This happens when "
-            "every sample has its own prompt and n <= the feature dimension. Repeat each prompt "
-            "with several seeds (a few prompts, many images each), or use fewer kernel features.",
+            f"for {num_samples} samples (counting those above their precision), so the prompts "
+            "'explain' every image and the image part is empty (SCE = 1 whatever the model does); sce and "
+            "text_part are NaN. This happens when every sample has its own prompt and n <= the "
+            "feature dimension. Repeat each prompt with several seeds (a few prompts, many "
+            "images each), or use fewer kernel features.",
             DegenerateSchurComplementWarning,
             stacklevel=4,
         )
@@ -395,14 +459,15 @@ def _is_degenerate(text_eigenvalues: Tensor, delta: float, num_samples: int) -> 
 def schur_complement_entropy(
     image_features: Tensor,
     text_features: Tensor,
-    kernel: SchurKernel = "gaussian",
+    kernel: KernelName | None = None,
     *,
     sigma: float | None = None,
-    num_features: int = DEFAULT_NUM_FEATURES,
+    num_features: int | None = None,
     seed: int = 0,
     frequencies: Tensor | None = None,
-    ridge: float = DEFAULT_RIDGE,
-    path: SchurPath = "auto",
+    feature_map: FeatureMap | None = None,
+    rtol: float | None = None,
+    path: _SchurPath = "auto",
     compute_image_vendi: bool = True,
 ) -> SchurComplementResult:
     """Schur complement entropy of images given their prompts, with its text part.
@@ -411,25 +476,33 @@ def schur_complement_entropy(
     it was generated from. ``sce`` measures the diversity the prompts do not explain (the
     model's own), ``text_part`` the diversity they do, ``image_vendi`` the images' Vendi score.
 
-    Kernels (one feature map for text and images):
+    Kernels (one feature map for text and images, resolved as for the Vendi score by
+    :func:`~diversity_callbacks.functional.resolve_kernel`):
 
+    - ``"cosine"`` (default, as for the Vendi score and the metric): the per-sample cosine
+      kernel (each row L2-normalised, then inner products); no bandwidth to choose. The
+      reference code's "cosine" option differs: it normalises feature *columns* and correlates
+      embedding coordinates.
     - ``"gaussian"``: random Fourier features of ``exp(-|x - y|^2 / (2 sigma^2))`` with one
       frequency matrix shared by text and images, as published (sigma 3.5 on raw CLIP ViT-B/32
-      embeddings, ``num_features=2500``). Seeded; pass ``frequencies`` to reuse a published draw.
-    - ``"cosine"``: the per-sample cosine kernel (each row L2-normalised, then inner products).
-      The reference code's "cosine" option differs: it normalises feature *columns* and
-      correlates embedding coordinates; this one is the kernel the Vendi score uses.
-    - ``"linear"``: inner products of the raw rows (scores then depend on the features' scale).
+      embeddings, 2500 frequencies). Seeded; pass ``frequencies`` to reuse a published draw.
+    - ``"linear"``: inner products of the raw rows; the scores are those of the features scaled
+      to a mean squared image norm of 1 (see the module docstring).
+    - ``feature_map=phi``: any explicit map ``phi(X) -> (N, D)``, applied to text and images.
 
     Args:
         image_features: (n, d_I) image embeddings.
         text_features: (n, d_T) text embeddings; ``d_T == d_I`` for ``"gaussian"``.
-        kernel: ``"gaussian"``, ``"cosine"`` or ``"linear"``.
+        kernel: ``"cosine"`` (default), ``"gaussian"`` or ``"linear"``.
         sigma: Gaussian bandwidth (required for ``"gaussian"`` unless ``frequencies`` is given).
-        num_features: random Fourier frequencies m (2m features).
+        num_features: random Fourier frequencies m (2m features; default 2500).
         seed: seed of the frequency draw.
         frequencies: (d, m) frequency matrix, already divided by ``sigma``.
-        ridge: ridge on ``C_TT`` relative to its mean eigenvalue ``tr(C_TT) / D_T``.
+        feature_map: explicit feature map shared by text and images, instead of ``kernel``.
+        rtol: eigenvalue cut-off on ``C_TT`` relative to its trace: text directions at or below
+            it explain nothing. Default ``eps^2`` of the text features' precision (bf16
+            ``2^-14``, float32 ``2^-20``, float64 ``2^-104``), so that re-encoding the prompts
+            at that precision does not change the result; see the module docstring.
         path: ``"auto"`` (the n x n dual when n < the image feature dimension D_I, else the
             grouped path when the P distinct prompts number at most D_T / 2, else the D x D
             blocks), ``"primal"``, ``"dual"`` or ``"grouped"``: same numbers, different cost.
@@ -440,16 +513,15 @@ def schur_complement_entropy(
         :class:`SchurComplementResult` ``(sce, text_part, image_vendi)`` of float64 scalars.
 
     Warns:
-        DegenerateSchurComplementWarning: when the text features span as many directions as
-            there are samples; ``sce`` and ``text_part`` are then NaN, since the complement is
-            only the ridge's residue.
+        DegenerateSchurComplementWarning: when the text features span, above the cut-off, as
+            many directions as there are samples; ``sce`` and ``text_part`` are then NaN.
 
     Example:
         >>> import torch
         >>> from diversity_callbacks.functional import schur_complement_entropy
         >>> prompts = torch.eye(3).repeat_interleave(4, dim=0)  # 3 prompts x 4 images
         >>> images = prompts.clone()  # every image is its prompt: no intrinsic diversity
-        >>> result = schur_complement_entropy(images, prompts, kernel="cosine")
+        >>> result = schur_complement_entropy(images, prompts)
         >>> [round(value.item(), 4) for value in result]
         [1.0, 3.0, 3.0]
     """
@@ -458,24 +530,26 @@ def schur_complement_entropy(
     check_paired(image_features, text_features, "image_features", "text_features")
     if image_features.shape[0] == 0:
         raise ValueError("`image_features` must have at least one row, got shape (0, D)")
-    if kernel == "gaussian" and image_features.shape[1] != text_features.shape[1]:
-        raise ValueError(
-            "kernel='gaussian' shares one frequency matrix between text and images, so "
-            "`image_features` and `text_features` must have the same dimension, got "
-            f"{image_features.shape[1]} and {text_features.shape[1]}"
-        )
-    ridge = check_ridge(ridge)
-    feature_map = schur_feature_map(
-        kernel, sigma=sigma, num_features=num_features, seed=seed, frequencies=frequencies
+    check_columns(image_features, "image_features")
+    check_columns(text_features, "text_features")
+    rtol = _check_rtol(rtol)
+    resolved = _resolve_feature_map(
+        kernel,
+        sigma=sigma,
+        num_features=num_features,
+        seed=seed,
+        frequencies=frequencies,
+        feature_map=feature_map,
     )
+    _check_shared_map(resolved, image_features, text_features)
     # Map each distinct prompt once: with P prompts of many images each, featurising all n
     # text rows would cost as much as the images.
     prompts, prompt_index = torch.unique(text_features, dim=0, return_inverse=True)
-    return schur_from_features(
-        feature_map(prompts),
+    return _schur_from_features(
+        resolved.features(prompts, "text_features"),
         prompt_index,
-        feature_map(image_features),
-        ridge=ridge,
+        resolved.features(image_features, "image_features"),
+        rtol=_effective_rtol(rtol, _text_precision(prompts)),
         path=path,
         compute_image_vendi=compute_image_vendi,
     )

@@ -121,8 +121,8 @@ def kernel_spectrum(
 ) -> Tensor:
     """Normalised eigenvalues of ``K / tr(K)`` for the samples' kernel matrix, descending."""
     if kernel.kernel_function is not None:
-        return normalized_spectrum(kernel.kernel_function(features, features), tolerance=tolerance)
-    return feature_spectrum(kernel.feature_map(features), tolerance=tolerance)
+        return normalized_spectrum(kernel.matrix(features), tolerance=tolerance)
+    return feature_spectrum(kernel.features(features), tolerance=tolerance)
 
 
 def feature_spectrum(phi: Tensor, *, tolerance: float | None = None) -> Tensor:

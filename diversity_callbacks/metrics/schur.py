@@ -9,14 +9,14 @@ import torch
 from torch import Tensor
 
 from diversity_callbacks._validation import check_features, check_paired
-from diversity_callbacks.functional.kernels import second_moment
+from diversity_callbacks.functional.kernels import FeatureMap, KernelName, second_moment
 from diversity_callbacks.functional.schur import (
-    DEFAULT_NUM_FEATURES,
-    DEFAULT_RIDGE,
-    SchurKernel,
-    check_ridge,
-    schur_feature_map,
-    schur_from_moments,
+    _check_rtol,
+    _check_shared_map,
+    _effective_rtol,
+    _resolve_feature_map,
+    _schur_from_moments,
+    _text_precision,
 )
 from diversity_callbacks.metrics._base import Dims, LazilySizedMetric, unsized_moment
 
@@ -31,18 +31,24 @@ class SchurComplementEntropy(LazilySizedMetric):
     ``sum phi_t phi_i^T``, ``sum phi_i phi_i^T`` and a count: exact, independent of the number of
     samples, summed across DDP ranks (uneven and empty ranks included). Their size is
     ``D_T^2 + D_T D_I + D_I^2`` doubles: 6 MiB for 512-d cosine features, 572 MiB for the
-    published Gaussian setting (2 x 2500 random features).
+    published Gaussian setting (2 x 2500 random features). A last state keeps the precision of
+    the text features seen (the coarsest, also across ranks and merges), which sets the cut-off
+    on ``C_TT`` as in the functional form.
 
     Args:
-        kernel: ``"cosine"`` (default: per-sample cosine kernel, no bandwidth to choose),
-            ``"gaussian"`` (seeded random Fourier features shared by text and images; needs
-            ``sigma`` or ``frequencies``) or ``"linear"``.
+        kernel: ``"cosine"`` (default, as for the functional form and the Vendi score:
+            per-sample cosine kernel, no bandwidth to choose), ``"gaussian"`` (seeded random
+            Fourier features shared by text and images; needs ``sigma`` or ``frequencies``) or
+            ``"linear"``.
         sigma: Gaussian bandwidth, ``k = exp(-|x - y|^2 / (2 sigma^2))`` (3.5 in the published
             method, on raw CLIP ViT-B/32 embeddings).
-        num_features: random Fourier frequencies m (2m features).
+        num_features: random Fourier frequencies m (2m features; default 2500).
         seed: seed of the frequency draw; identical on every rank.
         frequencies: a (d, m) frequency matrix already divided by ``sigma``.
-        ridge: ridge on ``C_TT`` relative to its mean eigenvalue ``tr(C_TT) / D_T``.
+        feature_map: explicit feature map shared by text and images, instead of ``kernel``.
+        rtol: eigenvalue cut-off on ``C_TT`` relative to its trace; default from the precision
+            of the text features (see
+            :func:`~diversity_callbacks.functional.schur_complement_entropy`).
         compute_image_vendi: ``False`` skips the images' own spectrum (a third of ``compute``'s
             cost at large D); ``"image_vendi"`` is then NaN.
         kwargs: torchmetrics ``Metric`` options (``sync_on_compute``, ``process_group``...).
@@ -71,22 +77,27 @@ class SchurComplementEntropy(LazilySizedMetric):
 
     def __init__(
         self,
-        kernel: SchurKernel = "cosine",
+        kernel: KernelName | None = None,
         *,
         sigma: float | None = None,
-        num_features: int = DEFAULT_NUM_FEATURES,
+        num_features: int | None = None,
         seed: int = 0,
         frequencies: Tensor | None = None,
-        ridge: float = DEFAULT_RIDGE,
+        feature_map: FeatureMap | None = None,
+        rtol: float | None = None,
         compute_image_vendi: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.kernel = kernel
-        self.feature_map = schur_feature_map(
-            kernel, sigma=sigma, num_features=num_features, seed=seed, frequencies=frequencies
+        self.kernel = _resolve_feature_map(
+            kernel,
+            sigma=sigma,
+            num_features=num_features,
+            seed=seed,
+            frequencies=frequencies,
+            feature_map=feature_map,
         )
-        self.ridge = check_ridge(ridge)
+        self.rtol = _check_rtol(rtol)
         self.compute_image_vendi = compute_image_vendi
         for name in ("text_text", "text_image", "image_image"):
             self.add_state(name, default=unsized_moment(), dist_reduce_fx="sum")
@@ -96,6 +107,10 @@ class SchurComplementEntropy(LazilySizedMetric):
         self.add_state(
             "num_samples", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum"
         )
+        # Machine epsilon of the text features: the coarsest wins, on this rank and across ranks.
+        self.add_state(
+            "text_eps", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="max"
+        )
 
     def update(self, image_features: Tensor, text_features: Tensor) -> None:
         """Add paired (N, d_I) image and (N, d_T) text features; row i of both is one sample."""
@@ -104,16 +119,11 @@ class SchurComplementEntropy(LazilySizedMetric):
         check_features(image_features, "image_features", dim=image_dim)
         check_features(text_features, "text_features", dim=text_dim)
         check_paired(image_features, text_features, "image_features", "text_features")
-        if self.kernel == "gaussian" and image_features.shape[1] != text_features.shape[1]:
-            raise ValueError(
-                "kernel='gaussian' shares one frequency matrix between text and images, so "
-                "`image_features` and `text_features` must have the same dimension, got "
-                f"{image_features.shape[1]} and {text_features.shape[1]}"
-            )
+        _check_shared_map(self.kernel, image_features, text_features)
         if image_features.shape[0] == 0:
             return
-        phi_text = self.feature_map(text_features.to(self.device)).to(torch.float64)
-        phi_image = self.feature_map(image_features.to(self.device)).to(torch.float64)
+        phi_text = self.kernel.features(text_features.to(self.device), "text_features")
+        phi_image = self.kernel.features(image_features.to(self.device), "image_features")
         dims = (
             text_features.shape[1],
             image_features.shape[1],
@@ -132,6 +142,7 @@ class SchurComplementEntropy(LazilySizedMetric):
         self.text_image.addmm_(phi_text.T, phi_image)
         second_moment(phi_image, out=self.image_image)
         self.num_samples += image_features.shape[0]
+        self.text_eps.clamp_min_(_text_precision(text_features))
 
     def compute(self) -> dict[str, Tensor]:
         """``{"sce", "text_part", "image_vendi"}`` over every pair seen on every rank (a collective)."""
@@ -141,12 +152,12 @@ class SchurComplementEntropy(LazilySizedMetric):
                 f"{type(self).__name__}.compute() needs at least one sample, got none: call "
                 "update(image_features, text_features) first"
             )
-        result = schur_from_moments(
+        result = _schur_from_moments(
             self.text_text,
             self.text_image,
             self.image_image,
             num_samples,
-            ridge=self.ridge,
+            rtol=_effective_rtol(self.rtol, float(self.text_eps)),
             compute_image_vendi=self.compute_image_vendi,
         )
         return result._asdict()

@@ -13,6 +13,7 @@ from diversity_callbacks._validation import check_features
 from diversity_callbacks.functional.kernels import (
     FeatureMap,
     KernelSpec,
+    check_columns,
     resolve_kernel,
     second_moment,
 )
@@ -109,7 +110,7 @@ class VendiScore(LazilySizedMetric):
         if features.shape[0] == 0:
             return
         if self.streams_moments:
-            phi = self.kernel.feature_map(features.to(self.device)).to(torch.float64)
+            phi = self.kernel.features(features.to(self.device))
             if dims is None:
                 self._allocate((features.shape[1], phi.shape[1]))
             elif dims[1] != phi.shape[1]:
@@ -119,6 +120,7 @@ class VendiScore(LazilySizedMetric):
                 )
             second_moment(phi, out=self.second_moment)
         else:
+            check_columns(features)  # the kernel function would only see them at compute
             # A copy even when already float64: the caller may reuse the batch's buffer.
             self.rows.append(features.to(self.device, torch.float64, copy=True))
         self.num_samples += features.shape[0]
@@ -148,7 +150,7 @@ class VendiScore(LazilySizedMetric):
         if self.streams_moments:
             return normalized_spectrum(self.second_moment, tolerance=self.tolerance)
         rows = dim_zero_cat(self.rows)
-        gram = self.kernel.kernel_function(rows, rows)
+        gram = self.kernel.matrix(rows)
         return normalized_spectrum(gram, tolerance=self.tolerance)
 
     def plot(

@@ -168,3 +168,119 @@ def test_second_moment_equals_the_full_product_and_accumulates(dim: int) -> None
     out = start.clone()
     assert second_moment(phi, out=out, alpha=-0.5) is out
     torch.testing.assert_close(out, start - 0.5 * full, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("sigma", [1e-300, 1e-160, 1e160, 1e300])
+def test_bandwidths_that_break_the_float64_kernel_are_rejected(sigma: float) -> None:
+    message = r"`sigma` must be a bandwidth whose 1 / \(2 sigma\^2\) is a normal float64"
+    with pytest.raises(ValueError, match=message):
+        resolve_kernel("gaussian", sigma=sigma)
+    with pytest.raises(ValueError, match=message):
+        gaussian_kernel(torch.randn(3, 2), sigma=sigma)
+    with pytest.raises(ValueError, match=message):
+        RandomFourierFeatures(sigma=sigma, num_features=4)
+
+
+def test_extreme_but_valid_bandwidths_give_a_finite_kernel() -> None:
+    x = torch.randn(4, 3, dtype=torch.float64)
+    assert bool(torch.isfinite(gaussian_kernel(x * 1e-150, sigma=1e-150)).all())
+    assert bool(torch.isfinite(gaussian_kernel(x * 1e150, sigma=1e150)).all())
+
+
+@pytest.mark.parametrize("seed", [2**64, -1, 1.5, None, True, "0"])
+def test_random_feature_seeds_are_checked_at_construction(seed: object) -> None:
+    with pytest.raises(ValueError, match=r"`seed` must be an integer in \[0, 2\*\*64\), got"):
+        resolve_kernel("gaussian", sigma=1.0, num_features=4, seed=seed)
+    with pytest.raises(ValueError, match=r"`seed` must be an integer"):
+        RandomFourierFeatures(sigma=1.0, num_features=4, seed=seed)
+
+
+def test_the_largest_seed_draws() -> None:
+    frequencies = random_fourier_frequencies(3, 4, sigma=1.0, seed=2**64 - 1)
+    assert bool(torch.isfinite(frequencies).all())
+
+
+@pytest.mark.parametrize("scale", [1e200, 1e-170, 1e-310])
+def test_cosine_normalises_finite_rows_whose_squared_norm_overflows_or_underflows(
+    scale: float,
+) -> None:
+    rows = torch.tensor([[3.0, -4.0, 0.0], [1.0, 2.0, 2.0]], dtype=torch.float64)
+    unit = normalize_rows(rows * scale)
+    expected = torch.tensor([[0.6, -0.8, 0.0], [1 / 3, 2 / 3, 2 / 3]], dtype=torch.float64)
+    torch.testing.assert_close(unit, expected, rtol=1e-12, atol=0)
+
+
+def test_given_frequencies_must_be_finite() -> None:
+    frequencies = torch.randn(3, 4, dtype=torch.float64)
+    frequencies[1, 2] = math.nan
+    with pytest.raises(ValueError, match="`frequencies` must be finite, got NaN or Inf"):
+        RandomFourierFeatures(frequencies=frequencies)
+    with pytest.raises(ValueError, match="`frequencies` must be a floating 2-D"):
+        RandomFourierFeatures(frequencies=torch.zeros(3, 0))
+
+
+@pytest.mark.parametrize(
+    ("feature_map", "message"),
+    [
+        (
+            lambda x: x.sum(1),
+            r"`feature_map` must map \(N, d\) `features` to an \(N, D\) tensor "
+            r"with N = 5 and D >= 1, got a tensor of shape \(5,\)",
+        ),
+        (lambda x: x[:3], "with N = 5 and D >= 1, got a tensor of shape \\(3, 4\\)"),
+        (lambda x: x[:, :0], "with N = 5 and D >= 1, got a tensor of shape \\(5, 0\\)"),
+        (lambda x: x.tolist(), "got list"),
+        (lambda x: x * math.nan, "`feature_map` returned NaN or Inf features for finite"),
+    ],
+)
+def test_feature_map_outputs_are_checked(feature_map, message: str) -> None:
+    resolved = resolve_kernel(feature_map=feature_map)
+    with pytest.raises(ValueError, match=message):
+        resolved.features(torch.randn(5, 4))
+
+
+@pytest.mark.parametrize(
+    ("kernel", "message"),
+    [
+        (lambda x, y: (x @ y.T) * math.nan, "the `kernel` callable returned NaN or Inf kernel"),
+        (lambda x, y: x @ x.T[:, :2], r"must return the \(5, 5\) kernel matrix"),
+    ],
+)
+def test_kernel_callable_outputs_are_checked(kernel, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        resolve_kernel(kernel).matrix(torch.randn(5, 4))
+
+
+@pytest.mark.parametrize("kernel", [None, "linear", "gaussian"])
+def test_zero_feature_columns_are_rejected(kernel: str | None) -> None:
+    resolved = resolve_kernel(kernel, sigma=1.0 if kernel == "gaussian" else None)
+    compute = resolved.features if resolved.feature_map is not None else resolved.matrix
+    with pytest.raises(ValueError, match=r"`features` must have at least one feature column"):
+        compute(torch.randn(5, 0))
+
+
+def test_frequencies_resolve_to_the_given_draw() -> None:
+    frequencies = torch.randn(3, 6, dtype=torch.float64)
+    resolved = resolve_kernel("gaussian", frequencies=frequencies)
+    x = torch.randn(4, 3)
+    assert torch.equal(resolved.features(x), random_fourier_features(x, frequencies))
+    with pytest.raises(ValueError, match="`frequencies` only applies to kernel='gaussian'"):
+        resolve_kernel("cosine", frequencies=frequencies)
+    with pytest.raises(ValueError, match="pass either `num_features` or `frequencies`"):
+        resolve_kernel("gaussian", num_features=3, frequencies=frequencies)
+
+
+def test_the_vendi_score_names_zero_columns_and_bad_callables() -> None:
+    from diversity_callbacks import VendiScore
+    from diversity_callbacks.functional import vendi_score
+
+    with pytest.raises(ValueError, match="`features` must have at least one feature column"):
+        vendi_score(torch.randn(5, 0), kernel="gaussian", sigma=1.0)  # was 1.0
+    with pytest.raises(ValueError, match="`features` must have at least one feature column"):
+        VendiScore(kernel="gaussian", sigma=1.0).update(torch.randn(5, 0))
+    with pytest.raises(ValueError, match="the `kernel` callable returned NaN"):
+        vendi_score(torch.randn(5, 3), kernel=lambda x, y: (x @ y.T) / 0 * 0)
+    with pytest.raises(ValueError, match="`feature_map` must map"):
+        VendiScore(feature_map=lambda x: x[0]).update(torch.randn(5, 3))
+    with pytest.raises(ValueError, match="`seed` must be an integer"):
+        VendiScore(kernel="gaussian", sigma=1.0, num_features=4, seed=None)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from diversity_callbacks import SchurComplementEntropy
-from diversity_callbacks.functional import schur_complement_entropy
+from diversity_callbacks.functional import normalize_rows, schur_complement_entropy
 from diversity_callbacks.functional.schur import DegenerateSchurComplementWarning
 from tests.distributed import run_distributed
 
@@ -133,6 +133,91 @@ def test_skipping_image_vendi_keeps_the_scores():
     reference = expected({"kernel": "cosine"})
     torch.testing.assert_close(result["sce"], reference["sce"], rtol=1e-10, atol=0)
     assert math.isnan(result["image_vendi"])
+
+
+def test_noise_in_repeated_prompts_below_their_precision_does_not_move_sce():
+    # the functional test's setting, streamed: rows of one prompt re-encoded with 1e-4 noise
+    images, prompts = pairs(num_prompts=4, per_prompt=8, dim=64)
+    noisy = prompts.clone()
+    noise = torch.randn(noisy[:8].shape, generator=torch.Generator().manual_seed(5))
+    noisy[:8] *= 1 + 1e-4 * noise
+    results = []
+    for text in (prompts, noisy):
+        metric = SchurComplementEntropy()
+        metric.update(images[:20], text[:20])
+        metric.update(images[20:], text[20:])
+        results.append(metric.compute()["sce"].item())
+    assert abs(results[1] / results[0] - 1) < 0.01  # tolerance: 1% of SCE (4.2% before)
+
+
+def test_the_coarsest_text_precision_seen_is_kept_and_merged():
+    images, prompts = pairs()
+    fine, coarse = SchurComplementEntropy(), SchurComplementEntropy()
+    fine.update(images[:30], prompts[:30].double() + 1e-9)  # float64 values: 2^-52
+    assert fine.text_eps.item() == 2.0**-52
+    coarse.update(images[30:], prompts[30:].to(torch.bfloat16))
+    assert coarse.text_eps.item() == 2.0**-7
+    fine.merge_state(coarse)
+    assert fine.text_eps.item() == 2.0**-7
+    fine.update(images[:5], prompts[:5])  # float32 does not refine what was seen
+    assert fine.text_eps.item() == 2.0**-7
+
+
+def test_bf16_text_gives_the_functional_value():
+    images, prompts = pairs()
+    metric = SchurComplementEntropy()
+    metric.update(images[:25], prompts[:25].to(torch.bfloat16))
+    metric.update(images[25:], prompts[25:].to(torch.bfloat16))
+    reference = schur_complement_entropy(images, prompts.to(torch.bfloat16), path="primal")
+    assert_same(metric.compute(), reference._asdict(), rtol=1e-10)
+
+
+def distributed_precision(rank: int, world_size: int) -> float:
+    images, prompts = pairs()
+    metric = SchurComplementEntropy()
+    text = prompts.to(torch.bfloat16) if rank == 1 else prompts
+    metric.update(images[rank::2], text[rank::2])
+    metric.compute()
+    with metric.sync_context():
+        return metric.text_eps.item()
+
+
+def test_ddp_ranks_agree_on_the_coarsest_precision():
+    assert run_distributed(distributed_precision) == [2.0**-7, 2.0**-7]
+
+
+def test_feature_map_is_accepted_like_vendi_score():
+    images, prompts = pairs()
+    metric = SchurComplementEntropy(feature_map=normalize_rows)
+    metric.update(images, prompts)
+    assert_same(metric.compute(), expected({"kernel": "cosine"}), rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"kernel": lambda x, y: x @ y.T}, "needs an explicit feature map"),
+        ({"kernel": "rbf"}, r"`kernel` must be one of \('cosine', 'linear', 'gaussian'\)"),
+        ({"kernel": "gaussian", "sigma": 1.0, "seed": 1.5}, r"`seed` must be an integer"),
+        ({"kernel": "gaussian", "sigma": 1e-300}, "`sigma` must be a bandwidth"),
+        ({"rtol": -1e-3}, r"`rtol` must be None"),
+    ],
+)
+def test_bad_arguments_fail_at_construction(options, match):
+    with pytest.raises(ValueError, match=match):
+        SchurComplementEntropy(**options)
+
+
+def test_feature_map_dropping_rows_is_named():
+    metric = SchurComplementEntropy(feature_map=lambda x: x[1:].double())
+    with pytest.raises(ValueError, match=r"`feature_map` must map .* `text_features` to an"):
+        metric.update(torch.randn(5, 8), torch.randn(5, 8))
+
+
+def test_zero_feature_columns_are_rejected():
+    metric = SchurComplementEntropy()
+    with pytest.raises(ValueError, match="`text_features` must have at least one feature column"):
+        metric.update(torch.randn(5, 0), torch.randn(5, 0))
 
 
 def test_forward_on_an_empty_batch_raises_and_keeps_the_pairs_seen():

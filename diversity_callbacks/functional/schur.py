@@ -22,8 +22,8 @@ is noise and explains nothing; one above it is explained in full. ``rtol`` defau
 ``eps^2``, with ``eps`` the machine epsilon of the coarsest arithmetic the text features may come
 from: ``2^-7`` for bf16 (and float32/float64 tensors whose values are all bf16 numbers), ``2^-10``
 for float16 and float32 (GPU encoders run float32 matmuls and convolutions in TF32, 10 mantissa
-bits; the published float32 ``pinv`` cuts at ``D * 2^-23`` of the largest eigenvalue, the same
-order), ``2^-52`` for float64 values that are not float32 numbers. Why ``eps^2``: changing every
+bits; the published float32 ``pinv`` cuts coarser still, at ``D * 2^-23`` of the largest
+eigenvalue: 6e-5 at D = 512), ``2^-52`` for float64 values that are not float32 numbers. Why ``eps^2``: changing every
 text row by less than ``eps`` relative (re-encoding a prompt in another batch, at another
 precision) changes ``Phi_T`` by ``E`` with ``|E|_F^2 <= eps^2 |Phi_T|_F^2``, and the directions
 it adds have eigenvalues at most ``|E|_2^2 / n <= eps^2 tr(C_TT)``: below the cut-off. Distinct

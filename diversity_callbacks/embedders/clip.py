@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import pickle
+import socket
+import urllib.parse
+import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -177,6 +181,11 @@ class CLIPEmbedder:
         """
         value_range = self.value_range if value_range is None else value_range
         check_images(images, value_range)
+        if images.shape[0] > 0 and min(images.shape[2:]) == 0:
+            raise ValueError(
+                "`images` must have a height and width of at least 1 pixel, got shape "
+                f"{tuple(images.shape)}"
+            )
         device = self._place(images.device)
         images = images.to(device)
         if images.shape[0] == 0:
@@ -277,6 +286,7 @@ def _create_model(
                 f"pretrained={pretrained!r} is neither an existing file nor an open_clip tag "
                 f"for {model_name!r} (tags: {tags})"
             )
+        _check_weights_obtainable(open_clip, model_name, pretrained)
     # Random init draws from the global RNG: seed it for identical models on every rank, and
     # leave the caller's RNG stream as it was.
     with torch.random.fork_rng(devices=[]):
@@ -288,22 +298,75 @@ def _create_model(
                 force_preprocess_cfg=dict(preprocess_cfg or {}),
                 **dict(model_kwargs or {}),
             )
-        except (RuntimeError, OSError) as err:
+        # Any failure to read the weights (a garbage file fails in the unpickler, a truncated
+        # one with EOFError, a missing download with a hub error) gets the message below.
+        except Exception as err:
             if pretrained is None:
                 raise
             raise RuntimeError(_load_error(model_name, pretrained, is_file, err)) from err
     return model.eval().requires_grad_(False)
 
 
+def _check_weights_obtainable(open_clip: ModuleType, model_name: str, tag: str) -> None:
+    """Fail at once when a tag's weights are not cached and the hub is offline or unreachable.
+
+    Without this, an unreachable hub costs about 47 s of download retries before the error.
+    Weights that are cached, or that open_clip fetches from a plain URL, are left to open_clip.
+    """
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    hub_path = open_clip.get_pretrained_cfg(model_name, tag).get("hf_hub", "")
+    if not hub_path:
+        return
+    repo_id, filename = os.path.split(hub_path)
+    filename = filename or "open_clip_pytorch_model.bin"
+    # open_clip prefers a safetensors copy of the same weights when the repository has one.
+    names = (
+        filename,
+        os.path.splitext(filename)[0] + ".safetensors",
+        "open_clip_model.safetensors",
+    )
+    if any(isinstance(try_to_load_from_cache(repo_id, name), str) for name in names):
+        return
+    if constants.HF_HUB_OFFLINE:
+        reason = "HF_HUB_OFFLINE is set"
+    elif not _reachable(constants.ENDPOINT):
+        reason = f"{constants.ENDPOINT} cannot be reached"
+    else:
+        return
+    raise RuntimeError(
+        _load_error(model_name, tag, False, OSError(f"they are not in the cache and {reason}"))
+    )
+
+
+def _reachable(endpoint: str, timeout: float = 3.0) -> bool:
+    """Whether the hub's host accepts a TCP connection (assumed so behind a proxy)."""
+    if urllib.request.getproxies().get("https"):
+        return True  # the proxy decides; the download itself will tell
+    url = urllib.parse.urlsplit(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def _load_error(model_name: str, pretrained: str, is_file: bool, err: Exception) -> str:
     if is_file:
+        # torch's own message suggests weights_only=False, which would run code from the file.
+        reason = "it is not a file torch.load(weights_only=True) can read"
+        if not isinstance(err, pickle.UnpicklingError):
+            reason = str(err).rstrip(".")
         return (
             f"could not load the weights file pretrained={pretrained!r} into open_clip model "
-            f"{model_name!r}: {err}. The file must hold a state_dict of that architecture."
+            f"{model_name!r}: {reason}. The file must hold a state_dict of that architecture, "
+            "saved with torch.save(model.state_dict(), path); it is only read with "
+            "weights_only=True, which never runs code from the file."
         )
     return (
         f"could not get the open_clip weights pretrained={pretrained!r} for {model_name!r}: "
-        f"{err}. Without network access, download them where there is one (e.g. "
+        f"{str(err).rstrip('.')}. Without network access, download them where there is one (e.g. "
         f"open_clip.create_model({model_name!r}, pretrained={pretrained!r}) and "
         "torch.save(model.state_dict(), 'open_clip_pytorch_model.bin')) and pass the file: "
         f"CLIPEmbedder({model_name!r}, pretrained='/path/to/open_clip_pytorch_model.bin'). If "

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -96,7 +98,33 @@ def test_an_unreachable_tag_fails_fast_and_says_how_to_pass_a_file(monkeypatch, 
     message = str(info.value)
     assert "'laion2b_s34b_b79k'" in message and "'ViT-B-32'" in message
     assert "pretrained='/path/to/open_clip_pytorch_model.bin'" in message
-    assert "HF_HUB_OFFLINE" in message
+    assert "not in the cache and HF_HUB_OFFLINE is set" in message
+    assert ".." not in message
+
+
+def test_an_unreachable_hub_fails_fast_without_the_offline_flag(monkeypatch, tmp_path) -> None:
+    # open_clip alone retries the download for about 47 s before it gives up
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", "http://127.0.0.1:9")  # refused
+    for proxy in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(proxy, raising=False)
+    start = time.perf_counter()
+    with pytest.raises(RuntimeError, match=r"not in the cache and http://127.0.0.1:9 cannot be"):
+        CLIPEmbedder("ViT-B-32", pretrained="laion2b_s34b_b79k")
+    assert time.perf_counter() - start < 10
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint" * 8, b""], ids=["garbage", "empty"])
+def test_an_unreadable_weights_file_gets_the_package_message(tmp_path, content) -> None:
+    path = tmp_path / "weights.bin"
+    path.write_bytes(content)
+    with pytest.raises(
+        RuntimeError, match=r"could not load the weights file .*weights\.bin"
+    ) as info:
+        tiny(pretrained=path)
+    assert "weights_only=False" not in str(info.value)  # torch's advice would run the file's code
+    assert "only read with weights_only=True" in str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -195,6 +223,14 @@ def test_fp32_ignores_the_callers_autocast_and_bf16_uses_its_own(tiny_embedder) 
 def test_empty_inputs_give_empty_embeddings(tiny_embedder) -> None:
     assert tiny_embedder.embed_images(torch.rand(0, 3, 10, 10)).shape == (0, 32)
     assert tiny_embedder.embed_texts([]).shape == (0, 32)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 0, 0), (2, 3, 0, 5), (1, 3, 7, 0)])
+def test_images_without_pixels_are_refused_with_their_shape(tiny_embedder, shape) -> None:
+    # they used to reach the resize and raise ZeroDivisionError
+    with pytest.raises(ValueError, match=re.escape(f"at least 1 pixel, got shape {shape}")):
+        tiny_embedder.embed_images(torch.rand(shape))
+    assert tiny_embedder.embed_images(torch.rand(0, 3, 0, 0)).shape == (0, 32)
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,6 @@ from typing import Any, Literal
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
 
 from diversity_callbacks._validation import check_positive_int
@@ -25,6 +24,7 @@ from diversity_callbacks.evaluation.evaluator import (
     EvaluationError,
     EvaluationResult,
 )
+from diversity_callbacks.media.publish import publish, wants_media
 
 SampleFn = Callable[[LightningModule, Conditions, list[torch.Generator]], Any]
 """``sample_fn(pl_module, conditions, generators) -> samples``: see :class:`DiversityCallback`."""
@@ -69,9 +69,11 @@ class DiversityCallback(Callback):
     order); ``diversity/conditional_vendi_q1``, ... (prompts) or
     ``diversity/class_conditional_vendi_q1``, ... (class labels): the Vendi score within each
     condition, averaged; ``diversity/sce`` and ``diversity/sce_text`` (prompts, with an embedder
-    that embeds texts); one key per extra metric; ``diversity/eval_seconds``. With a
-    ``WandbLogger`` the same history row holds ``diversity/samples`` (a uint8 grid per
-    condition, captioned), ``diversity/table`` and, with ``spectrum=True``, ``diversity/spectrum``.
+    that embeds texts); one key per extra metric; ``diversity/eval_seconds``. W&B, TensorBoard
+    and MLflow loggers also get a uint8 grid per condition (captioned), the per-condition table
+    and, with ``spectrum=True``, the spectrum plot (:mod:`diversity_callbacks.media`); with a
+    ``WandbLogger`` they share the scalars' history row (``diversity/samples``,
+    ``diversity/table``, ``diversity/spectrum``).
 
     Args:
         prompts: a list of prompts or the path of a text file with one per line (or give
@@ -83,10 +85,13 @@ class DiversityCallback(Callback):
         every_n_epochs: evaluate at the end of every this many training epochs.
         after_validation: evaluate at the end of every validation epoch.
         sample_fn: how to sample; default ``pl_module.generate``.
-        log_images: with a ``WandbLogger``, log sample grids and the per-condition table.
+        log_images: send sample grids to the loggers that take media (W&B, TensorBoard, MLflow,
+            see :mod:`diversity_callbacks.media`) and to ``media_dir``.
         on_error: ``"raise"``: a failure while sampling, embedding or computing raises an
             :class:`~diversity_callbacks.EvaluationError` naming the step and the samples;
             ``"warn"``: every rank warns, the evaluation is skipped and training goes on.
+        media_dir: also write each evaluation's grids (PNG), per-condition table (CSV) and
+            spectrum under ``media_dir/step_000120/``, whatever the loggers (CSV users).
         evaluator_options: keyword arguments of :class:`~diversity_callbacks.DiversityEvaluator`
             (``class_labels``, ``num_samples``, ``embedder``, ``value_range``, ``batch_size``,
             ``seed``, ``vendi_orders``, ``vendi_kernel``, ``sce``, ``metrics``, ``prefix``...).
@@ -114,6 +119,7 @@ class DiversityCallback(Callback):
         sample_fn: SampleFn | None = None,
         log_images: bool = True,
         on_error: Literal["raise", "warn"] = "raise",
+        media_dir: str | os.PathLike | None = None,
         **evaluator_options: Any,
     ) -> None:
         options = _renamed(evaluator_options)
@@ -127,7 +133,10 @@ class DiversityCallback(Callback):
                 f"(options {sorted(options)})"
             )
         self.evaluator = evaluator
-        for name, n in (("every_n_train_steps", every_n_train_steps), ("every_n_epochs", every_n_epochs)):
+        for name, n in (
+            ("every_n_train_steps", every_n_train_steps),
+            ("every_n_epochs", every_n_epochs),
+        ):
             if n is not None:
                 check_positive_int(n, name)
         if every_n_train_steps is None and every_n_epochs is None and not after_validation:
@@ -142,6 +151,7 @@ class DiversityCallback(Callback):
         if on_error not in ("raise", "warn"):
             raise ValueError(f'`on_error` must be "raise" or "warn", got {on_error!r}')
         self.on_error = on_error
+        self.media_dir = media_dir
         self.history: list[dict[str, float]] = []
         """One dict per evaluation: ``step``, ``epoch`` and the logged scalars."""
         self.last_timings: dict[str, float] = {}
@@ -239,7 +249,7 @@ class DiversityCallback(Callback):
                 module=pl_module,
                 device=pl_module.device,
                 precision_context=trainer.precision_plugin.forward_context,
-                thumbnails=self.log_images and _has_wandb(trainer),
+                thumbnails=self.log_images and wants_media(trainer.loggers, self.media_dir),
                 progress=_progress_bar_enabled(trainer),
                 step=trainer.global_step,
             )
@@ -262,16 +272,7 @@ class DiversityCallback(Callback):
         )
         self.history.append({"step": step, "epoch": trainer.current_epoch, **scalars})
         if trainer.is_global_zero:
-            for logger in trainer.loggers:
-                metrics: dict[str, Any] = dict(scalars)
-                if isinstance(logger, WandbLogger):
-                    from diversity_callbacks._wandb import wandb_media
-
-                    metrics.update(wandb_media(self.evaluator, result))
-                # WandbLogger.log_metrics puts media and scalars in one history row at
-                # trainer/global_step, as its own log_image does.
-                logger.log_metrics(metrics, step=step)
-                logger.save()
+            publish(trainer.loggers, self.evaluator, result, step, media_dir=self.media_dir)
         self.last_timings = {**result.timings, "logging": time.perf_counter() - start}
 
 
@@ -295,10 +296,6 @@ def _default_generate(pl_module: LightningModule) -> Callable[..., Tensor]:
             "or pass DiversityCallback(sample_fn=...)"
         )
     return generate
-
-
-def _has_wandb(trainer: Trainer) -> bool:
-    return any(isinstance(logger, WandbLogger) for logger in trainer.loggers)
 
 
 def _progress_bar_enabled(trainer: Trainer) -> bool:

@@ -1,0 +1,43 @@
+"""Media as files: PNG grids, the per-condition CSV and the spectrum PNG in one folder.
+
+Used for ``DiversityCallback(media_dir=...)`` (any logger, CSV users included) and as the
+artifact folder the MLflow writer uploads, so both have the same layout::
+
+    step_000120/
+        samples/00_a_red_apple.png   one grid per condition, numbered in set order
+        table.csv                    condition, then one column per per-condition score
+        spectrum.png                 with spectrum=True
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from diversity_callbacks.media.render import Media, png_bytes
+
+
+def step_folder(step: int) -> str:
+    """The folder name of one evaluation: ``step_000120``."""
+    return f"step_{step:06d}"
+
+
+def write_media_folder(folder: Path, media: Media) -> list[Path]:
+    """Write the media of one evaluation under ``folder``; return the files written.
+
+    Args:
+        folder: created if missing; existing files of the same names are replaced (a resumed
+            run evaluating a step again).
+        media: the rendered media.
+    """
+    files = {f"samples/{grid.name}.png": png_bytes(grid.hwc()) for grid in media.grids}
+    if media.table is not None:
+        files["table.csv"] = media.table.csv().encode()
+    if media.spectrum is not None:
+        files["spectrum.png"] = png_bytes(media.spectrum)
+    written = []
+    for name, data in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        written.append(path)
+    return written

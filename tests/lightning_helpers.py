@@ -74,6 +74,73 @@ class TinyGenerator(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=self.lr)
 
 
+class ClassConditionalGenerator(TinyGenerator):
+    """The tiny generator conditioned on class labels 0..2 instead of prompts."""
+
+    def generate(self, labels: Tensor, generators: list[torch.Generator]) -> Tensor:
+        assert labels.dtype == torch.long and labels.device == self.device
+        return self(self.noise(generators), labels)
+
+    def noise(self, generators: list[torch.Generator]) -> Tensor:
+        return torch.stack(
+            [torch.randn(LATENT, generator=g, device=self.device) for g in generators]
+        )
+
+
+class UnconditionalGenerator(ClassConditionalGenerator):
+    """The tiny generator with every sample drawn for class 0: no condition at all."""
+
+    def generate(self, conditions: None, generators: list[torch.Generator]) -> Tensor:
+        assert conditions is None
+        labels = torch.zeros(len(generators), dtype=torch.long, device=self.device)
+        return self(self.noise(generators), labels)
+
+
+class TextGenerator(L.LightningModule):
+    """A tiny language model: each of 6 positions draws a letter from its own learned logits;
+    trained toward "abcabc", so its samples lose diversity as it learns."""
+
+    LETTERS = "abcdef"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(torch.zeros(6, len(self.LETTERS)))
+
+    def generate(self, prompts: list[str], generators: list[torch.Generator]) -> list[str]:
+        probabilities = self.logits.softmax(dim=1)
+        texts = []
+        for prompt, generator in zip(prompts, generators, strict=True):
+            draws = torch.multinomial(probabilities, 1, generator=generator).flatten()
+            texts.append(prompt + ": " + "".join(self.LETTERS[int(i)] for i in draws))
+        return texts
+
+    def training_step(self, batch: tuple[Tensor], batch_idx: int) -> Tensor:
+        (target,) = batch
+        return nn.functional.cross_entropy(
+            self.logits.expand(len(target), -1, -1).flatten(0, 1), target.flatten()
+        )
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=1.0)
+
+
+def text_data(num: int = 32) -> DataLoader:
+    """Targets "abcabc" as letter indices, for TextGenerator."""
+    target = torch.tensor([0, 1, 2, 0, 1, 2]).expand(num, -1)
+    return DataLoader(TensorDataset(target), batch_size=4)
+
+
+class LetterEmbedder:
+    """Texts -> letter counts (a bag of characters): embeds generated texts and prompts alike."""
+
+    def embed_samples(self, texts: list[str]) -> Tensor:
+        return torch.stack(
+            [torch.tensor([text.count(c) for c in "abcdefghijklmnopqrstuvwxyz"]) for text in texts]
+        ).double()
+
+    embed_texts = embed_samples
+
+
 def tiny_data(num: int = 32, batch_size: int = 4, shuffle: bool = True) -> DataLoader:
     """Random (noise, prompt id, target image) triples; the order is drawn from the global RNG."""
     generator = torch.Generator().manual_seed(1234)
@@ -112,7 +179,9 @@ class MeanNorm(Metric):
 
     def __init__(self) -> None:
         super().__init__()
-        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state(
+            "total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
+        )
         self.add_state("count", default=torch.tensor(0), dist_reduce_fx="sum")
 
     def update(self, embeddings: Tensor) -> None:

@@ -388,8 +388,35 @@ def test_a_module_without_generate_and_no_sample_fn_is_reported():
     class NoGenerate(TinyGenerator):
         generate = None
 
-    with pytest.raises(AttributeError, match=r"NoGenerate has no generate\(conditions, generators\)"):
+    with pytest.raises(
+        AttributeError, match=r"NoGenerate has no generate\(conditions, generators\)"
+    ):
         fit([make_callback()], module=NoGenerate(), max_steps=2)
+
+
+def test_a_callback_reused_in_a_second_fit_starts_a_fresh_history():
+    calls = []
+
+    def sampler(module: TinyGenerator, prompts: list[str], generators: list) -> Tensor:
+        calls.append(len(prompts))
+        return module.generate(prompts, generators)
+
+    callback = make_callback(sample_fn=sampler)
+    fit([callback], max_steps=4)
+    first_calls = len(calls)
+    fit([callback], max_steps=4)  # a new Trainer, a new model, the same callback
+    assert first_calls > 0 and len(calls) == 2 * first_calls  # the second run evaluated too
+    assert steps(callback) == [2, 4]
+
+
+def test_the_state_key_tells_prompt_lists_apart_and_keeps_the_0_1_form():
+    joined, split = make_callback(prompts=["a\nb"]), make_callback(prompts=["a", "b"])
+    assert joined.state_key != split.state_key
+    # 0.1.0 wrote this key for these arguments: its checkpoints must still find their state
+    assert split.state_key == (
+        "DiversityCallback{'prefix': 'diversity', 'prompts': 'fcd127ffa101', "
+        "'samples_per_prompt': 3, 'seed': 0}"
+    )
 
 
 # ---------------------------------------------------------------- configuration

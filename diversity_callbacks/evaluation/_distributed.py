@@ -55,5 +55,7 @@ def gather_to_rank_zero(item: dict[Any, Any]) -> dict[Any, Any]:
 def _collective_device(device: torch.device) -> torch.device:
     """NCCL reduces CUDA tensors only; gloo takes CPU ones."""
     if dist.get_backend() == "nccl":
-        return device if device.type == "cuda" else torch.device("cuda", torch.cuda.current_device())
+        return (
+            device if device.type == "cuda" else torch.device("cuda", torch.cuda.current_device())
+        )
     return torch.device("cpu")

@@ -155,6 +155,11 @@ class EvaluationSet:
         total = self.num_samples
         return range(rank * total // world_size, (rank + 1) * total // world_size)
 
+    def batches(self, rank: int, world_size: int, batch_size: int) -> list[range]:
+        """This rank's share in batches of at most ``batch_size`` samples."""
+        share = self.shard(rank, world_size)
+        return [share[i : i + batch_size] for i in range(0, len(share), batch_size)]
+
     def generators(self, indices: Sequence[int], device: torch.device) -> list[torch.Generator]:
         """One generator per sample, on ``device``, seeded for that sample alone."""
         return [

@@ -4,6 +4,21 @@ Left to right: the fixed evaluation set -> this rank's share -> the generator (e
 global RNG isolated) -> checked samples -> the embedder -> every metric's ``update`` -> ``compute``
 on every rank -> an :class:`EvaluationResult`. The Lightning callback, a plain PyTorch loop and a
 ``torch.distributed`` script all call :meth:`DiversityEvaluator.evaluate`.
+
+Sample ``i`` is drawn for condition ``i // samples_per_condition`` with a generator seeded from
+``(seed, i)`` alone, so two evaluations differ only because the model changed and the values do
+not depend on the number of ranks. Under ``torch.distributed`` each rank draws a contiguous share
+(no padding; a rank may draw nothing), the metric states are synced and every rank gets the same
+result.
+
+**Sampling contract.** For each batch of at most ``batch_size`` samples the evaluator calls
+``sample_fn(conditions, generators)``, where ``generators`` is a list of ``torch.Generator`` on
+the evaluation's device, one per sample, seeded for that sample alone (draw each sample's noise
+from its own generator and the sample is the same at every evaluation and world size), and
+``conditions`` is a ``list[str]`` of prompts, a ``(B,)`` long tensor of class labels on the
+device, or ``None`` for an unconditional generator (``B = len(generators)``). It returns ``B``
+samples: a ``(B, 3, H, W)`` tensor in ``value_range`` for images, a sequence of ``B`` items
+otherwise.
 """
 
 from __future__ import annotations
@@ -11,7 +26,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,23 +37,18 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from diversity_callbacks._validation import check_positive_int
-from diversity_callbacks.embedders.base import check_embeddings
 from diversity_callbacks.evaluation import _distributed
 from diversity_callbacks.evaluation.conditions import Conditions, EvaluationSet
 from diversity_callbacks.evaluation.metrics import (
     EmbeddedBatch,
-    EvaluationMetric,
     MetricValues,
-    _ConditionalVendi,
-    _Vendi,
     as_evaluation_metric,
+    builtin_metrics,
+    sce_metric,
 )
 from diversity_callbacks.evaluation.samples import SampleEmbedder, thumbnails_of
 from diversity_callbacks.functional.spectrum import Order, parse_orders
 from diversity_callbacks.images import ValueRange
-from diversity_callbacks.metrics.conditional import ConditionalVendiScore
-from diversity_callbacks.metrics.schur import SchurComplementEntropy
-from diversity_callbacks.metrics.vendi import VendiScore
 
 SampleFn = Callable[[Conditions, list[torch.Generator]], Any]
 """``sample_fn(conditions, generators) -> samples``: see :meth:`DiversityEvaluator.evaluate`."""
@@ -72,17 +82,24 @@ class EvaluationResult:
     timings: dict[str, float] = field(default_factory=dict)
     num_samples: int = 0
 
+    @classmethod
+    def merge(
+        cls, values: Iterable[MetricValues], prefix: str, num_samples: int
+    ) -> EvaluationResult:
+        """One result from every metric's values, scalars keyed ``{prefix}/{name}``."""
+        result = cls(scalars={}, num_samples=num_samples)
+        for value in values:
+            result.scalars.update({f"{prefix}/{k}": v for k, v in value.scalars.items()})
+            result.per_condition.update(value.per_condition)
+            if value.spectrum is not None:
+                result.spectrum = value.spectrum
+        return result
+
 
 class DiversityEvaluator:
     r"""Sample a generator on a fixed evaluation set, embed the samples and score their diversity.
 
-    Sample ``i`` is drawn for condition ``i // samples_per_condition`` with a generator seeded
-    from ``(seed, i)`` alone, so two evaluations differ only because the model changed and the
-    values do not depend on the number of ranks. Under ``torch.distributed`` each rank draws a
-    contiguous share (no padding; a rank may draw nothing), the metric states are synced and every
-    rank gets the same result; every rank must call :meth:`evaluate`.
-
-    Give exactly one of ``prompts`` (text-to-image and other text-conditional models),
+    Under ``torch.distributed`` every rank must call :meth:`evaluate`. Give exactly one of ``prompts`` (text-to-image and other text-conditional models),
     ``class_labels`` (class-conditional models) or ``num_samples`` (unconditional models).
 
     Args:
@@ -90,11 +107,10 @@ class DiversityEvaluator:
         samples_per_condition: samples drawn per prompt or class.
         class_labels: integer labels, or a mapping of names to labels.
         num_samples: an unconditional generator: draw this many samples.
-        embedder: images: an object with ``embed_images(images) -> (B, D)`` taking floats in
-            ``[0, 1]`` (and ``embed_texts(prompts) -> (P, D)`` for SCE); ``None``: a
-            :class:`~diversity_callbacks.CLIPEmbedder` built at the first evaluation. Other
-            samples: an object with ``embed_samples(samples)``, or a callable, returning
-            ``(B, D)``. An ``nn.Module`` embedder is moved to the evaluation's device.
+        embedder: for images, ``embed_images(images in [0, 1]) -> (B, D)`` (and
+            ``embed_texts(prompts) -> (P, D)`` for SCE), ``None`` for a default
+            :class:`~diversity_callbacks.CLIPEmbedder`; for other samples, ``embed_samples`` or a
+            callable. An ``nn.Module`` embedder is moved to the evaluation's device.
         value_range: ``"[-1,1]"``, ``"[0,1]"`` or ``"uint8"`` for ``(B, 3, H, W)`` images
             (checked, converted to ``[0, 1]``); ``None`` for samples of any other kind (text,
             audio, molecules), handed to the embedder unchanged.
@@ -104,18 +120,16 @@ class DiversityEvaluator:
         vendi_kernel: ``"cosine"``, ``"linear"`` or ``"gaussian"``.
         vendi_sigma: bandwidth of the Gaussian kernel.
         vendi_num_features: approximate the Gaussian kernel with this many random frequencies.
-        conditional: log the Vendi score within each condition, averaged over conditions
-            (``conditional_vendi_*`` for prompts, ``class_conditional_vendi_*`` for classes);
-            ``None``: whenever there are conditions and at least 2 samples per condition.
-        sce: log the Schur complement entropy of the samples given their prompts and its text
-            part (needs prompts, ``embed_texts`` and 2 samples per prompt); ``None``: whenever
-            those hold.
+        conditional: the Vendi score within each condition, averaged (``conditional_vendi_*``,
+            ``class_conditional_vendi_*``); ``None``: where there are 2+ samples per condition.
+        sce: the Schur complement entropy given the prompts and its text part; ``None``: where
+            defined (prompts, ``embed_texts``, 2+ samples per prompt).
         sce_kwargs: keyword arguments of :class:`~diversity_callbacks.SchurComplementEntropy`.
         metrics: more metrics by name: torchmetrics ``Metric`` objects taking the embeddings, or
             :class:`~diversity_callbacks.EvaluationMetric` wrappers declaring other inputs.
         spectrum: also return the eigenvalues of the Vendi kernel.
-        max_thumbnail_conditions: thumbnails of at most this many conditions (the first ones).
-        max_thumbnails_per_condition: and of at most this many samples of each.
+        max_thumbnail_conditions: thumbnails of the first this many conditions, ...
+        max_thumbnails_per_condition: ... and of the first this many samples of each.
         thumbnail_size: longest side of a thumbnail, in pixels.
         prefix: first part of every key of the result.
 
@@ -172,7 +186,6 @@ class DiversityEvaluator:
             "sigma": vendi_sigma,
             "num_features": vendi_num_features,
         }
-        self.conditional = self._resolve_conditional(conditional)
         self.sce = sce
         self.sce_kwargs = dict(sce_kwargs or {})
         self.thumbnail_limits = (
@@ -184,7 +197,9 @@ class DiversityEvaluator:
             raise ValueError(f"`prefix` must be a non-empty string, got {prefix!r}")
         self.prefix = prefix
         # Built here so that bad settings fail at construction; SCE waits for the embedder.
-        self.metrics = self._builtin_metrics(spectrum)
+        self.metrics = builtin_metrics(
+            self.evaluation_set, self.vendi_orders, self.kernel_kwargs, conditional, spectrum
+        )
         for name, metric in (metrics or {}).items():
             if name in self.metrics or name == "sce":
                 raise ValueError(f"`metrics` name {name!r} is taken by a built-in metric")
@@ -217,65 +232,12 @@ class DiversityEvaluator:
         if isinstance(self.embedder, torch.nn.Module):
             self.embedder.to(device)
 
-    def _resolve_conditional(self, conditional: bool | None) -> bool:
-        evaluation_set = self.evaluation_set
-        possible = evaluation_set.is_conditional and evaluation_set.samples_per_condition > 1
-        if conditional and not possible:
-            raise ValueError(
-                "`conditional=True` needs prompts or class labels with `samples_per_condition` "
-                f">= 2 (within-condition diversity of one sample is always 1), got "
-                f"{evaluation_set.kind!r} conditions with {evaluation_set.samples_per_condition}"
-            )
-        return possible if conditional is None else bool(conditional)
-
-    def _builtin_metrics(self, spectrum: bool) -> dict[str, EvaluationMetric]:
-        metrics: dict[str, EvaluationMetric] = {
-            "vendi": _Vendi(VendiScore(q=self.vendi_orders, **self.kernel_kwargs), spectrum)
-        }
-        if self.conditional:
-            kind = self.evaluation_set.kind
-            name = "conditional_vendi" if kind == "prompt" else "class_conditional_vendi"
-            metric = ConditionalVendiScore(
-                self.evaluation_set.num_conditions, q=self.vendi_orders, kernel_kwargs=self.kernel_kwargs
-            )
-            metrics[name] = _ConditionalVendi(metric)
-        return metrics
-
     def _add_sce(self) -> None:
         """Decide whether SCE is on, now that the embedder is known, and register it."""
-        evaluation_set = self.evaluation_set
-        missing = [
-            reason
-            for reason, holds in (
-                (f"text prompts (got {evaluation_set.kind!r} conditions)", evaluation_set.kind == "prompt"),
-                (
-                    "`samples_per_condition` >= 2 (with one sample per prompt the prompts explain "
-                    f"every sample; got {evaluation_set.samples_per_condition})",
-                    evaluation_set.samples_per_condition > 1,
-                ),
-                (
-                    f"an embedder with embed_texts(prompts) (got {type(self.embedder).__name__})",
-                    self.sample_embedder.embeds_texts,
-                ),
-            )
-            if not holds
-        ]
-        if self.sce is None:
-            self.sce = not missing
-        if self.sce and missing:
-            raise ValueError(f"`sce=True` needs {' and '.join(missing)}")
-        if self.sce and "sce" not in self.metrics:
-            # The samples' own Vendi score is VendiScore's already.
-            options = {"compute_image_vendi": False, **self.sce_kwargs}
-            self.metrics["sce"] = EvaluationMetric(
-                SchurComplementEntropy(**options),
-                inputs=("embeddings", "condition_embeddings"),
-                keys={
-                    "sce": "sce",
-                    "text_part": "sce_text",
-                    "image_vendi": "sce_image_vendi" if options["compute_image_vendi"] else None,
-                },
-            )
+        metric = sce_metric(self.evaluation_set, self.sample_embedder, self.sce, self.sce_kwargs)
+        self.sce = metric is not None
+        if metric is not None:
+            self.metrics.setdefault("sce", metric)
 
     # ------------------------------------------------------------------ one evaluation
 
@@ -292,17 +254,8 @@ class DiversityEvaluator:
     ) -> EvaluationResult:
         """Sample, embed and score the evaluation set; every rank must call it.
 
-        **Sampling contract.** For each batch of at most ``batch_size`` samples it calls
-        ``sample_fn(conditions, generators)``, where ``generators`` is a list of
-        ``torch.Generator`` on ``device``, one per sample, seeded for that sample alone (draw
-        each sample's noise from its own generator and the sample is the same at every
-        evaluation and world size), and ``conditions`` is a ``list[str]`` of prompts, a ``(B,)``
-        long tensor of class labels on ``device``, or ``None`` for an unconditional generator
-        (``B = len(generators)``). It returns ``B`` samples: a ``(B, 3, H, W)`` tensor in
-        ``value_range`` for images, a sequence of ``B`` items otherwise.
-
         Args:
-            sample_fn: the generator, called as above.
+            sample_fn: the generator, called as the module docstring's sampling contract says.
             module: put in eval mode while sampling (each submodule's own mode is restored
                 afterwards, also on error); its parameters' device is the default ``device``.
             device: where generators, embeddings and metric states live; default that of
@@ -324,7 +277,9 @@ class DiversityEvaluator:
         start = time.perf_counter()
         try:
             with torch.inference_mode(False), torch.no_grad():
-                draw = self._draw(sample_fn, module, device, precision_context, thumbnails, progress)
+                draw = self._draw(
+                    sample_fn, module, device, precision_context, thumbnails, progress
+                )
             where = "" if step is None else f" at global step {step}"
             _raise_if_any_failed(draw.error, device, f"{where} while sampling or embedding")
             result = self._compute(draw, device, where)
@@ -349,9 +304,9 @@ class DiversityEvaluator:
     ) -> _Draw:
         """Sample and embed this rank's share; a failure is caught and kept, not raised."""
         rank, world_size = _distributed.rank_and_world_size()
-        indices = self.evaluation_set.shard(rank, world_size)
-        batches = [indices[i : i + self.batch_size] for i in range(0, len(indices), self.batch_size)]
-        draw = _Draw(num_samples=len(indices), thumbnails={} if thumbnails else None)
+        batches = self.evaluation_set.batches(rank, world_size, self.batch_size)
+        images = self.sample_embedder.value_range is not None
+        draw = _Draw(sum(map(len, batches)), thumbnails={} if thumbnails and images else None)
         bar = tqdm(
             batches,
             desc=f"{self.prefix}: sampling",
@@ -366,15 +321,13 @@ class DiversityEvaluator:
                     samples = self._sample(sample_fn, batch, device, context, draw)
                     self._embed(samples, batch, device, draw)
                 except Exception as error:
-                    draw.error = EvaluationError(
-                        f"samples {batch[0]}..{batch[-1]} "
-                        f"({self.evaluation_set.describe(batch)}): {error}"
-                    )
-                    draw.error.__cause__ = error
+                    draw.error = _batch_error(self.evaluation_set, batch, error)
                     break
-                if draw.thumbnails is not None and self.sample_embedder.value_range is not None:
+                if draw.thumbnails is not None:
                     limits = self.thumbnail_limits
-                    draw.thumbnails.update(thumbnails_of(samples, batch, self.evaluation_set, *limits))
+                    draw.thumbnails.update(
+                        thumbnails_of(samples, batch, self.evaluation_set, *limits)
+                    )
         bar.close()
         return draw
 
@@ -405,7 +358,9 @@ class DiversityEvaluator:
         if "condition_ids" in inputs or "condition_embeddings" in inputs:
             embedded.condition_ids = self.evaluation_set.condition_ids(batch, device)
         if "condition_embeddings" in inputs:
-            embedded.condition_embeddings = self._prompt_embeddings(embedded.condition_ids, draw)
+            embedded.condition_embeddings = self.sample_embedder.prompt_embeddings(
+                self.evaluation_set.conditions, embedded.condition_ids, draw.prompt_rows
+            )
         _synchronize(device)
         updated = time.perf_counter()
         draw.seconds["embedding"] += updated - start
@@ -413,15 +368,6 @@ class DiversityEvaluator:
             metric.update(embedded)
         _synchronize(device)
         draw.seconds["metric"] += time.perf_counter() - updated
-
-    def _prompt_embeddings(self, condition_ids: Tensor, draw: _Draw) -> Tensor:
-        """Each sample's prompt embedding; every prompt is embedded once per evaluation, so all
-        its samples share one row whatever the batch size (SCE needs them equal)."""
-        wanted = [c for c in dict.fromkeys(condition_ids.tolist()) if c not in draw.prompt_rows]
-        if wanted:
-            rows = self.sample_embedder.embed_prompts([self.evaluation_set.conditions[c] for c in wanted])
-            draw.prompt_rows.update(zip(wanted, rows, strict=True))
-        return torch.stack([draw.prompt_rows[c] for c in condition_ids.tolist()])
 
     def _compute(self, draw: _Draw, device: torch.device, where: str) -> EvaluationResult:
         """Collective: every rank computes every metric; then rank 0 gathers the thumbnails."""
@@ -441,11 +387,7 @@ class DiversityEvaluator:
                     error.__cause__ = exc
                     break
         _raise_if_any_failed(error, device, f"{where} while computing the metrics")
-        result = EvaluationResult(scalars={}, num_samples=draw.num_samples)
-        for value in values.values():
-            result.scalars.update({f"{self.prefix}/{k}": v for k, v in value.scalars.items()})
-            result.per_condition.update(value.per_condition)
-            result.spectrum = value.spectrum if value.spectrum is not None else result.spectrum
+        result = EvaluationResult.merge(values.values(), self.prefix, draw.num_samples)
         if draw.thumbnails is not None:
             result.thumbnails = _distributed.gather_to_rank_zero(draw.thumbnails)
         draw.seconds["metric"] += time.perf_counter() - start
@@ -464,6 +406,15 @@ class _Draw:
     seconds: dict[str, float] = field(
         default_factory=lambda: {"sampling": 0.0, "embedding": 0.0, "metric": 0.0}
     )
+
+
+def _batch_error(evaluation_set: EvaluationSet, batch: range, error: Exception) -> EvaluationError:
+    """The error of a failed batch, naming its samples and their conditions."""
+    wrapped = EvaluationError(
+        f"samples {batch[0]}..{batch[-1]} ({evaluation_set.describe(batch)}): {error}"
+    )
+    wrapped.__cause__ = error
+    return wrapped
 
 
 def _raise_if_any_failed(error: EvaluationError | None, device: torch.device, stage: str) -> None:

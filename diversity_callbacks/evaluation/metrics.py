@@ -28,7 +28,10 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.exceptions import TorchMetricsUserError
 
+from diversity_callbacks.evaluation.conditions import EvaluationSet
+from diversity_callbacks.evaluation.samples import SampleEmbedder
 from diversity_callbacks.metrics.conditional import ConditionalVendiScore
+from diversity_callbacks.metrics.schur import SchurComplementEntropy
 from diversity_callbacks.metrics.vendi import VendiScore
 
 MetricInput = Literal["embeddings", "condition_ids", "condition_embeddings"]
@@ -76,9 +79,7 @@ class EvaluationMetric:
         keys: Mapping[str, str | None] | None = None,
     ) -> None:
         if not isinstance(metric, Metric):
-            raise TypeError(
-                f"`metric` must be a torchmetrics Metric, got {type(metric).__name__}"
-            )
+            raise TypeError(f"`metric` must be a torchmetrics Metric, got {type(metric).__name__}")
         inputs = (inputs,) if isinstance(inputs, str) else tuple(inputs)
         unknown = [name for name in inputs if name not in get_args(MetricInput)]
         if not inputs or unknown:
@@ -145,8 +146,72 @@ class _ConditionalVendi(EvaluationMetric):
     def compute(self, name: str) -> MetricValues:
         values = super().compute(name)
         table = self.metric.per_condition
-        values.per_condition = {f"vendi_{key}": table[:, c] for c, key in enumerate(self.metric.keys)}
+        values.per_condition = {
+            f"vendi_{key}": table[:, c] for c, key in enumerate(self.metric.keys)
+        }
         return values
+
+
+def builtin_metrics(
+    evaluation_set: EvaluationSet,
+    orders: Sequence[float],
+    kernel_kwargs: Mapping[str, Any],
+    conditional: bool | None,
+    spectrum: bool,
+) -> dict[str, EvaluationMetric]:
+    """The Vendi score, and the conditional one where conditions allow (see the evaluator)."""
+    metrics: dict[str, EvaluationMetric] = {
+        "vendi": _Vendi(VendiScore(q=orders, **kernel_kwargs), spectrum)
+    }
+    possible = evaluation_set.is_conditional and evaluation_set.samples_per_condition > 1
+    if conditional and not possible:
+        raise ValueError(
+            "`conditional=True` needs prompts or class labels with `samples_per_condition` >= 2 "
+            "(the within-condition diversity of one sample is always 1), got "
+            f"{evaluation_set.kind!r} conditions with {evaluation_set.samples_per_condition}"
+        )
+    if possible if conditional is None else conditional:
+        name = "conditional_vendi" if evaluation_set.kind == "prompt" else "class_conditional_vendi"
+        metric = ConditionalVendiScore(
+            evaluation_set.num_conditions, q=orders, kernel_kwargs=kernel_kwargs
+        )
+        metrics[name] = _ConditionalVendi(metric)
+    return metrics
+
+
+def sce_metric(
+    evaluation_set: EvaluationSet,
+    sample_embedder: SampleEmbedder,
+    sce: bool | None,
+    sce_kwargs: Mapping[str, Any],
+) -> EvaluationMetric | None:
+    """The Schur complement entropy where it is defined and asked for (``sce=None``: where
+    defined); ``sce=True`` where it is not raises, naming what is missing."""
+    needs = [
+        (f"text prompts (got {evaluation_set.kind!r} conditions)", evaluation_set.kind == "prompt"),
+        (
+            "`samples_per_condition` >= 2 (with one sample per prompt the prompts explain every "
+            f"sample; got {evaluation_set.samples_per_condition})",
+            evaluation_set.samples_per_condition > 1,
+        ),
+        (
+            f"an embedder with embed_texts(prompts) (got {type(sample_embedder.embedder).__name__})",
+            sample_embedder.embeds_texts,
+        ),
+    ]
+    missing = [need for need, holds in needs if not holds]
+    if sce and missing:
+        raise ValueError(f"`sce=True` needs {' and '.join(missing)}")
+    if missing or sce is False:
+        return None
+    # The samples' own Vendi score is VendiScore's already.
+    options = {"compute_image_vendi": False, **sce_kwargs}
+    image_vendi = "sce_image_vendi" if options["compute_image_vendi"] else None
+    return EvaluationMetric(
+        SchurComplementEntropy(**options),
+        inputs=("embeddings", "condition_embeddings"),
+        keys={"sce": "sce", "text_part": "sce_text", "image_vendi": image_vendi},
+    )
 
 
 def as_evaluation_metric(name: str, metric: Any) -> EvaluationMetric:

@@ -82,6 +82,18 @@ class SampleEmbedder:
         embeddings = self.embedder.embed_texts(list(prompts))
         return check_embeddings(embeddings, rows=len(prompts), source="embedder.embed_texts")
 
+    def prompt_embeddings(
+        self, prompts: Sequence[str], condition_ids: Tensor, cache: dict[int, Tensor]
+    ) -> Tensor:
+        """Each sample's prompt embedding, ``(B, D')``. ``cache`` holds this evaluation's rows:
+        every prompt is embedded once, so all its samples share one row whatever the batch
+        size (SCE needs them equal; a text encoder's output varies with the batch)."""
+        wanted = [c for c in dict.fromkeys(condition_ids.tolist()) if c not in cache]
+        if wanted:
+            rows = self.embed_prompts([prompts[c] for c in wanted])
+            cache.update(zip(wanted, rows, strict=True))
+        return torch.stack([cache[c] for c in condition_ids.tolist()])
+
 
 def _image_embedding_function(embedder: Any) -> tuple[str, Any]:
     if not callable(getattr(embedder, "embed_images", None)):

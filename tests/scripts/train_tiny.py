@@ -27,7 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import lightning as L
 import torch
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
-
 from torchmetrics.clustering import CalinskiHarabaszScore
 
 from diversity_callbacks import DiversityCallback, EvaluationMetric

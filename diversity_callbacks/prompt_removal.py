@@ -181,19 +181,87 @@ class PromptRemover:
     def load(cls, path: str | os.PathLike) -> PromptRemover:
         """Read a map written by :meth:`save`; only tensors are unpickled (``weights_only=True``)."""
         state = torch.load(path, map_location="cpu", weights_only=True)
-        expected = {"kernel", "rtol", "input_dims", "gamma"}
-        if not isinstance(state, dict) or not expected <= set(state):
-            found = sorted(state) if isinstance(state, dict) else type(state).__name__
-            raise ValueError(
-                f"{os.fspath(path)!r} is not a saved PromptRemover: expected the keys "
-                f"{sorted(expected)}, got {found}"
-            )
-        kernel = bytes(state["kernel"].tolist()).decode()
-        if kernel not in KERNEL_NAMES:
-            raise ValueError(f"{os.fspath(path)!r} holds an unknown kernel {kernel!r}")
+        # A file of the wrong shape or with NaN would load and fail, or return NaN, only later.
+        kernel = _check_saved_state(state, f"{os.fspath(path)!r} is not a saved PromptRemover")
         remover = cls(kernel, rtol=float(state["rtol"]), frequencies=state.get("frequencies"))
         remover.gamma = state["gamma"].to(torch.float64)
         remover.fitted_rtol = float(state["rtol"])
         image_dim, text_dim = state["input_dims"].tolist()
         remover._input_dims = (image_dim, text_dim)
         return remover
+
+
+_SAVED_KEYS = ("kernel", "rtol", "input_dims", "gamma")
+
+
+def _check_saved_state(state: object, problem: str) -> str:
+    """Check the names, dtypes, shapes and values of a saved state; return its kernel name.
+
+    ``problem`` starts every message (it names the file).
+    """
+    if not isinstance(state, dict) or not set(_SAVED_KEYS) <= set(state):
+        found = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"{problem}: expected the keys {list(_SAVED_KEYS)}, got {found}")
+    for name, value in state.items():
+        if not isinstance(value, Tensor):
+            raise ValueError(f"{problem}: {name!r} must be a tensor, got {type(value).__name__}")
+    kernel = _saved_kernel(state["kernel"], problem)
+    expected = {*_SAVED_KEYS, "frequencies"} if kernel == "gaussian" else set(_SAVED_KEYS)
+    if set(state) != expected:
+        raise ValueError(
+            f"{problem}: kernel={kernel!r} saves the keys {sorted(expected)}, got {sorted(state)}"
+        )
+    _check_saved_tensor(state["rtol"], "rtol", (), problem)
+    _check_saved_tensor(state["input_dims"], "input_dims", (2,), problem, integer=True)
+    image_dim, text_dim = state["input_dims"].tolist()
+    if min(image_dim, text_dim) < 1:
+        raise ValueError(f"{problem}: 'input_dims' must be >= 1, got {[image_dim, text_dim]}")
+    gamma_shape = (text_dim, image_dim)
+    if kernel == "gaussian":
+        frequencies = state["frequencies"]
+        num = frequencies.shape[-1] if frequencies.ndim else 0
+        _check_saved_tensor(frequencies, "frequencies", (image_dim, num), problem)
+        if text_dim != image_dim:
+            raise ValueError(
+                f"{problem}: kernel='gaussian' shares one frequency matrix, so 'input_dims' "
+                f"must be equal, got {[image_dim, text_dim]}"
+            )
+        gamma_shape = (2 * num, 2 * num)
+    _check_saved_tensor(state["gamma"], "gamma", gamma_shape, problem)
+    return kernel
+
+
+def _saved_kernel(value: Tensor, problem: str) -> str:
+    """The kernel name saved as UTF-8 bytes in a 1-D uint8 tensor."""
+    if value.dtype != torch.uint8 or value.ndim != 1:
+        raise ValueError(
+            f"{problem}: 'kernel' must be a 1-D uint8 tensor (the name's bytes), got "
+            f"{value.dtype} of shape {tuple(value.shape)}"
+        )
+    try:
+        kernel = bytes(value.tolist()).decode()
+    except UnicodeDecodeError:
+        kernel = None
+    if kernel not in KERNEL_NAMES:
+        raise ValueError(f"{problem}: 'kernel' must name one of {KERNEL_NAMES}, got {kernel!r}")
+    return kernel
+
+
+def _check_saved_tensor(
+    value: Tensor, name: str, shape: tuple[int, ...], problem: str, *, integer: bool = False
+) -> None:
+    """Check one saved tensor: its shape, an integer or floating dtype, finite values."""
+    kind = "an integer" if integer else "a finite floating"
+    if integer:
+        dtype_ok = not (
+            value.is_floating_point() or value.is_complex() or value.dtype == torch.bool
+        )
+    else:
+        dtype_ok = value.is_floating_point()
+    if not dtype_ok or tuple(value.shape) != shape:
+        raise ValueError(
+            f"{problem}: {name!r} must be {kind} tensor of shape {shape}, got {value.dtype} of "
+            f"shape {tuple(value.shape)}"
+        )
+    if not integer and not bool(torch.isfinite(value).all()):
+        raise ValueError(f"{problem}: {name!r} must be finite, got NaN or Inf values")

@@ -125,3 +125,56 @@ def test_text_noise_below_float32_precision_leaves_the_map_alone():
     # before the precision-set cut-off Gamma fitted the noise: max difference 1e-2
     difference = noisy.transform(new_images, new_prompts) - clean.transform(new_images, new_prompts)
     assert difference.abs().max() < 1e-4
+
+
+def _corrupt(state, key, value):
+    return (
+        {**state, key: value} if value is not None else {k: v for k, v in state.items() if k != key}
+    )
+
+
+LINEAR_CORRUPTIONS = {
+    "nan_gamma": ("gamma", lambda g: g.index_fill(0, torch.tensor([1]), float("nan")), "finite"),
+    "transposed_gamma": ("gamma", lambda g: g.T.contiguous(), r"shape \(16, 32\), got"),
+    "integer_gamma": ("gamma", lambda g: g.long(), "floating tensor of shape"),
+    "float_input_dims": ("input_dims", lambda d: d.double(), "'input_dims' must be an integer"),
+    "zero_input_dims": ("input_dims", lambda d: torch.tensor([0, 16]), "must be >= 1"),
+    "inf_rtol": ("rtol", lambda r: torch.tensor(float("inf")), "'rtol' must be finite"),
+    "vector_rtol": ("rtol", lambda r: r.reshape(1), r"'rtol' must be .* shape \(\)"),
+    "unknown_kernel": ("kernel", lambda k: torch.tensor(list(b"rbf"), dtype=torch.uint8), "'rbf'"),
+    "bad_bytes": ("kernel", lambda k: torch.tensor([255, 254], dtype=torch.uint8), "got None"),
+    "kernel_as_int64": ("kernel", lambda k: k.long(), "1-D uint8 tensor"),
+    "not_a_tensor": ("rtol", lambda r: 1e-6, "'rtol' must be a tensor, got float"),
+    "extra_key": ("weight", lambda _: torch.zeros(2), "saves the keys"),
+    "frequencies_in_linear": ("frequencies", lambda _: torch.zeros(32, 4), "saves the keys"),
+}
+
+
+@pytest.mark.parametrize("corruption", LINEAR_CORRUPTIONS)
+def test_load_refuses_names_dtypes_shapes_and_values_that_do_not_fit(tmp_path, corruption):
+    # such files used to load, then fail at transform or return NaN
+    images, prompts, _, _ = shared_space_pairs(per_prompt=4, seed=7)
+    state = PromptRemover(kernel="linear").fit(images, prompts[:, :16]).state_dict()
+    key, change, match = LINEAR_CORRUPTIONS[corruption]
+    path = tmp_path / "remover.pt"
+    torch.save({**state, key: change(state.get(key))}, path)
+    with pytest.raises(ValueError, match=f"remover.pt' is not a saved PromptRemover: .*{match}"):
+        PromptRemover.load(path)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "match"),
+    [
+        ("frequencies", None, "saves the keys"),
+        ("frequencies", torch.full((32, 20), float("nan"), dtype=torch.float64), "finite"),
+        ("frequencies", torch.zeros(31, 20, dtype=torch.float64), r"shape \(32, 20\), got"),
+        ("gamma", torch.zeros(20, 20, dtype=torch.float64), r"shape \(40, 40\), got"),
+    ],
+)
+def test_load_checks_random_feature_frequencies_against_gamma(tmp_path, key, value, match):
+    images, prompts, _, _ = shared_space_pairs(per_prompt=4, seed=8)
+    remover = PromptRemover(kernel="gaussian", sigma=6.0, num_features=20).fit(images, prompts)
+    path = tmp_path / "remover.pt"
+    torch.save(_corrupt(remover.state_dict(), key, value), path)
+    with pytest.raises(ValueError, match=f"not a saved PromptRemover: .*{match}"):
+        PromptRemover.load(path)

@@ -44,7 +44,7 @@ from shapes.embedder import PixelEmbedder
 from shapes.model import ShapesVAE
 from shapes.plot import DIVERSITY_CURVES, plot_run, read_metrics_csv
 
-from diversity_callbacks import DiversityCallback, SchurComplementEntropy, VendiScore
+from diversity_callbacks import DiversityCallback, DiversityEvaluator
 from diversity_callbacks.images import make_grid
 
 
@@ -168,31 +168,11 @@ def _write_png(image: Tensor, path: str) -> None:
     picture.resize((picture.width * 4, picture.height * 4), Image.NEAREST).save(path)
 
 
-def reference_diversity(embedder: Any, samples_per_prompt: int, seed: int) -> dict[str, float]:
-    """The logged diversity measures, on real data drawn with the callback's evaluation seeds.
-
-    Computed on rank 0 alone, so the metrics must not sync across DDP ranks.
-    """
-    prompts = [p for p in PROMPTS for _ in range(samples_per_prompt)]
-    generators = [
-        torch.Generator().manual_seed(DiversityCallback.sample_seed(seed, i))
-        for i in range(len(prompts))
-    ]
-    features = embedder.embed_images(draw_shapes(prompts, generators))
-    overall = VendiScore(q=1, sync_on_compute=False)
-    overall.update(features)
-    per_prompt = []
-    for start in range(0, len(prompts), samples_per_prompt):
-        metric = VendiScore(q=1, sync_on_compute=False)
-        metric.update(features[start : start + samples_per_prompt])
-        per_prompt.append(float(metric.compute()))
-    sce = SchurComplementEntropy(sync_on_compute=False)
-    sce.update(features, embedder.embed_texts(prompts))
-    return {
-        "diversity/vendi_q1": float(overall.compute()),
-        "diversity/conditional_vendi_q1": sum(per_prompt) / len(per_prompt),
-        "diversity/sce": float(sce.compute()["sce"]),
-    }
+def reference_diversity(evaluator: DiversityEvaluator) -> dict[str, float]:
+    """The logged diversity measures of real data: the callback's own evaluation, with the data
+    drawn by the same seeds standing in for the generator (a collective under DDP)."""
+    scalars = evaluator.evaluate(draw_shapes, progress=False).scalars
+    return {key: scalars[key] for key in DIVERSITY_CURVES}
 
 
 def summarize(
@@ -256,10 +236,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     embedder = build_embedder(args)
     diversity = DiversityCallback(
         list(PROMPTS),
-        samples_per_prompt=args.samples_per_prompt,
+        samples_per_condition=args.samples_per_prompt,
         every_n_train_steps=args.eval_every,
         embedder=embedder,
-        image_range="[0,1]",
+        value_range="[0,1]",
         vendi_orders=(1, 2),
         seed=args.seed,
     )
@@ -297,10 +277,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         drop_last=True,
     )
     trainer.fit(model, data)
+    reference = reference_diversity(diversity.evaluator)  # on every rank: it syncs under DDP
     if not trainer.is_global_zero:
         return None
     series = read_metrics_csv(os.path.join(loggers[0].log_dir, "metrics.csv"))
-    reference = reference_diversity(embedder, args.samples_per_prompt, args.seed)
     plot_path = os.path.join(args.output_dir, "diversity_vs_step.png")
     plot_run(series, args.pretrain_steps, reference, plot_path)
     summary = summarize(diversity.history, series, reference, args.pretrain_steps)

@@ -159,7 +159,7 @@ def main() -> None:
         plain = timed_fit(args, folder, None)
         callback = TimedCallback(
             [f"prompt {i}" for i in range(args.prompts)],
-            samples_per_prompt=args.samples,
+            samples_per_condition=args.samples,
             every_n_train_steps=args.every,
             batch_size=args.batch_size,
             embedder=embedder,

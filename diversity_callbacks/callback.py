@@ -24,7 +24,7 @@ from diversity_callbacks.evaluation.evaluator import (
     EvaluationError,
     EvaluationResult,
 )
-from diversity_callbacks.media.publish import publish, wants_media
+from diversity_callbacks.media.loggers import publish, wants_media
 
 SampleFn = Callable[[LightningModule, Conditions, list[torch.Generator]], Any]
 """``sample_fn(pl_module, conditions, generators) -> samples``: see :class:`DiversityCallback`."""

@@ -63,11 +63,16 @@ def test_separated_tight_clusters_of_equal_size_score_their_number(kwargs: dict)
         assert value.item() == pytest.approx(4.0, rel=1e-3)
 
 
-def test_scores_lie_between_one_and_n_and_decrease_with_the_order() -> None:
-    features = torch.randn(30, 10)
+def test_scores_decrease_with_the_order_from_the_rank_to_one_over_the_top_eigenvalue() -> None:
+    # 1 <= VS <= n holds for any exp(entropy): check the ends against NumPy's eigenvalues instead
+    features = torch.randn(30, 10, dtype=torch.float64)
     scores = [vendi_score(features, q=q).item() for q in (0, 0.5, 1, 2, 5, "inf")]
     assert scores == sorted(scores, reverse=True)
-    assert scores[-1] >= 1 and scores[0] <= 30
+    unit = features.numpy() / np.linalg.norm(features.numpy(), axis=1, keepdims=True)
+    eigenvalues = np.linalg.eigvalsh(unit @ unit.T / 30)
+    assert scores[0] == 10  # the rank of 30 rows in 10 dimensions
+    assert scores[-1] == pytest.approx(1 / eigenvalues.max(), rel=1e-10)
+    assert scores[3] == pytest.approx(1 / np.sum(eigenvalues**2), rel=1e-10)
 
 
 def test_order_zero_is_the_numerical_rank() -> None:
@@ -230,7 +235,11 @@ def test_bad_kernel_matrix_is_named_in_the_error(matrix: torch.Tensor, message: 
         vendi_score_from_kernel(matrix)
 
 
-def test_exact_gaussian_is_the_kernel_matrix_path() -> None:
-    features = torch.randn(10, 3)
-    expected = vendi_score_from_kernel(gaussian_kernel(features, sigma=0.9), q=2)
-    assert vendi_score(features, q=2, kernel="gaussian", sigma=0.9).item() == expected.item()
+def test_exact_gaussian_is_full_rank_beyond_the_input_dimension() -> None:
+    # n = 10 points in 3 dimensions: a feature-map (dual) path would cap the rank at 3
+    features = torch.randn(10, 3, dtype=torch.float64)
+    kernel = reference_kernels(features, sigma=0.9)["gaussian"]
+    scores = vendi_score(features, q=[0, 2], kernel="gaussian", sigma=0.9)
+    assert scores["q0"].item() == 10
+    assert scores["q2"].item() == pytest.approx(vendi.score_K(kernel, q=2), rel=1e-10)
+    torch.testing.assert_close(gaussian_kernel(features, sigma=0.9), torch.from_numpy(kernel))

@@ -82,15 +82,18 @@ def test_rows_are_copied_so_reused_buffers_do_not_change_the_score() -> None:
 
 
 def test_low_precision_module_casts_keep_the_states_float64() -> None:
-    for metric in (VendiScore(), VendiScore(kernel="gaussian", sigma=1.0)):
-        metric.update(torch.randn(6, 3))
-        expected = metric.compute()
+    for kwargs in ({}, {"kernel": "gaussian", "sigma": 1.0}):
+        metric = VendiScore(**kwargs)
+        first, second = torch.randn(6, 3, dtype=torch.float64), torch.randn(6, 3).half()
+        metric.update(first)
         metric.to(torch.bfloat16)  # what Lightning does under precision="bf16-true"
         metric.half()
-        metric.update(torch.randn(6, 3, dtype=torch.float16))
+        metric.update(second)
         states = metric.rows if metric.kernel.feature_map is None else [metric.second_moment]
         assert all(state.dtype == torch.float64 for state in states)
-        assert metric.compute().dtype == expected.dtype == torch.float64
+        # states rounded through bf16 and back would keep the dtype but not the value
+        expected = vendi_score(torch.cat([first, second.double()]), **kwargs)
+        assert metric.compute().item() == pytest.approx(expected.item(), rel=1e-12)
 
 
 def test_spectrum_gives_the_effective_dimension_and_num_samples_the_count() -> None:

@@ -33,6 +33,7 @@ _EXPORTS = {
     "EvaluationResult": "diversity_callbacks.evaluation.evaluator",
     "EvaluationMetric": "diversity_callbacks.evaluation.metrics",
     "DiversityCallback": "diversity_callbacks.callback",
+    "DiversityCollapseMonitor": "diversity_callbacks.monitor",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -50,6 +51,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from diversity_callbacks.embedders.clip import CLIPEmbedder  # noqa: F401
     from diversity_callbacks.metrics.schur import SchurComplementEntropy  # noqa: F401
     from diversity_callbacks.metrics.vendi import VendiScore  # noqa: F401
+    from diversity_callbacks.monitor import DiversityCollapseMonitor  # noqa: F401
     from diversity_callbacks.prompt_removal import PromptRemover  # noqa: F401
 
 

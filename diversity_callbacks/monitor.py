@@ -1,0 +1,206 @@
+"""``DiversityCollapseMonitor``: stop or alert when a diversity score collapses.
+
+Lightning's ``EarlyStopping`` reads ``trainer.callback_metrics`` at every check (the end of a
+training epoch or of a validation): it raises when no evaluation has happened yet and counts a
+stale value as one more check without improvement. This monitor reads the rows that a
+:class:`~diversity_callbacks.DiversityCallback` appends to its ``history`` instead, so its
+patience counts evaluations, a run with no evaluation yet is simply not judged, and the order in
+which the two callbacks' hooks run does not matter.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_warn
+
+from diversity_callbacks._validation import check_positive_int
+from diversity_callbacks.callback import DiversityCallback
+
+
+class DiversityCollapseMonitor(Callback):
+    r"""Stop training, or alert, when a diversity score stays below a threshold.
+
+    After each new evaluation of ``diversity`` the monitored value is compared with the threshold:
+    ``min_value``, or ``min_fraction`` times its value at the first evaluation of the run (the
+    baseline, ``diversity.history[0]``). When it has been below for ``patience`` evaluations in a
+    row, the monitor fires: it warns (on rank 0), sends ``wandb.alert`` through every attached
+    ``WandbLogger``, and with ``mode="stop"`` sets ``trainer.should_stop`` (Lightning stops after
+    the current batch). A value that recovers resets the count; a later collapse fires again.
+
+    Every rank reads the same history, so every rank decides the same: no collective is needed
+    and DDP runs stop together. A NaN value counts as below the threshold.
+
+    Args:
+        diversity: the callback whose evaluations are judged (also in ``Trainer(callbacks=...)``).
+        monitor: the key judged; default ``"{prefix}/vendi_q1"`` of ``diversity``'s evaluator.
+        min_value: fire below this absolute value.
+        min_fraction: fire below this fraction of the baseline, in ``(0, 1]`` (give exactly one
+            of ``min_value`` and ``min_fraction``).
+        patience: consecutive evaluations below the threshold before the monitor fires.
+        mode: ``"stop"`` (stop training) or ``"warn"`` (alert and go on).
+
+    Example:
+        >>> from diversity_callbacks import DiversityCallback, DiversityCollapseMonitor
+        >>> diversity = DiversityCallback(["a red apple", "a bird"], every_n_train_steps=500)
+        >>> monitor = DiversityCollapseMonitor(diversity, min_fraction=0.6, patience=2)
+        >>> monitor.monitor
+        'diversity/vendi_q1'
+
+        Then ``L.Trainer(callbacks=[diversity, monitor])``: training stops once
+        ``diversity/vendi_q1`` has been below 60% of its first value for two evaluations.
+    """
+
+    def __init__(
+        self,
+        diversity: DiversityCallback,
+        monitor: str | None = None,
+        *,
+        min_value: float | None = None,
+        min_fraction: float | None = None,
+        patience: int = 2,
+        mode: Literal["stop", "warn"] = "stop",
+    ) -> None:
+        if not isinstance(diversity, DiversityCallback):
+            raise TypeError(
+                f"`diversity` must be a DiversityCallback, got {type(diversity).__name__}"
+            )
+        self.diversity = diversity
+        self.monitor = monitor if monitor is not None else f"{diversity.evaluator.prefix}/vendi_q1"
+        self.min_value, self.min_fraction = _thresholds(min_value, min_fraction)
+        self.patience = check_positive_int(patience, "patience")
+        if mode not in ("stop", "warn"):
+            raise ValueError(f'`mode` must be "stop" or "warn", got {mode!r}')
+        self.mode = mode
+        self.collapse_step: int | None = None
+        """Global step of the evaluation at which the monitor last fired; None if it never did."""
+        self._judged = 0  # rows of diversity.history already compared
+        self._below = 0  # consecutive evaluations below the threshold
+
+    # ------------------------------------------------------------------ identity and state
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(
+            monitor=self.monitor, min_value=self.min_value, min_fraction=self.min_fraction
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"judged": self._judged, "below": self._below, "collapse_step": self.collapse_step}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._judged, self._below = int(state_dict["judged"]), int(state_dict["below"])
+        self.collapse_step = state_dict["collapse_step"]
+
+    # ------------------------------------------------------------------ hooks, in call order
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage == "fit":
+            # DiversityCallback starts a fresh history at fit; a resume restores both states.
+            self._judged, self._below, self.collapse_step = 0, 0, None
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._judge_new_rows(trainer)
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._judge_new_rows(trainer)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._judge_new_rows(trainer)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._judge_new_rows(trainer)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._judge_new_rows(trainer)  # an evaluation in the last hook still alerts
+
+    # ------------------------------------------------------------------ judging
+
+    def threshold(self) -> float | None:
+        """The value below which an evaluation counts; None before the baseline exists."""
+        if self.min_value is not None:
+            return self.min_value
+        history = self.diversity.history
+        if not history:
+            return None
+        baseline = self._value(history[0])
+        if not baseline > 0:
+            raise ValueError(
+                f"`min_fraction` needs a positive baseline, got {self.monitor} = {baseline} at "
+                f"step {history[0]['step']}; give `min_value` instead"
+            )
+        return self.min_fraction * baseline
+
+    def _judge_new_rows(self, trainer: Trainer) -> None:
+        history = self.diversity.history
+        for row in history[self._judged :]:
+            value, threshold = self._value(row), self.threshold()
+            self._below = self._below + 1 if not value >= threshold else 0
+            if self._below == self.patience:
+                self.collapse_step = int(row["step"])
+                self._alert(trainer, self._message(row, value, threshold))
+        self._judged = len(history)
+        if self.mode == "stop" and self._below >= self.patience:
+            trainer.should_stop = True
+
+    def _value(self, row: dict[str, float]) -> float:
+        if self.monitor not in row:
+            keys = sorted(key for key in row if key not in ("step", "epoch"))
+            raise ValueError(
+                f"`monitor` {self.monitor!r} is not a logged diversity key; got {keys}"
+            )
+        return float(row[self.monitor])
+
+    def _message(self, row: dict[str, float], value: float, threshold: float) -> str:
+        if self.min_fraction is not None:
+            limit = f"{self.min_fraction:.0%} of its first value ({threshold:.4g})"
+        else:
+            limit = f"min_value={threshold:.4g}"
+        action = "stopping training" if self.mode == "stop" else "training goes on (mode='warn')"
+        return (
+            f"Diversity collapse: {self.monitor} = {value:.4g} at step {int(row['step'])} has been "
+            f"below {limit} for {self.patience} evaluation(s) in a row; {action}"
+        )
+
+    def _alert(self, trainer: Trainer, message: str) -> None:
+        rank_zero_warn(message, category=RuntimeWarning)
+        if not trainer.is_global_zero:
+            return
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                import wandb
+
+                logger.experiment.alert(
+                    title="Diversity collapse", text=message, level=wandb.AlertLevel.WARN
+                )
+
+
+def _thresholds(
+    min_value: float | None, min_fraction: float | None
+) -> tuple[float | None, float | None]:
+    """Check that exactly one threshold is given, finite, and a fraction lies in (0, 1]."""
+    if (min_value is None) == (min_fraction is None):
+        raise ValueError(
+            "give exactly one of `min_value` (an absolute threshold) or `min_fraction` (a "
+            f"fraction of the first evaluation), got min_value={min_value!r}, "
+            f"min_fraction={min_fraction!r}"
+        )
+    if min_value is not None:
+        if isinstance(min_value, bool) or not isinstance(min_value, (int, float)):
+            raise TypeError(f"`min_value` must be a number, got {type(min_value).__name__}")
+        if not math.isfinite(min_value):
+            raise ValueError(f"`min_value` must be finite, got {min_value!r}")
+        return float(min_value), None
+    if isinstance(min_fraction, bool) or not isinstance(min_fraction, (int, float)):
+        raise TypeError(f"`min_fraction` must be a number, got {type(min_fraction).__name__}")
+    if not 0 < min_fraction <= 1:
+        raise ValueError(f"`min_fraction` must lie in (0, 1], got {min_fraction!r}")
+    return None, float(min_fraction)
+
+
+__all__ = ["DiversityCollapseMonitor"]

@@ -11,6 +11,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Literal
 
 import torch
@@ -62,9 +63,11 @@ class DiversityCallback(Callback):
     n-th training epoch) and ``after_validation`` (at the end of every validation epoch, before
     ``EarlyStopping`` and ``ModelCheckpoint`` read ``trainer.callback_metrics``) combine; one
     ``global_step`` is evaluated at most once; with none of them, ``every_n_epochs=1``. The
-    sanity check is skipped.
+    sanity check is skipped. ``evaluate_at_start`` adds the baseline, before the first step, so
+    the keys exist before ``EarlyStopping`` or ``ModelCheckpoint`` first look for them.
 
-    **Logged keys** (``prefix="diversity"``), sent to every logger at ``step=trainer.global_step``
+    **Logged keys** (``prefix="diversity"``), sent to every logger at the step on which
+    ``self.log`` puts the values of the same training batch (the baseline at 0), with ``epoch``,
     and written to ``trainer.callback_metrics`` on every rank: ``diversity/vendi_q1``, ... (one per
     order); ``diversity/conditional_vendi_q1``, ... (prompts) or
     ``diversity/class_conditional_vendi_q1``, ... (class labels): the Vendi score within each
@@ -84,6 +87,8 @@ class DiversityCallback(Callback):
         every_n_train_steps: evaluate every this many optimizer steps.
         every_n_epochs: evaluate at the end of every this many training epochs.
         after_validation: evaluate at the end of every validation epoch.
+        evaluate_at_start: evaluate once before the first training step (not on resume: the
+            checkpoint's last values are put back in ``trainer.callback_metrics`` instead).
         sample_fn: how to sample; default ``pl_module.generate``.
         log_images: send sample grids to the loggers that take media (W&B, TensorBoard, MLflow,
             see :mod:`diversity_callbacks.media`) and to ``media_dir``.
@@ -116,6 +121,7 @@ class DiversityCallback(Callback):
         every_n_train_steps: int | None = None,
         every_n_epochs: int | None = None,
         after_validation: bool = False,
+        evaluate_at_start: bool = True,
         sample_fn: SampleFn | None = None,
         log_images: bool = True,
         on_error: Literal["raise", "warn"] = "raise",
@@ -144,6 +150,7 @@ class DiversityCallback(Callback):
         self.every_n_train_steps = every_n_train_steps
         self.every_n_epochs = every_n_epochs
         self.after_validation = bool(after_validation)
+        self.evaluate_at_start = bool(evaluate_at_start)
         if sample_fn is not None and not callable(sample_fn):
             raise TypeError(f"`sample_fn` must be callable, got {type(sample_fn).__name__}")
         self.sample_fn = sample_fn
@@ -203,6 +210,11 @@ class DiversityCallback(Callback):
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._step_seen = trainer.global_step  # after a resume, the checkpoint's step
+        if self.history:  # resumed: what the monitors read is there before the next evaluation
+            last = {k: v for k, v in self.history[-1].items() if k not in ("step", "epoch")}
+            trainer.callback_metrics.update(_as_tensors(last))
+        elif self.evaluate_at_start and self._may_evaluate(trainer):
+            self.evaluate(trainer, pl_module)
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -256,8 +268,15 @@ class DiversityCallback(Callback):
         except EvaluationError as error:
             if self.on_error == "raise":
                 raise
+            kept = (
+                f"; monitors keep the values of step {self.history[-1]['step']}"
+                if self.history
+                else ""
+            )
             warnings.warn(
-                f"{error}; skipping this evaluation (on_error='warn')", RuntimeWarning, stacklevel=2
+                f"{error}; skipping this evaluation (on_error='warn'){kept}",
+                RuntimeWarning,
+                stacklevel=2,
             )
             return None
         self._publish(trainer, result)
@@ -266,14 +285,23 @@ class DiversityCallback(Callback):
     def _publish(self, trainer: Trainer, result: EvaluationResult) -> None:
         """Write callback_metrics on every rank, the history, and the loggers on rank 0."""
         start = time.perf_counter()
-        step, scalars = trainer.global_step, result.scalars
-        trainer.callback_metrics.update(
-            {key: torch.tensor(value, dtype=torch.float64) for key, value in scalars.items()}
+        scalars = result.scalars
+        trainer.callback_metrics.update(_as_tensors(scalars))
+        self.history.append(
+            {"step": trainer.global_step, "epoch": trainer.current_epoch, **scalars}
         )
-        self.history.append({"step": step, "epoch": trainer.current_epoch, **scalars})
         if trainer.is_global_zero:
-            publish(trainer.loggers, self.evaluator, result, step, media_dir=self.media_dir)
+            # The step self.log uses for the current batch (LearningRateMonitor logs at it too):
+            # optimizer steps before this batch, one per batch whatever the number of optimizers.
+            step = trainer.fit_loop.epoch_loop._batches_that_stepped
+            logged = replace(result, scalars={**scalars, "epoch": trainer.current_epoch})
+            publish(trainer.loggers, self.evaluator, logged, step, media_dir=self.media_dir)
         self.last_timings = {**result.timings, "logging": time.perf_counter() - start}
+
+
+def _as_tensors(scalars: Mapping[str, float]) -> dict[str, Tensor]:
+    """float64 scalars as trainer.callback_metrics holds them."""
+    return {key: torch.tensor(value, dtype=torch.float64) for key, value in scalars.items()}
 
 
 def _renamed(options: Mapping[str, Any]) -> dict[str, Any]:

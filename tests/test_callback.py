@@ -36,6 +36,7 @@ def make_callback(**kwargs: Any) -> DiversityCallback:
         "embedder": PixelEmbedder(),
         "every_n_train_steps": 2,
         "sce": False,
+        "evaluate_at_start": False,  # cadence tests count cadence evaluations; the baseline has its own
     }
     options.update(kwargs)
     return DiversityCallback(prompts, **options)
@@ -222,26 +223,54 @@ def test_model_checkpoint_can_monitor_a_diversity_key(tmp_path: Path):
 # ---------------------------------------------------------------- loggers
 
 
-def test_scalars_reach_csv_and_tensorboard_at_the_exact_global_step(tmp_path: Path):
+class TwoOptimizers(TinyGenerator):  # like a GAN: global_step moves by 2 per batch
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+
+    def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
+        for optimizer in self.optimizers():
+            optimizer.zero_grad()
+            self.manual_backward(super().training_step(batch, batch_idx))
+            optimizer.step()
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        return [
+            torch.optim.SGD(self.net.parameters()),
+            torch.optim.SGD(self.prompt_embedding.parameters()),
+        ]
+
+
+def csv_rows(logger: CSVLogger) -> list[dict[str, str]]:
+    text = Path(logger.log_dir, "metrics.csv").read_text().splitlines()
+    header = text[0].split(",")
+    return [dict(zip(header, line.split(","), strict=True)) for line in text[1:]]
+
+
+@pytest.mark.parametrize("module", [TinyGenerator, TwoOptimizers])
+def test_values_share_the_x_axis_of_self_log_for_the_same_batch(tmp_path: Path, module: type):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     csv, board = CSVLogger(tmp_path, name="csv"), TensorBoardLogger(tmp_path, name="tb")
-    callback = make_callback(every_n_train_steps=3)
-    fit([callback], max_steps=6, logger=[csv, board], log_every_n_steps=50)
-    text = Path(csv.log_dir, "metrics.csv").read_text().splitlines()
-    header = text[0].split(",")
-    rows = [dict(zip(header, line.split(","), strict=True)) for line in text[1:]]
-    logged = {
-        int(r["step"]): float(r["diversity/vendi_q1"]) for r in rows if r["diversity/vendi_q1"]
-    }
-    assert logged == {
-        row["step"]: pytest.approx(row["diversity/vendi_q1"]) for row in callback.history
-    }
-    assert set(logged) == {3, 6}
+    callback = make_callback(every_n_train_steps=4, evaluate_at_start=True)
+    fit([callback], module=module(), max_steps=8, logger=[csv, board], log_every_n_steps=1)
+    rows = csv_rows(csv)
+    losses = [int(r["step"]) for r in rows if r["train_loss"]]  # one per batch
+    logged = [r for r in rows if r["diversity/vendi_q1"]]
+    values = [float(r["diversity/vendi_q1"]) for r in logged]
+    assert values == pytest.approx([row["diversity/vendi_q1"] for row in callback.history])
+    # the baseline, then the evaluations after the batches that made global_step 4 and 8: the
+    # batches' own self.log steps, whatever the number of optimizers per batch
+    batches = [b // 2 if module is TwoOptimizers else b for b in (4, 8)]
+    aligned = [0] + [losses[b - 1] for b in batches]
+    assert [int(r["step"]) for r in logged] == aligned
+    assert all(r["epoch"] == "0" for r in logged)  # filled, as on self.log rows
     events = EventAccumulator(board.log_dir)
     events.Reload()
-    assert [e.step for e in events.Scalars("diversity/conditional_vendi_q1")] == [3, 6]
-    assert [e.step for e in events.Scalars("diversity/eval_seconds")] == [3, 6]
+    assert [e.step for e in events.Scalars("diversity/conditional_vendi_q1")] == aligned
+    assert [e.step for e in events.Scalars("train_loss")][: aligned[-1] + 1] == losses[
+        : aligned[-1] + 1
+    ]
 
 
 @pytest.mark.parametrize("enabled", [True, False])
@@ -603,23 +632,6 @@ def test_one_prompt_and_one_order_give_plain_scalars():
 
 
 def test_several_optimizers_per_batch_keep_the_cadence():
-    class TwoOptimizers(TinyGenerator):  # like a GAN: global_step moves by 2 per batch
-        def __init__(self) -> None:
-            super().__init__()
-            self.automatic_optimization = False
-
-        def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
-            for optimizer in self.optimizers():
-                optimizer.zero_grad()
-                self.manual_backward(super().training_step(batch, batch_idx))
-                optimizer.step()
-
-        def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-            return [
-                torch.optim.SGD(self.net.parameters()),
-                torch.optim.SGD(self.prompt_embedding.parameters()),
-            ]
-
     callback = make_callback(every_n_train_steps=3)
     fit([callback], module=TwoOptimizers(), max_steps=12)
     assert steps(callback) == [4, 6, 10, 12]  # the first batch end at or past 3, 6, 9, 12

@@ -44,7 +44,8 @@ def test_offline_run_holds_scalars_at_their_steps_and_non_black_sample_grids(tmp
     (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
     rows = [row for row in history_rows(run_dir) if "diversity/vendi_q1" in row]
     # one history row per evaluation, at trainer/global_step, scalars and media together
-    assert [row["trainer/global_step"] for row in rows] == [2, 4]
+    # the baseline, then after the batches that made global_step 2 and 4 (self.log steps 1, 3)
+    assert [row["trainer/global_step"] for row in rows] == [0, 1, 3]
     for row, expected in zip(rows, callback.history, strict=True):
         for key in ("vendi_q1", "vendi_q2", "conditional_vendi_q1", "sce", "sce_text"):
             assert row[f"diversity/{key}"] == pytest.approx(expected[f"diversity/{key}"], rel=1e-12)

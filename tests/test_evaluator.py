@@ -130,7 +130,9 @@ def test_two_torch_distributed_ranks_without_lightning_give_the_plain_loop_value
 
 
 def test_the_callback_gives_the_plain_loop_values(plain_loop_values):
-    callback = DiversityCallback(evaluator=evaluator(), every_n_train_steps=2)
+    callback = DiversityCallback(
+        evaluator=evaluator(), every_n_train_steps=2, evaluate_at_start=False
+    )
     L.Trainer(**QUIET, max_steps=2, callbacks=[callback]).fit(frozen_generator(), tiny_data())
     (row,) = callback.history
     assert values({k: v for k, v in row.items() if k not in ("step", "epoch")}) == pytest.approx(
@@ -151,7 +153,12 @@ def test_evaluation_restores_the_mode_and_the_global_random_state():
 
 
 def fit_with(module: L.LightningModule, data: Any, **kwargs: Any) -> DiversityCallback:
-    options = {"embedder": PixelEmbedder(), "every_n_train_steps": 2, "batch_size": 4}
+    options = {
+        "embedder": PixelEmbedder(),
+        "every_n_train_steps": 2,
+        "batch_size": 4,
+        "evaluate_at_start": False,
+    }
     callback = DiversityCallback(**{**options, **kwargs})
     L.seed_everything(0, verbose=False)
     L.Trainer(**QUIET, max_steps=4, callbacks=[callback]).fit(module, data)
@@ -234,7 +241,8 @@ def test_a_custom_metric_reaches_the_loggers_without_editing_the_package(tmp_pat
     trainer.fit(TinyGenerator(), tiny_data())
     with open(Path(logger.log_dir) / "metrics.csv", newline="") as handle:
         rows = [row for row in csv.DictReader(handle) if row.get("diversity/mean_norm")]
-    assert [int(row["step"]) for row in rows] == [2, 4]
+    # the baseline, then after the batches that made global_step 2 and 4 (self.log steps 1, 3)
+    assert [int(row["step"]) for row in rows] == [0, 1, 3]
     for row, expected in zip(rows, callback.history, strict=True):
         for key in ("mean_norm", "linear_vendi_q1", "linear_vendi_q2"):
             assert float(row[f"diversity/{key}"]) == pytest.approx(expected[f"diversity/{key}"])

@@ -301,6 +301,39 @@ def test_resume_continues_the_schedule_and_the_history_of_each_instance(tmp_path
     assert resumed[0].history[:2] == first[0].history
 
 
+def test_monitors_find_the_values_before_the_first_evaluation_of_a_resumed_run(tmp_path: Path):
+    first = make_callback(every_n_train_steps=4)
+    trainer, _ = fit([first], max_steps=4)
+    trainer.save_checkpoint(tmp_path / "step4.ckpt")
+    seen = {}
+
+    class Peek(L.Callback):  # runs before the callback's first evaluation after the resume
+        def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+            seen.setdefault("value", trainer.callback_metrics.get("diversity/vendi_q1"))
+
+    resumed = make_callback(every_n_train_steps=4, evaluate_at_start=True)
+    trainer = L.Trainer(**{**QUIET, "max_steps": 8, "callbacks": [Peek(), resumed]})
+    trainer.fit(TinyGenerator(), tiny_data(), ckpt_path=tmp_path / "step4.ckpt")
+    assert float(seen["value"]) == first.history[-1]["diversity/vendi_q1"]
+    assert steps(resumed) == [4, 8]  # no second baseline on resume
+
+
+def test_the_baseline_comes_before_the_first_step_and_early_stopping_finds_its_key():
+    calls = []
+
+    def sampler(module: TinyGenerator, prompts: list[str], generators: list) -> Tensor:
+        calls.append(module.global_step)
+        return module.generate(prompts, generators)
+
+    # epochs of 8 steps end long before the first cadence evaluation at step 500
+    callback = make_callback(every_n_train_steps=500, evaluate_at_start=True, sample_fn=sampler)
+    stopping = EarlyStopping(monitor="diversity/vendi_q1", mode="max", patience=5)
+    trainer, _ = fit([callback, stopping], max_steps=24)
+    assert trainer.global_step == 24 and steps(callback) == [0] and set(calls) == {0}
+    with pytest.raises(RuntimeError, match="not available"):  # what 0.1 did
+        fit([make_callback(every_n_train_steps=500), EarlyStopping(monitor="diversity/vendi_q1")])
+
+
 # ---------------------------------------------------------------- failure policy
 
 

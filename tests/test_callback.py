@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import re
+import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -273,10 +275,30 @@ def test_values_share_the_x_axis_of_self_log_for_the_same_batch(tmp_path: Path, 
     ]
 
 
-@pytest.mark.parametrize("enabled", [True, False])
-def test_progress_bar_follows_the_trainer_setting(enabled: bool, capfd: pytest.CaptureFixture):
+@pytest.mark.parametrize(("enabled", "terminal"), [(True, True), (False, True), (True, False)])
+def test_progress_bar_draws_where_the_trainers_bar_would_on_a_terminal(
+    enabled: bool, terminal: bool, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: terminal, raising=False)
     fit([make_callback()], max_steps=2, enable_progress_bar=enabled)
-    assert ("diversity: sampling" in capfd.readouterr().err) is enabled
+    assert ("diversity: sampling" in capsys.readouterr().err) is (enabled and terminal)
+
+
+def test_images_in_0_1_declared_minus_1_1_warn_once():
+    def unit_range(module: TinyGenerator, prompts: list[str], generators: list) -> Tensor:
+        return (module.generate(prompts, generators) + 1) / 2  # diffusers' output_type="pt"
+
+    callback = make_callback(sample_fn=unit_range)  # the default value_range="[-1,1]"
+    with pytest.warns(
+        UserWarning, match=r"no value of this evaluation's images lies below 0"
+    ) as caught:
+        fit([callback], max_steps=4)
+    assert sum("value_range='[0,1]'" in str(w.message) for w in caught) == 1  # two evaluations
+    with warnings.catch_warnings():
+        # the same generator, declared right, and a real [-1, 1] generator: no range warning
+        warnings.filterwarnings("error", message=".*value_range")
+        fit([make_callback(sample_fn=unit_range, value_range="[0,1]")], max_steps=4)
+        fit([make_callback()], max_steps=4)
 
 
 # ---------------------------------------------------------------- resume and coexistence

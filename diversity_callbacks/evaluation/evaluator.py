@@ -312,7 +312,8 @@ class DiversityEvaluator:
             desc=f"{self.prefix}: sampling",
             leave=False,
             dynamic_ncols=True,
-            disable=not (progress and rank == 0),
+            # None: tqdm draws only on a terminal, so log files get no line per evaluation
+            disable=None if progress and rank == 0 else True,
         )
         context = precision_context or nullcontext
         with isolate_rng(), _eval_mode(module):
@@ -329,6 +330,8 @@ class DiversityEvaluator:
                         thumbnails_of(samples, batch, self.evaluation_set, *limits)
                     )
         bar.close()
+        if draw.error is None:
+            self.sample_embedder.warn_on_range()
         return draw
 
     def _sample(

@@ -6,6 +6,7 @@ embedder; samples of any other kind (strings, audio, molecules) go to the embedd
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,6 +38,8 @@ class SampleEmbedder:
                 ) from None
         self.value_range = value_range
         self.embedder = embedder
+        self._lowest: Tensor | None = None  # of this evaluation's images, in [0, 1] units
+        self._range_warned = False
         if value_range is None:
             self._embed_samples = _sample_embedding_function(embedder)
         elif embedder is not None:
@@ -70,7 +73,33 @@ class SampleEmbedder:
                 f"the generator must return one image per generator, {rows} in all, got a "
                 f"batch of {samples.shape[0]} (shape {tuple(samples.shape)})"
             )
-        return to_unit_range(samples, self.value_range, name="the generator's images")
+        unit = to_unit_range(samples, self.value_range, name="the generator's images")
+        if self.value_range == "[-1,1]" and unit.numel():
+            lowest = unit.amin()  # kept on the device: one synchronisation per evaluation
+            self._lowest = lowest if self._lowest is None else torch.minimum(self._lowest, lowest)
+        return unit
+
+    def warn_on_range(self) -> None:
+        """After an evaluation: warn, once, when its images contradict the declared range.
+
+        Images in [0, 1] declared ``"[-1,1]"`` pass every bound check and are silently read at
+        half their contrast (diffusers' ``output_type="pt"`` and sigmoid decoders return [0, 1]).
+        A whole evaluation of a [-1, 1] generator without one value below 0 is implausible, so
+        it is taken as that mistake; a warning rather than an error, since a generator of only
+        bright images is possible. (Floats above 1 declared ``"[0,1]"`` fail the bound check.)
+        """
+        lowest, self._lowest = self._lowest, None
+        if lowest is None or self._range_warned or float(lowest) < 0.5:
+            return
+        self._range_warned = True
+        warnings.warn(
+            "value_range='[-1,1]' was declared, but no value of this evaluation's images lies "
+            f"below 0 (the lowest is {2 * float(lowest) - 1:.3g}): images in [0, 1] read as "
+            "[-1, 1] lose half their contrast and bias every score; pass value_range='[0,1]' if "
+            "the generator returns [0, 1] (warned once)",
+            UserWarning,
+            stacklevel=2,
+        )
 
     def embed(self, samples: Any) -> Tensor:
         """``(B, D)`` embeddings of a checked batch, checked to hold one row per sample."""

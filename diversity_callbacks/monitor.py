@@ -138,14 +138,16 @@ class DiversityCollapseMonitor(Callback):
 
     def _judge_new_rows(self, trainer: Trainer) -> None:
         history = self.diversity.history
-        for row in history[self._judged :]:
+        new_rows = history[self._judged :]
+        for row in new_rows:
             value, threshold = self._value(row), self.threshold()
             self._below = self._below + 1 if not value >= threshold else 0
             if self._below == self.patience:
                 self.collapse_step = int(row["step"])
                 self._alert(trainer, self._message(row, value, threshold))
         self._judged = len(history)
-        if self.mode == "stop" and self._below >= self.patience:
+        # Only on a new evaluation: a run resumed after a stop trains until the next one decides.
+        if new_rows and self.mode == "stop" and self._below >= self.patience:
             trainer.should_stop = True
 
     def _value(self, row: dict[str, float]) -> float:

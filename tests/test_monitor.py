@@ -155,7 +155,7 @@ def test_no_evaluation_yet_is_not_an_error_and_a_wrong_key_names_the_logged_ones
         monitor.on_train_end(trainer, None)
 
 
-def test_the_state_resumes_the_count_of_evaluations_below_the_threshold():
+def test_the_state_resumes_the_count_and_a_resumed_stopped_run_waits_for_a_new_evaluation():
     diversity = make_diversity()
     first = DiversityCollapseMonitor(diversity, min_value=3.0, patience=2)
     trainer = SimpleNamespace(loggers=[], is_global_zero=True, should_stop=False)
@@ -169,6 +169,12 @@ def test_the_state_resumes_the_count_of_evaluations_below_the_threshold():
     with pytest.warns(RuntimeWarning, match="at step 6"):
         resumed.on_train_end(trainer, None)
     assert trainer.should_stop and resumed.collapse_step == 6
+    # resumed again after that stop: training goes on until the next evaluation decides
+    again = DiversityCollapseMonitor(diversity, min_value=3.0, patience=2)
+    again.load_state_dict(resumed.state_dict())
+    trainer.should_stop = False
+    again.on_train_start(trainer, None)
+    assert not trainer.should_stop
 
 
 @pytest.mark.parametrize(

@@ -61,7 +61,7 @@ def test_two_ranks_log_the_same_diversity_as_one(runs: dict[int, list[dict]]):
     (single,), (rank0, rank1) = runs[1], runs[2]
     for prefix in ("diversity", "single"):
         expected = [scores(row) for row in single["history"][prefix]]
-        assert [row["step"] for row in expected] == [2, 4]
+        assert [row["step"] for row in expected] == [0, 2, 4]  # the baseline, then the cadence
         for got in (rank0, rank1):  # compute() runs on every rank, so both ranks agree
             rows = [scores(row) for row in got["history"][prefix]]
             assert [row.keys() for row in rows] == [row.keys() for row in expected]
@@ -91,7 +91,7 @@ def test_rank_zero_logs_each_evaluation_once_at_its_step(runs: dict[int, list[di
     path = runs[2][0]["folder"] / "csv" / "version_0" / "metrics.csv"
     with open(path, newline="") as handle:
         rows = [row for row in csv.DictReader(handle) if row["diversity/vendi_q1"]]
-    assert [int(row["step"]) for row in rows] == [2, 4]
+    assert [int(row["step"]) for row in rows] == [0, 1, 3]  # self.log's steps of those batches
     history = runs[2][0]["history"]["diversity"]
     for row, ref in zip(rows, history, strict=True):
         assert float(row["diversity/sce"]) == pytest.approx(ref["diversity/sce"], rel=1e-12)
@@ -103,7 +103,7 @@ def test_rank_zero_logs_every_prompt_grid_to_wandb(runs: dict[int, list[dict]]):
 
     (run_dir,) = (runs[2][0]["folder"] / "wandb").glob("offline-run-*")
     rows = [row for row in history_rows(run_dir) if "diversity/vendi_q1" in row]
-    assert [row["trainer/global_step"] for row in rows] == [2, 4]
+    assert [row["trainer/global_step"] for row in rows] == [0, 1, 3]
     for row in rows:
         # prompt 1's samples (3, 4, 5) were drawn on both ranks: its grid needs the gather
         assert row["diversity/samples/captions"] == [f"prompt: {p}" for p in PROMPTS]

@@ -11,6 +11,7 @@ import csv
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -85,6 +86,13 @@ def test_a_failure_on_one_rank_skips_the_evaluation_on_every_rank(runs: dict[int
     for result in (*runs[1], *runs[2]):
         assert result["history"]["failing"] == []
         assert not any(key.startswith("failing/") for key in result["callback_metrics"])
+        # it did run and fail at each evaluation, and every rank said so
+        failed = [re.search(r"global step (\d+)", m).group(1) for m in result["warnings"]]
+        assert failed == ["0", "2", "4"] and all(
+            "the sampler broke" in m for m in result["warnings"]
+        )
+    # rank 0 drew nothing that failed, and still names rank 1 and its reason
+    assert all("failed on rank 1" in m for m in runs[2][0]["warnings"])
 
 
 def test_rank_zero_logs_each_evaluation_once_at_its_step(runs: dict[int, list[dict]]):

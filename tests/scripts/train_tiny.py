@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -92,8 +93,11 @@ def main() -> None:
         enable_model_summary=False,
         enable_progress_bar=False,
     )
-    trainer.fit(TinyGenerator(lr=0.0), tiny_data())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        trainer.fit(TinyGenerator(lr=0.0), tiny_data())
     result = {
+        "warnings": [str(w.message) for w in caught if "on_error='warn'" in str(w.message)],
         "rank": trainer.global_rank,
         "history": {cb.evaluator.prefix: cb.history for cb in callbacks},
         "callback_metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},

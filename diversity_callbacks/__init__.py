@@ -41,6 +41,7 @@ __all__ = ["__version__", *_EXPORTS]
 if TYPE_CHECKING:  # pragma: no cover
     from diversity_callbacks.callback import DiversityCallback  # noqa: F401
     from diversity_callbacks.embedders.base import FunctionEmbedder, ImageEmbedder, TextEmbedder  # noqa: F401
+    from diversity_callbacks.embedders.clip import CLIPEmbedder  # noqa: F401
     from diversity_callbacks.evaluation.evaluator import (  # noqa: F401
         DiversityEvaluator,
         EvaluationError,
@@ -48,7 +49,6 @@ if TYPE_CHECKING:  # pragma: no cover
     )
     from diversity_callbacks.evaluation.metrics import EvaluationMetric  # noqa: F401
     from diversity_callbacks.metrics.conditional import ConditionalVendiScore  # noqa: F401
-    from diversity_callbacks.embedders.clip import CLIPEmbedder  # noqa: F401
     from diversity_callbacks.metrics.schur import SchurComplementEntropy  # noqa: F401
     from diversity_callbacks.metrics.vendi import VendiScore  # noqa: F401
     from diversity_callbacks.monitor import DiversityCollapseMonitor  # noqa: F401

@@ -18,6 +18,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 
+from diversity_callbacks._deprecations import renamed_options
 from diversity_callbacks._validation import check_positive_int
 from diversity_callbacks.evaluation.conditions import Conditions, sample_seed
 from diversity_callbacks.evaluation.evaluator import (
@@ -30,53 +31,29 @@ from diversity_callbacks.media.loggers import publish, wants_media
 SampleFn = Callable[[LightningModule, Conditions, list[torch.Generator]], Any]
 """``sample_fn(pl_module, conditions, generators) -> samples``: see :class:`DiversityCallback`."""
 
-_RENAMED = {
-    "samples_per_prompt": "samples_per_condition",
-    "image_range": "value_range",
-    "on_validation_end": "after_validation",
-    "max_logged_prompts": "max_thumbnail_conditions",
-    "log_spectrum": "spectrum",
-}
-"""Arguments of 0.1.0 that still work, with a FutureWarning, under their new names."""
-
 
 class DiversityCallback(Callback):
     r"""Sample a generator at a fixed cadence during training and log the diversity of its samples.
 
     Each evaluation is one :meth:`DiversityEvaluator.evaluate
-    <diversity_callbacks.DiversityEvaluator.evaluate>` on a fixed evaluation set (prompts, class
-    labels or unconditional samples, each with a fixed seed), split across DDP ranks without
-    padding; every rank gets the same values and rank 0 logs them.
+    <diversity_callbacks.DiversityEvaluator.evaluate>` (its module documents the evaluation set
+    and the sampling contract): for each batch the callback calls ``sample_fn(pl_module,
+    conditions, generators)``, default ``pl_module.generate(conditions, generators)``, in eval
+    mode, under ``no_grad``, inside the trainer's precision context, with the global RNG restored
+    afterwards, so training is unchanged.
 
-    **Sampling contract.** For each batch the callback calls ``sample_fn(pl_module, conditions,
-    generators)``, or ``pl_module.generate(conditions, generators)`` when no ``sample_fn`` is
-    given: ``conditions`` is a ``list[str]`` of prompts, a ``(B,)`` long tensor of class labels on
-    the module's device, or ``None`` (unconditional); ``generators`` holds one
-    ``torch.Generator`` per sample on ``pl_module.device``. It returns ``(B, 3, H, W)`` images in
-    ``value_range`` (or, with ``value_range=None``, ``B`` samples of any kind for the embedder).
-    It runs in eval mode (each submodule's mode restored afterwards), under ``torch.no_grad()``,
-    inside the trainer's precision context, with the global RNG states restored afterwards, so
-    training is unchanged.
+    **Cadence.** ``evaluate_at_start`` (a baseline before the first step, so monitored keys exist
+    from the start), ``every_n_train_steps`` (after the batch whose optimizer step(s) bring
+    ``trainer.global_step`` to or past a multiple of it), ``every_n_epochs`` and
+    ``after_validation`` (before ``EarlyStopping`` and ``ModelCheckpoint`` read the metrics)
+    combine; one ``global_step`` is evaluated at most once; without a cadence,
+    ``every_n_epochs=1``; the sanity check is skipped.
 
-    **Cadence.** ``every_n_train_steps`` (after the batch whose optimizer step(s) bring
-    ``trainer.global_step`` to or past a multiple of it), ``every_n_epochs`` (at the end of every
-    n-th training epoch) and ``after_validation`` (at the end of every validation epoch, before
-    ``EarlyStopping`` and ``ModelCheckpoint`` read ``trainer.callback_metrics``) combine; one
-    ``global_step`` is evaluated at most once; with none of them, ``every_n_epochs=1``. The
-    sanity check is skipped. ``evaluate_at_start`` adds the baseline, before the first step, so
-    the keys exist before ``EarlyStopping`` or ``ModelCheckpoint`` first look for them.
-
-    **Logged keys** (``prefix="diversity"``), sent to every logger at the step on which
-    ``self.log`` puts the values of the same training batch (the baseline at 0), with ``epoch``,
-    and written to ``trainer.callback_metrics`` on every rank: ``diversity/vendi_q1``, ... (one per
-    order); ``diversity/conditional_vendi_q1``, ... (prompts) or
-    ``diversity/class_conditional_vendi_q1``, ... (class labels): the Vendi score within each
-    condition, averaged; ``diversity/sce`` and ``diversity/sce_text`` (prompts, with an embedder
-    that embeds texts); one key per extra metric; ``diversity/eval_seconds``. W&B, TensorBoard
-    and MLflow loggers also get a uint8 grid per condition (captioned), the per-condition table
-    and, with ``spectrum=True``, the spectrum plot (:mod:`diversity_callbacks.media`); with a
-    ``WandbLogger`` they share the scalars' history row (``diversity/samples``,
-    ``diversity/table``, ``diversity/spectrum``).
+    **Logging.** The result's scalars (``diversity/vendi_q1``, ``diversity/conditional_vendi_q1``,
+    ``diversity/sce``, plug-ins, ``diversity/eval_seconds``...) go to ``trainer.callback_metrics``
+    on every rank and, from rank 0, to every logger with ``epoch``, at the step at which
+    ``self.log`` puts the same batch's values; grids, the per-condition table and the spectrum go
+    to the loggers that take media (:mod:`diversity_callbacks.media`).
 
     Args:
         prompts: a list of prompts or the path of a text file with one per line (or give
@@ -128,7 +105,7 @@ class DiversityCallback(Callback):
         media_dir: str | os.PathLike | None = None,
         **evaluator_options: Any,
     ) -> None:
-        options = _renamed(evaluator_options)
+        options = renamed_options(evaluator_options)
         samples_per_condition = options.pop("samples_per_condition", samples_per_condition)
         after_validation = options.pop("after_validation", after_validation)
         if evaluator is None:
@@ -302,18 +279,6 @@ class DiversityCallback(Callback):
 def _as_tensors(scalars: Mapping[str, float]) -> dict[str, Tensor]:
     """float64 scalars as trainer.callback_metrics holds them."""
     return {key: torch.tensor(value, dtype=torch.float64) for key, value in scalars.items()}
-
-
-def _renamed(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Options under their current names; 0.1.0 names warn once each."""
-    renamed = dict(options)
-    for old, new in _RENAMED.items():
-        if old in renamed:
-            if new in renamed:
-                raise TypeError(f"give `{new}` or its former name `{old}`, not both")
-            warnings.warn(f"`{old}` is now `{new}`", FutureWarning, stacklevel=3)
-            renamed[new] = renamed.pop(old)
-    return renamed
 
 
 def _default_generate(pl_module: LightningModule) -> Callable[..., Tensor]:

@@ -26,7 +26,9 @@ class DiversityCollapseMonitor(Callback):
 
     After each new evaluation of ``diversity`` the monitored value is compared with the threshold:
     ``min_value``, or ``min_fraction`` times its value at the first evaluation of the run (the
-    baseline, ``diversity.history[0]``). When it has been below for ``patience`` evaluations in a
+    baseline, ``diversity.history[0]``; ``reference="first"``) or times the best value of the
+    evaluations before (``reference="best"``: a fall from the peak, for runs that start from an
+    untrained or already collapsed model and gain diversity before they lose it). When it has been below for ``patience`` evaluations in a
     row, the monitor fires: it warns (on rank 0), sends ``wandb.alert`` through every attached
     ``WandbLogger``, and with ``mode="stop"`` sets ``trainer.should_stop`` (Lightning stops after
     the current batch). A value that recovers resets the count; a later collapse fires again.
@@ -40,6 +42,7 @@ class DiversityCollapseMonitor(Callback):
         min_value: fire below this absolute value.
         min_fraction: fire below this fraction of the baseline, in ``(0, 1]`` (give exactly one
             of ``min_value`` and ``min_fraction``).
+        reference: what ``min_fraction`` is a fraction of: ``"first"`` or ``"best"`` evaluation.
         patience: consecutive evaluations below the threshold before the monitor fires.
         mode: ``"stop"`` (stop training) or ``"warn"`` (alert and go on).
 
@@ -61,6 +64,7 @@ class DiversityCollapseMonitor(Callback):
         *,
         min_value: float | None = None,
         min_fraction: float | None = None,
+        reference: Literal["first", "best"] = "first",
         patience: int = 2,
         mode: Literal["stop", "warn"] = "stop",
     ) -> None:
@@ -71,6 +75,9 @@ class DiversityCollapseMonitor(Callback):
         self.diversity = diversity
         self.monitor = monitor if monitor is not None else f"{diversity.evaluator.prefix}/vendi_q1"
         self.min_value, self.min_fraction = _thresholds(min_value, min_fraction)
+        if reference not in ("first", "best"):
+            raise ValueError(f'`reference` must be "first" or "best", got {reference!r}')
+        self.reference = reference
         self.patience = check_positive_int(patience, "patience")
         if mode not in ("stop", "warn"):
             raise ValueError(f'`mode` must be "stop" or "warn", got {mode!r}')
@@ -85,7 +92,10 @@ class DiversityCollapseMonitor(Callback):
     @property
     def state_key(self) -> str:
         return self._generate_state_key(
-            monitor=self.monitor, min_value=self.min_value, min_fraction=self.min_fraction
+            monitor=self.monitor,
+            min_value=self.min_value,
+            min_fraction=self.min_fraction,
+            reference=self.reference,
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -121,26 +131,31 @@ class DiversityCollapseMonitor(Callback):
 
     # ------------------------------------------------------------------ judging
 
-    def threshold(self) -> float | None:
-        """The value below which an evaluation counts; None before the baseline exists."""
+    def threshold(self, before: int | None = None) -> float | None:
+        """The value below which the evaluation after the first ``before`` rows of the history
+        (default: all, i.e. the next evaluation) counts; None before the baseline exists."""
         if self.min_value is not None:
             return self.min_value
-        history = self.diversity.history
+        history = self.diversity.history[
+            : max(1, len(self.diversity.history) if before is None else before)
+        ]
         if not history:
             return None
-        baseline = self._value(history[0])
+        rows = history[:1] if self.reference == "first" else history
+        row = max(rows, key=self._value)
+        baseline = self._value(row)
         if not baseline > 0:
             raise ValueError(
-                f"`min_fraction` needs a positive baseline, got {self.monitor} = {baseline} at "
-                f"step {history[0]['step']}; give `min_value` instead"
+                f"`min_fraction` needs a positive reference value, got {self.monitor} = "
+                f"{baseline} at step {row['step']}; give `min_value` instead"
             )
         return self.min_fraction * baseline
 
     def _judge_new_rows(self, trainer: Trainer) -> None:
         history = self.diversity.history
         new_rows = history[self._judged :]
-        for row in new_rows:
-            value, threshold = self._value(row), self.threshold()
+        for index, row in enumerate(new_rows, start=self._judged):
+            value, threshold = self._value(row), self.threshold(before=index)
             self._below = self._below + 1 if not value >= threshold else 0
             if self._below == self.patience:
                 self.collapse_step = int(row["step"])
@@ -160,7 +175,7 @@ class DiversityCollapseMonitor(Callback):
 
     def _message(self, row: dict[str, float], value: float, threshold: float) -> str:
         if self.min_fraction is not None:
-            limit = f"{self.min_fraction:.0%} of its first value ({threshold:.4g})"
+            limit = f"{self.min_fraction:.0%} of its {self.reference} value ({threshold:.4g})"
         else:
             limit = f"min_value={threshold:.4g}"
         action = "stopping training" if self.mode == "stop" else "training goes on (mode='warn')"

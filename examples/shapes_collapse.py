@@ -44,8 +44,11 @@ from shapes.embedder import PixelEmbedder
 from shapes.model import ShapesVAE
 from shapes.plot import DIVERSITY_CURVES, plot_run, read_metrics_csv
 
-from diversity_callbacks import DiversityCallback, DiversityEvaluator
+from diversity_callbacks import DiversityCallback, DiversityCollapseMonitor, DiversityEvaluator
 from diversity_callbacks.images import make_grid
+
+COLLAPSE = {"monitor": "diversity/vendi_q1", "min_fraction": 0.75, "patience": 2}
+"""When the collapse monitor fires: a fall from the peak, since training starts collapsed."""
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -76,6 +79,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--wandb-mode", choices=("offline", "online", "disabled"), default="offline"
     )
     parser.add_argument("--wandb-project", default="diversity-callbacks-examples")
+    parser.add_argument(
+        "--stop-on-collapse",
+        action="store_true",
+        help=f"stop training once {COLLAPSE['monitor']} stays below "
+        f"{COLLAPSE['min_fraction']:.0%} of its best value for {COLLAPSE['patience']} "
+        "evaluations (default: warn and go on)",
+    )
     parser.add_argument(
         "--clip",
         metavar="MODEL",
@@ -217,6 +227,13 @@ def format_summary(summary: dict[str, Any], output_dir: str) -> str:
     lines += [f"{row[0]:42s}" + "".join(f"{cell:>11s}" for cell in row[1:]) for row in rows]
     for key, values in summary["losses"].items():
         lines.append(f"{key}: {values['first']:.4g} (first logged) -> {values['last']:.4g} (last)")
+    fell = f"{COLLAPSE['monitor']} below {COLLAPSE['min_fraction']:.0%} of its best"
+    step = summary["collapse_step"]
+    lines.append(
+        f"Collapse monitor: {fell} at step {step}"
+        if step is not None
+        else f"Collapse monitor: never {fell}"
+    )
     lines += [
         f"Plot: {os.path.join(output_dir, 'diversity_vs_step.png')}",
         f"Sample grids: {os.path.join(output_dir, 'samples_*.png')}",
@@ -243,6 +260,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         vendi_orders=(1, 2),
         seed=args.seed,
     )
+    collapse = DiversityCollapseMonitor(
+        diversity, reference="best", mode="stop" if args.stop_on_collapse else "warn", **COLLAPSE
+    )
     loggers: list[Any] = [CSVLogger(args.output_dir, name="", version="csv")]
     if args.wandb_mode != "disabled":
         loggers.append(
@@ -262,7 +282,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         max_steps=args.pretrain_steps + args.finetune_steps,
         max_epochs=-1,
         logger=loggers,
-        callbacks=[diversity, Milestones(diversity, args.pretrain_steps, args.output_dir)],
+        callbacks=[
+            diversity,
+            collapse,
+            Milestones(diversity, args.pretrain_steps, args.output_dir),
+        ],
         log_every_n_steps=10,
         enable_checkpointing=False,
         enable_model_summary=False,
@@ -284,6 +308,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     plot_path = os.path.join(args.output_dir, "diversity_vs_step.png")
     plot_run(series, args.pretrain_steps, reference, plot_path)
     summary = summarize(diversity.history, series, reference, args.pretrain_steps)
+    summary["collapse_step"] = collapse.collapse_step
     with open(os.path.join(args.output_dir, "summary.json"), "w", encoding="utf-8") as handle:
         json.dump(summary, handle, indent=2)
     for logger in loggers:

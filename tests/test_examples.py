@@ -93,6 +93,22 @@ def test_reduced_run_writes_wandb_run_plot_grids_and_summary(
     assert counts == {"diversity": 4 * 9, "samples": 3, "summary": 1}
 
 
+def test_reward_fine_tuning_collapses_and_the_monitor_stops_it_but_not_pretraining_noise(
+    tmp_path: Path, restore_process_state: None
+):
+    args = ["--pretrain-steps", "300", "--finetune-steps", "200", "--eval-every", "25"]
+    args += ["--dataset-size", "2048", "--batch-size", "32", "--samples-per-prompt", "4"]
+    args += ["--wandb-mode", "disabled", "--stop-on-collapse", "--output-dir", str(tmp_path)]
+    summary = example.main([*args, "--threads", str(torch.get_num_threads())])
+    vendi = summary["diversity"]["diversity/vendi_q1"]
+    # pretraining gains diversity (with dips of sampling noise that must not fire) ...
+    assert vendi["before_finetune"] > 2 * vendi["start"]
+    # ... fine-tuning loses it, and the monitor stops the run well before its 500 steps
+    assert 300 < summary["collapse_step"] < 500
+    assert summary["steps"]["after_finetune"] <= summary["collapse_step"] + 1
+    assert vendi["after_finetune"] < 0.75 * vendi["before_finetune"]
+
+
 def _evaluate(collapsed: bool) -> dict[str, float]:
     """Scores of a stand-in generator: fresh random shapes (diverse) or each prompt's one look
     (collapsed: it ignores its noise)."""

@@ -20,6 +20,15 @@ from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics import Metric
 
 PROMPTS = ["a red square", "a blue circle", "a green line"]
+QUIET = {
+    "accelerator": "cpu",
+    "devices": 1,
+    "logger": False,
+    "enable_checkpointing": False,
+    "enable_model_summary": False,
+    "enable_progress_bar": False,
+}
+"""Trainer options of a test run: one CPU device, nothing written, nothing printed."""
 IMAGE_SIZE = 8
 LATENT = 4
 

@@ -18,16 +18,7 @@ from torch import Tensor
 
 from diversity_callbacks import DiversityCallback, EvaluationError
 from diversity_callbacks.evaluation.evaluator import _eval_mode
-from tests.lightning_helpers import PROMPTS, PixelEmbedder, TinyGenerator, tiny_data
-
-QUIET = {
-    "accelerator": "cpu",
-    "devices": 1,
-    "logger": False,
-    "enable_checkpointing": False,
-    "enable_model_summary": False,
-    "enable_progress_bar": False,
-}
+from tests.lightning_helpers import PROMPTS, QUIET, PixelEmbedder, TinyGenerator, tiny_data
 
 
 def make_callback(**kwargs: Any) -> DiversityCallback:

@@ -27,6 +27,7 @@ from diversity_callbacks.functional import conditional_vendi_score, vendi_score
 from tests.distributed import run_distributed
 from tests.lightning_helpers import (
     PROMPTS,
+    QUIET,
     ClassConditionalGenerator,
     LetterEmbedder,
     MeanNorm,
@@ -37,15 +38,6 @@ from tests.lightning_helpers import (
     text_data,
     tiny_data,
 )
-
-QUIET = {
-    "accelerator": "cpu",
-    "devices": 1,
-    "logger": False,
-    "enable_checkpointing": False,
-    "enable_model_summary": False,
-    "enable_progress_bar": False,
-}
 
 
 def frozen_generator() -> TinyGenerator:

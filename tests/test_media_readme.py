@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 
 from tests.lightning_helpers import PROMPTS, PixelEmbedder, TinyGenerator, tiny_data
-
-README = Path(__file__).resolve().parents[1] / "README.md"
-
-
-def readme_snippet(section: str) -> str:
-    """The first Python block of a README section."""
-    text = README.read_text()
-    start = text.index(f"## {section}\n")
-    end = text.find("\n## ", start + 1)
-    return re.search(r"```python\n(.*?)```", text[start:end], re.DOTALL).group(1)
+from tests.readme import python_blocks
 
 
 def test_media_and_monitoring_snippet_runs_and_writes_media(monkeypatch, tmp_path: Path):
@@ -26,7 +16,7 @@ def test_media_and_monitoring_snippet_runs_and_writes_media(monkeypatch, tmp_pat
     monkeypatch.setattr("diversity_callbacks.embedders.clip.CLIPEmbedder", PixelEmbedder)
     monkeypatch.chdir(tmp_path)
     namespace = {"prompts": PROMPTS, "model": TinyGenerator(), "train_loader": tiny_data()}
-    exec(readme_snippet("Media and monitoring for every logger"), namespace)
+    exec(python_blocks("Media and monitoring for every logger")[0], namespace)
 
     trainer, collapse, diversity = (namespace[k] for k in ("trainer", "collapse", "diversity"))
     assert trainer.global_step == 100 and collapse.collapse_step is None  # healthy training

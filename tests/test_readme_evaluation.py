@@ -9,16 +9,7 @@ import pytest
 import torch
 
 from tests.lightning_helpers import PROMPTS, PixelEmbedder, TinyGenerator, tiny_data
-
-README = Path(__file__).resolve().parents[1] / "README.md"
-
-
-def python_blocks(section: str) -> list[str]:
-    """Every Python block of a README section, in order."""
-    text = README.read_text()
-    start = text.index(f"## {section}\n")
-    end = text.find("\n## ", start + 1)
-    return re.findall(r"```python\n(.*?)```", text[start:end], re.DOTALL)
+from tests.readme import python_blocks
 
 
 def test_every_evaluator_snippet_runs_and_gives_what_it_prints():

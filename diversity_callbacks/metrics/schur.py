@@ -18,7 +18,12 @@ from diversity_callbacks.functional.schur import (
     _schur_from_moments,
     _text_precision,
 )
-from diversity_callbacks.metrics._base import Dims, LazilySizedMetric, unsized_moment
+from diversity_callbacks.metrics._base import (
+    Dims,
+    LazilySizedMetric,
+    kernel_settings,
+    unsized_moment,
+)
 
 
 class SchurComplementEntropy(LazilySizedMetric):
@@ -97,6 +102,9 @@ class SchurComplementEntropy(LazilySizedMetric):
             frequencies=frequencies,
             feature_map=feature_map,
         )
+        self._kernel_settings = kernel_settings(
+            kernel, sigma, num_features, seed, feature_map, frequencies
+        )
         self.rtol = _check_rtol(rtol)
         self.compute_image_vendi = compute_image_vendi
         for name in ("text_text", "text_image", "image_image"):
@@ -161,6 +169,9 @@ class SchurComplementEntropy(LazilySizedMetric):
             compute_image_vendi=self.compute_image_vendi,
         )
         return result._asdict()
+
+    def _state_settings(self) -> dict[str, Any]:
+        return self._kernel_settings
 
     def _dims_of(self, states: Mapping[str, Any]) -> Dims | None:
         text_image = states["text_image"]

@@ -24,7 +24,12 @@ from diversity_callbacks.functional.spectrum import (
     parse_orders,
     vendi_orders,
 )
-from diversity_callbacks.metrics._base import Dims, LazilySizedMetric, unsized_moment
+from diversity_callbacks.metrics._base import (
+    Dims,
+    LazilySizedMetric,
+    kernel_settings,
+    unsized_moment,
+)
 
 
 class VendiScore(LazilySizedMetric):
@@ -88,7 +93,7 @@ class VendiScore(LazilySizedMetric):
         self.kernel = resolve_kernel(
             kernel, sigma=sigma, num_features=num_features, seed=seed, feature_map=feature_map
         )
-        self._kernel_settings = _kernel_settings(kernel, sigma, num_features, seed, feature_map)
+        self._kernel_settings = kernel_settings(kernel, sigma, num_features, seed, feature_map)
         check_tolerance(tolerance)
         self.tolerance = tolerance
         self.streams_moments = self.kernel.feature_map is not None
@@ -190,21 +195,3 @@ class VendiScore(LazilySizedMetric):
                 "input_dim": torch.tensor(input_dim, device=self.device),
             }
         return {"rows": [torch.zeros(0, dim, dtype=torch.float64, device=self.device)]}
-
-
-def _kernel_settings(
-    kernel: KernelSpec | None,
-    sigma: float | None,
-    num_features: int | None,
-    seed: int,
-    feature_map: FeatureMap | None,
-) -> dict[str, Any]:
-    """The kernel arguments as given, for merge_state to compare (the seed only where used)."""
-    if feature_map is not None:
-        return {"feature_map": feature_map}
-    settings: dict[str, Any] = {"kernel": "cosine" if kernel is None else kernel}
-    if sigma is not None:
-        settings["sigma"] = sigma
-    if num_features is not None:
-        settings.update(num_features=num_features, seed=seed)
-    return settings

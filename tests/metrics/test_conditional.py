@@ -52,8 +52,9 @@ def test_the_gaussian_kernel_options_are_passed_through():
 
 def test_compute_before_any_update_says_what_is_missing():
     metric = ConditionalVendiScore(num_conditions=2)
-    with pytest.warns(UserWarning, match="before the ``update``"), pytest.raises(
-        ValueError, match="needs at least one sample"
+    with (
+        pytest.warns(UserWarning, match="before the ``update``"),
+        pytest.raises(ValueError, match="needs at least one sample"),
     ):
         metric.compute()
 

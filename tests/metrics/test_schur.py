@@ -228,3 +228,33 @@ def test_forward_on_an_empty_batch_raises_and_keeps_the_pairs_seen():
         metric(images[:0], prompts[:0])
     metric.update(images[30:], prompts[30:])
     assert_same(metric.compute(), expected({"kernel": "cosine"}), rtol=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("mine", "theirs", "message"),
+    [
+        ({}, {"kernel": "linear"}, "with kernel='linear' into one with kernel='cosine'"),
+        (
+            {"kernel": "gaussian", "sigma": 1.0},
+            {"kernel": "gaussian", "sigma": 2.0},
+            "with kernel='gaussian', sigma=2.0 into one with kernel='gaussian', sigma=1.0",
+        ),
+        (
+            {"kernel": "gaussian", "frequencies": torch.ones(3, 4)},
+            {"kernel": "gaussian", "frequencies": torch.zeros(3, 4)},
+            r"with frequencies='\(3, 4\) sha1 .*' into one with frequencies=",
+        ),
+    ],
+)
+def test_merge_state_refuses_a_metric_with_other_kernel_settings(mine, theirs, message):
+    # a cosine and a linear SCE used to merge silently into nonsense
+    images, texts = torch.randn(8, 3), torch.randn(8, 3)
+    first, second = SchurComplementEntropy(**mine), SchurComplementEntropy(**theirs)
+    first.update(images, texts)
+    second.update(images, texts)
+    with pytest.raises(ValueError, match=f"cannot merge the states of a metric {message}"):
+        first.merge_state(second)
+    same = SchurComplementEntropy(**mine)
+    same.update(images, texts)
+    first.merge_state(same)  # equal settings (equal frequencies by content) merge
+    assert int(first.num_samples) == 16

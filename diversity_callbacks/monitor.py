@@ -175,7 +175,9 @@ class DiversityCollapseMonitor(Callback):
 
     def _message(self, row: dict[str, float], value: float, threshold: float) -> str:
         if self.min_fraction is not None:
-            limit = f"{self.min_fraction:.0%} of its {self.reference} value ({threshold:.4g})"
+            reference = threshold / self.min_fraction
+            share = f"{self.min_fraction:.0%} of its {self.reference} value {reference:.4g}"
+            limit = f"{threshold:.4g} ({share})"
         else:
             limit = f"min_value={threshold:.4g}"
         action = "stopping training" if self.mode == "stop" else "training goes on (mode='warn')"

@@ -538,7 +538,12 @@ def test_a_byte_order_mark_is_not_part_of_the_first_prompt(tmp_path: Path):
             '`on_error` must be "raise" or "warn", got \'ignore\'',
         ),
         ({"prefix": ""}, ValueError, "`prefix` must be a non-empty string"),
-        ({"vendi_kernel": "gaussian"}, ValueError, "kernel='gaussian' needs a bandwidth `sigma`"),
+        (
+            {"vendi_kernel": "gaussian"},
+            ValueError,
+            r"invalid Vendi kernel options \(vendi_kernel='gaussian', vendi_sigma=None, "
+            r"vendi_num_features=None\): kernel='gaussian' needs a bandwidth `sigma`",
+        ),
         (
             {"sce": True, "samples_per_condition": 1},
             ValueError,

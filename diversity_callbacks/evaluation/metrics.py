@@ -160,9 +160,12 @@ def builtin_metrics(
     spectrum: bool,
 ) -> dict[str, EvaluationMetric]:
     """The Vendi score, and the conditional one where conditions allow (see the evaluator)."""
-    metrics: dict[str, EvaluationMetric] = {
-        "vendi": _Vendi(VendiScore(q=orders, **kernel_kwargs), spectrum)
-    }
+    try:
+        vendi = VendiScore(q=orders, **kernel_kwargs)
+    except (TypeError, ValueError) as error:  # say it in the evaluator's argument names
+        given = ", ".join(f"vendi_{name}={value!r}" for name, value in kernel_kwargs.items())
+        raise type(error)(f"invalid Vendi kernel options ({given}): {error}") from error
+    metrics: dict[str, EvaluationMetric] = {"vendi": _Vendi(vendi, spectrum)}
     possible = evaluation_set.is_conditional and evaluation_set.samples_per_condition > 1
     if conditional and not possible:
         raise ValueError(

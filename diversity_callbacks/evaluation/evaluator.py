@@ -100,8 +100,9 @@ class EvaluationResult:
 class DiversityEvaluator:
     r"""Sample a generator on a fixed evaluation set, embed the samples and score their diversity.
 
-    Under ``torch.distributed`` every rank must call :meth:`evaluate`. Give exactly one of ``prompts`` (text-to-image and other text-conditional models),
-    ``class_labels`` (class-conditional models) or ``num_samples`` (unconditional models).
+    Give exactly one of ``prompts`` (text-to-image and other text-conditional models),
+    ``class_labels`` (class-conditional models) or ``num_samples`` (unconditional models). Under
+    ``torch.distributed`` every rank must call :meth:`evaluate`.
 
     Args:
         prompts: a list of prompts, or the path of a UTF-8 file with one prompt per line.

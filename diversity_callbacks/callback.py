@@ -66,7 +66,8 @@ class DiversityCallback(Callback):
         after_validation: evaluate at the end of every validation epoch.
         evaluate_at_start: evaluate once before the first training step (not on resume: the
             checkpoint's last values are put back in ``trainer.callback_metrics`` instead).
-        sample_fn: how to sample; default ``pl_module.generate``.
+        sample_fn: how to sample; default ``pl_module.generate``. A ``value_range`` attribute
+            of the sampler is the default ``value_range``.
         log_images: send sample grids to the loggers that take media (W&B, TensorBoard, MLflow,
             see :mod:`diversity_callbacks.media`) and to ``media_dir``.
         on_error: ``"raise"``: a failure while sampling, embedding or computing raises an
@@ -84,9 +85,6 @@ class DiversityCallback(Callback):
         ...                              every_n_train_steps=500)
         >>> callback.evaluation_set.num_samples  # sample i: prompt i // 4, seed sample_seed(0, i)
         8
-
-        Then ``L.Trainer(callbacks=[callback]).fit(module)`` with a module that has
-        ``generate(conditions, generators)``.
     """
 
     def __init__(
@@ -108,6 +106,8 @@ class DiversityCallback(Callback):
         options = renamed_options(evaluator_options)
         samples_per_condition = options.pop("samples_per_condition", samples_per_condition)
         after_validation = options.pop("after_validation", after_validation)
+        if hasattr(sample_fn, "value_range") and evaluator is None:  # it knows its output
+            options.setdefault("value_range", sample_fn.value_range)
         if evaluator is None:
             evaluator = DiversityEvaluator(prompts, samples_per_condition, **options)
         elif prompts is not None or options:

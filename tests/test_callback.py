@@ -577,6 +577,26 @@ def test_arguments_of_0_1_still_work_under_their_new_names_with_a_warning():
         make_callback(image_range="[0,1]", value_range="[0,1]")
 
 
+def test_a_sampler_that_declares_its_range_sets_the_default_value_range():
+    class UnitSampler:
+        value_range = "[0,1]"
+
+        def __call__(self, module: TinyGenerator, prompts: list[str], generators: list) -> Tensor:
+            return (module.generate(prompts, generators) + 1) / 2
+
+    declared = make_callback(sample_fn=UnitSampler())
+    assert declared.evaluator.sample_embedder.value_range == "[0,1]"
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*value_range")
+        fit([declared], max_steps=2)  # [0, 1] images accepted, no range warning
+    assert (
+        make_callback(
+            sample_fn=UnitSampler(), value_range="uint8"
+        ).evaluator.sample_embedder.value_range
+        == "uint8"
+    )
+
+
 def test_an_empty_prompt_file_is_rejected(tmp_path: Path):
     path = tmp_path / "empty.txt"
     path.write_text("\n  \n", encoding="utf-8")

@@ -15,10 +15,12 @@ from tests.readme import python_blocks
 def test_every_evaluator_snippet_runs_and_gives_what_it_prints():
     namespace: dict = {}
     blocks = python_blocks("Evaluating a generator: DiversityEvaluator")
-    assert len(blocks) == 4
+    assert len(blocks) == 5
     for block in blocks:
         exec(block, namespace)
     result, scalars = namespace["result"], namespace["scalars"]
+    prompted = namespace["sample_prompts"](["a blue plum"], [torch.Generator().manual_seed(0)])
+    assert prompted.shape == (1, 3, 16, 16)
     assert set(result.per_condition) == {"vendi_q1", "vendi_q2"}
     assert result.per_condition["vendi_q1"].shape == (2,)
     assert 1.0 < scalars["diversity/class_conditional_vendi_q1"] <= 16.0

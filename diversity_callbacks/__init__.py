@@ -29,11 +29,12 @@ _EXPORTS = {
     "TextEmbedder": "diversity_callbacks.embedders.base",
     "FunctionEmbedder": "diversity_callbacks.embedders.base",
     "DiversityEvaluator": "diversity_callbacks.evaluation.evaluator",
-    "EvaluationError": "diversity_callbacks.evaluation.evaluator",
+    "EvaluationError": "diversity_callbacks.evaluation.errors",
     "EvaluationResult": "diversity_callbacks.evaluation.evaluator",
     "EvaluationMetric": "diversity_callbacks.evaluation.metrics",
     "DiversityCallback": "diversity_callbacks.callback",
     "DiversityCollapseMonitor": "diversity_callbacks.monitor",
+    "DiffusersSampler": "diversity_callbacks.samplers.diffusers",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -42,17 +43,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from diversity_callbacks.callback import DiversityCallback  # noqa: F401
     from diversity_callbacks.embedders.base import FunctionEmbedder, ImageEmbedder, TextEmbedder  # noqa: F401
     from diversity_callbacks.embedders.clip import CLIPEmbedder  # noqa: F401
-    from diversity_callbacks.evaluation.evaluator import (  # noqa: F401
-        DiversityEvaluator,
-        EvaluationError,
-        EvaluationResult,
-    )
+    from diversity_callbacks.evaluation.errors import EvaluationError  # noqa: F401
+    from diversity_callbacks.evaluation.evaluator import DiversityEvaluator, EvaluationResult  # noqa: F401
     from diversity_callbacks.evaluation.metrics import EvaluationMetric  # noqa: F401
     from diversity_callbacks.metrics.conditional import ConditionalVendiScore  # noqa: F401
     from diversity_callbacks.metrics.schur import SchurComplementEntropy  # noqa: F401
     from diversity_callbacks.metrics.vendi import VendiScore  # noqa: F401
     from diversity_callbacks.monitor import DiversityCollapseMonitor  # noqa: F401
     from diversity_callbacks.prompt_removal import PromptRemover  # noqa: F401
+    from diversity_callbacks.samplers.diffusers import DiffusersSampler  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

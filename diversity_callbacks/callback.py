@@ -21,11 +21,8 @@ from torch import Tensor
 from diversity_callbacks._deprecations import renamed_options
 from diversity_callbacks._validation import check_positive_int
 from diversity_callbacks.evaluation.conditions import Conditions, sample_seed
-from diversity_callbacks.evaluation.evaluator import (
-    DiversityEvaluator,
-    EvaluationError,
-    EvaluationResult,
-)
+from diversity_callbacks.evaluation.errors import EvaluationError
+from diversity_callbacks.evaluation.evaluator import DiversityEvaluator, EvaluationResult
 from diversity_callbacks.media.loggers import publish, wants_media
 
 SampleFn = Callable[[LightningModule, Conditions, list[torch.Generator]], Any]

@@ -1,12 +1,8 @@
 """The evaluation core: one diversity evaluation of a generator, with or without Lightning."""
 
 from diversity_callbacks.evaluation.conditions import EvaluationSet, sample_seed
-from diversity_callbacks.evaluation.evaluator import (
-    DiversityEvaluator,
-    EvaluationError,
-    EvaluationResult,
-    SampleFn,
-)
+from diversity_callbacks.evaluation.errors import EvaluationError
+from diversity_callbacks.evaluation.evaluator import DiversityEvaluator, EvaluationResult, SampleFn
 from diversity_callbacks.evaluation.metrics import EmbeddedBatch, EvaluationMetric, MetricValues
 
 __all__ = [

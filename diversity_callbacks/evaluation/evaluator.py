@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from diversity_callbacks._validation import check_positive_int
 from diversity_callbacks.evaluation import _distributed
 from diversity_callbacks.evaluation.conditions import Conditions, EvaluationSet
+from diversity_callbacks.evaluation.errors import EvaluationError
 from diversity_callbacks.evaluation.metrics import (
     EmbeddedBatch,
     MetricValues,
@@ -47,18 +48,12 @@ from diversity_callbacks.evaluation.metrics import (
     sce_metric,
 )
 from diversity_callbacks.evaluation.samples import SampleEmbedder, thumbnails_of
+from diversity_callbacks.evaluation.sharding import lockstep_calls, pad_calls
 from diversity_callbacks.functional.spectrum import Order, parse_orders
 from diversity_callbacks.images import ValueRange
 
 SampleFn = Callable[[Conditions, list[torch.Generator]], Any]
 """``sample_fn(conditions, generators) -> samples``: see :meth:`DiversityEvaluator.evaluate`."""
-
-
-class EvaluationError(RuntimeError):
-    """Sampling, embedding or computing the metrics failed during a diversity evaluation.
-
-    Raised on every rank: a rank whose own part went well names the rank that failed and why.
-    """
 
 
 @dataclass
@@ -307,19 +302,15 @@ class DiversityEvaluator:
         """Sample and embed this rank's share; a failure is caught and kept, not raised."""
         rank, world_size = _distributed.rank_and_world_size()
         batches = self.evaluation_set.batches(rank, world_size, self.batch_size)
+        calls = lockstep_calls(module, self.evaluation_set, self.batch_size)  # 0: unsharded
         images = self.sample_embedder.value_range is not None
         draw = _Draw(sum(map(len, batches)), thumbnails={} if thumbnails and images else None)
-        bar = tqdm(
-            batches,
-            desc=f"{self.prefix}: sampling",
-            leave=False,
-            dynamic_ncols=True,
-            # None: tqdm draws only on a terminal, so log files get no line per evaluation
-            disable=None if progress and rank == 0 else True,
-        )
+        bar = _progress_bar(batches, f"{self.prefix}: sampling", progress and rank == 0)
         context = precision_context or nullcontext
         with isolate_rng(), _eval_mode(module):
+            done = 0
             for batch in bar:
+                done += 1
                 try:
                     samples = self._sample(sample_fn, batch, device, context, draw)
                     self._embed(samples, batch, device, draw)
@@ -331,6 +322,8 @@ class DiversityEvaluator:
                     draw.thumbnails.update(
                         thumbnails_of(samples, batch, self.evaluation_set, *limits)
                     )
+            padding = pad_calls(sample_fn, self.evaluation_set, device, context, calls - done)
+            draw.error = draw.error or padding
         bar.close()
         if draw.error is None:
             self.sample_embedder.warn_on_range()
@@ -410,6 +403,17 @@ class _Draw:
     prompt_rows: dict[int, Tensor] = field(default_factory=dict)
     seconds: dict[str, float] = field(
         default_factory=lambda: {"sampling": 0.0, "embedding": 0.0, "metric": 0.0}
+    )
+
+
+def _progress_bar(batches: list[range], description: str, enabled: bool) -> tqdm:
+    # disable=None: tqdm draws only on a terminal, so log files get no line per evaluation
+    return tqdm(
+        batches,
+        desc=description,
+        leave=False,
+        dynamic_ncols=True,
+        disable=None if enabled else True,
     )
 
 

@@ -290,6 +290,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         log_every_n_steps=1,
     )
     trainer.fit(model, caption_data(args))
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.experiment.finish()  # flush the offline run before pointing at it
     summary = {"history": diversity.history, "model": args.model or "tiny"}
     Path(args.output_dir, "summary.json").write_text(json.dumps(summary, indent=1))
     for row in diversity.history:

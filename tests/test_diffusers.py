@@ -283,6 +283,7 @@ def test_the_lora_example_runs_offline_and_its_samples_follow_the_training(tmp_p
         summary = example.main([*args, "--threads", str(threads)])
     finally:
         torch.set_num_threads(threads)
+        wandb.finish()  # a run left open would refuse the next test's run after teardown
         wandb.teardown()
     history = summary["history"]
     assert [row["step"] for row in history] == [0, 2, 4]

@@ -7,11 +7,15 @@ Functions must be defined at module level so the spawned processes can import th
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -59,3 +63,26 @@ def _worker(
         torch.save(result, os.path.join(folder, f"{rank}.pt"))
     finally:
         dist.destroy_process_group()
+
+
+def launch_script(
+    script: Path, out: Path, devices: int, *flags: str, timeout: int = 240
+) -> list[dict]:
+    """Run ``script OUT --devices N FLAGS`` as Lightning's DDP launcher wants it (a fresh process:
+    it re-runs ``sys.argv`` per extra device); return each rank's ``OUT/rank{r}.json``."""
+    env = {
+        **os.environ,
+        "PYTHONWARNINGS": "ignore",
+        "OMP_NUM_THREADS": "1",
+        "WANDB_MODE": "offline",
+    }
+    done = subprocess.run(
+        [sys.executable, str(script), str(out), "--devices", str(devices), *flags],
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return [json.loads((out / f"rank{rank}.json").read_text()) for rank in range(devices)]

@@ -8,16 +8,13 @@ per world size; every check of a launch is grouped in the one test that reads it
 from __future__ import annotations
 
 import csv
-import json
 import math
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.distributed import launch_script
 from tests.lightning_helpers import PROMPTS, history_rows
 
 SCRIPT = Path(__file__).parent / "scripts" / "train_tiny.py"
@@ -26,23 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def launch(out: Path, devices: int, *flags: str) -> list[dict]:
     """Run the script with ``devices`` CPU ranks; return each rank's result and its folder."""
-    env = {
-        **os.environ,
-        "PYTHONWARNINGS": "ignore",
-        "OMP_NUM_THREADS": "1",
-        "WANDB_MODE": "offline",
-    }
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), str(out), "--devices", str(devices), *flags],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    results = [json.loads((out / f"rank{rank}.json").read_text()) for rank in range(devices)]
-    return [{**result, "folder": out} for result in results]
+    return [{**result, "folder": out} for result in launch_script(SCRIPT, out, devices, *flags)]
 
 
 def scores(row: dict) -> dict[str, float]:

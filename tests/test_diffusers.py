@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from tests.diffusers_helpers import (
     tiny_sdxl_pipeline,
     write_tokenizer,
 )
+from tests.distributed import launch_script
 from tests.lightning_helpers import PROMPTS, QUIET, PixelEmbedder
 from tests.readme import python_blocks
 
@@ -113,27 +112,13 @@ def test_a_lora_update_of_the_modules_unet_changes_the_samples(tokenizer_dir):
     torch.testing.assert_close(sampler(module, PROMPTS[:2], seeded(0, 1)), before)
 
 
-def launch(out: Path, devices: int) -> list[dict]:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), str(out), "--devices", str(devices)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return [json.loads((out / f"rank{rank}.json").read_text()) for rank in range(devices)]
-
-
 def test_two_ddp_ranks_log_what_one_device_logs(tmp_path: Path):
     sys.path.insert(0, str(REPO / "tests" / "scripts"))
     try:
         from sample_diffusers import run
     finally:
         sys.path.remove(str(REPO / "tests" / "scripts"))
-    ranks = launch(tmp_path / "ddp", devices=2)
+    ranks = launch_script(SCRIPT, tmp_path / "ddp", devices=2)
     single = run(tmp_path / "single", devices=1)["history"]  # in this process
     assert [row["step"] for row in single] == [0, 1]
     for rank in ranks:

@@ -76,7 +76,7 @@ class DiversityCallback(Callback):
             (``class_labels``, ``num_samples``, ``embedder``, ``value_range``, ``batch_size``,
             ``seed``, ``vendi_orders``, ``vendi_kernel``, ``sce``, ``metrics``, ``prefix``...).
 
-    Example:
+    Examples:
         >>> from diversity_callbacks import DiversityCallback
         >>> callback = DiversityCallback(["a red apple", "a bird"], samples_per_condition=4,
         ...                              every_n_train_steps=500)

@@ -38,7 +38,7 @@ def value_range_bounds(value_range: ValueRange) -> tuple[float, float]:
     Returns:
         ``(low, high)``; ``(0.0, 255.0)`` for ``"uint8"``.
 
-    Example:
+    Examples:
         >>> value_range_bounds("[-1,1]")
         (-1.0, 1.0)
     """
@@ -66,7 +66,7 @@ def check_images(
         ValueError: if the shape is not ``(B, 3, H, W)``, a value is NaN or infinite, or a value
             lies outside the range by more than ``tolerance``.
 
-    Example:
+    Examples:
         >>> check_images(torch.zeros(2, 3, 8, 8), "[0,1]")
         >>> check_images(torch.zeros(2, 3, 8, 8) - 1, "[0,1]")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
@@ -148,7 +148,7 @@ def to_unit_range(
     Raises:
         TypeError, ValueError: as :func:`check_images`.
 
-    Example:
+    Examples:
         >>> to_unit_range(torch.tensor([-1.0, 0.0, 1.0]).view(1, 3, 1, 1), "[-1,1]").flatten()
         tensor([0.0000, 0.5000, 1.0000])
         >>> to_unit_range(torch.full((1, 3, 1, 1), 255, dtype=torch.uint8), "uint8").flatten()
@@ -177,7 +177,7 @@ def to_uint8(images: Tensor) -> Tensor:
     Returns:
         A uint8 tensor of the same shape and device.
 
-    Example:
+    Examples:
         >>> to_uint8(torch.tensor([0.0, 0.499 / 255, 0.501 / 255, 1.0]))
         tensor([  0,   0,   1, 255], dtype=torch.uint8)
     """
@@ -200,7 +200,7 @@ def make_grid(images: Tensor, nrow: int, *, padding: int = 2) -> Tensor:
         ``H' = rows * (H + padding) + padding`` and ``W' = nrow' * (W + padding) + padding``,
         where ``nrow' = min(nrow, B)``.
 
-    Example:
+    Examples:
         >>> make_grid(torch.ones(5, 3, 4, 4), nrow=2).shape
         torch.Size([3, 20, 14])
     """

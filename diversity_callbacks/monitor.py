@@ -46,7 +46,7 @@ class DiversityCollapseMonitor(Callback):
         patience: consecutive evaluations below the threshold before the monitor fires.
         mode: ``"stop"`` (stop training) or ``"warn"`` (alert and go on).
 
-    Example:
+    Examples:
         >>> from diversity_callbacks import DiversityCallback, DiversityCollapseMonitor
         >>> diversity = DiversityCallback(["a red apple", "a bird"], every_n_train_steps=500)
         >>> monitor = DiversityCollapseMonitor(diversity, min_fraction=0.6, patience=2)

@@ -67,7 +67,7 @@ class PromptRemover:
             :func:`~diversity_callbacks.functional.schur_complement_entropy`; default from the
             precision of the text features given to :meth:`fit`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from diversity_callbacks import PromptRemover
         >>> prompts = torch.eye(4).repeat_interleave(8, dim=0)

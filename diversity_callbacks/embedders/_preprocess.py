@@ -51,7 +51,7 @@ def resize_weights(in_size: int, out_size: int, interpolation: str) -> Tensor:
     kernel is stretched by the scale factor (that is the antialiasing); taps that fall outside
     the image are dropped and each row is renormalised to sum to one.
 
-    Example:
+    Examples:
         >>> resize_weights(4, 2, "bilinear")
         tensor([[0.4286, 0.4286, 0.1429, 0.0000],
                 [0.0000, 0.1429, 0.4286, 0.4286]], dtype=torch.float64)
@@ -136,7 +136,7 @@ class TensorPreprocess:
             (longer side to size, then pad with ``fill_color``) or ``"squash"`` (both sides).
         fill_color: padding value in ``[0, 255]`` pixel units (``"longest"`` only).
 
-    Example:
+    Examples:
         >>> pre = TensorPreprocess(size=4, mean=(0.5,) * 3, std=(0.5,) * 3)
         >>> pre(torch.ones(2, 3, 8, 6), "[0,1]").shape
         torch.Size([2, 3, 4, 4])

@@ -58,7 +58,7 @@ def check_embeddings(embeddings: object, rows: int, source: str) -> Tensor:
     Returns:
         ``embeddings``, unchanged.
 
-    Example:
+    Examples:
         >>> check_embeddings(torch.zeros(4, 8), rows=4, source="image_fn").shape
         torch.Size([4, 8])
     """
@@ -80,7 +80,7 @@ def check_embeddings(embeddings: object, rows: int, source: str) -> Tensor:
 def check_prompts(prompts: object) -> list[str]:
     """Check that ``prompts`` is a sequence of strings (not one string) and return it as a list.
 
-    Example:
+    Examples:
         >>> check_prompts(("a cat", "a dog"))
         ['a cat', 'a dog']
     """
@@ -104,7 +104,7 @@ class FunctionEmbedder:
         text_fn: maps a list of prompts to ``(len(prompts), D)`` embeddings; optional, needed
             only by metrics that use prompts (``SchurComplementEntropy``).
 
-    Example:
+    Examples:
         >>> embedder = FunctionEmbedder(lambda images: images.mean(dim=(2, 3)))
         >>> embedder.embed_images(torch.rand(5, 3, 8, 8)).shape
         torch.Size([5, 3])

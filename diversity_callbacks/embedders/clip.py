@@ -100,7 +100,7 @@ class CLIPEmbedder:
             invalid argument.
         RuntimeError: if the weights cannot be downloaded or loaded.
 
-    Example:
+    Examples:
         >>> embedder = CLIPEmbedder(
         ...     pretrained=None,
         ...     model_kwargs={

@@ -41,7 +41,7 @@ def conditional_vendi_score(
         scores in the order of ``q``; NaN for a condition without samples. Average the rows
         with ``nanmean(dim=0)`` for the conditional Vendi score.
 
-    Example:
+    Examples:
         >>> same, apart = torch.tensor([[1.0, 0.0], [1.0, 0.0]]), torch.eye(2)
         >>> conditional_vendi_score(torch.cat([same, apart]), torch.tensor([0, 0, 1, 1]),
         ...                         q=[1, 2], num_conditions=3)

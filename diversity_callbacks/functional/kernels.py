@@ -111,7 +111,7 @@ def second_moment(phi: Tensor, out: Tensor | None = None, *, alpha: float = 1.0)
     Returns:
         ``out``, or the new (D, D) tensor.
 
-    Example:
+    Examples:
         >>> phi = torch.arange(6.0, dtype=torch.float64).view(3, 2)
         >>> second_moment(phi)
         tensor([[20., 26.],
@@ -369,7 +369,7 @@ def resolve_kernel(
         frequencies: a (d, m) random Fourier frequency matrix already divided by ``sigma``, to
             reuse a published draw exactly (``"gaussian"`` only; ``sigma`` is then optional).
 
-    Example:
+    Examples:
         >>> resolve_kernel("gaussian", sigma=2.0, num_features=8).feature_map
         RandomFourierFeatures(sigma=2.0, num_features=8, seed=0)
     """

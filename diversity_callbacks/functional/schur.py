@@ -516,7 +516,7 @@ def schur_complement_entropy(
         DegenerateSchurComplementWarning: when the text features span, above the cut-off, as
             many directions as there are samples; ``sce`` and ``text_part`` are then NaN.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from diversity_callbacks.functional import schur_complement_entropy
         >>> prompts = torch.eye(3).repeat_interleave(4, dim=0)  # 3 prompts x 4 images

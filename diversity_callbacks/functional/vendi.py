@@ -59,7 +59,7 @@ def vendi_score(
         A float64 scalar tensor in [1, N], or a dict ``{"q1": ..., "qinf": ...}`` when ``q`` is a
         sequence.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from diversity_callbacks.functional import vendi_score
         >>> round(vendi_score(torch.eye(4)).item(), 6)  # four orthonormal samples
@@ -96,7 +96,7 @@ def vendi_score_from_kernel(
         q: order or sequence of orders, as in :func:`vendi_score`.
         tolerance: relative eigenvalue tolerance.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from diversity_callbacks.functional import vendi_score_from_kernel
         >>> round(vendi_score_from_kernel(torch.eye(3, dtype=torch.float64), q=2).item(), 6)

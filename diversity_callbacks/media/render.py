@@ -141,7 +141,7 @@ def condition_grids(evaluation_set: EvaluationSet, thumbnails: dict[int, Tensor]
 def slug(text: str, max_length: int = 48) -> str:
     """A file- and tag-safe version of a condition name: ``a red apple!`` -> ``a_red_apple``.
 
-    Example:
+    Examples:
         >>> slug("A photo of a cat / dog, 4k")
         'a_photo_of_a_cat_dog_4k'
     """
@@ -172,7 +172,7 @@ def spectrum_plot(spectrum: Tensor) -> np.ndarray:
 def png_bytes(image: np.ndarray) -> bytes:
     """Encode an ``(H, W, 3)`` uint8 array as PNG, with the standard library alone.
 
-    Example:
+    Examples:
         >>> png_bytes(np.zeros((2, 2, 3), dtype=np.uint8))[:8]
         b'\\x89PNG\\r\\n\\x1a\\n'
     """

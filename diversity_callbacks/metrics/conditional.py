@@ -40,7 +40,7 @@ class ConditionalVendiScore(LazilySizedMetric):
     :class:`~diversity_callbacks.VendiScore`). After it, :attr:`per_condition` holds the
     ``(num_conditions, len(q))`` table behind the mean (NaN for a condition without samples).
 
-    Example:
+    Examples:
         >>> import torch
         >>> metric = ConditionalVendiScore(num_conditions=3, q=[1, 2])
         >>> same, apart = torch.tensor([[1.0, 0.0], [1.0, 0.0]]), torch.eye(2)

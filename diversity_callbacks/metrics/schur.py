@@ -63,7 +63,7 @@ class SchurComplementEntropy(LazilySizedMetric):
     regime (the prompts span as many directions as there are samples, e.g. one prompt per
     sample) it warns and ``"sce"`` and ``"text_part"`` are NaN.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from diversity_callbacks import SchurComplementEntropy
         >>> metric = SchurComplementEntropy()

@@ -60,7 +60,7 @@ class VendiScore(LazilySizedMetric):
         tolerance: relative eigenvalue tolerance (default ``size * eps(float64)``).
         kwargs: torchmetrics ``Metric`` options (``sync_on_compute``, ``process_group``...).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from diversity_callbacks import VendiScore
         >>> metric = VendiScore(q=[1, 2])

@@ -58,7 +58,7 @@ class DiffusersSampler:
             ``output_type``.
         ValueError: for an invalid option or a ``call_kwargs`` key the sampler sets itself.
 
-    Example:
+    Examples:
         >>> sampler = DiffusersSampler("pipeline", num_inference_steps=20, guidance_scale=7.5)
         >>> sampler.value_range
         '[0,1]'

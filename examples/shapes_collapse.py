@@ -11,7 +11,9 @@ Runs on CPU, offline, with nothing to download:
    every ``--eval-every`` steps and logs the Vendi score, the per-prompt Vendi score and the
    Schur complement entropy, with sample grids, to W&B (offline) and a CSV file.
 
-At the end it writes ``diversity_vs_step.png`` and sample grids to ``--output-dir``, prints a
+At the end it writes ``diversity_vs_step.png`` and sample grids (a row per prompt, labelled; the
+grids before and after fine-tuning side by side in ``samples_before_after.png``) to
+``--output-dir``, prints a
 summary and writes it to ``summary.json``. Send the W&B run to the web with
 ``wandb sync <output-dir>/wandb/offline-run-*`` (or run with ``--wandb-mode online``).
 
@@ -34,7 +36,6 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
-from torch import Tensor
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the `shapes` helpers
@@ -42,13 +43,22 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the `shapes` h
 from shapes.data import PROMPTS, ShapesDataset, draw_shapes
 from shapes.embedder import PixelEmbedder
 from shapes.model import ShapesVAE
-from shapes.plot import DIVERSITY_CURVES, plot_run, read_metrics_csv
+from shapes.plot import labelled_grid, plot_run, read_metrics_csv, side_by_side
 
 from diversity_callbacks import DiversityCallback, DiversityCollapseMonitor, DiversityEvaluator
 from diversity_callbacks.images import make_grid
 
 COLLAPSE = {"monitor": "diversity/vendi_q1", "min_fraction": 0.75, "patience": 2}
 """When the collapse monitor fires: a fall from the peak, since training starts collapsed."""
+
+SUMMARY_KEYS = {
+    "diversity/vendi_q1": "Vendi q=1, all samples",
+    "diversity/vendi_q2": "Vendi q=2, all samples",
+    "diversity/conditional_vendi_q1": "Vendi q=1 within a prompt (mean)",
+    "diversity/sce": "Schur complement entropy",
+    "diversity/sce_text": "SCE text part",
+}
+"""The measures in the printed summary and ``summary.json`` (the README's table), with labels."""
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -144,6 +154,12 @@ class Milestones(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: ShapesVAE) -> None:
         self._milestone(trainer, pl_module, "after_finetune")
+        if trainer.is_global_zero:
+            moments = ("before_finetune", "after_finetune")
+            grids = [os.path.join(self.output_dir, f"samples_{m}.png") for m in moments]
+            titles = [f"before fine-tuning (step {self.finetune_start})"]
+            titles.append(f"after fine-tuning (step {trainer.global_step})")
+            side_by_side(grids, titles, os.path.join(self.output_dir, "samples_before_after.png"))
 
     def _milestone(self, trainer: L.Trainer, pl_module: ShapesVAE, moment: str) -> None:
         history = self.diversity.history
@@ -160,7 +176,7 @@ class Milestones(L.Callback):
         ]
         grid = make_grid(pl_module.generate(prompts, generators), nrow=self.seeds)
         path = os.path.join(self.output_dir, f"samples_{moment}.png")
-        _write_png(grid, path)
+        labelled_grid(grid, PROMPTS).save(path)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 caption = f"step {trainer.global_step}; rows: {', '.join(PROMPTS)}"
@@ -169,20 +185,11 @@ class Milestones(L.Callback):
                 )
 
 
-def _write_png(image: Tensor, path: str) -> None:
-    """Write a (3, H, W) uint8 image, enlarged 4x so that 32-pixel samples are visible."""
-    from PIL import Image
-
-    pixels = image.permute(1, 2, 0).cpu().numpy()
-    picture = Image.fromarray(pixels)
-    picture.resize((picture.width * 4, picture.height * 4), Image.NEAREST).save(path)
-
-
 def reference_diversity(evaluator: DiversityEvaluator) -> dict[str, float]:
     """The logged diversity measures of real data: the callback's own evaluation, with the data
     drawn by the same seeds standing in for the generator (a collective under DDP)."""
     scalars = evaluator.evaluate(draw_shapes, progress=False).scalars
-    return {key: scalars[key] for key in DIVERSITY_CURVES}
+    return {key: scalars[key] for key in SUMMARY_KEYS}
 
 
 def summarize(
@@ -201,7 +208,7 @@ def summarize(
                 **{m: by_step[s][key] for m, s in moments.items() if s in by_step},
                 "real_data": reference[key],
             }
-            for key in DIVERSITY_CURVES
+            for key in SUMMARY_KEYS
         },
     }
     losses = {}
@@ -219,7 +226,7 @@ def format_summary(summary: dict[str, Any], output_dir: str) -> str:
         ["", "start", "before FT", "after FT", "real data"],
         ["(step)", *(str(summary["steps"][m]) for m in moments), ""],
     ]
-    for key, label in DIVERSITY_CURVES.items():
+    for key, label in SUMMARY_KEYS.items():
         values = summary["diversity"][key]
         cells = [values.get(m) for m in (*moments, "real_data")]
         rows.append([label, *("-" if v is None else f"{v:.2f}" for v in cells)])
@@ -236,7 +243,7 @@ def format_summary(summary: dict[str, Any], output_dir: str) -> str:
     )
     lines += [
         f"Plot: {os.path.join(output_dir, 'diversity_vs_step.png')}",
-        f"Sample grids: {os.path.join(output_dir, 'samples_*.png')}",
+        f"Sample grids (a row per prompt): {os.path.join(output_dir, 'samples_*.png')}",
         f"W&B offline run: wandb sync {os.path.join(output_dir, 'wandb', 'offline-run-*')}",
     ]
     return "\n".join(lines)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 import torch
 
@@ -36,6 +37,7 @@ example = _load_example()
 from shapes.data import COLOURS, PROMPTS, canonical_images, draw_shapes, parse_prompt, render  # noqa: E402
 from shapes.embedder import PixelEmbedder  # noqa: E402
 from shapes.model import ShapesVAE  # noqa: E402
+from shapes.plot import LABEL_WIDTH  # noqa: E402
 
 
 @pytest.fixture
@@ -64,9 +66,13 @@ def test_reduced_run_writes_wandb_run_plot_grids_and_summary(
     generators = [torch.Generator().manual_seed(DiversityCallback.sample_seed(0, i)) for i in seeds]
     real = vendi_score(embedder.embed_images(draw_shapes(prompts, generators)), q=1)
     assert summary["diversity"]["diversity/vendi_q1"]["real_data"] == pytest.approx(float(real))
+    assert set(summary["diversity"]) == set(example.SUMMARY_KEYS)  # the README table's rows
+    for values in summary["diversity"].values():
+        assert set(values) == {"start", "before_finetune", "after_finetune", "real_data"}
+    printed = example.format_summary(summary, str(tmp_path))
+    assert all(label in printed for label in example.SUMMARY_KEYS.values())
     for key in DIVERSITY_KEYS:
         values = summary["diversity"][key]
-        assert set(values) == {"start", "before_finetune", "after_finetune", "real_data"}
         # the untrained decoder draws the same grey blur for every seed; real data varies
         assert values["start"] == pytest.approx(1.0, abs=0.05)
         assert values["real_data"] > 2.5
@@ -74,9 +80,18 @@ def test_reduced_run_writes_wandb_run_plot_grids_and_summary(
     with Image.open(tmp_path / "diversity_vs_step.png") as plot:
         plot.verify()
         assert plot.format == "PNG" and min(plot.size) >= 400
+    grid_size = (LABEL_WIDTH + 4 * (8 * 34 + 2), 4 * (9 * 34 + 2))  # 8 seeds x 9 prompts
     for moment in ("start", "before_finetune", "after_finetune"):
         with Image.open(tmp_path / f"samples_{moment}.png") as grid:
-            assert grid.size == (4 * (8 * 34 + 2), 4 * (9 * 34 + 2))  # 8 seeds x 9 prompts
+            assert grid.size == grid_size
+            # the prompt column holds dark text in each row, left of the samples
+            labels = torch.from_numpy(np.asarray(grid.convert("L"))[:, :LABEL_WIDTH].copy())
+            row_height = grid_size[1] // 9
+            assert all(
+                (labels[r * row_height : (r + 1) * row_height] < 128).any() for r in range(9)
+            )
+    with Image.open(tmp_path / "samples_before_after.png") as pair:
+        assert pair.width > 2 * grid_size[0] and pair.height > grid_size[1]
 
     (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
     rows = history_rows(run_dir)

@@ -1,10 +1,15 @@
-"""The example's picture: diversity and training losses against the step, on one time axis."""
+"""The example's pictures: diversity and training losses against the step, on one time axis;
+sample grids labelled by prompt."""
 
 from __future__ import annotations
 
 import csv
 import os
 from collections import defaultdict
+from collections.abc import Sequence
+
+from PIL import Image, ImageDraw, ImageFont
+from torch import Tensor
 
 # Diversity curves drawn, with their labels; the reference of real data is drawn dashed.
 DIVERSITY_CURVES = {
@@ -85,3 +90,42 @@ def plot_run(
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+SCALE = 4
+"""Sample grids are enlarged this many times, so that 32-pixel samples are visible."""
+LABEL_WIDTH = 300
+"""Width in pixels of the prompt column left of a grid (after enlarging)."""
+
+
+def labelled_grid(grid: Tensor, row_labels: Sequence[str]) -> Image.Image:
+    """A ``make_grid`` tile of uint8 ``(3, H, W)``, enlarged, with each row's label on its left.
+
+    The rows of ``grid`` must be of equal height; ``row_labels`` names them top to bottom.
+    """
+    tiles = Image.fromarray(grid.permute(1, 2, 0).cpu().numpy())
+    tiles = tiles.resize((tiles.width * SCALE, tiles.height * SCALE), Image.NEAREST)
+    picture = Image.new("RGB", (LABEL_WIDTH + tiles.width, tiles.height), "white")
+    picture.paste(tiles, (LABEL_WIDTH, 0))
+    draw, font = ImageDraw.Draw(picture), ImageFont.load_default(size=26)
+    row_height = tiles.height / len(row_labels)
+    for row, label in enumerate(row_labels):
+        middle = (row + 0.5) * row_height
+        draw.text((LABEL_WIDTH - 12, middle), label, fill="black", font=font, anchor="rm")
+    return picture
+
+
+def side_by_side(paths: Sequence[str], titles: Sequence[str], path: str) -> None:
+    """Write the images at ``paths`` next to each other, each under its title, as one PNG."""
+    images = [Image.open(p).convert("RGB") for p in paths]
+    title_height, gap = 48, 24
+    width = sum(image.width for image in images) + gap * (len(images) - 1)
+    height = title_height + max(image.height for image in images)
+    picture = Image.new("RGB", (width, height), "white")
+    draw, font = ImageDraw.Draw(picture), ImageFont.load_default(size=30)
+    left = 0
+    for image, title in zip(images, titles, strict=True):
+        picture.paste(image, (left, title_height))
+        draw.text((left + image.width / 2, title_height / 2), title, "black", font, anchor="mm")
+        left += image.width + gap
+    picture.save(path)

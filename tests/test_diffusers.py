@@ -23,8 +23,8 @@ from tests.diffusers_helpers import (
     write_tokenizer,
 )
 from tests.distributed import launch_script
+from tests.docs import python_blocks
 from tests.lightning_helpers import PROMPTS, QUIET, PixelEmbedder
-from tests.readme import python_blocks
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "tests" / "scripts" / "sample_diffusers.py"
@@ -134,7 +134,7 @@ def test_two_ddp_ranks_log_what_one_device_logs(tmp_path: Path):
 def test_the_readme_snippet_runs_as_written(sd, monkeypatch, tmp_path):
     monkeypatch.setattr("diversity_callbacks.embedders.clip.CLIPEmbedder", PixelEmbedder)
     monkeypatch.chdir(tmp_path)
-    (block,) = python_blocks("diffusers pipelines")
+    (block,) = python_blocks("docs/integrations/diffusers.md")
     # the snippet's 25 guided steps on a 1-batch epoch: three steps, one evaluation at the start
     namespace = {"prompts": PROMPTS[:1], "model": PipelineModule(sd), "train_loader": dummy_data(2)}
     exec(block, namespace)

@@ -1,0 +1,299 @@
+"""Every Python block of the README and of docs/ runs as written (see tests/docs.py for how).
+
+One test per page runs its blocks in order in one namespace, in a temporary directory. Pages
+whose blocks use names they do not define (a user's ``model``, ``prompts``...) get them from
+``SETUPS``; ``CHECKS`` then asserts what the blocks claim. A page whose blocks need a fixture
+of another test module runs there, listed in ``ELSEWHERE``.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from tests import docs
+from tests.lightning_helpers import PROMPTS, PixelEmbedder, TinyGenerator, tiny_data
+
+Namespace = dict[str, Any]
+
+ELSEWHERE = {
+    # the tiny Stable Diffusion pipeline is a module-scoped fixture of that file
+    "docs/integrations/diffusers.md": (
+        "tests/test_diffusers.py",
+        "test_the_readme_snippet_runs_as_written",
+    ),
+}
+"""Page -> (test file, test function) that runs all of the page's blocks."""
+
+
+# ---------------------------------------------------------------- setups: names a page assumes
+
+
+def _user_script(tmp_path: Path) -> Namespace:
+    """A user's training script: prompts, a LightningModule with generate(), data loaders."""
+    return {
+        "prompts": PROMPTS,
+        "model": TinyGenerator(),
+        "train_loader": tiny_data(),  # 8 steps per epoch: shorter than any cadence
+        "val_loader": tiny_data(shuffle=False),
+    }
+
+
+SETUPS: dict[str, Callable[[Path], Namespace]] = {
+    "docs/callback.md": _user_script,
+    "docs/integrations/loggers.md": _user_script,
+}
+
+
+# ---------------------------------------------------------------- checks: what the blocks claim
+
+
+def _check_readme(ns: Namespace, tmp_path: Path) -> None:
+    collapse = ns["collapse"]
+    diversity = collapse.diversity  # the snippet's callback (getting-started rebinds the name)
+    assert collapse.collapse_step is None  # a healthy run: 200 steps, an evaluation every 50
+    assert [row["step"] for row in diversity.history] == [0, 50, 100, 150, 200]
+    assert all(1.0 < row["diversity/vendi_q1"] <= 24.0 for row in diversity.history)
+    (metrics_csv,) = (tmp_path / "logs").rglob("metrics.csv")
+    with metrics_csv.open() as file:
+        logged = [row for row in csv.DictReader(file) if row.get("diversity/vendi_q1")]
+    assert len(logged) == len(diversity.history)
+
+
+def _check_getting_started(ns: Namespace, tmp_path: Path) -> None:
+    _check_readme(ns, tmp_path)  # the same snippet
+    # the real-run block builds its callback for CLIP and W&B; its fit is the user's
+    assert ns["diversity"].every_n_train_steps == 1000
+    assert type(ns["trainer"].logger).__name__ == "WandbLogger"
+
+
+def _check_callback(ns: Namespace, tmp_path: Path) -> None:
+    diversity, trainer = ns["diversity"], ns["trainer"]
+    # the baseline, then one evaluation per validation: each EarlyStopping check saw a fresh value
+    assert [row["step"] for row in diversity.history] == [0, 8, 16, 24]
+    assert (
+        trainer.callback_metrics["diversity/vendi_q1"]
+        == diversity.history[-1]["diversity/vendi_q1"]
+    )
+    (checkpoint,) = Path(trainer.checkpoint_callback.dirpath).iterdir()  # no "diversity/" folder
+    assert re.fullmatch(r"step\d+-vendi\d+\.\d\d\.ckpt", checkpoint.name)
+
+
+def _check_evaluator(ns: Namespace, tmp_path: Path) -> None:
+    result, scalars = ns["result"], ns["scalars"]
+    prompted = ns["sample_prompts"](["a blue plum"], [torch.Generator().manual_seed(0)])
+    assert prompted.shape == (1, 3, 16, 16)
+    assert set(result.per_condition) == {"vendi_q1", "vendi_q2"}
+    assert result.per_condition["vendi_q1"].shape == (2,)
+    assert 1.0 < scalars["diversity/class_conditional_vendi_q1"] <= 16.0
+    assert {"diversity/linear_vendi_q2", "diversity/calinski_harabasz"} <= scalars.keys()
+    texts = ns["generate_text"](["a poem"], [torch.Generator().manual_seed(0)])
+    assert texts[0].startswith("a poem: ") and len(texts[0]) == len("a poem: ") + 12
+
+
+def _check_loggers(ns: Namespace, tmp_path: Path) -> None:
+    from diversity_callbacks.media import loggers
+
+    assert loggers.WRITERS[ns["MyLogger"]] is ns["log_diversity"]
+    trainer, collapse, diversity = (ns[k] for k in ("trainer", "collapse", "diversity"))
+    assert trainer.global_step == 100 and collapse.collapse_step is None  # healthy training
+    folders = sorted((tmp_path / "diversity_media").iterdir())
+    assert len(folders) == len(diversity.history) >= 2  # one per evaluation, every 50 steps
+    for folder in folders:
+        assert len(list((folder / "samples").iterdir())) == len(PROMPTS)
+    assert list((tmp_path / "logs").rglob("events.out.tfevents.*"))
+    assert list((tmp_path / "logs").rglob("metrics.csv"))
+
+
+def _check_large_models(ns: Namespace, tmp_path: Path) -> None:
+    ema, decoder = ns["ema"], ns["decoder"]
+    assert ema.model is not decoder
+    with torch.no_grad():
+        decoder.linear.weight.add_(1.0)
+    before = ema.model.linear.weight.clone()
+    ema.update(decoder)  # moves a thousandth of the way to the changed weights
+    expected = before + 0.001 * (decoder.linear.weight - before)
+    assert torch.allclose(ema.model.linear.weight, expected)
+    # the callback's call samples the copy, not the trained module
+    sampled = ema(None, None, [torch.Generator().manual_seed(0)])
+    assert torch.equal(sampled, ema.model.generate(None, [torch.Generator().manual_seed(0)]))
+    assert not torch.equal(sampled, decoder.generate(None, [torch.Generator().manual_seed(0)]))
+
+
+CHECKS: dict[str, Callable[[Namespace, Path], None]] = {
+    "README.md": _check_readme,
+    "docs/getting-started.md": _check_getting_started,
+    "docs/callback.md": _check_callback,
+    "docs/evaluator.md": _check_evaluator,
+    "docs/integrations/loggers.md": _check_loggers,
+    "docs/integrations/large-models.md": _check_large_models,
+}
+
+
+# ---------------------------------------------------------------- the runner
+
+
+def _pages_with_python() -> list[str]:
+    return [
+        page
+        for page in docs.pages()
+        if any(block.language == "python" for block in docs.blocks(page))
+    ]
+
+
+@pytest.mark.parametrize("page", [p for p in _pages_with_python() if p not in ELSEWHERE])
+def test_page_blocks_run(page: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    if page == "docs/integrations/loggers.md":
+        pytest.importorskip("tensorboard")
+    monkeypatch.chdir(tmp_path)
+    namespace = SETUPS[page](tmp_path) if page in SETUPS else {}
+    namespace["__name__"] = "__docs__"  # a block's `if __name__ == "__main__":` stays off
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the blocks' models are tiny: threads only contend
+    try:
+        docs.run_blocks(page, namespace, monkeypatch)
+    finally:
+        torch.set_num_threads(threads)
+        _finish_wandb()
+    if page in CHECKS:
+        CHECKS[page](namespace, tmp_path)
+
+
+def _finish_wandb() -> None:
+    """A W&B run a block left open would be joined by the next test's run."""
+    import sys
+
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish()
+
+
+# ---------------------------------------------------------------- nothing escapes the runner
+
+
+def coverage_problems() -> list[str]:
+    """What would leave a Python block of the README or the docs unrun, one line per problem."""
+    problems = []
+    for page in docs.pages():
+        text = (docs.ROOT / page).read_text()
+        seen = len(PYTHON_LOOKING_FENCE.findall(text))
+        parsed = [block for block in docs.blocks(page) if block.language == "python"]
+        if len(parsed) != seen:
+            problems.append(
+                f"{page}: {seen} fences look like Python, {len(parsed)} are ```python blocks: "
+                "write ```python (the tests run it), or ```text for output"
+            )
+        problems += [
+            f"{page}:{block.line - 1}: unknown test directive {block.directive!r}"
+            for block in parsed
+            if block.directive is not None and not block.stand_in
+        ]
+        if page in ELSEWHERE and parsed:
+            path, name = ELSEWHERE[page]
+            code = _function_source(docs.ROOT / path, name)
+            if code is None:
+                problems.append(f"{page} is said to run in {path}::{name}, which is not there")
+            elif f'run_blocks("{page}"' not in code and f'python_blocks("{page}")' not in code:
+                problems.append(f"{path}::{name} does not run all the blocks of {page}")
+    return problems
+
+
+PYTHON_LOOKING_FENCE = re.compile(r"^[ \t]*(?:```|~~~)[ \t]*(?:python3?|py|pycon)\b", re.I | re.M)
+
+
+def _function_source(path: Path, name: str) -> str | None:
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            return ast.get_source_segment(path.read_text(), node)
+    return None
+
+
+def test_every_python_block_is_run_by_a_test() -> None:
+    """Each page is run whole, here (every page with a Python block is a case of
+    test_page_blocks_run) or by the test named in ELSEWHERE; the parser finds every block a
+    reader sees as Python (```py, ```python3, indented fences)."""
+    assert coverage_problems() == []
+    assert set(SETUPS) | set(CHECKS) <= set(_pages_with_python()), "a setup for a page gone"
+
+
+def test_the_coverage_check_reports_blocks_no_test_would_run(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "docs" / "integrations").mkdir(parents=True)
+    (tmp_path / "README.md").write_text("```python\nx = 1\n```\n")
+    (tmp_path / "docs" / "a.md").write_text("```py\nx = 1\n```\n\n  ```Python\n  y = 2\n  ```\n")
+    (tmp_path / "docs" / "b.md").write_text("<!-- test: skip -->\n```python\nx = 1\n```\n")
+    (tmp_path / "docs" / "integrations" / "diffusers.md").write_text("```python\nx = 1\n```\n")
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_diffusers.py").write_text(
+        "def test_the_readme_snippet_runs_as_written():\n"
+        '    python_blocks("docs/integrations/diffusers.md", "a section")\n'
+    )
+    monkeypatch.setattr(docs, "ROOT", tmp_path)
+    problems = coverage_problems()
+    assert len(problems) == 3, problems
+    assert problems[0].startswith("docs/a.md: 2 fences look like Python, 1 are")
+    assert problems[1] == "docs/b.md:1: unknown test directive 'skip'"
+    assert problems[2].endswith("does not run all the blocks of docs/integrations/diffusers.md")
+
+
+def test_the_parser_reads_fences_sections_and_directives(tmp_path: Path, monkeypatch) -> None:
+    page = tmp_path / "docs" / "page.md"
+    page.parent.mkdir()
+    page.write_text(
+        "# Title\n\n```python\n# not a heading\nx = 1\n```\n\n## Second\n\n"
+        "<!-- test: stand-in: needs a GPU -->\n```python\ny = x + 1\n```\n\n"
+        "- a list\n\n  ```python\n  z = y\n  ```\n\n```text\nprinted\n```\n"
+    )
+    monkeypatch.setattr(docs, "ROOT", tmp_path)
+    found = docs.blocks("docs/page.md")
+    assert [(b.language, b.section, b.stand_in) for b in found] == [
+        ("python", "Title", False),
+        ("python", "Second", True),
+        ("python", "Second", False),
+        ("text", "Second", False),
+    ]
+    assert found[2].code == "z = y\n" and found[0].line == 3
+    assert docs.python_blocks("docs/page.md", "Second") == ["y = x + 1\n", "z = y\n"]
+    namespace: Namespace = {}
+    docs.run_blocks("docs/page.md", namespace, monkeypatch)
+    assert namespace["z"] == 2
+
+
+def test_a_failing_block_names_its_page_and_line(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "page.md").write_text("text\n\n```python\nx = 1\nraise KeyError(x)\n```\n")
+    monkeypatch.setattr(docs, "ROOT", tmp_path)
+    with pytest.raises(KeyError) as error:
+        docs.run_blocks("page.md", {}, monkeypatch)
+    frame = error.traceback[-1]
+    assert frame.path == tmp_path / "page.md" and frame.lineno + 1 == 5
+
+
+def test_stand_ins_hold_only_for_the_marked_block(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "page.md").write_text(
+        "<!-- test: stand-in -->\n```python\nfrom diversity_callbacks import CLIPEmbedder\n"
+        'e = CLIPEmbedder("ViT-B-32", pretrained="laion2b_s34b_b79k")\n'
+        'd = "cuda"\n```\n\n```python\nfrom diversity_callbacks import CLIPEmbedder as Real\n```\n'
+    )
+    monkeypatch.setattr(docs, "ROOT", tmp_path)
+    namespace: Namespace = {}
+    docs.run_blocks("page.md", namespace, monkeypatch)
+    assert isinstance(namespace["e"], docs.StandInCLIP)
+    assert namespace["d"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert namespace["Real"] is not docs.StandInCLIP
+    images = torch.rand(2, 3, 8, 8) * 2 - 1
+    assert namespace["e"].embed_images(images, value_range="[-1,1]").shape == (2, 48)
+    assert PixelEmbedder.dim == docs.StandInCLIP.dim
+
+
+def test_an_unknown_directive_is_refused(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "page.md").write_text("<!-- test: skip -->\n```python\nx = 1\n```\n")
+    monkeypatch.setattr(docs, "ROOT", tmp_path)
+    with pytest.raises(ValueError, match="unknown test directive 'skip'"):
+        docs.run_blocks("page.md", {}, monkeypatch)

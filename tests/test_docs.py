@@ -243,6 +243,26 @@ def test_the_coverage_check_reports_blocks_no_test_would_run(tmp_path: Path, mon
     assert problems[2].endswith("does not run all the blocks of docs/integrations/diffusers.md")
 
 
+def test_the_api_reference_documents_every_public_name() -> None:
+    import diversity_callbacks
+    import diversity_callbacks.functional
+
+    reference = "\n".join(p.read_text() for p in (docs.ROOT / "docs" / "api").glob("*.md"))
+    directives = set(re.findall(r"^::: (\S+)", reference, re.M))
+    missing = [
+        f"{module}.{name}"
+        for name, module in diversity_callbacks._EXPORTS.items()
+        if f"{module}.{name}" not in directives
+    ]
+    functional = reference[reference.index("::: diversity_callbacks.functional\n") :]
+    missing += [
+        f"diversity_callbacks.functional.{name}"
+        for name in diversity_callbacks.functional.__all__
+        if f"- {name}\n" not in functional
+    ]
+    assert missing == [], "add to docs/api/*.md: " + ", ".join(missing)
+
+
 def test_the_parser_reads_fences_sections_and_directives(tmp_path: Path, monkeypatch) -> None:
     page = tmp_path / "docs" / "page.md"
     page.parent.mkdir()

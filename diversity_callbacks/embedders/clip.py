@@ -86,7 +86,7 @@ class CLIPEmbedder:
             ``"[0,1]"``, ``"[-1,1]"`` or ``"uint8"`` (see :mod:`diversity_callbacks.images`).
         normalize: ``True`` returns unit-norm embeddings; ``False`` the raw projections. Kernel
             bandwidths depend on the choice: SCE's published ``sigma=3.5`` is for raw ViT-B/32
-            embeddings; see the README section "Embedders" for unit-norm ones.
+            embeddings; see docs/embedders.md ("Raw or unit-norm embeddings") for unit-norm ones.
         seed: seed of the random weights when ``pretrained=None`` (the global RNG is left as
             it was).
         model_kwargs: extra keyword arguments for ``open_clip.create_model`` that override the

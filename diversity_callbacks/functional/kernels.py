@@ -408,7 +408,7 @@ def resolve_kernel(
     if sigma is None:
         raise ValueError(
             "kernel='gaussian' needs a bandwidth `sigma` > 0, got None (there is no automatic rule; "
-            "see the README for values used with CLIP embeddings)"
+            'see docs/metrics.md, "Choosing a kernel and sigma", for values used with CLIP embeddings)'
         )
     sigma = check_sigma(sigma)
     if num_features is None:

@@ -263,6 +263,28 @@ def test_the_api_reference_documents_every_public_name() -> None:
     assert missing == [], "add to docs/api/*.md: " + ", ".join(missing)
 
 
+def _github_anchors(page: Path) -> set[str]:
+    """The anchors GitHub (and MkDocs' toc) give the headings of ``page``."""
+    headings = re.findall(r"^#{1,6}\s+(.*?)\s*$", page.read_text(), re.M)
+    return {
+        re.sub(r"[^\w\- ]", "", h.replace("`", "")).strip().lower().replace(" ", "-")
+        for h in headings
+    }
+
+
+def test_the_readme_links_to_files_and_headings_that_exist() -> None:
+    """The README is not part of the site, so mkdocs --strict does not check its links."""
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", (docs.ROOT / "README.md").read_text()):
+        if re.match(r"[a-z]+://", target):
+            continue
+        path, _, anchor = target.partition("#")
+        file = docs.ROOT / (path or "README.md")
+        if not file.exists() or (anchor and anchor not in _github_anchors(file)):
+            broken.append(target)
+    assert broken == []
+
+
 def test_the_parser_reads_fences_sections_and_directives(tmp_path: Path, monkeypatch) -> None:
     page = tmp_path / "docs" / "page.md"
     page.parent.mkdir()

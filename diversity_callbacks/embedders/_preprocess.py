@@ -65,9 +65,10 @@ def resize_weights(in_size: int, out_size: int, interpolation: str) -> Tensor:
     return weights / weights.sum(dim=1, keepdim=True)
 
 
-# A dense matmul does in_size / taps times the arithmetic of a direct filter, but BLAS ran it
-# about 20x faster per operation than torch's antialiased interpolate on CPU (64 -> 32 px:
-# 0.5 vs 1.4 ms for 32 images; 256 -> 224 px: 180 vs 82 ms). Below this ratio: matmul.
+# A dense matmul does in_size / taps times the arithmetic of a direct filter, but BLAS runs it
+# so much faster per operation than torch's antialiased interpolate on CPU that it wins on short
+# axes and loses on long ones (timings: docs/performance.md, "Implementation choices"). Below
+# this ratio: matmul.
 _DENSE_MAX_RATIO = 16
 
 
@@ -215,8 +216,8 @@ class TensorPreprocess:
         """Scale and shift from raw values to model input, per pixel; the normalised fill.
 
         Scale and shift are per channel, but stored expanded to ``(3, height, width)``: an
-        ``addcmul`` without broadcasting runs about 3x faster on CPU, which matters next to a
-        small encoder.
+        ``addcmul`` without broadcasting runs several times faster on CPU, which matters next to
+        a small encoder (docs/performance.md, "Implementation choices").
         """
         key = (value_range, device, height, width)
         if key not in self._affines:

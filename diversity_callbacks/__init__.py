@@ -32,6 +32,7 @@ _EXPORTS = {
     "EvaluationError": "diversity_callbacks.evaluation.errors",
     "EvaluationResult": "diversity_callbacks.evaluation.evaluator",
     "EvaluationMetric": "diversity_callbacks.evaluation.metrics",
+    "evaluate_existing": "diversity_callbacks.evaluation.existing",
     "DiversityCallback": "diversity_callbacks.callback",
     "DiversityCollapseMonitor": "diversity_callbacks.monitor",
     "DiffusersSampler": "diversity_callbacks.samplers.diffusers",
@@ -45,6 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from diversity_callbacks.embedders.clip import CLIPEmbedder  # noqa: F401
     from diversity_callbacks.evaluation.errors import EvaluationError  # noqa: F401
     from diversity_callbacks.evaluation.evaluator import DiversityEvaluator, EvaluationResult  # noqa: F401
+    from diversity_callbacks.evaluation.existing import evaluate_existing  # noqa: F401
     from diversity_callbacks.evaluation.metrics import EvaluationMetric  # noqa: F401
     from diversity_callbacks.metrics.conditional import ConditionalVendiScore  # noqa: F401
     from diversity_callbacks.metrics.schur import SchurComplementEntropy  # noqa: F401

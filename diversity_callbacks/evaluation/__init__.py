@@ -3,6 +3,7 @@
 from diversity_callbacks.evaluation.conditions import EvaluationSet, sample_seed
 from diversity_callbacks.evaluation.errors import EvaluationError
 from diversity_callbacks.evaluation.evaluator import DiversityEvaluator, EvaluationResult, SampleFn
+from diversity_callbacks.evaluation.existing import ExistingBatch, evaluate_existing
 from diversity_callbacks.evaluation.metrics import EmbeddedBatch, EvaluationMetric, MetricValues
 
 __all__ = [
@@ -12,7 +13,9 @@ __all__ = [
     "EvaluationMetric",
     "EvaluationResult",
     "EvaluationSet",
+    "ExistingBatch",
     "MetricValues",
     "SampleFn",
+    "evaluate_existing",
     "sample_seed",
 ]

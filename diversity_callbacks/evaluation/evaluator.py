@@ -349,23 +349,8 @@ class DiversityEvaluator:
         return samples
 
     def _embed(self, samples: Any, batch: range, device: torch.device, draw: _Draw) -> None:
-        """Embed one batch (and its prompts, when a metric takes them); update every metric."""
-        start = time.perf_counter()
-        embedded = EmbeddedBatch(self.sample_embedder.embed(samples))
-        inputs = self.metric_inputs
-        if "condition_ids" in inputs or "condition_embeddings" in inputs:
-            embedded.condition_ids = self.evaluation_set.condition_ids(batch, device)
-        if "condition_embeddings" in inputs:
-            embedded.condition_embeddings = self.sample_embedder.prompt_embeddings(
-                self.evaluation_set.conditions, embedded.condition_ids, draw.prompt_rows
-            )
-        _synchronize(device)
-        updated = time.perf_counter()
-        draw.seconds["embedding"] += updated - start
-        for metric in self.metrics.values():
-            metric.update(embedded)
-        _synchronize(device)
-        draw.seconds["metric"] += time.perf_counter() - updated
+        """Embed one batch and update every metric (see :func:`update_metrics`)."""
+        update_metrics(self, samples, self.evaluation_set.condition_ids(batch, device), draw)
 
     def _compute(self, draw: _Draw, device: torch.device, where: str) -> EvaluationResult:
         """Collective: every rank computes every metric; then rank 0 gathers the thumbnails."""
@@ -391,6 +376,39 @@ class DiversityEvaluator:
         draw.seconds["metric"] += time.perf_counter() - start
         result.timings = dict(draw.seconds)
         return result
+
+
+def update_metrics(
+    evaluator: DiversityEvaluator, samples: Any, condition_ids: Tensor, draw: _Draw
+) -> None:
+    """Embed one checked batch (and its prompts, when a metric takes them); update every metric.
+
+    The one step from samples to metric states, shared by :meth:`DiversityEvaluator.evaluate`
+    and :func:`~diversity_callbacks.evaluation.existing.evaluate_existing`.
+
+    Args:
+        evaluator: whose embedder and metrics to use.
+        samples: a batch checked by ``evaluator.sample_embedder.check_samples``.
+        condition_ids: ``(B,)`` long: each sample's condition number.
+        draw: this rank's running record (timings, prompt embeddings, sample count).
+    """
+    start = time.perf_counter()
+    device = condition_ids.device
+    embedded = EmbeddedBatch(evaluator.sample_embedder.embed(samples))
+    inputs = evaluator.metric_inputs
+    if "condition_ids" in inputs or "condition_embeddings" in inputs:
+        embedded.condition_ids = condition_ids
+    if "condition_embeddings" in inputs:
+        embedded.condition_embeddings = evaluator.sample_embedder.prompt_embeddings(
+            evaluator.evaluation_set.conditions, condition_ids, draw.prompt_rows
+        )
+    _synchronize(device)
+    updated = time.perf_counter()
+    draw.seconds["embedding"] += updated - start
+    for metric in evaluator.metrics.values():
+        metric.update(embedded)
+    _synchronize(device)
+    draw.seconds["metric"] += time.perf_counter() - updated
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import importlib.util
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -291,6 +292,21 @@ def test_the_readme_links_to_files_and_headings_that_exist() -> None:
         if not file.exists() or (anchor and anchor not in _github_anchors(file)):
             broken.append(target)
     assert broken == []
+
+
+def test_sphinx_roles_in_docstrings_show_as_sphinx_would_show_them() -> None:
+    spec = importlib.util.spec_from_file_location(
+        "sphinx_roles", docs.ROOT / "docs" / "_griffe" / "sphinx_roles.py"
+    )
+    roles = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(roles)
+    text = (
+        "one :class:`~diversity_callbacks.DiversityEvaluator`, its :meth:`evaluate\n"
+        "    <diversity_callbacks.DiversityEvaluator.evaluate>` and :mod:`diversity_callbacks.media`"
+    )
+    assert roles.plain_roles(text) == (
+        "one `DiversityEvaluator`, its `evaluate` and `diversity_callbacks.media`"
+    )
 
 
 def test_the_parser_reads_fences_sections_and_directives(tmp_path: Path, monkeypatch) -> None:

@@ -13,10 +13,12 @@ Conventions (docs/contributing.md explains them to writers):
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,11 @@ class Block:
     """The title of the nearest heading above the block."""
     directive: str | None
     """What a ``<!-- test: ... -->`` comment right before the block says, if there is one."""
+    output: str | None = None
+    end: int = 0
+    """Index of the line after the closing fence."""
+    """For a Python block followed by a line "prints" and a ```` ```text ```` block: that text,
+    which the block must print."""
 
     @property
     def stand_in(self) -> bool:
@@ -81,6 +88,10 @@ def blocks(page: str) -> list[Block]:
         i += 1  # the closing fence
         previous = next((line for line in reversed(lines[:start]) if line.strip()), "")
         marker = MARKER.match(previous)
+        if found and found[-1].language == "python" and match.group("info").lower() == "text":
+            between = "".join(lines[found[-1].end : start]).strip()
+            if re.fullmatch(r"prints:?", between):
+                found[-1] = replace(found[-1], output="\n".join(body) + "\n")
         found.append(
             Block(
                 page=page,
@@ -89,6 +100,7 @@ def blocks(page: str) -> list[Block]:
                 code="\n".join(body) + "\n",
                 section=section,
                 directive=marker.group("directive") if marker else None,
+                end=i,
             )
         )
     return found
@@ -178,8 +190,25 @@ def run_blocks(page: str, namespace: dict[str, Any], monkeypatch: pytest.MonkeyP
             )
         # the first line of the code is the line after the fence
         code = compile("\n" * block.line + source(block), f"{ROOT / page}", "exec")
-        if block.stand_in:
-            with stand_ins(monkeypatch):
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed) if block.output is not None else nullcontext():
+            if block.stand_in:
+                with stand_ins(monkeypatch):
+                    exec(code, namespace)
+            else:
                 exec(code, namespace)
-        else:
-            exec(code, namespace)
+        if block.output is not None:
+            _compare_output(block, printed.getvalue())
+
+
+def _compare_output(block: Block, printed: str) -> None:
+    """The text a page says a block prints is what it prints (trailing spaces aside)."""
+
+    def lines(text: str) -> list[str]:
+        return [line.rstrip() for line in text.strip("\n").splitlines()]
+
+    if lines(printed) != lines(block.output or ""):
+        raise AssertionError(
+            f"{block.page}:{block.line}: the block printed\n{printed}\n"
+            f"where the page says it prints\n{block.output}"
+        )

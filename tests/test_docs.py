@@ -358,6 +358,17 @@ def test_stand_ins_hold_only_for_the_marked_block(tmp_path: Path, monkeypatch) -
     assert PixelEmbedder.dim == docs.StandInCLIP.dim
 
 
+def test_a_block_prints_what_the_page_says_it_prints(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "page.md").write_text(
+        "```python\nprint(1 + 1)\n```\n\nprints\n\n```text\n2\n```\n\n"
+        "```python\nprint(2 + 2)\n```\n\nprints\n\n```text\n5\n```\n"
+    )
+    monkeypatch.setattr(docs, "ROOT", tmp_path)
+    assert [block.output for block in docs.blocks("page.md")] == ["2\n", None, "5\n", None]
+    with pytest.raises(AssertionError, match=r"page\.md:11: the block printed\n4\n"):
+        docs.run_blocks("page.md", {}, monkeypatch)
+
+
 def test_an_unknown_directive_is_refused(tmp_path: Path, monkeypatch) -> None:
     (tmp_path / "page.md").write_text("<!-- test: skip -->\n```python\nx = 1\n```\n")
     monkeypatch.setattr(docs, "ROOT", tmp_path)

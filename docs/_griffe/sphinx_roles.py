@@ -1,9 +1,11 @@
-"""A griffe extension for the API reference: Sphinx roles in docstrings become code spans.
+"""A griffe extension for the API reference: docstrings written for Sphinx render in Markdown.
 
-Some docstrings name objects the Sphinx way (``:class:`~diversity_callbacks.DiversityEvaluator```,
-``:meth:`evaluate <diversity_callbacks.DiversityEvaluator.evaluate>```), which Markdown would show
-as written. This turns each into what Sphinx would display, as code: the title if one is given,
-the last part of a ``~`` path, the path otherwise. Loaded by mkdocs.yml; nothing else uses it.
+Sphinx roles become code spans. Some docstrings name objects the Sphinx way
+(``:class:`~diversity_callbacks.DiversityEvaluator```, ``:meth:`evaluate <path>```), which
+Markdown would show as written; each becomes what Sphinx would display, as code: the title if one
+is given, the last part of a ``~`` path, the path otherwise. An ``Example:`` section (Napoleon's
+spelling) is read as ``Examples:``, whose doctests griffe renders as code (it would render the
+singular as a note, the doctest as quoted text). Loaded by mkdocs.yml; nothing else uses it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 import griffe
 
+EXAMPLE_SECTION = re.compile(r"^(\s*)Example:\s*$", re.M)
 ROLE = re.compile(r":(?:py:)?(?:class|meth|func|mod|data|attr|exc|obj):`(?P<target>[^`]+)`")
 
 
@@ -32,8 +35,9 @@ def plain_roles(text: str) -> str:
 
 
 class SphinxRoles(griffe.Extension):
-    """Rewrites the roles of every docstring as it is loaded."""
+    """Rewrites every docstring as it is loaded."""
 
     def on_object(self, *, obj: griffe.Object, **kwargs: Any) -> None:
         if obj.docstring is not None:
-            obj.docstring.value = plain_roles(obj.docstring.value)
+            text = EXAMPLE_SECTION.sub(r"\1Examples:", obj.docstring.value)
+            obj.docstring.value = plain_roles(text)

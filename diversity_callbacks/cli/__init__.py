@@ -1,0 +1,67 @@
+"""The ``diversity-callbacks`` command line: ``diversity-callbacks score RUN [RUN ...]``.
+
+One sub-command per job (``score`` for now), each in its own module; this one only parses the
+command line and turns expected errors into a one-line message and exit status 2:
+
+- :mod:`~diversity_callbacks.cli.discovery`: which images a run holds and their prompts;
+- :mod:`~diversity_callbacks.cli.loading`: decoding in DataLoader workers, embeddings files;
+- :mod:`~diversity_callbacks.cli.embedders`: open_clip by name or any import path;
+- :mod:`~diversity_callbacks.cli.score`: the runs through
+  :func:`~diversity_callbacks.evaluation.existing.evaluate_existing`, on one process or many;
+- :mod:`~diversity_callbacks.cli.output`: the table, JSON, CSV and plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from diversity_callbacks import __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``diversity-callbacks`` argument parser with its sub-commands."""
+    from diversity_callbacks.cli import score
+
+    parser = argparse.ArgumentParser(
+        prog="diversity-callbacks",
+        description="Diversity of generative models: Vendi score, per-prompt Vendi, Schur "
+        "complement entropy.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    scoring = commands.add_parser(
+        "score",
+        help="score folders of images (or embeddings files) side by side",
+        description="Score the diversity of one or more runs (folders of generated images or "
+        "embeddings files) and compare them in one table.",
+    )
+    score.add_arguments(scoring)
+    scoring.set_defaults(handler=score.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 done, 2 bad input or failed run).
+
+    Args:
+        argv: the arguments after the program name (default: ``sys.argv[1:]``).
+    """
+    from diversity_callbacks.cli.discovery import InputError
+    from diversity_callbacks.cli.loading import ImageReadError
+    from diversity_callbacks.evaluation.errors import EvaluationError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (InputError, ImageReadError, EvaluationError, ImportError) as error:
+        print(f"diversity-callbacks {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except (ValueError, RuntimeError) as error:  # e.g. CLIPEmbedder's weights errors
+        print(f"diversity-callbacks {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

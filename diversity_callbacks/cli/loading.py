@@ -1,0 +1,248 @@
+"""Reading a run: images decoded in DataLoader workers, or a file of precomputed embeddings.
+
+Images are decoded by Pillow in worker processes (``--workers``) into uint8 ``(3, H, W)``
+tensors, so the main process only embeds. A batch holding images of several sizes is split into
+one sub-batch per size: every image is embedded at its own size (the embedder resizes), none is
+padded or cropped here. An image that cannot be read is named by its path: it fails the run, or,
+with ``--on-error skip``, is left out with a warning.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from diversity_callbacks.cli.discovery import InputError
+
+
+class ImageReadError(RuntimeError):
+    """An image file that Pillow cannot decode, named by its path."""
+
+
+def decode_image(path: str) -> Tensor:
+    """uint8 ``(3, H, W)`` RGB pixels of an image file (grey, palette and alpha converted).
+
+    Raises:
+        ImageReadError: naming the path and Pillow's reason.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            rgb = image.convert("RGB")
+    except Exception as error:
+        raise ImageReadError(
+            f"cannot read image {path!r}: {type(error).__name__}: {error}"
+        ) from None
+    pixels = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
+    return pixels.view(rgb.height, rgb.width, 3).permute(2, 0, 1)
+
+
+class ImageFiles(Dataset):
+    """Image files with their condition numbers; an item that cannot be read comes back as its
+    error message, and the main process decides (fail or skip with a warning)."""
+
+    def __init__(self, files: Sequence[Path], condition_ids: Sequence[int]) -> None:
+        self.files = [str(f) for f in files]
+        self.condition_ids = list(condition_ids) or [0] * len(self.files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[Tensor | str, int, str]:
+        try:
+            image = decode_image(self.files[index])
+        except ImageReadError as error:
+            return str(error), self.condition_ids[index], self.files[index]
+        return image, self.condition_ids[index], self.files[index]
+
+
+def collate_by_size(items: list[tuple[Tensor | str, int, str]]) -> dict[str, Any]:
+    """Stack a batch's images into one tensor per image size; keep the unreadable apart."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    failed = []
+    for index, (image, _, path) in enumerate(items):
+        if isinstance(image, str):
+            failed.append((path, image))
+        else:
+            groups.setdefault(tuple(image.shape), []).append(index)
+    parts = [
+        (
+            torch.stack([items[i][0] for i in indices]),
+            torch.tensor([items[i][1] for i in indices], dtype=torch.long),
+        )
+        for indices in groups.values()
+    ]
+    return {"parts": parts, "failed": failed}
+
+
+def image_batches(
+    files: Sequence[Path],
+    condition_ids: Sequence[int],
+    *,
+    batch_size: int,
+    workers: int,
+    skip: bool,
+    skipped: list[tuple[str, str]],
+    conditional: bool,
+) -> Iterator[tuple[Tensor, Tensor | None]]:
+    """``(uint8 images, condition ids)`` batches of these files, decoded in ``workers`` processes.
+
+    Unreadable images are appended to ``skipped`` (with a warning on stderr naming each) when ``skip``;
+    otherwise the first one raises :class:`ImageReadError`.
+    """
+    loader = DataLoader(
+        ImageFiles(files, condition_ids),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=collate_by_size,
+        prefetch_factor=4 if workers else None,
+        persistent_workers=False,
+    )
+    for batch in loader:
+        for path, reason in batch["failed"]:
+            if not skip:
+                raise ImageReadError(f"{reason} (pass --on-error skip to leave it out)")
+            print(f"warning: skipped an image that cannot be read: {reason}", file=sys.stderr)
+            skipped.append((path, reason))
+        for images, ids in batch["parts"]:
+            yield images, ids if conditional else None
+
+
+def load_embeddings(path: Path) -> dict[str, Any]:
+    """The contents of an embeddings file, checked: ``embeddings`` ``(N, D)`` float64, and
+    optionally ``prompts`` (``N`` strings) and ``text_embeddings`` (``(N, D')``, row i the
+    embedding of sample i's prompt).
+
+    A ``.npy`` file holds the ``(N, D)`` array alone; a ``.pt`` file holds that tensor alone or
+    a dict with the keys above (read with ``torch.load(weights_only=True)``).
+
+    Raises:
+        InputError: naming the file, the key, what was expected and what was found.
+    """
+    where = f"embeddings file {str(path)!r}"
+    if path.suffix.lower() == ".npy":
+        import numpy as np
+
+        try:
+            content: Any = torch.from_numpy(np.load(path, allow_pickle=False))
+        except Exception as error:
+            raise InputError(f"{where}: cannot read it as a NumPy array ({error})") from None
+    else:
+        try:
+            content = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:
+            raise InputError(
+                f"{where}: cannot read it with torch.load(weights_only=True) ({type(error).__name__}); "
+                "it must hold a tensor or a dict of tensors and a list of strings"
+            ) from None
+    if isinstance(content, Tensor):
+        content = {"embeddings": content}
+    if not isinstance(content, dict) or "embeddings" not in content:
+        got = sorted(content) if isinstance(content, dict) else type(content).__name__
+        raise InputError(
+            f"{where} must hold an (N, D) tensor or a dict with key 'embeddings' (and optionally "
+            f"'prompts', 'text_embeddings'), got {got}"
+        )
+    unknown = set(content) - {"embeddings", "prompts", "text_embeddings"}
+    if unknown:
+        raise InputError(
+            f"{where}: unknown keys {sorted(unknown)}; expected 'embeddings', 'prompts', "
+            "'text_embeddings'"
+        )
+    embeddings = _matrix(content["embeddings"], f"{where} key 'embeddings'")
+    rows = embeddings.shape[0]
+    loaded: dict[str, Any] = {"embeddings": embeddings, "prompts": None, "text_embeddings": None}
+    prompts = content.get("prompts")
+    if prompts is not None:
+        if (
+            not isinstance(prompts, (list, tuple))
+            or len(prompts) != rows
+            or not all(isinstance(p, str) for p in prompts)
+        ):
+            got = (
+                f"{type(prompts).__name__} of length {len(prompts)}"
+                if hasattr(prompts, "__len__")
+                else type(prompts).__name__
+            )
+            raise InputError(
+                f"{where} key 'prompts' must be a list of {rows} strings, one per row of "
+                f"'embeddings', got {got}"
+            )
+        loaded["prompts"] = list(prompts)
+    text = content.get("text_embeddings")
+    if text is not None:
+        if prompts is None:
+            raise InputError(f"{where} has 'text_embeddings' but no 'prompts'; give both")
+        text = _matrix(text, f"{where} key 'text_embeddings'")
+        if text.shape[0] != rows:
+            raise InputError(
+                f"{where} key 'text_embeddings' must have {rows} rows (row i: the embedding of "
+                f"sample i's prompt), got shape {tuple(text.shape)}"
+            )
+        loaded["text_embeddings"] = text
+    return loaded
+
+
+def _matrix(value: Any, where: str) -> Tensor:
+    if not isinstance(value, Tensor) or value.ndim != 2 or not value.is_floating_point():
+        got = (
+            f"{value.dtype} of shape {tuple(value.shape)}"
+            if isinstance(value, Tensor)
+            else type(value).__name__
+        )
+        raise InputError(f"{where} must be a floating (N, D) tensor, got {got}")
+    if value.shape[0] == 0 or value.shape[1] == 0:
+        raise InputError(
+            f"{where} must have at least one row and one column, got shape {tuple(value.shape)}"
+        )
+    if not bool(torch.isfinite(value).all()):
+        row = int((~torch.isfinite(value)).any(dim=1).nonzero()[0])
+        raise InputError(f"{where} must be finite, got NaN or Inf in row {row}")
+    return value
+
+
+class PromptTable:
+    """An embedder for precomputed embeddings: rows pass through unchanged, and ``embed_texts``
+    looks prompts up in the file's ``text_embeddings``.
+
+    Args:
+        prompts: each row's prompt.
+        text_embeddings: ``(N, D')``, row i the embedding of ``prompts[i]``; rows of one prompt
+            must agree (to 1e-6 relative).
+        where: the file, for error messages.
+    """
+
+    def __init__(self, prompts: Sequence[str], text_embeddings: Tensor, where: str) -> None:
+        self.table: dict[str, Tensor] = {}
+        for index, (prompt, row) in enumerate(zip(prompts, text_embeddings, strict=True)):
+            first = self.table.setdefault(prompt, row)
+            if first is not row and not torch.allclose(first, row, rtol=1e-6, atol=1e-9):
+                raise InputError(
+                    f"{where} key 'text_embeddings': row {index} differs from an earlier row of "
+                    f"the same prompt {prompt!r}; every sample of a prompt must carry the same "
+                    "prompt embedding"
+                )
+
+    def embed_samples(self, samples: Tensor) -> Tensor:
+        """The precomputed embeddings, unchanged."""
+        return samples
+
+    def embed_texts(self, prompts: Sequence[str]) -> Tensor:
+        """Each prompt's row of the file's ``text_embeddings``."""
+        return torch.stack([self.table[p] for p in prompts])
+
+
+class Rows:
+    """An embedder for precomputed embeddings without prompt embeddings: rows pass through."""
+
+    def embed_samples(self, samples: Tensor) -> Tensor:
+        """The precomputed embeddings, unchanged."""
+        return samples

@@ -1,0 +1,254 @@
+"""What ``diversity-callbacks score`` writes: a terminal table, ``--json``, ``--csv``, ``--plot``.
+
+``--json`` holds, per run: its name, path, prompt source, number of images, every metric, and
+per prompt its number of images and its own Vendi scores; plus the command's options.
+``--csv`` holds one row per run (``run, path, images, prompts`` and one column per metric).
+``--plot DIR`` writes ``runs-<metric>.png`` (one bar chart per metric, the runs side by side),
+``summary.png`` (all of them in one figure),
+``per-prompt-vendi_q<q>.png`` (each run's distribution of per-prompt Vendi scores: a box and
+every prompt as a dot) and, with ``--grids``, ``grid-<run>.png`` (rows: the first 8 prompts,
+columns: their first 8 images).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from diversity_callbacks.cli.score import RunScore
+
+PLOT_HINT = 'pip install "diversity-callbacks[plot]"'
+
+
+def metric_keys(scores: Sequence[RunScore]) -> list[str]:
+    """Every metric of any run, in a fixed order: Vendi, per-prompt Vendi, SCE, the rest."""
+    keys = list(dict.fromkeys(key for score in scores for key in score.metrics))
+
+    def rank(key: str) -> tuple[int, str]:
+        for number, prefix in enumerate(("vendi_", "conditional_vendi_", "sce")):
+            if key.startswith(prefix):
+                return number, key
+        return 3, key
+
+    return sorted(keys, key=rank)
+
+
+def table(scores: Sequence[RunScore]) -> str:
+    """The runs side by side: one row per run, one column per metric (3 decimals)."""
+    keys = metric_keys(scores)
+    header = ["run", "images", "prompts", *keys]
+    rows = [
+        [
+            score.name,
+            str(score.num_images),
+            str(len(score.prompts)) if score.prompts else "-",
+            *(_number(score.metrics.get(key)) for key in keys),
+        ]
+        for score in scores
+    ]
+    widths = [max(len(row[c]) for row in [header, *rows]) for c in range(len(header))]
+    lines = [
+        "  ".join(
+            cell.ljust(width) if column == 0 else cell.rjust(width)
+            for column, (cell, width) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in [header, *rows]
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def write_json(scores: Sequence[RunScore], path: str, options: Mapping[str, Any]) -> None:
+    """Every score, per run and per prompt, with the options, as JSON (NaN written as null)."""
+    runs = []
+    for score in scores:
+        per_prompt = [
+            {
+                "prompt": prompt,
+                "images": score.counts[number],
+                **{key: _finite(column[number]) for key, column in score.per_prompt.items()},
+            }
+            for number, prompt in enumerate(score.prompts)
+        ]
+        runs.append(
+            {
+                "name": score.name,
+                "path": score.path,
+                "prompt_source": score.source,
+                "images": score.num_images,
+                "prompts": len(score.prompts),
+                "metrics": {key: _finite(value) for key, value in score.metrics.items()},
+                "per_prompt": per_prompt,
+                "skipped": [{"path": p, "reason": r} for p, r in score.skipped],
+                "seconds": score.seconds,
+            }
+        )
+    kept = {key: value for key, value in options.items() if key not in ("command", "handler")}
+    document = {"runs": runs, "options": kept}
+    _parent(path)
+    Path(path).write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
+
+
+def write_csv(scores: Sequence[RunScore], path: str) -> None:
+    """One row per run: ``run, path, images, prompts, <metric>...`` (empty cell: not computed)."""
+    keys = metric_keys(scores)
+    _parent(path)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["run", "path", "images", "prompts", *keys])
+        for score in scores:
+            values = [score.metrics.get(key) for key in keys]
+            writer.writerow(
+                [
+                    score.name,
+                    score.path,
+                    score.num_images,
+                    len(score.prompts),
+                    *("" if v is None or math.isnan(v) else repr(v) for v in values),
+                ]
+            )
+
+
+def require_matplotlib() -> None:
+    """Fail before any work when ``--plot`` is asked for without matplotlib."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as error:
+        raise ImportError(f"--plot needs matplotlib; install it with: {PLOT_HINT}") from error
+
+
+def write_plots(scores: Sequence[RunScore], folder: str, grids: bool = False) -> list[str]:
+    """Write the charts (see the module docstring); return the files written."""
+    require_matplotlib()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    names = [score.name for score in scores]
+    colours = [plt.get_cmap("tab10")(i % 10) for i in range(len(scores))]
+    for key in metric_keys(scores):
+        values = [score.metrics.get(key, math.nan) for score in scores]
+        figure, axes = plt.subplots(figsize=(1.6 + 1.1 * len(scores), 3.2), dpi=100)
+        bars = axes.bar(names, values, color=colours)
+        axes.bar_label(bars, labels=[_number(v) for v in values], padding=2, fontsize=9)
+        axes.set_title(key)
+        axes.set_ylabel(_ylabel(key))
+        axes.margins(y=0.15)
+        axes.spines[["top", "right"]].set_visible(False)
+        written.append(_save(figure, out / f"runs-{_safe(key)}.png"))
+    written.append(_summary(scores, out / "summary.png", plt, colours))
+    columns = list(dict.fromkeys(key for score in scores for key in score.per_prompt))
+    for key in columns:
+        data = [[v for v in score.per_prompt.get(key, []) if not math.isnan(v)] for score in scores]
+        if not any(data):
+            continue
+        figure, axes = plt.subplots(figsize=(1.6 + 1.3 * len(scores), 3.4), dpi=100)
+        axes.boxplot(data, showfliers=False, widths=0.5)
+        axes.set_xticks(range(1, len(names) + 1), names)
+        for position, (values, colour) in enumerate(zip(data, colours, strict=True), start=1):
+            spread = [position + 0.12 * math.sin(2.4 * i) for i in range(len(values))]
+            axes.scatter(spread, values, s=14, color=colour, alpha=0.8, zorder=3)
+        axes.set_title(f"per-prompt {key}: one dot per prompt")
+        axes.set_ylabel("Vendi score of one prompt's images")
+        axes.spines[["top", "right"]].set_visible(False)
+        written.append(_save(figure, out / f"per-prompt-{_safe(key)}.png"))
+    if grids:
+        for score in scores:
+            path = _grid(score, out / f"grid-{_safe(score.name)}.png", plt)
+            if path:
+                written.append(path)
+    return written
+
+
+def _summary(scores: Sequence[RunScore], path: Path, plt: Any, colours: list[Any]) -> str:
+    """Every metric in one figure: a small bar chart per metric, the runs side by side."""
+    keys = metric_keys(scores)
+    columns = min(len(keys), 4)
+    rows = math.ceil(len(keys) / columns)
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(2.3 * columns + 0.4 * len(scores), 2.6 * rows), squeeze=False
+    )
+    names = [score.name for score in scores]
+    for number, axis in enumerate(axes.flat):
+        if number >= len(keys):
+            axis.axis("off")
+            continue
+        values = [score.metrics.get(keys[number], math.nan) for score in scores]
+        bars = axis.bar(names, values, color=colours)
+        axis.bar_label(bars, labels=[_number(v) for v in values], padding=2, fontsize=8)
+        axis.set_title(keys[number], fontsize=9)
+        axis.tick_params(labelsize=8)
+        axis.margins(y=0.2)
+        axis.spines[["top", "right"]].set_visible(False)
+    return _save(figure, path)
+
+
+def _grid(score: RunScore, path: Path, plt: Any, rows: int = 8, columns: int = 8) -> str | None:
+    """Rows: the first prompts; columns: their first images (images files only)."""
+    from diversity_callbacks.cli.loading import ImageReadError, decode_image
+
+    if not score.files:
+        return None
+    shown = sorted(score.files)[:rows]
+    figure, axes = plt.subplots(
+        len(shown), columns, figsize=(columns * 0.9, len(shown) * 0.95 + 0.3), squeeze=False
+    )
+    for row, condition in enumerate(shown):
+        for column in range(columns):
+            axis = axes[row][column]
+            axis.axis("off")
+            files = score.files[condition]
+            if column < len(files):
+                try:
+                    axis.imshow(decode_image(files[column]).permute(1, 2, 0).numpy())
+                except ImageReadError:
+                    continue
+        label = score.prompts[condition] if score.prompts else "all images"
+        axes[row][0].set_title(label, fontsize=7, loc="left")
+    figure.suptitle(score.name, fontsize=9)
+    return _save(figure, path)
+
+
+def _save(figure: Any, path: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return str(path)
+
+
+def _ylabel(key: str) -> str:
+    if key.startswith("conditional_vendi"):
+        return "mean over prompts"
+    if key.startswith("sce"):
+        return "effective number"
+    return "effective number of samples"
+
+
+def _number(value: float | None) -> str:
+    if value is None or math.isnan(value):
+        return "-"
+    return f"{value:.3f}"
+
+
+def _finite(value: float) -> float | None:
+    return None if value is None or not math.isfinite(value) else value
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
+def _parent(path: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,423 @@
+"""``diversity-callbacks score``: inputs of every kind, the same numbers as the Python API and as
+one process, outputs read back, and every error named."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from diversity_callbacks import DiversityEvaluator, evaluate_existing
+from diversity_callbacks.cli import main
+from diversity_callbacks.cli.loading import decode_image
+from tests.cli_helpers import PROMPTED, cell_image, run_console, save, write_prompted
+from tests.lightning_helpers import PixelEmbedder
+
+CELLS = ["--embedder", "tests.cli_helpers:cell_pixels", "--workers", "0", "--no-progress"]
+PIXELS = ["--embedder", "tests.lightning_helpers:PixelEmbedder", "--workers", "0", "--no-progress"]
+
+
+def score_json(tmp_path: Path, *args: str) -> dict:
+    out = tmp_path / "scores.json"
+    assert main(["score", *args, "--json", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+def repeated_distinct(folder: Path, k: int, copies: int, suffix: str = ".png") -> Path:
+    for cell in range(k):
+        for copy in range(copies):
+            save(cell_image(cell), folder / f"{cell:02d}-{copy}{suffix}")
+    return folder
+
+
+# ------------------------------------------------------------------ scores
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".webp"])
+def test_k_distinct_images_repeated_score_vendi_k(tmp_path, suffix):
+    folder = repeated_distinct(tmp_path / "run", k=5, copies=4, suffix=suffix)
+    (run,) = score_json(tmp_path, str(folder), *CELLS)["runs"]
+    assert run["images"] == 20 and run["prompts"] == 0 and run["prompt_source"] == "none"
+    tolerance = 1e-9 if suffix != ".jpg" else 0.05  # JPEG blurs the cell edges a little
+    assert run["metrics"]["vendi_q1"] == pytest.approx(5.0, abs=tolerance)
+    assert run["metrics"]["vendi_q2"] == pytest.approx(5.0, abs=tolerance)
+    assert set(run["metrics"]) == {"vendi_q1", "vendi_q2"}  # no prompts: nothing else
+
+
+def test_cli_numbers_equal_the_python_api_on_the_same_images(tmp_path):
+    folder = write_prompted(tmp_path / "run", "folders")
+    (run,) = score_json(tmp_path, str(folder), *PIXELS, "--batch-size", "4")["runs"]
+
+    # The plain Python loop the docs show: decode, batch, evaluate_existing.
+    prompts = list(PROMPTED)
+    files = sorted(folder.rglob("*.png"))
+    ids = [prompts.index(f.parent.name.replace("_", " ")) for f in files]
+    images = torch.stack([decode_image(str(f)) for f in files])
+    evaluator = DiversityEvaluator(prompts, embedder=PixelEmbedder(), value_range="uint8")
+    batches = [(images[i : i + 3], ids[i : i + 3]) for i in range(0, len(files), 3)]
+    result = evaluate_existing(evaluator, batches, progress=False)
+
+    assert set(run["metrics"]) == {
+        "vendi_q1",
+        "vendi_q2",
+        "conditional_vendi_q1",
+        "conditional_vendi_q2",
+        "sce",
+        "sce_text",
+    }
+    for key, value in run["metrics"].items():
+        assert value == pytest.approx(result.scalars[f"diversity/{key}"], rel=1e-9, abs=1e-12)
+    per_prompt = {row["prompt"]: row for row in run["per_prompt"]}
+    assert {p: row["images"] for p, row in per_prompt.items()} == {
+        "a cat": 5,
+        "a dog": 3,
+        "a fish": 1,
+    }
+    for number, prompt in enumerate(prompts):
+        expected = float(result.per_condition["vendi_q1"][number])
+        assert per_prompt[prompt]["vendi_q1"] == pytest.approx(expected, rel=1e-9)
+    # Uneven prompts: the mean over prompts, each prompt weighing the same (the fish's one image
+    # scores 1), not over images.
+    mean = sum(row["vendi_q1"] for row in per_prompt.values()) / 3
+    assert run["metrics"]["conditional_vendi_q1"] == pytest.approx(mean, rel=1e-12)
+    assert per_prompt["a fish"]["vendi_q1"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("layout", ["csv", "jsonl", "sidecar", "folders"])
+def test_every_prompt_source_assigns_the_same_prompts(tmp_path, layout):
+    folder = write_prompted(tmp_path / layout, layout)
+    (run,) = score_json(tmp_path, str(folder), *PIXELS)["runs"]
+    assert run["prompt_source"] == ("manifest" if layout in ("csv", "jsonl") else layout)
+    counts = {row["prompt"]: row["images"] for row in run["per_prompt"]}
+    assert counts == {prompt: len(cells) for prompt, cells in PROMPTED.items()}
+    reference = write_prompted(tmp_path / "reference", "folders")
+    (expected,) = score_json(tmp_path, str(reference), *PIXELS)["runs"]
+    for key, value in expected["metrics"].items():
+        assert run["metrics"][key] == pytest.approx(value, rel=1e-9)
+
+
+def test_an_explicit_manifest_path_is_used(tmp_path):
+    folder = write_prompted(tmp_path / "run", "csv")
+    (folder / "prompts.csv").rename(tmp_path / "elsewhere.csv")
+    (run,) = score_json(
+        tmp_path, str(folder), *PIXELS, "--manifest", str(tmp_path / "elsewhere.csv")
+    )["runs"]
+    assert run["prompt_source"] == "manifest" and run["prompts"] == 3
+
+
+def test_images_of_mixed_sizes_are_each_embedded_at_their_own_size(tmp_path):
+    folder = tmp_path / "run"
+    for cell in range(3):  # the same three patterns at 16 px and at 32 px
+        save(cell_image(cell, size=16), folder / f"small-{cell}.png")
+        save(cell_image(cell, size=32), folder / f"large-{cell}.png")
+    (run,) = score_json(tmp_path, str(folder), *CELLS, "--batch-size", "4")["runs"]
+    assert run["images"] == 6
+    assert run["metrics"]["vendi_q1"] == pytest.approx(3.0, abs=1e-9)
+
+
+def test_two_runs_are_compared_in_one_table(tmp_path, capsys):
+    healthy = repeated_distinct(tmp_path / "healthy", k=6, copies=2)
+    collapsed = repeated_distinct(tmp_path / "collapsed", k=2, copies=6)
+    assert main(["score", str(healthy), str(collapsed), *CELLS]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["run", "images", "prompts", "vendi_q1", "vendi_q2"]
+    assert lines[2].split() == ["healthy", "12", "-", "6.000", "6.000"]
+    assert lines[3].split() == ["collapsed", "12", "-", "2.000", "2.000"]
+
+
+# ------------------------------------------------------------------ outputs
+
+
+def test_json_csv_and_plots_are_written_and_read_back(tmp_path, capsys):
+    healthy = write_prompted(tmp_path / "healthy", "folders")
+    collapsed = write_prompted(
+        tmp_path / "collapsed",
+        "folders",
+        {"a cat": [0, 0, 0, 0, 0], "a dog": [5, 5, 5], "a fish": [9]},
+    )
+    out = tmp_path / "report"
+    args = ["score", str(healthy), str(collapsed), *PIXELS, "--names", "good", "bad"]
+    args += ["--json", str(out / "s.json"), "--csv", str(out / "s.csv"), "--plot", str(out)]
+    assert main([*args, "--grids"]) == 0
+    document = json.loads((out / "s.json").read_text())
+    with open(out / "s.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["run"] for row in rows] == ["good", "bad"] == [r["name"] for r in document["runs"]]
+    for row, run in zip(rows, document["runs"], strict=True):
+        assert int(row["images"]) == run["images"] == 9
+        for key, value in run["metrics"].items():
+            assert float(row[key]) == value  # repr round-trips exactly
+    bad = document["runs"][1]
+    assert bad["metrics"]["conditional_vendi_q1"] == pytest.approx(1.0)
+    assert document["options"]["vendi_kernel"] == "cosine"
+    keys = document["runs"][0]["metrics"]
+    expected = {f"runs-{key}.png" for key in keys} | {
+        "per-prompt-vendi_q1.png",
+        "per-prompt-vendi_q2.png",
+        "grid-good.png",
+        "grid-bad.png",
+        "summary.png",
+    }
+    assert expected <= {p.name for p in out.glob("*.png")}
+    for name in expected:
+        with Image.open(out / name) as image:
+            assert image.format == "PNG" and min(image.size) > 100
+    assert "plots:" in capsys.readouterr().out
+
+
+def test_plot_without_matplotlib_names_the_install_command(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)
+    folder = repeated_distinct(tmp_path / "run", k=2, copies=1)
+    assert main(["score", str(folder), *CELLS, "--plot", str(tmp_path / "p")]) == 2
+    assert 'pip install "diversity-callbacks[plot]"' in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ errors
+
+
+def test_an_empty_folder_is_refused_by_name(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.md").write_text("no images")
+    assert main(["score", str(tmp_path / "empty"), *CELLS]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "empty") in err and "holds no image" in err
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_a_corrupt_image_fails_naming_its_path(tmp_path, capsys, workers):
+    folder = repeated_distinct(tmp_path / "run", k=3, copies=2)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
+    args = ["score", str(folder), *CELLS[:2], "--workers", workers, "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert str(folder / "broken.png") in err and "--on-error skip" in err
+
+
+def test_a_corrupt_image_is_skipped_with_a_warning_naming_it(tmp_path, capsys):
+    folder = repeated_distinct(tmp_path / "run", k=3, copies=2)
+    (folder / "broken.png").write_bytes(b"not an image at all")
+    (folder / "truncated.png").write_bytes((folder / "00-0.png").read_bytes()[:40])
+    (run,) = score_json(tmp_path, str(folder), *CELLS, "--on-error", "skip")["runs"]
+    err = capsys.readouterr().err
+    assert str(folder / "broken.png") in err and str(folder / "truncated.png") in err
+    assert run["images"] == 6
+    assert {s["path"] for s in run["skipped"]} == {
+        str(folder / "broken.png"),
+        str(folder / "truncated.png"),
+    }
+    assert run["metrics"]["vendi_q1"] == pytest.approx(3.0, abs=1e-9)
+
+
+def test_images_without_prompts_fail_or_are_skipped(tmp_path, capsys):
+    folder = write_prompted(tmp_path / "run", "sidecar")
+    (folder / "a_cat-000.txt").unlink()
+    assert main(["score", str(folder), *PIXELS, "--prompts", "sidecar"]) == 2
+    err = capsys.readouterr().err
+    assert "1 image(s) have no prompt" in err and "a_cat-000.png" in err
+    (run,) = score_json(
+        tmp_path, str(folder), *PIXELS, "--prompts", "sidecar", "--on-error", "skip"
+    )["runs"]
+    assert run["images"] == 8 and run["skipped"][0]["path"].endswith("a_cat-000.png")
+    assert "a_cat-000.png" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("manifest", "message"),
+    [
+        ("file,text\na.png,x\n", "columns 'file' and 'prompt'"),
+        ("file,prompt\nmissing.png,x\n", "file 'missing.png' does not exist"),
+    ],
+)
+def test_a_bad_csv_manifest_is_named_with_what_was_expected(tmp_path, capsys, manifest, message):
+    folder = repeated_distinct(tmp_path / "run", k=2, copies=1)
+    (folder / "prompts.csv").write_text(manifest)
+    assert main(["score", str(folder), *PIXELS]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "prompts.csv" in err
+
+
+def test_a_bad_jsonl_line_is_named_by_number(tmp_path, capsys):
+    folder = repeated_distinct(tmp_path / "run", k=2, copies=1)
+    (folder / "prompts.jsonl").write_text('{"file": "00-0.png", "prompt": "a"}\n{"file": 3}\n')
+    assert main(["score", str(folder), *PIXELS]) == 2
+    assert "prompts.jsonl' line 2" in capsys.readouterr().err
+
+
+def test_the_exact_gaussian_kernel_is_refused_with_the_memory_it_needs(tmp_path, capsys):
+    folder = repeated_distinct(tmp_path / "run", k=4, copies=2)
+    gaussian = [*CELLS, "--vendi-kernel", "gaussian", "--vendi-sigma", "1.0"]
+    assert main(["score", str(folder), *gaussian, "--max-kernel-memory", "1e-6"]) == 2
+    err = capsys.readouterr().err
+    assert "8 images needs about 0.0 GiB" in err and "--vendi-num-features" in err
+    assert "--vendi-kernel cosine" in err and "--max-kernel-memory" in err
+    (run,) = score_json(tmp_path, str(folder), *gaussian)["runs"]  # 8 GiB default: fine
+    assert run["metrics"]["vendi_q1"] > 1
+
+
+def test_sce_on_without_an_embedder_of_prompts_says_what_is_missing(tmp_path, capsys):
+    folder = write_prompted(tmp_path / "run", "folders")
+    assert main(["score", str(folder), *CELLS, "--sce", "on"]) == 2
+    assert "--sce on needs an embedder of prompts" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ embedders
+
+
+def test_an_embedder_from_a_python_file(tmp_path):
+    (tmp_path / "my_features.py").write_text(
+        "import torch\n\n"
+        "class Means:\n"
+        "    def embed_images(self, images):\n"
+        "        return torch.nn.functional.adaptive_avg_pool2d(images, 4).flatten(1)\n"
+    )
+    folder = repeated_distinct(tmp_path / "run", k=3, copies=3)
+    spec = f"{tmp_path / 'my_features.py'}:Means"
+    (run,) = score_json(tmp_path, str(folder), "--embedder", spec, "--workers", "0")["runs"]
+    assert run["metrics"]["vendi_q1"] == pytest.approx(3.0, abs=1e-9)
+
+
+def test_a_bad_embedder_import_path_is_named(tmp_path, capsys):
+    folder = repeated_distinct(tmp_path / "run", k=2, copies=1)
+    assert main(["score", str(folder), "--embedder", "tests.cli_helpers:nothing_here"]) == 2
+    assert "has no attribute 'nothing_here'" in capsys.readouterr().err
+    assert main(["score", str(folder), "--embedder", "no_colon"]) == 2
+    assert "'module:attribute'" in capsys.readouterr().err
+
+
+def test_open_clip_from_a_local_weights_file_equals_the_python_api(tmp_path):
+    open_clip = pytest.importorskip("open_clip")
+    from diversity_callbacks import CLIPEmbedder
+    from tests.embedders.helpers import TINY_CLIP
+
+    torch.manual_seed(1)
+    weights = tmp_path / "tiny.bin"
+    torch.save(
+        open_clip.create_model("ViT-B-32", pretrained=None, **TINY_CLIP).state_dict(), weights
+    )
+    folder = write_prompted(tmp_path / "run", "folders")
+    config = json.dumps(TINY_CLIP)
+    clip = ["--model", "ViT-B-32", "--pretrained", str(weights), "--model-config", config]
+    (run,) = score_json(tmp_path, str(folder), *clip, "--workers", "0", "--batch-size", "16")[
+        "runs"
+    ]
+    assert {"vendi_q1", "conditional_vendi_q1", "sce", "sce_text"} <= set(run["metrics"])
+
+    embedder = CLIPEmbedder(
+        "ViT-B-32", pretrained=str(weights), model_kwargs=TINY_CLIP, batch_size=16
+    )
+    files = sorted(folder.rglob("*.png"))
+    prompts = list(PROMPTED)
+    ids = [prompts.index(f.parent.name.replace("_", " ")) for f in files]
+    images = torch.stack([decode_image(str(f)) for f in files])
+    evaluator = DiversityEvaluator(prompts, embedder=embedder, value_range="uint8")
+    result = evaluate_existing(evaluator, [(images, ids)], progress=False)
+    for key, value in run["metrics"].items():
+        assert value == pytest.approx(result.scalars[f"diversity/{key}"], rel=1e-6)
+
+
+def test_an_unknown_open_clip_tag_gets_clip_embedders_message(tmp_path, capsys):
+    pytest.importorskip("open_clip")
+    folder = repeated_distinct(tmp_path / "run", k=2, copies=1)
+    assert main(["score", str(folder), "--pretrained", "no_such_tag", "--workers", "0"]) == 2
+    assert "pretrained='no_such_tag' is neither an existing file nor an open_clip tag" in (
+        capsys.readouterr().err
+    )
+
+
+# ------------------------------------------------------------------ embeddings files
+
+
+def test_embeddings_files_with_prompts_give_every_metric(tmp_path):
+    generator = torch.Generator().manual_seed(0)
+    embeddings = torch.randn(12, 8, generator=generator, dtype=torch.float64)
+    prompts = ["a", "b", "c"] * 4
+    text = torch.randn(3, 8, generator=generator, dtype=torch.float64)[[0, 1, 2] * 4]
+    torch.save(
+        {"embeddings": embeddings, "prompts": prompts, "text_embeddings": text}, tmp_path / "run.pt"
+    )
+    np.save(tmp_path / "plain.npy", embeddings.numpy())
+    document = score_json(
+        tmp_path, str(tmp_path / "run.pt"), str(tmp_path / "plain.npy"), "--batch-size", "5"
+    )
+    run, plain = document["runs"]
+    assert (run["name"], plain["name"]) == ("run", "plain")
+    assert {"conditional_vendi_q1", "sce", "sce_text"} <= set(run["metrics"])
+    assert run["metrics"]["vendi_q1"] == pytest.approx(plain["metrics"]["vendi_q1"], rel=1e-12)
+    evaluator = DiversityEvaluator(
+        ["a", "b", "c"], embedder=lambda x: x, value_range=None, sce=False
+    )
+    ids = [0, 1, 2] * 4
+    result = evaluate_existing(evaluator, [(embeddings, ids)], progress=False)
+    assert run["metrics"]["conditional_vendi_q1"] == pytest.approx(
+        result.scalars["diversity/conditional_vendi_q1"], rel=1e-9
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ({"features": torch.zeros(2, 2)}, "with key 'embeddings'"),
+        (
+            {"embeddings": torch.zeros(3)},
+            "must be a floating (N, D) tensor, got torch.float32 of shape (3,)",
+        ),
+        ({"embeddings": torch.ones(2, 2), "prompts": ["a"]}, "must be a list of 2 strings"),
+        ({"embeddings": torch.ones(2, 2), "text_embeddings": torch.ones(2, 2)}, "no 'prompts'"),
+        ({"embeddings": torch.tensor([[1.0, math.nan]])}, "NaN or Inf in row 0"),
+    ],
+)
+def test_a_bad_embeddings_file_says_what_was_expected(tmp_path, capsys, content, message):
+    torch.save(content, tmp_path / "bad.pt")
+    assert main(["score", str(tmp_path / "bad.pt")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "bad.pt" in err
+
+
+# ------------------------------------------------------------------ processes
+
+
+def test_two_processes_give_the_numbers_of_one(tmp_path):
+    healthy = write_prompted(tmp_path / "healthy", "folders")
+    (healthy / "a_cat" / "broken.png").write_bytes(b"garbage")
+    torch.save(
+        {"embeddings": torch.randn(7, 5, dtype=torch.float64), "prompts": list("aabbbcc")},
+        tmp_path / "emb.pt",
+    )
+    common = [
+        str(healthy),
+        str(tmp_path / "emb.pt"),
+        *PIXELS,
+        "--on-error",
+        "skip",
+        "--batch-size",
+        "2",
+    ]
+    one = score_json(tmp_path, *common)
+    done = run_console(
+        "score",
+        *common,
+        "--devices",
+        "2",
+        "--accelerator",
+        "cpu",
+        "--json",
+        str(tmp_path / "two.json"),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = json.loads((tmp_path / "two.json").read_text())
+    assert "healthy" in done.stdout and done.stdout.count("sce_text") == 1  # one table: rank 0
+    for single, double in zip(one["runs"], two["runs"], strict=True):
+        assert double["images"] == single["images"]
+        assert double["skipped"] == single["skipped"]
+        for row_one, row_two in zip(single["per_prompt"], double["per_prompt"], strict=True):
+            assert row_two.pop("vendi_q1") == pytest.approx(row_one.pop("vendi_q1"), rel=1e-9)
+            assert row_two.pop("vendi_q2") == pytest.approx(row_one.pop("vendi_q2"), rel=1e-9)
+            assert row_two == row_one  # prompt and number of images
+        for key, value in single["metrics"].items():
+            assert double["metrics"][key] == pytest.approx(value, rel=1e-9)

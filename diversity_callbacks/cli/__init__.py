@@ -55,10 +55,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (InputError, ImageReadError, EvaluationError, ImportError) as error:
-        print(f"diversity-callbacks {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    except (ValueError, RuntimeError) as error:  # e.g. CLIPEmbedder's weights errors
+    # ValueError and RuntimeError: e.g. CLIPEmbedder's errors about names and weights files
+    except (
+        InputError,
+        ImageReadError,
+        EvaluationError,
+        ImportError,
+        ValueError,
+        RuntimeError,
+    ) as error:
         print(f"diversity-callbacks {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -221,6 +221,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+@dataclass
+class _Source:
+    """This rank's batches of one run, and how the evaluator reads them."""
+
+    batches: Iterator[Any]
+    embedder: Any
+    value_range: str | None
+    rows: int  # in the whole run, every rank's
+    total: int  # this rank's batches, for the progress bar
+
+
 def score_run(
     found: Run,
     image_embedder: Any,
@@ -235,57 +246,23 @@ def score_run(
 
     skipped: list[tuple[str, str]] = list(found.skipped)
     if found.is_embeddings:
-        batches, embedder, rows, total, prompts, ids = _embedding_batches(
-            found, args.batch_size, rank, world_size
-        )
-        value_range = None
-        files: dict[int, list[str]] = {}
+        source = _embedding_source(found, args.batch_size, rank, world_size)
     else:
-        from diversity_callbacks.cli.loading import image_batches
-
-        prompts, ids, embedder, value_range = (
-            found.prompts,
-            found.condition_ids,
-            image_embedder,
-            "uint8",
-        )
-        share = _share(len(found.files), rank, world_size)
-        total = math.ceil(len(share) / args.batch_size)  # one more per extra image size
-        batches = image_batches(
-            found.files[share.start : share.stop],
-            ids[share.start : share.stop],
-            batch_size=args.batch_size,
-            workers=args.workers,
-            skip=args.on_error == "skip",
-            skipped=skipped,
-            conditional=bool(prompts),
-        )
-        rows = len(found.files)
-        files = {}
-        for file, condition in zip(found.files, ids or [0] * len(found.files), strict=True):
-            files.setdefault(condition, []).append(str(file))
-    counts = [0] * len(prompts)
-    for condition in ids:
-        counts[condition] += 1
-    check_kernel_memory(args, found, rows)
-    evaluator = build_evaluator(prompts, counts, embedder, value_range, args)
+        source = _image_source(found, image_embedder, args, rank, world_size, skipped)
+    check_kernel_memory(args, found, source.rows)
+    evaluator = build_evaluator(
+        found.prompts, _counts(found), source.embedder, source.value_range, args
+    )
     result = evaluate_existing(
         evaluator,
-        batches,
+        source.batches,
         device=device,
         progress=progress,
-        total=total,
+        total=source.total,
         description=f"{found.name}: embedding",
     )
     all_skipped = [item for part in _distributed.all_gather_objects(skipped) for item in part]
     all_skipped = list(dict.fromkeys(map(tuple, all_skipped)))
-    num_images = sum(_distributed.all_gather_objects(result.num_samples))
-    failed = {path for path, _ in all_skipped}
-    if not found.is_embeddings:
-        counts = [0] * len(prompts)
-        for file, condition in zip(found.files, ids, strict=False):
-            if str(file) not in failed:
-                counts[condition] += 1
     metrics = {
         key.split("/", 1)[1]: value
         for key, value in result.scalars.items()
@@ -295,15 +272,64 @@ def score_run(
         name=found.name,
         path=str(found.path),
         source=found.source,
-        num_images=num_images,
+        num_images=sum(_distributed.all_gather_objects(result.num_samples)),
         metrics=metrics,
-        prompts=list(prompts),
-        counts=counts,
+        prompts=list(found.prompts),
+        counts=_counts(found, excluded={path for path, _ in all_skipped}),
         per_prompt={key: column.tolist() for key, column in result.per_condition.items()},
         skipped=[tuple(item) for item in all_skipped],
         seconds=result.scalars[f"{evaluator.prefix}/eval_seconds"],
-        files=files,
+        files=_files_by_prompt(found),
     )
+
+
+def _counts(found: Run, excluded: set[str] | frozenset[str] = frozenset()) -> list[int]:
+    """Samples per prompt, leaving out the ``excluded`` image files."""
+    counts = [0] * len(found.prompts)
+    if not found.prompts:
+        return counts
+    files = [str(file) for file in found.files] or [""] * len(found.condition_ids)
+    for file, condition in zip(files, found.condition_ids, strict=True):
+        if file not in excluded:
+            counts[condition] += 1
+    return counts
+
+
+def _files_by_prompt(found: Run) -> dict[int, list[str]]:
+    """The image files of each prompt number (all under 0 without prompts), for ``--grids``."""
+    files: dict[int, list[str]] = {}
+    if found.is_embeddings:
+        return files
+    ids = found.condition_ids or [0] * len(found.files)
+    for file, condition in zip(found.files, ids, strict=True):
+        files.setdefault(condition, []).append(str(file))
+    return files
+
+
+def _image_source(
+    found: Run,
+    embedder: Any,
+    args: argparse.Namespace,
+    rank: int,
+    world_size: int,
+    skipped: list[tuple[str, str]],
+) -> _Source:
+    """This rank's share of a folder's images, decoded in DataLoader workers."""
+    from diversity_callbacks.cli.loading import image_batches
+
+    share = _share(len(found.files), rank, world_size)
+    ids = found.condition_ids or [0] * len(found.files)
+    batches = image_batches(
+        found.files[share.start : share.stop],
+        ids[share.start : share.stop],
+        batch_size=args.batch_size,
+        workers=args.workers,
+        skip=args.on_error == "skip",
+        skipped=skipped,
+        conditional=bool(found.prompts),
+    )
+    total = math.ceil(len(share) / args.batch_size)  # one more per extra image size
+    return _Source(batches, embedder, "uint8", len(found.files), total)
 
 
 def build_evaluator(
@@ -389,36 +415,31 @@ def check_kernel_memory(args: argparse.Namespace, found: Run, rows: int) -> None
         )
 
 
-def _embedding_batches(
-    found: Run, batch_size: int, rank: int, world_size: int
-) -> tuple[Iterator[Any], Any, int, int, list[str], list[int]]:
+def _embedding_source(found: Run, batch_size: int, rank: int, world_size: int) -> _Source:
+    """This rank's share of an embeddings file; sets the run's prompts from the file."""
     from diversity_callbacks.cli.loading import PromptTable, Rows, load_embeddings
 
     data = load_embeddings(found.path)
     embeddings = data["embeddings"]
-    prompts: list[str] = []
-    ids: list[int] = []
     if data["prompts"] is not None:
         numbers: dict[str, int] = {}
-        ids = [numbers.setdefault(p, len(numbers)) for p in data["prompts"]]
-        prompts = list(numbers)
-    found.prompts, found.condition_ids = prompts, ids
+        found.condition_ids = [numbers.setdefault(p, len(numbers)) for p in data["prompts"]]
+        found.prompts = list(numbers)
     if data["text_embeddings"] is not None:
-        embedder: Any = PromptTable(
-            data["prompts"], data["text_embeddings"], f"embeddings file {str(found.path)!r}"
-        )
+        where = f"embeddings file {str(found.path)!r}"
+        embedder: Any = PromptTable(data["prompts"], data["text_embeddings"], where)
     else:
         embedder = Rows()
     share = _share(embeddings.shape[0], rank, world_size)
-    id_tensor = torch.tensor(ids, dtype=torch.long) if ids else None
+    ids = torch.tensor(found.condition_ids, dtype=torch.long) if found.condition_ids else None
 
     def batches() -> Iterator[Any]:
         for start in range(share.start, share.stop, batch_size):
             stop = min(start + batch_size, share.stop)
-            yield embeddings[start:stop], None if id_tensor is None else id_tensor[start:stop]
+            yield embeddings[start:stop], None if ids is None else ids[start:stop]
 
     total = math.ceil(len(share) / batch_size)
-    return batches(), embedder, embeddings.shape[0], total, prompts, ids
+    return _Source(batches(), embedder, None, embeddings.shape[0], total)
 
 
 def _switch(choice: str, flag: str, needs: list[tuple[str, bool]]) -> bool:

@@ -58,7 +58,7 @@ SUMMARY_KEYS = {
     "diversity/sce": "Schur complement entropy",
     "diversity/sce_text": "SCE text part",
 }
-"""The measures in the printed summary and ``summary.json`` (the README's table), with labels."""
+"""The measures in the printed summary and ``summary.json`` (the table of docs/example.md), with labels."""
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 from types import ModuleType
 
@@ -66,7 +67,9 @@ def test_reduced_run_writes_wandb_run_plot_grids_and_summary(
     generators = [torch.Generator().manual_seed(DiversityCallback.sample_seed(0, i)) for i in seeds]
     real = vendi_score(embedder.embed_images(draw_shapes(prompts, generators)), q=1)
     assert summary["diversity"]["diversity/vendi_q1"]["real_data"] == pytest.approx(float(real))
-    assert set(summary["diversity"]) == set(example.SUMMARY_KEYS)  # the README table's rows
+    assert set(summary["diversity"]) == set(
+        example.SUMMARY_KEYS
+    )  # the rows of docs/example.md's table
     for values in summary["diversity"].values():
         assert set(values) == {"start", "before_finetune", "after_finetune", "real_data"}
     printed = example.format_summary(summary, str(tmp_path))
@@ -184,3 +187,9 @@ def test_generate_follows_the_sampling_contract():
     assert torch.allclose(model.generate(prompts[1:2], seeded(1))[0], first[1], atol=1e-6)
     with pytest.raises(ValueError, match="one generator per prompt"):
         model.generate(prompts, seeded(0))
+
+
+def test_the_summary_holds_every_measure_of_the_example_page_table():
+    page = (EXAMPLES.parent / "docs" / "example.md").read_text()
+    table = page.split("## What the run shows")[1].split("\n\n")[2]
+    assert re.findall(r"`(diversity/[a-z_0-9]+)`", table) == list(example.SUMMARY_KEYS)

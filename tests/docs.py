@@ -48,10 +48,10 @@ class Block:
     directive: str | None
     """What a ``<!-- test: ... -->`` comment right before the block says, if there is one."""
     output: str | None = None
-    end: int = 0
-    """Index of the line after the closing fence."""
     """For a Python block followed by a line "prints" and a ```` ```text ```` block: that text,
     which the block must print."""
+    end: int = 0
+    """Index of the line after the closing fence."""
 
     @property
     def stand_in(self) -> bool:

@@ -15,20 +15,12 @@ from pathlib import Path
 
 from PIL import Image
 
+from tests import docs
+
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "cli.md"
 BENCHMARK_QUICK = ("--images 96 --workers 1 --repeats 3", "--images 4 --workers 1 --repeats 1")
 """The benchmark block runs on 4 images once here (the page's numbers take minutes)."""
-
-
-def blocks(text: str) -> list[tuple[str, str]]:
-    """``(language, code)`` of every fenced block, in order (indented ones included)."""
-    found = []
-    for match in re.finditer(r"^( *)```(\w+)\n(.*?)^\1```", text, re.DOTALL | re.MULTILINE):
-        indent = len(match.group(1))
-        code = "\n".join(line[indent:] for line in match.group(3).splitlines())
-        found.append((match.group(2), code + "\n"))
-    return found
 
 
 def test_every_block_of_the_cli_page_runs_and_shows_what_it_prints(tmp_path, monkeypatch):
@@ -44,7 +36,8 @@ def test_every_block_of_the_cli_page_runs_and_shows_what_it_prints(tmp_path, mon
     monkeypatch.syspath_prepend(str(ROOT / "examples"))
     outputs = []
     ran = {"bash": 0, "python": 0}
-    for language, code in blocks(PAGE.read_text()):
+    for block in docs.blocks("docs/cli.md"):
+        language, code = block.language, block.code
         if language == "bash":
             code = code.replace(*BENCHMARK_QUICK)
             done = subprocess.run(

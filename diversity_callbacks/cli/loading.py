@@ -117,7 +117,7 @@ def image_batches(
 
 
 def load_embeddings(path: Path) -> dict[str, Any]:
-    """The contents of an embeddings file, checked: ``embeddings`` ``(N, D)`` float64, and
+    """The contents of an embeddings file, checked: ``embeddings`` ``(N, D)`` floats, and
     optionally ``prompts`` (``N`` strings) and ``text_embeddings`` (``(N, D')``, row i the
     embedding of sample i's prompt).
 

@@ -21,6 +21,7 @@ from diversity_callbacks import (
     EvaluationMetric,
     SchurComplementEntropy,
     VendiScore,
+    evaluate_existing,
 )
 from diversity_callbacks.evaluation import EvaluationSet, sample_seed
 from diversity_callbacks.functional import conditional_vendi_score, vendi_score
@@ -309,3 +310,48 @@ def test_one_sample_per_condition_logs_no_conditional_score():
         .scalars
     )
     assert not any("conditional" in key for key in scalars)
+
+
+# ---------------------------------------------------------------- one evaluation at a time
+
+
+def test_a_second_evaluation_while_one_runs_is_refused_naming_the_evaluator():
+    import threading
+
+    module, shared = frozen_generator(), evaluator(metrics=None)
+    started, release = threading.Event(), threading.Event()
+
+    def waiting(prompts: list[str], generators: list) -> Tensor:
+        started.set()
+        release.wait(timeout=30)
+        return module.generate(prompts, generators)
+
+    first = threading.Thread(target=lambda: shared.evaluate(waiting, progress=False))
+    first.start()
+    try:
+        assert started.wait(timeout=30)
+        with pytest.raises(RuntimeError, match=r"DiversityEvaluator \(prefix 'diversity'.*already"):
+            shared.evaluate(module.generate, progress=False)
+        with pytest.raises(RuntimeError, match="already evaluating"):
+            evaluate_existing(shared, [], progress=False)
+    finally:
+        release.set()
+        first.join(timeout=60)
+    alone = shared.evaluate(module.generate, progress=False).scalars  # free again afterwards
+    expected = evaluator(metrics=None).evaluate(module.generate, progress=False).scalars
+    assert values(alone) == pytest.approx(values(expected), rel=1e-12)
+
+
+# ---------------------------------------------------------------- evaluate_existing's batches
+
+
+def existing_evaluator() -> DiversityEvaluator:
+    return DiversityEvaluator(
+        ["a", "b"], 2, embedder=lambda s: s, value_range=None, vendi_kernel="linear", sce=False
+    )
+
+
+def test_a_none_batch_is_refused_naming_it_not_taken_as_the_end():
+    batches = [(torch.eye(2), [0, 0]), None, (torch.eye(2), [1, 1])]
+    with pytest.raises(EvaluationError, match=r"batch 1 \(after 2 samples\).*pair, got NoneType"):
+        evaluate_existing(existing_evaluator(), batches, progress=False)

@@ -24,6 +24,7 @@ otherwise.
 from __future__ import annotations
 
 import os
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -51,6 +52,8 @@ from diversity_callbacks.evaluation.samples import SampleEmbedder, thumbnails_of
 from diversity_callbacks.evaluation.sharding import lockstep_calls, pad_calls
 from diversity_callbacks.functional.spectrum import Order, parse_orders
 from diversity_callbacks.images import ValueRange
+
+_RUNNING = threading.Lock()  # makes every evaluator's check-and-set of ``_running`` atomic
 
 SampleFn = Callable[[Conditions, list[torch.Generator]], Any]
 """``sample_fn(conditions, generators) -> samples``: see :meth:`DiversityEvaluator.evaluate`."""
@@ -203,6 +206,7 @@ class DiversityEvaluator:
             self.metrics[name] = as_evaluation_metric(name, metric)
         if self.embedder is not None:
             self._add_sce()
+        self._running = False  # a flag, not a Lock: evaluators are pickled and deep-copied
 
     # ------------------------------------------------------------------ set-up
 
@@ -270,20 +274,46 @@ class DiversityEvaluator:
             EvaluationError: on every rank, when any rank failed to sample, embed or compute.
         """
         device = torch.device(device) if device is not None else _device_of(module)
-        self.prepare(device)
-        start = time.perf_counter()
-        try:
-            with torch.inference_mode(False), torch.no_grad():
-                draw = self._draw(
-                    sample_fn, module, device, precision_context, thumbnails, progress
-                )
-            where = "" if step is None else f" at global step {step}"
-            _raise_if_any_failed(draw.error, device, f"{where} while sampling or embedding")
-            result = self._compute(draw, device, where)
-        finally:
-            self.reset()  # the next evaluation starts empty, whatever happened here
+        with self.exclusive():
+            self.prepare(device)
+            start = time.perf_counter()
+            try:
+                with torch.inference_mode(False), torch.no_grad():
+                    draw = self._draw(
+                        sample_fn, module, device, precision_context, thumbnails, progress
+                    )
+                where = "" if step is None else f" at global step {step}"
+                _raise_if_any_failed(draw.error, device, f"{where} while sampling or embedding")
+                result = self._compute(draw, device, where)
+            finally:
+                self.reset()  # the next evaluation starts empty, whatever happened here
         result.scalars[f"{self.prefix}/eval_seconds"] = time.perf_counter() - start
         return result
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold this evaluator for one evaluation; a second one while it runs is refused.
+
+        Its metrics hold the states of one evaluation at a time: two threads evaluating at once
+        (or a ``sample_fn`` that evaluates again) would mix their samples into one result.
+
+        Raises:
+            RuntimeError: when an evaluation of this evaluator is already running.
+        """
+        with _RUNNING:
+            if self._running:
+                raise RuntimeError(
+                    f"this DiversityEvaluator (prefix {self.prefix!r}, {self.evaluation_set.kind} "
+                    f"conditions, {self.evaluation_set.num_samples} samples) is already "
+                    "evaluating: its metrics hold one evaluation at a time, so a second one "
+                    "(another thread, or a sample_fn that evaluates again) would mix both; build "
+                    "one evaluator per thread"
+                )
+            self._running = True
+        try:
+            yield
+        finally:
+            self._running = False
 
     def reset(self) -> None:
         """Empty every metric's state."""

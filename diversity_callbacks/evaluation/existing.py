@@ -48,6 +48,8 @@ ExistingBatch = tuple[Any, "Tensor | Sequence[int] | None"]
 """``(samples, condition_ids)``: a batch in the evaluator's ``value_range`` (or of any kind with
 ``value_range=None``) and each sample's condition number (``None`` when unconditional)."""
 
+_END = object()  # what ``next`` returns once the batches are exhausted
+
 
 def evaluate_existing(
     evaluator: DiversityEvaluator,
@@ -92,9 +94,24 @@ def evaluate_existing(
         [3.0, 1.0]
     """
     device = torch.device(device) if device is not None else torch.device("cpu")
-    evaluator.prepare(device)
+    with evaluator.exclusive():
+        evaluator.prepare(device)
+        start = time.perf_counter()
+        result = _score(evaluator, iter(batches), device, progress, total, description)
+    result.scalars[f"{evaluator.prefix}/eval_seconds"] = time.perf_counter() - start
+    return result
+
+
+def _score(
+    evaluator: DiversityEvaluator,
+    batches: Any,
+    device: torch.device,
+    progress: bool,
+    total: int | None,
+    description: str | None,
+) -> EvaluationResult:
+    """Read, embed and compute; the metrics are emptied afterwards, whatever happened."""
     rank, _ = _distributed.rank_and_world_size()
-    start = time.perf_counter()
     draw = _Draw()
     bar = tqdm(
         total=total,
@@ -106,17 +123,15 @@ def evaluate_existing(
     )
     try:
         with torch.inference_mode(False), torch.no_grad():
-            draw.error = _read_and_update(evaluator, iter(batches), device, draw, bar)
+            draw.error = _read_and_update(evaluator, batches, device, draw, bar)
         bar.close()
         _raise_if_any_failed(draw.error, device, " while reading or embedding the samples")
         if draw.error is None:
             evaluator.sample_embedder.warn_on_range()
-        result = evaluator._compute(draw, device, "")
+        return evaluator._compute(draw, device, "")
     finally:
         bar.close()
         evaluator.reset()  # the next evaluation starts empty, whatever happened here
-    result.scalars[f"{evaluator.prefix}/eval_seconds"] = time.perf_counter() - start
-    return result
 
 
 def _read_and_update(
@@ -132,9 +147,9 @@ def _read_and_update(
     while True:
         try:
             start = time.perf_counter()
-            batch = next(batches, None)
+            batch = next(batches, _END)  # not None: a None batch is refused, not an end
             draw.seconds["sampling"] += time.perf_counter() - start  # here: reading
-            if batch is None:
+            if batch is _END:
                 return None
             samples, condition_ids = _unpack(batch, index)
             rows = len(samples)

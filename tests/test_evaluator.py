@@ -260,12 +260,39 @@ def test_a_metric_taking_condition_embeddings_gets_each_samples_prompt_embedding
     ("metrics", "error", "match"),
     [
         ({"vendi": MeanNorm()}, ValueError, "`metrics` name 'vendi' is taken"),
+        ({"vendi_q1": MeanNorm()}, ValueError, "`metrics` name 'vendi_q1' is taken"),
+        ({"eval_seconds": MeanNorm()}, ValueError, "`metrics` name 'eval_seconds' is taken"),
+        ({"sce_text": MeanNorm()}, ValueError, "`metrics` name 'sce_text' is taken"),
         ({"x": 3}, TypeError, r"`metrics\['x'\]` must be a torchmetrics Metric"),
     ],
 )
 def test_bad_plug_ins_are_refused(metrics: dict, error: type, match: str):
     with pytest.raises(error, match=match):
         evaluator(metrics=metrics)
+
+
+def test_a_plug_in_whose_dict_result_collides_is_refused_at_compute_naming_both():
+    module = frozen_generator()
+    clash = EvaluationMetric(MeanNorm())
+    clash.metric.compute = lambda: {"vendi_q1": torch.tensor(123.0)}  # conditional_vendi_q1
+    with pytest.raises(ValueError, match=r"metric 'conditional' logs 'conditional_vendi_q1'"):
+        evaluator(metrics={"conditional": clash}).evaluate(module.generate, progress=False)
+    timing = EvaluationMetric(MeanNorm())
+    timing.metric.compute = lambda: {"seconds": torch.tensor(1.0)}
+    with pytest.raises(ValueError, match=r"metric 'eval' logs 'eval_seconds'.*timing"):
+        evaluator(metrics={"eval": timing}).evaluate(module.generate, progress=False)
+
+
+def test_a_plug_in_taking_prompt_embeddings_needs_embed_texts_at_construction():
+    class ImagesOnly:
+        def embed_images(self, images: Tensor) -> Tensor:
+            return PixelEmbedder().embed_images(images)
+
+    plugged = EvaluationMetric(
+        SchurComplementEntropy(kernel="linear"), inputs=("embeddings", "condition_embeddings")
+    )
+    with pytest.raises(ValueError, match=r"\['my_sce'\] take 'condition_embeddings'.*ImagesOnly"):
+        evaluator(embedder=ImagesOnly(), metrics={"my_sce": plugged})
 
 
 def test_a_plug_in_must_declare_known_inputs_and_compute_scalars():

@@ -27,7 +27,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +46,7 @@ from diversity_callbacks.evaluation.metrics import (
     MetricValues,
     as_evaluation_metric,
     builtin_metrics,
+    builtin_result_keys,
     sce_metric,
 )
 from diversity_callbacks.evaluation.samples import SampleEmbedder, thumbnails_of
@@ -54,6 +55,9 @@ from diversity_callbacks.functional.spectrum import Order, parse_orders
 from diversity_callbacks.images import ValueRange
 
 _RUNNING = threading.Lock()  # makes every evaluator's check-and-set of ``_running`` atomic
+
+TIMING_KEY = "eval_seconds"
+"""The key of an evaluation's wall time in :attr:`EvaluationResult.scalars` (after the prefix)."""
 
 SampleFn = Callable[[Conditions, list[torch.Generator]], Any]
 """``sample_fn(conditions, generators) -> samples``: see :meth:`DiversityEvaluator.evaluate`."""
@@ -83,11 +87,25 @@ class EvaluationResult:
 
     @classmethod
     def merge(
-        cls, values: Iterable[MetricValues], prefix: str, num_samples: int
+        cls, values: Mapping[str, MetricValues], prefix: str, num_samples: int
     ) -> EvaluationResult:
-        """One result from every metric's values, scalars keyed ``{prefix}/{name}``."""
+        """One result from every metric's values (by metric name), scalars keyed
+        ``{prefix}/{key}``.
+
+        Raises:
+            ValueError: when two metrics log the same key, or one logs the timing's key,
+                naming both: one would silently overwrite the other.
+        """
         result = cls(scalars={}, num_samples=num_samples)
-        for value in values:
+        owners = {TIMING_KEY: "the evaluation's timing"}
+        for name, value in values.items():
+            for key in value.scalars:
+                if key in owners:
+                    raise ValueError(
+                        f"metric {name!r} logs {key!r}, which {owners[key]} logs too: rename "
+                        "one of them in `metrics` (a dict result logs {name}_{key})"
+                    )
+                owners[key] = f"metric {name!r}"
             result.scalars.update({f"{prefix}/{k}": v for k, v in value.scalars.items()})
             result.per_condition.update(value.per_condition)
             if value.spectrum is not None:
@@ -200,11 +218,16 @@ class DiversityEvaluator:
         self.metrics = builtin_metrics(
             self.evaluation_set, self.vendi_orders, self.kernel_kwargs, conditional, spectrum
         )
+        taken = {*self.metrics, *builtin_result_keys(self.vendi_orders), TIMING_KEY}
         for name, metric in (metrics or {}).items():
-            if name in self.metrics or name == "sce":
-                raise ValueError(f"`metrics` name {name!r} is taken by a built-in metric")
+            if name in taken:
+                raise ValueError(
+                    f"`metrics` name {name!r} is taken by a built-in metric or result (a plug-in "
+                    f"named so would overwrite it); taken: {sorted(taken)}"
+                )
             self.metrics[name] = as_evaluation_metric(name, metric)
         if self.embedder is not None:
+            self._check_text_inputs()
             self._add_sce()
         self._running = False  # a flag, not a Lock: evaluators are pickled and deep-copied
 
@@ -232,6 +255,16 @@ class DiversityEvaluator:
             metric.to(device)
         if isinstance(self.embedder, torch.nn.Module):
             self.embedder.to(device)
+
+    def _check_text_inputs(self) -> None:
+        """Refuse a plug-in taking prompt embeddings that the embedder cannot make, now rather
+        than at the first batch of the first evaluation."""
+        wanting = [n for n, m in self.metrics.items() if "condition_embeddings" in m.inputs]
+        if wanting and not self.sample_embedder.embeds_texts:
+            raise ValueError(
+                f"`metrics` {wanting} take 'condition_embeddings', which needs an embedder with "
+                f"embed_texts(prompts) -> (P, D), got {type(self.embedder).__name__} without it"
+            )
 
     def _add_sce(self) -> None:
         """Decide whether SCE is on, now that the embedder is known, and register it."""
@@ -287,7 +320,7 @@ class DiversityEvaluator:
                 result = self._compute(draw, device, where)
             finally:
                 self.reset()  # the next evaluation starts empty, whatever happened here
-        result.scalars[f"{self.prefix}/eval_seconds"] = time.perf_counter() - start
+        result.scalars[f"{self.prefix}/{TIMING_KEY}"] = time.perf_counter() - start
         return result
 
     @contextmanager
@@ -400,7 +433,7 @@ class DiversityEvaluator:
                     error.__cause__ = exc
                     break
         _raise_if_any_failed(error, device, f"{where} while computing the metrics")
-        result = EvaluationResult.merge(values.values(), self.prefix, draw.num_samples)
+        result = EvaluationResult.merge(values, self.prefix, draw.num_samples)
         if draw.thumbnails is not None:
             result.thumbnails = _distributed.gather_to_rank_zero(draw.thumbnails)
         draw.seconds["metric"] += time.perf_counter() - start

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from diversity_callbacks.evaluation import _distributed
 from diversity_callbacks.evaluation.errors import EvaluationError
 from diversity_callbacks.evaluation.evaluator import (
+    TIMING_KEY,
     DiversityEvaluator,
     EvaluationResult,
     _Draw,
@@ -98,7 +99,7 @@ def evaluate_existing(
         evaluator.prepare(device)
         start = time.perf_counter()
         result = _score(evaluator, iter(batches), device, progress, total, description)
-    result.scalars[f"{evaluator.prefix}/eval_seconds"] = time.perf_counter() - start
+    result.scalars[f"{evaluator.prefix}/{TIMING_KEY}"] = time.perf_counter() - start
     return result
 
 

@@ -30,6 +30,7 @@ from torchmetrics.utilities.exceptions import TorchMetricsUserError
 
 from diversity_callbacks.evaluation.conditions import EvaluationSet
 from diversity_callbacks.evaluation.samples import SampleEmbedder
+from diversity_callbacks.functional.spectrum import order_key
 from diversity_callbacks.metrics.conditional import ConditionalVendiScore
 from diversity_callbacks.metrics.schur import SchurComplementEntropy
 from diversity_callbacks.metrics.vendi import VendiScore
@@ -180,6 +181,16 @@ def builtin_metrics(
         )
         metrics[name] = _ConditionalVendi(metric)
     return metrics
+
+
+def builtin_result_keys(orders: Sequence[float]) -> set[str]:
+    """Every key the built-in metrics may log (without the prefix), for plug-ins to avoid."""
+    vendi = ("vendi", "conditional_vendi", "class_conditional_vendi")
+    return {f"{name}_{order_key(q)}" for name in vendi for q in orders} | {
+        "sce",
+        "sce_text",
+        "sce_image_vendi",
+    }
 
 
 def sce_metric(

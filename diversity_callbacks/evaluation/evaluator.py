@@ -50,7 +50,7 @@ from diversity_callbacks.evaluation.metrics import (
     sce_metric,
 )
 from diversity_callbacks.evaluation.samples import SampleEmbedder, thumbnails_of
-from diversity_callbacks.evaluation.sharding import lockstep_calls, pad_calls
+from diversity_callbacks.evaluation.sharding import LockStep, Stopped, lockstep_calls, pad_call
 from diversity_callbacks.functional.spectrum import Order, parse_orders
 from diversity_callbacks.images import ValueRange
 
@@ -316,7 +316,9 @@ class DiversityEvaluator:
                         sample_fn, module, device, precision_context, thumbnails, progress
                     )
                 where = "" if step is None else f" at global step {step}"
-                _raise_if_any_failed(draw.error, device, f"{where} while sampling or embedding")
+                _raise_if_any_failed(
+                    draw.error, device, f"{where} while sampling or embedding", draw.failure_agreed
+                )
                 result = self._compute(draw, device, where)
             finally:
                 self.reset()  # the next evaluation starts empty, whatever happened here
@@ -365,51 +367,55 @@ class DiversityEvaluator:
         """Sample and embed this rank's share; a failure is caught and kept, not raised."""
         rank, world_size = _distributed.rank_and_world_size()
         batches = self.evaluation_set.batches(rank, world_size, self.batch_size)
-        calls = lockstep_calls(module, self.evaluation_set, self.batch_size)  # 0: unsharded
+        calls = lockstep_calls(module, self.evaluation_set, self.batch_size)
         images = self.sample_embedder.value_range is not None
         draw = _Draw(sum(map(len, batches)), thumbnails={} if thumbnails and images else None)
         bar = _progress_bar(batches, f"{self.prefix}: sampling", progress and rank == 0)
         context = precision_context or nullcontext
-        with isolate_rng(), _eval_mode(module):
-            done = 0
-            for batch in bar:
-                done += 1
+        lockstep = LockStep(device)
+        with isolate_rng(), _eval_mode(module), lockstep.watching():
+            for index in range(calls):
                 try:
-                    samples = self._sample(sample_fn, batch, device, context, draw)
-                    self._embed(samples, batch, device, draw)
-                except Exception as error:
-                    draw.error = _batch_error(self.evaluation_set, batch, error)
+                    if index < len(batches):
+                        self._draw_batch(sample_fn, batches[index], device, context, draw, lockstep)
+                        bar.update(1)
+                    else:  # this rank has one batch fewer: keep its calls in step
+                        with context():
+                            lockstep.call(pad_call, sample_fn, self.evaluation_set, device)
+                except Stopped:
                     break
-                if draw.thumbnails is not None:
-                    limits = self.thumbnail_limits
-                    draw.thumbnails.update(
-                        thumbnails_of(samples, batch, self.evaluation_set, *limits)
-                    )
-            padding = pad_calls(sample_fn, self.evaluation_set, device, context, calls - done)
-            draw.error = draw.error or padding
+                except Exception as error:
+                    draw.error = _call_error(self.evaluation_set, batches, index, error)
+                    break
         bar.close()
+        draw.failure_agreed = lockstep.agreed_failure
         if draw.error is None:
             self.sample_embedder.warn_on_range()
         return draw
 
-    def _sample(
+    def _draw_batch(
         self,
         sample_fn: SampleFn,
         batch: range,
         device: torch.device,
         context: Callable[[], AbstractContextManager],
         draw: _Draw,
-    ) -> Any:
-        """Draw one batch and return it checked (images as floats in [0, 1])."""
+        step: LockStep,
+    ) -> None:
+        """Sample, check and embed one batch; keep its thumbnails."""
         start = time.perf_counter()
         generators = self.evaluation_set.generators(batch, device)
         conditions = self.evaluation_set.conditions_for(batch, device)
         with context():
-            samples = sample_fn(conditions, generators)
+            samples = step.call(sample_fn, conditions, generators)
         samples = self.sample_embedder.check_samples(samples, len(batch))
         _synchronize(device)
         draw.seconds["sampling"] += time.perf_counter() - start
-        return samples
+        self._embed(samples, batch, device, draw)
+        if draw.thumbnails is not None:
+            draw.thumbnails.update(
+                thumbnails_of(samples, batch, self.evaluation_set, *self.thumbnail_limits)
+            )
 
     def _embed(self, samples: Any, batch: range, device: torch.device, draw: _Draw) -> None:
         """Embed one batch and update every metric (see :func:`update_metrics`)."""
@@ -480,6 +486,7 @@ class _Draw:
 
     num_samples: int = 0
     error: EvaluationError | None = None
+    failure_agreed: bool = False  # every rank already knows that some rank failed
     thumbnails: dict[int, Tensor] | None = None  # None: not asked for
     prompt_rows: dict[int, Tensor] = field(default_factory=dict)
     seconds: dict[str, float] = field(
@@ -498,18 +505,29 @@ def _progress_bar(batches: list[range], description: str, enabled: bool) -> tqdm
     )
 
 
-def _batch_error(evaluation_set: EvaluationSet, batch: range, error: Exception) -> EvaluationError:
-    """The error of a failed batch, naming its samples and their conditions."""
-    wrapped = EvaluationError(
-        f"samples {batch[0]}..{batch[-1]} ({evaluation_set.describe(batch)}): {error}"
-    )
+def _call_error(
+    evaluation_set: EvaluationSet, batches: list[range], index: int, error: Exception
+) -> EvaluationError:
+    """The error of a failed generator call: its batch's samples and conditions, or the
+    throw-away call that kept this rank in step."""
+    if index < len(batches):
+        batch = batches[index]
+        where = f"samples {batch[0]}..{batch[-1]} ({evaluation_set.describe(batch)})"
+    else:
+        where = "a throw-away generator call that keeps this rank in step with the others"
+    wrapped = EvaluationError(f"{where}: {error}")
     wrapped.__cause__ = error
     return wrapped
 
 
-def _raise_if_any_failed(error: EvaluationError | None, device: torch.device, stage: str) -> None:
-    """Collective: raise on every rank when any rank failed, with the failing ranks' reasons."""
-    if not _distributed.any_rank(error is not None, device):
+def _raise_if_any_failed(
+    error: EvaluationError | None, device: torch.device, stage: str, agreed: bool = False
+) -> None:
+    """Collective: raise on every rank when any rank failed, with the failing ranks' reasons.
+
+    ``agreed``: every rank already learned (from a collective) that some rank failed.
+    """
+    if not agreed and not _distributed.any_rank(error is not None, device):
         return
     reasons = _distributed.all_gather_objects(None if error is None else str(error))
     if error is not None:

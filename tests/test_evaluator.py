@@ -73,6 +73,30 @@ def evaluate_on_ranks(rank: int, world_size: int) -> dict[str, float]:
     return values(result.scalars)
 
 
+def differing_on_rank_one(rank: int, world_size: int) -> dict[str, str]:
+    """Each setting built otherwise on rank 1 than on rank 0: what every rank raised."""
+    module, raised = frozen_generator(), {}
+    changes = {
+        "samples_per_condition": {"samples_per_condition": 3},
+        "seed": {"seed": 1},
+        "vendi_kernel": {"vendi_kernel": "linear"},
+        "vendi_orders": {"vendi_orders": (1, 2)},
+        "conditions": {"prompts": ["x", "y"]},
+    }
+    for name, change in changes.items():
+        options = change if rank == 1 else {}
+        built = (
+            DiversityEvaluator(options.pop("prompts"), 4, embedder=PixelEmbedder())
+            if "prompts" in options
+            else evaluator(**options)
+        )
+        try:
+            built.evaluate(module.generate, progress=False)
+        except EvaluationError as error:
+            raised[name] = str(error)
+    return raised
+
+
 # ---------------------------------------------------------------- one evaluation, three ways
 
 
@@ -120,6 +144,22 @@ def test_two_torch_distributed_ranks_without_lightning_give_the_plain_loop_value
         assert ranked.keys() == plain_loop_values.keys()
         for key, value in plain_loop_values.items():
             assert ranked[key] == pytest.approx(value, rel=1e-6), key
+
+
+@pytest.mark.timeout(300)
+def test_ranks_built_with_different_evaluators_are_refused_naming_the_rank_and_setting():
+    for raised in run_distributed(differing_on_rank_one):
+        assert raised.keys() == {
+            "samples_per_condition",
+            "seed",
+            "vendi_kernel",
+            "vendi_orders",
+            "conditions",
+        }
+        for name, message in raised.items():
+            assert message.startswith("rank 1's DiversityEvaluator differs from rank 0's: ")
+            assert f"{name} " in message
+        assert "samples_per_condition 4 on rank 0, 3 on rank 1" in raised["samples_per_condition"]
 
 
 def test_the_callback_gives_the_plain_loop_values(plain_loop_values):

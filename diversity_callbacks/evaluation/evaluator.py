@@ -230,6 +230,7 @@ class DiversityEvaluator:
             self._check_text_inputs()
             self._add_sce()
         self._running = False  # a flag, not a Lock: evaluators are pickled and deep-copied
+        self._ranks_agree = False  # every rank's settings were found equal (checked once)
 
     # ------------------------------------------------------------------ set-up
 
@@ -265,6 +266,51 @@ class DiversityEvaluator:
                 f"`metrics` {wanting} take 'condition_embeddings', which needs an embedder with "
                 f"embed_texts(prompts) -> (P, D), got {type(self.embedder).__name__} without it"
             )
+
+    def settings(self) -> dict[str, str]:
+        """What every rank's evaluator must share: the evaluation set (its conditions as a
+        digest) and every option that changes the values or the number of generator calls."""
+        evaluation_set = self.evaluation_set
+        return {
+            "conditions": f"{evaluation_set.num_conditions} {evaluation_set.kind} conditions "
+            f"(digest {evaluation_set.digest()})",
+            "samples_per_condition": repr(evaluation_set.samples_per_condition),
+            "seed": repr(evaluation_set.seed),
+            "batch_size": repr(self.batch_size),
+            "vendi_orders": repr(self.vendi_orders),
+            **{f"vendi_{name}": repr(value) for name, value in self.kernel_kwargs.items()},
+            "sce_kwargs": repr(sorted(self.sce_kwargs.items())),
+            "metrics": repr(list(self.metrics)),
+            "value_range": repr(self.sample_embedder.value_range),
+            "prefix": repr(self.prefix),
+        }
+
+    def check_ranks_agree(self) -> None:
+        """Collective, once per evaluator: every rank must have built the same evaluator.
+
+        Ranks built with other prompts, orders or seeds would draw overlapping samples or log
+        different values per rank, silently.
+
+        Raises:
+            EvaluationError: on every rank, naming the first rank whose :meth:`settings`
+                differ from rank 0's, and how.
+        """
+        if self._ranks_agree or _distributed.rank_and_world_size()[1] == 1:
+            return
+        ranks = _distributed.all_gather_objects(self.settings())
+        for rank, theirs in enumerate(ranks):
+            differing = [
+                f"{name} {ranks[0].get(name)} on rank 0, {theirs.get(name)} on rank {rank}"
+                for name in {**ranks[0], **theirs}
+                if ranks[0].get(name) != theirs.get(name)
+            ]
+            if differing:
+                raise EvaluationError(
+                    f"rank {rank}'s DiversityEvaluator differs from rank 0's: "
+                    f"{'; '.join(differing)}. Build the same evaluator on every rank (each "
+                    "rank draws its share of one evaluation set)"
+                )
+        self._ranks_agree = True
 
     def _add_sce(self) -> None:
         """Decide whether SCE is on, now that the embedder is known, and register it."""
@@ -309,6 +355,7 @@ class DiversityEvaluator:
         device = torch.device(device) if device is not None else _device_of(module)
         with self.exclusive():
             self.prepare(device)
+            self.check_ranks_agree()
             start = time.perf_counter()
             try:
                 with torch.inference_mode(False), torch.no_grad():

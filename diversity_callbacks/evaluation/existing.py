@@ -97,6 +97,7 @@ def evaluate_existing(
     device = torch.device(device) if device is not None else torch.device("cpu")
     with evaluator.exclusive():
         evaluator.prepare(device)
+        evaluator.check_ranks_agree()
         start = time.perf_counter()
         result = _score(evaluator, iter(batches), device, progress, total, description)
     result.scalars[f"{evaluator.prefix}/{TIMING_KEY}"] = time.perf_counter() - start

@@ -422,3 +422,25 @@ def test_a_none_batch_is_refused_naming_it_not_taken_as_the_end():
     batches = [(torch.eye(2), [0, 0]), None, (torch.eye(2), [1, 1])]
     with pytest.raises(EvaluationError, match=r"batch 1 \(after 2 samples\).*pair, got NoneType"):
         evaluate_existing(existing_evaluator(), batches, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("batch", "match"),
+    [
+        ((torch.eye(2).to_sparse(), [0, 1]), r"`samples` must be a dense tensor, got .*sparse"),
+        ((torch.eye(2), ["a", "b"]), r"`condition_ids` must hold integers, got str 'a' at pos"),
+        ((torch.eye(2), [0, 2**70]), r"`condition_ids` must hold integers within int64, got 11"),
+        ((torch.eye(2), [0, 1.0]), r"`condition_ids` must hold integers, got float 1.0 at pos"),
+        ((torch.eye(2), torch.tensor([True, False])), r"`condition_ids` must hold integers, got a"),
+        ((torch.eye(2), [0]), r"`condition_ids` must be 2 integers, one per sample, got shape"),
+    ],
+)
+def test_bad_batches_are_refused_naming_the_argument_and_what_came(batch: tuple, match: str):
+    with pytest.raises(EvaluationError, match=r"batch 0 \(after 0 samples\): \w+Error: " + match):
+        evaluate_existing(existing_evaluator(), [batch], progress=False)
+
+
+def test_an_empty_batch_is_skipped():
+    batches = [(torch.zeros(0, 2), []), (torch.eye(2), [0, 1])]
+    result = evaluate_existing(existing_evaluator(), batches, progress=False)
+    assert result.num_samples == 2 and result.scalars["diversity/vendi_q1"] == pytest.approx(2.0)

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from diversity_callbacks._validation import as_long_tensor
 from diversity_callbacks.evaluation import _distributed
 from diversity_callbacks.evaluation.errors import EvaluationError
 from diversity_callbacks.evaluation.evaluator import (
@@ -192,12 +193,7 @@ def _condition_ids(
                 f"{evaluation_set.num_conditions} {evaluation_set.kind} conditions), got None"
             )
         return torch.zeros(rows, dtype=torch.long, device=device)
-    ids = torch.as_tensor(condition_ids)
-    if ids.is_floating_point() or ids.dtype == torch.bool or ids.shape != (rows,):
-        raise ValueError(
-            f"`condition_ids` must be {rows} integers, one per sample, got "
-            f"{ids.dtype} of shape {tuple(ids.shape)}"
-        )
+    ids = as_long_tensor(condition_ids, "condition_ids", rows)
     if rows and (int(ids.min()) < 0 or int(ids.max()) >= evaluation_set.num_conditions):
         raise ValueError(
             f"`condition_ids` must lie in [0, {evaluation_set.num_conditions - 1}] (the "

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from diversity_callbacks._validation import check_dense
 from diversity_callbacks.embedders.base import check_embeddings
 from diversity_callbacks.evaluation.conditions import EvaluationSet
 from diversity_callbacks.images import ValueRange, to_uint8, to_unit_range, value_range_bounds
@@ -56,6 +57,8 @@ class SampleEmbedder:
 
     def check_samples(self, samples: Any, rows: int) -> Any:
         """Check that the generator returned ``rows`` samples; images come back in [0, 1]."""
+        if isinstance(samples, Tensor):
+            check_dense(samples, "samples")
         if self.value_range is None:
             if isinstance(samples, (str, bytes)) or not hasattr(samples, "__len__"):
                 raise TypeError(

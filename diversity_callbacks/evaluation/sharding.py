@@ -3,11 +3,13 @@
 A sharded module all-gathers its parameters in every forward, a collective: every rank must run
 the same forwards. The evaluation set is split without padding, so ranks may draw different
 numbers of batches (a rank may draw none), and a rank that stopped early would leave the others
-waiting forever. Under sharding each rank therefore makes as many generator calls as the rank
-with the most batches, padding its share with throw-away calls (one sample, never checked,
-embedded or counted). The values are those of an unsharded run; the cost is at most one
-batch's sampling time per evaluation on the ranks with fewer samples, and no extra memory
-(gathering the full parameters for the evaluation would need the whole model on every rank).
+waiting forever. Under ``torch.distributed`` each rank therefore makes as many generator calls as
+the rank with the most batches, padding its share with a throw-away call (one sample, never
+checked, embedded or counted), whether or not the ``module`` given is sharded (without one the
+evaluator cannot tell), and :class:`LockStep` agrees once per call whether a rank failed. The
+values are those of an unsharded run; the cost is at most one one-sample call and one tiny
+collective per call, and no extra memory (gathering the full parameters for the evaluation would
+need the whole model on every rank).
 
 DeepSpeed ZeRO-3 and tensor parallelism without FSDP are refused with a clear error: their
 forwards are collectives too, but they are not tested here.

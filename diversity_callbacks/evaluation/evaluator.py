@@ -436,7 +436,7 @@ class DiversityEvaluator:
                     break
         bar.close()
         draw.failure_agreed = lockstep.agreed_failure
-        if draw.error is None:
+        if draw.error is None and not draw.failure_agreed:
             self.sample_embedder.warn_on_range()
         return draw
 

@@ -44,7 +44,8 @@ def fit(callbacks: list, module: TinyGenerator | None = None, val: bool = False,
 
 
 def steps(callback: DiversityCallback) -> list[int]:
-    return [row["step"] for row in callback.history]
+    """The global steps evaluated (the cadence counts them; ``step`` is the loggers' one)."""
+    return [row["global_step"] for row in callback.history]
 
 
 # ---------------------------------------------------------------- leaving training untouched

@@ -64,15 +64,16 @@ def test_stops_after_patience_evaluations_below_a_fraction_of_the_baseline(monit
     diversity = make_diversity(collapsing_at(range(4, MAX_STEPS + 1)))
     monitor = DiversityCollapseMonitor(diversity, min_fraction=0.9, patience=2)
     callbacks = [monitor, diversity] if monitor_first else [diversity, monitor]
-    with pytest.warns(RuntimeWarning, match=r"diversity/vendi_q1 = .* at step 6 .* stopping"):
+    # global step 6 is the loggers' step 5: the message names the step the plots show
+    with pytest.warns(RuntimeWarning, match=r"diversity/vendi_q1 = .* at step 5 .* stopping"):
         trainer = fit(callbacks)
-    values = {int(row["step"]): row["diversity/vendi_q1"] for row in diversity.history}
+    values = {row["global_step"]: row["diversity/vendi_q1"] for row in diversity.history}
     assert values[4] < 0.9 * diversity.history[0]["diversity/vendi_q1"]  # a real collapse
     # the second collapsed evaluation fires (patience counts evaluations, not batches)...
-    assert monitor.collapse_step == 6
+    assert monitor.collapse_step == 5
     # ...and training stops after that batch, or the next one when the monitor's hook ran first
     assert trainer.global_step == (7 if monitor_first else 6)
-    assert max(values) == 6
+    assert max(values) == trainer.global_step  # the final model is scored, after a stop too
 
 
 @pytest.mark.parametrize(
@@ -137,7 +138,7 @@ def test_wandb_alert_is_sent_through_an_attached_wandb_logger(monkeypatch):
     trainer = SimpleNamespace(loggers=[FakeWandbLogger()], is_global_zero=True, should_stop=False)
     diversity.history.append({"step": 0, "epoch": 0, "diversity/vendi_q1": 2.0})
     with pytest.warns(RuntimeWarning, match="Diversity collapse"):
-        monitor.on_train_end(trainer, None)
+        monitor.on_fit_end(trainer, None)
     (alert,) = alerts
     assert alert["title"] == "Diversity collapse" and alert["level"] == wandb.AlertLevel.WARN
     assert "diversity/vendi_q1 = 2 at step 0" in alert["text"]
@@ -148,11 +149,11 @@ def test_no_evaluation_yet_is_not_an_error_and_a_wrong_key_names_the_logged_ones
     diversity = make_diversity()
     monitor = DiversityCollapseMonitor(diversity, "diversity/vendi_q3", min_fraction=0.5)
     trainer = SimpleNamespace(loggers=[], is_global_zero=True, should_stop=False)
-    monitor.on_train_end(trainer, None)  # empty history: nothing to judge
+    monitor.on_fit_end(trainer, None)  # empty history: nothing to judge
     assert monitor.threshold() is None
     diversity.history.append({"step": 2, "epoch": 0, "diversity/vendi_q1": 2.0})
     with pytest.raises(ValueError, match=re.escape("got ['diversity/vendi_q1']")):
-        monitor.on_train_end(trainer, None)
+        monitor.on_fit_end(trainer, None)
 
 
 def test_the_state_resumes_the_count_and_a_resumed_stopped_run_waits_for_a_new_evaluation():
@@ -162,16 +163,17 @@ def test_the_state_resumes_the_count_and_a_resumed_stopped_run_waits_for_a_new_e
     diversity.history.extend(
         [{"step": 2, "diversity/vendi_q1": 4.0}, {"step": 4, "diversity/vendi_q1": 2.0}]
     )
-    first.on_train_end(trainer, None)
+    first.on_fit_end(trainer, None)
     resumed = DiversityCollapseMonitor(diversity, min_value=3.0, patience=2)
     resumed.load_state_dict(first.state_dict())
     diversity.history.append({"step": 6, "diversity/vendi_q1": 2.5})
     with pytest.warns(RuntimeWarning, match="at step 6"):
-        resumed.on_train_end(trainer, None)
+        resumed.on_fit_end(trainer, None)
     assert trainer.should_stop and resumed.collapse_step == 6
     # resumed again after that stop: training goes on until the next evaluation decides
     again = DiversityCollapseMonitor(diversity, min_value=3.0, patience=2)
     again.load_state_dict(resumed.state_dict())
+    diversity.load_state_dict(diversity.state_dict())  # the callback restores its history too
     trainer.should_stop = False
     again.on_train_start(trainer, None)
     assert not trainer.should_stop

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from diversity_callbacks import DiversityCallback, DiversityCollapseMonitor
-from tests.lightning_helpers import PROMPTS, PixelEmbedder, TinyGenerator, tiny_data
+from tests.lightning_helpers import PROMPTS, QUIET, PixelEmbedder, TinyGenerator, tiny_data
 
 EVERY = 2
 MAX_STEPS = 12
@@ -204,3 +204,74 @@ def test_the_monitored_callback_must_be_a_diversity_callback():
 def test_the_default_key_follows_the_evaluator_prefix():
     diversity = DiversityCallback(PROMPTS, embedder=PixelEmbedder(), prefix="val_div")
     assert DiversityCollapseMonitor(diversity, min_value=1.0).monitor == "val_div/vendi_q1"
+
+
+def test_a_monitor_whose_callback_is_not_in_the_trainer_fails_at_setup():
+    diversity = make_diversity()
+    monitor = DiversityCollapseMonitor(diversity, min_value=1.0)
+    with pytest.raises(ValueError, match=r"judges a DiversityCallback that is not in the Trainer"):
+        fit([monitor, make_diversity()])  # another instance than the one it judges
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"seed": 1},
+        {"samples_per_condition": 3},
+        {"prompts": PROMPTS[:2]},
+        {"vendi_kernel": "linear"},
+    ],
+    ids=["seed", "samples_per_condition", "prompts", "vendi_kernel"],
+)
+def test_after_a_resume_that_starts_a_fresh_history_the_monitor_judges_it_afresh(
+    tmp_path, recwarn, change: dict[str, Any]
+):
+    def pair(**options: Any) -> tuple[DiversityCallback, DiversityCollapseMonitor]:
+        arguments = {"samples_per_condition": 4, "every_n_train_steps": EVERY, **options}
+        diversity = DiversityCallback(
+            arguments.pop("prompts", PROMPTS), embedder=PixelEmbedder(), sce=False, **arguments
+        )
+        return diversity, DiversityCollapseMonitor(
+            diversity, min_value=1e9, patience=1, mode="warn"
+        )
+
+    trainer = fit(list(pair()), max_steps=8)
+    trainer.save_checkpoint(tmp_path / "step8.ckpt")
+    diversity, monitor = pair(**change)
+    L.seed_everything(0, verbose=False)
+    trainer = L.Trainer(**{**QUIET, "max_steps": 12, "callbacks": [diversity, monitor]})
+    trainer.fit(TinyGenerator(lr=0.0), tiny_data(), ckpt_path=tmp_path / "step8.ckpt")
+    # the new history's baseline (global step 8) is judged: below 1e9, it fires at once
+    assert diversity.history[0]["global_step"] == 8
+    assert monitor.collapse_step == diversity.history[0]["step"]
+    assert any("judging starts afresh" in str(w.message) for w in recwarn)
+
+
+def test_a_resume_with_unchanged_settings_keeps_the_monitors_count(tmp_path, recwarn):
+    diversity = make_diversity()
+    monitor = DiversityCollapseMonitor(diversity, min_value=1e9, patience=1, mode="warn")
+    trainer = fit([diversity, monitor], max_steps=8)
+    trainer.save_checkpoint(tmp_path / "step8.ckpt")
+    diversity = make_diversity()
+    monitor = DiversityCollapseMonitor(diversity, min_value=1e9, patience=1, mode="warn")
+    L.seed_everything(0, verbose=False)
+    trainer = L.Trainer(**{**QUIET, "max_steps": 12, "callbacks": [monitor, diversity]})
+    trainer.fit(TinyGenerator(lr=0.0), tiny_data(), ckpt_path=tmp_path / "step8.ckpt")
+    assert monitor.collapse_step == 0  # the first run's episode goes on: no second alert
+    assert not any("afresh" in str(w.message) for w in recwarn)
+
+
+@pytest.mark.parametrize(
+    ("edit", "error", "message"),
+    [
+        ({"judged": "4"}, TypeError, "checkpoint entry 'judged' must be int, got str '4'"),
+        ({"below": None}, TypeError, "checkpoint entry 'below' must be int, got NoneType"),
+        ({"collapse_step": 2.5}, TypeError, "'collapse_step' must be int or NoneType, got float"),
+    ],
+)
+def test_an_edited_checkpoint_state_fails_naming_the_monitor_and_the_entry(edit, error, message):
+    monitor = DiversityCollapseMonitor(make_diversity(), min_value=1.0)
+    with pytest.raises(error, match=re.escape(monitor.state_key) + ".*" + re.escape(message)):
+        monitor.load_state_dict({**monitor.state_dict(), **edit})
+    with pytest.raises(ValueError, match="checkpoint state has no 'judged' entry"):
+        monitor.load_state_dict({"below": 0, "collapse_step": None})

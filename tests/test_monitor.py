@@ -275,3 +275,13 @@ def test_an_edited_checkpoint_state_fails_naming_the_monitor_and_the_entry(edit,
         monitor.load_state_dict({**monitor.state_dict(), **edit})
     with pytest.raises(ValueError, match="checkpoint state has no 'judged' entry"):
         monitor.load_state_dict({"below": 0, "collapse_step": None})
+
+
+def test_the_final_evaluation_is_judged_whatever_the_order_of_the_callbacks():
+    last = MAX_STEPS + 1  # off the cadence: only the evaluation at the end of training sees it
+    diversity = make_diversity(collapsing_at({last}))
+    monitor = DiversityCollapseMonitor(diversity, min_fraction=0.9, patience=1, mode="warn")
+    with pytest.warns(RuntimeWarning, match="Diversity collapse"):
+        fit([monitor, diversity], max_steps=last)
+    assert diversity.history[-1]["global_step"] == last
+    assert monitor.collapse_step == diversity.history[-1]["step"]

@@ -213,7 +213,7 @@ class DiversityCallback(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         last_step, history = _checked_state(state_dict, self.state_key)
-        saved = state_dict.get("settings")  # absent in checkpoints before 0.3: not checkable
+        saved = state_dict.get("settings")  # absent in older checkpoints: not checkable
         changed = _changed(saved, self.settings) if saved is not None else []
         if changed:
             warnings.warn(
@@ -377,7 +377,10 @@ def _checked_state(state: Any, owner: str) -> tuple[int, list[dict[str, float]]]
         checked_state_entry(row, where, "step", int)
         for key in row:
             checked_state_entry(row, where, key, (int, float))
-    return last_step, [dict(row) for row in history]
+    # Rows of older checkpoints have one step, the global step.
+    return last_step, [
+        {**row, "global_step": row.get("global_step", row["step"])} for row in history
+    ]
 
 
 def _changed(saved: Any, current: dict[str, Any]) -> list[str]:

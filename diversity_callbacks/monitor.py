@@ -118,7 +118,7 @@ class DiversityCollapseMonitor(Callback):
         self.collapse_step = checked_state_entry(
             state_dict, owner, "collapse_step", (int, type(None))
         )
-        # Checkpoints before 0.3 did not say whose history: the callback's own key then.
+        # Older checkpoints do not say whose history: the callback's own key then.
         self._restored_for = state_dict.get("diversity", self.diversity.state_key)
 
     # ------------------------------------------------------------------ hooks, in call order
@@ -137,7 +137,7 @@ class DiversityCollapseMonitor(Callback):
         self._restored_for = None
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._forget_a_state_of_another_history()
+        self._drop_counts_of_another_history()
         self._judge_new_rows(trainer)
 
     def on_train_batch_end(
@@ -157,7 +157,7 @@ class DiversityCollapseMonitor(Callback):
 
     # ------------------------------------------------------------------ judging
 
-    def _forget_a_state_of_another_history(self) -> None:
+    def _drop_counts_of_another_history(self) -> None:
         """Keep a checkpoint's counts only if the callback restored the history they count
         (a resume that changed its conditions, seed or scoring settings starts a new one)."""
         restored_for, self._restored_for = self._restored_for, None

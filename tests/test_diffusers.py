@@ -95,6 +95,7 @@ def test_the_callback_samples_the_modules_pipeline_in_unit_range_without_value_r
     assert callback.history[0]["diversity/vendi_q1"] == callback.history[1]["diversity/vendi_q1"]
 
 
+@pytest.mark.slow  # three samplings of a pipeline with a LoRA adapter
 def test_a_lora_update_of_the_modules_unet_changes_the_samples(tokenizer_dir):
     from peft import LoraConfig
 
@@ -114,6 +115,7 @@ def test_a_lora_update_of_the_modules_unet_changes_the_samples(tokenizer_dir):
     torch.testing.assert_close(sampler(module, PROMPTS[:2], seeded(0, 1)), before)
 
 
+@pytest.mark.slow  # a DDP training run, one process per rank, and a single-device one
 def test_two_ddp_ranks_log_what_one_device_logs(tmp_path: Path):
     sys.path.insert(0, str(REPO / "tests" / "scripts"))
     try:
@@ -133,6 +135,7 @@ def test_two_ddp_ranks_log_what_one_device_logs(tmp_path: Path):
     assert single[0]["diversity/vendi_q1"] > 1.5  # the images differ: parity is not trivial
 
 
+@pytest.mark.slow  # 25 guided denoising steps
 def test_the_readme_snippet_runs_as_written(sd, monkeypatch, tmp_path):
     monkeypatch.setattr("diversity_callbacks.embedders.clip.CLIPEmbedder", PixelEmbedder)
     monkeypatch.chdir(tmp_path)
@@ -306,6 +309,7 @@ def test_without_diffusers_the_error_says_what_to_install(monkeypatch):
         DiffusersSampler("pipeline")
 
 
+@pytest.mark.slow  # a whole training run of the example
 def test_the_lora_example_runs_offline_and_its_samples_follow_the_training(tmp_path: Path):
     import importlib.util
 

@@ -26,23 +26,21 @@ class ImageReadError(RuntimeError):
 
 
 def decode_image(path: str) -> Tensor:
-    """uint8 ``(3, H, W)`` RGB pixels of an image file (grey, palette and alpha converted).
+    """uint8 ``(3, H, W)`` RGB pixels of an image file, decoded by
+    :func:`~diversity_callbacks.images.decode_image_file` (EXIF orientation applied, 16-bit grey
+    scaled to 8 bits, transparency composited on black, first frame of an animation).
 
     Raises:
         ImageReadError: naming the path and Pillow's reason.
     """
-    from PIL import Image
+    from diversity_callbacks.images import decode_image_file
 
     try:
-        with Image.open(path) as image:
-            image.load()
-            rgb = image.convert("RGB")
+        return decode_image_file(path)
     except Exception as error:
         raise ImageReadError(
             f"cannot read image {path!r}: {type(error).__name__}: {error}"
         ) from None
-    pixels = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
-    return pixels.view(rgb.height, rgb.width, 3).permute(2, 0, 1)
 
 
 class ImageFiles(Dataset):

@@ -6,6 +6,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +19,7 @@ from PIL import Image
 from diversity_callbacks import DiversityEvaluator, evaluate_existing
 from diversity_callbacks.cli import main
 from diversity_callbacks.cli.loading import decode_image
-from tests.cli_helpers import PROMPTED, cell_image, run_console, save, write_prompted
+from tests.cli_helpers import PROMPTED, ROOT, cell_image, run_console, save, write_prompted
 from tests.lightning_helpers import PixelEmbedder
 
 CELLS = ["--embedder", "tests.cli_helpers:cell_pixels", "--workers", "0", "--no-progress"]
@@ -421,3 +424,50 @@ def test_two_processes_give_the_numbers_of_one(tmp_path):
             assert row_two == row_one  # prompt and number of images
         for key, value in single["metrics"].items():
             assert double["metrics"][key] == pytest.approx(value, rel=1e-9)
+
+
+# ------------------------------------------------------------------ the command line itself
+
+
+def test_help_parses_before_torch_is_imported_and_python_m_works():
+    code = (
+        "import sys, contextlib, io\n"
+        "from diversity_callbacks.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    try: main(['score', '--help'])\n"
+        "    except SystemExit: pass\n"
+        "heavy = [m for m in ('torch', 'torchmetrics', 'lightning') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    done = subprocess.run(
+        [sys.executable, "-m", "diversity_callbacks", "score", "--help"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0 and "diversity-callbacks score" in done.stdout
+    assert "(default: 64)" in done.stdout and "(default: ViT-B-32)" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--max-kernel-memory", "nan"),
+        ("--max-kernel-memory", "inf"),
+        ("--max-kernel-memory", "-1"),
+        ("--vendi-orders", "-1"),
+        ("--vendi-orders", "two"),
+        ("--sce-sigma", "0"),
+        ("--vendi-sigma", "nan"),
+    ],
+)
+def test_bad_numbers_are_refused_naming_the_flag(tmp_path, capsys, option, value):
+    folder = repeated_distinct(tmp_path / "run", k=2, copies=1)
+    with pytest.raises(SystemExit) as exit_:
+        main(["score", str(folder), *CELLS, option, value])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}" in err and repr(value) in err

@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,6 +23,7 @@ from diversity_callbacks.cli.discovery import (
     Run,
     discover,
     run_names,
+    warn_skipped,
 )
 from diversity_callbacks.evaluation import _distributed
 
@@ -65,24 +66,22 @@ class RunScore:
 
 def run(args: argparse.Namespace) -> int:
     """Score every run; print the table and write the outputs on rank 0."""
-    if args.grids and not args.plot:
-        raise InputError("--grids needs --plot DIR (the folder the grids are written to)")
-    if args.plot:
-        from diversity_callbacks.cli.output import require_matplotlib
+    from diversity_callbacks.cli import output
 
-        require_matplotlib()
+    check_options(args)
     device = _launch(args)
     rank, world_size = _distributed.rank_and_world_size()
     progress = not args.no_progress and rank == 0
     names = run_names(args.runs, args.names)
+    outputs = output.output_paths(args)
     runs = [
-        discover(path, name, args.prompts, args.manifest, args.on_error)
+        discover(path, name, args.prompts, args.manifest, args.on_error, exclude=outputs)
         for path, name in zip(_bar(args.runs, "finding images", progress), names, strict=True)
     ]
     for found in runs:
         for path, reason in found.skipped:
             if rank == 0:
-                _warn(f"run {found.name!r}: skipped {path}: {reason}")
+                warn_skipped(found.name, path, reason)
     image_embedder = None
     scores = []
     for found in runs:
@@ -93,17 +92,24 @@ def run(args: argparse.Namespace) -> int:
             embedder = image_embedder
         scores.append(score_run(found, embedder, args, device, rank, world_size, progress))
     if rank == 0:
-        from diversity_callbacks.cli import output
-
-        print(output.table(scores))
-        if args.json:
-            output.write_json(scores, args.json, vars(args))
-        if args.csv:
-            output.write_csv(scores, args.csv)
-        if args.plot:
-            written = output.write_plots(scores, args.plot, grids=args.grids)
-            print(f"plots: {', '.join(written)}")
+        output.write_all(scores, args)
     return 0
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Refuse options that cannot work together, and unusable output paths, before any work."""
+    from diversity_callbacks.cli import output
+
+    if args.grids and not args.plot:
+        raise InputError("--grids needs --plot DIR (the folder the grids are written to)")
+    if args.embedder and args.model_config:
+        raise InputError(
+            f"--model-config configures the open_clip model of --model; it cannot apply to "
+            f"--embedder {args.embedder!r}: drop one of the two"
+        )
+    if args.plot:
+        output.require_matplotlib()
+    output.check_output_paths(args)
 
 
 @dataclass
@@ -115,6 +121,7 @@ class _Source:
     value_range: str | None
     rows: int  # in the whole run, every rank's
     total: int  # this rank's batches, for the progress bar
+    current: list[str] = field(default_factory=list)  # image files of the batch last read
 
 
 def score_run(
@@ -127,25 +134,31 @@ def score_run(
     progress: bool,
 ) -> RunScore:
     """Score one run on this rank's share of it (a collective: every rank calls it)."""
+    from diversity_callbacks.evaluation.errors import EvaluationError
     from diversity_callbacks.evaluation.existing import evaluate_existing
 
-    skipped: list[tuple[str, str]] = list(found.skipped)
-    if found.is_embeddings:
-        source = _embedding_source(found, args.batch_size, rank, world_size)
-    else:
-        source = _image_source(found, image_embedder, args, rank, world_size, skipped)
-    check_kernel_memory(args, found, source.rows)
-    evaluator = build_evaluator(
-        found.prompts, _counts(found), source.embedder, source.value_range, args
-    )
-    result = evaluate_existing(
-        evaluator,
-        source.batches,
-        device=device,
-        progress=progress,
-        total=source.total,
-        description=f"{found.name}: embedding",
-    )
+    while True:  # again without a batch that failed to embed (--on-error skip)
+        skipped: list[tuple[str, str]] = list(found.skipped)
+        if found.is_embeddings:
+            source = _embedding_source(found, args.batch_size, rank, world_size)
+        else:
+            source = _image_source(found, image_embedder, args, rank, world_size, skipped)
+        check_kernel_memory(args, found, source.rows)
+        evaluator = build_evaluator(
+            found.prompts, _counts(found), source.embedder, source.value_range, args
+        )
+        try:
+            result = evaluate_existing(
+                evaluator,
+                source.batches,
+                device=device,
+                progress=progress,
+                total=source.total,
+                description=f"{found.name}: embedding",
+            )
+            break
+        except EvaluationError as error:
+            _skip_failed_batch(found, source.current, error, args.on_error, world_size, skipped)
     all_skipped = [item for part in _distributed.all_gather_objects(skipped) for item in part]
     all_skipped = list(dict.fromkeys(map(tuple, all_skipped)))
     metrics = {
@@ -166,6 +179,39 @@ def score_run(
         seconds=result.scalars[f"{evaluator.prefix}/eval_seconds"],
         files=_files_by_prompt(found),
     )
+
+
+def _skip_failed_batch(
+    found: Run,
+    files: list[str],
+    error: Exception,
+    on_error: str,
+    world_size: int,
+    skipped: list[tuple[str, str]],
+) -> None:
+    """Name the image files of a batch that failed; with ``--on-error skip`` (one process),
+    leave them out of ``found`` so that the run is scored again without them."""
+    from diversity_callbacks.evaluation.errors import EvaluationError
+
+    if not files:  # not a batch of images (an embeddings file, or the metrics' compute)
+        raise error
+    shown = ", ".join(repr(Path(file).name) for file in files[:8])
+    more = f" and {len(files) - 8} more" if len(files) > 8 else ""
+    named = f"run {found.name!r}: {error} (the batch's images: {shown}{more})"
+    if on_error != "skip" or world_size > 1:
+        hint = "; pass --on-error skip to leave them out" if world_size == 1 else ""
+        raise EvaluationError(named + hint) from error
+    reason = f"its batch failed to embed: {error}"
+    found.skipped = skipped + [(file, reason) for file in files]
+    for file in files:
+        warn_skipped(found.name, file, reason)
+    left_out = {path for path, _ in found.skipped}
+    kept = [i for i, file in enumerate(found.files) if str(file) not in left_out]
+    if not kept:
+        raise EvaluationError(f"run {found.name!r}: no image left to score; {error}") from error
+    if found.condition_ids:
+        found.condition_ids = [found.condition_ids[i] for i in kept]
+    found.files = [found.files[i] for i in kept]
 
 
 def _counts(found: Run, excluded: set[str] | frozenset[str] = frozenset()) -> list[int]:
@@ -202,6 +248,7 @@ def _image_source(
     """This rank's share of a folder's images, decoded in DataLoader workers."""
     from diversity_callbacks.cli.loading import image_batches
 
+    current: list[str] = []
     share = _share(len(found.files), rank, world_size)
     ids = found.condition_ids or [0] * len(found.files)
     batches = image_batches(
@@ -212,9 +259,11 @@ def _image_source(
         skip=args.on_error == "skip",
         skipped=skipped,
         conditional=bool(found.prompts),
+        run=found.name,
+        current=current,
     )
     total = math.ceil(len(share) / args.batch_size)  # one more per extra image size
-    return _Source(batches, embedder, "uint8", len(found.files), total)
+    return _Source(batches, embedder, "uint8", len(found.files), total, current)
 
 
 def build_evaluator(
@@ -381,7 +430,3 @@ def _bar(items: Sequence[Any], description: str, enabled: bool) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(items, desc=description, leave=False, disable=None if enabled else True)
-
-
-def _warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr)

@@ -181,7 +181,9 @@ def load_embeddings(path: Path) -> dict[str, Any]:
                 if bad is not None:
                     got += f" whose item {bad} is {type(prompts[bad]).__name__} {prompts[bad]!r}"
             if isinstance(prompts, Tensor):
-                got += " (class numbers? give each row its prompt text, e.g. [names[i] for i in ids])"
+                got += (
+                    " (class numbers? give each row its prompt text, e.g. [names[i] for i in ids])"
+                )
             raise InputError(
                 f"{where} key 'prompts' must be a list of {rows} strings, one per row of "
                 f"'embeddings', got {got}"

@@ -625,3 +625,23 @@ def test_a_failed_embedding_names_the_batch_files_and_skip_leaves_them_out(tmp_p
     assert run["images"] == 8 and run["metrics"]["vendi_q1"] == pytest.approx(4.0)
     assert [s["path"] for s in run["skipped"]] == [str(folder / "zz-bad.png")]
     assert "warning: run 'run': skipped" in capsys.readouterr().err
+
+
+def test_the_offline_clip_error_gives_the_flags_fix(tmp_path, capsys):
+    pytest.importorskip("open_clip")
+    folder = repeated_distinct(tmp_path / "run", k=2, copies=1)
+    args = ["score", str(folder), "--pretrained", "laion2b_s34b_b79k", "--workers", "0"]
+    assert main(args) == 2  # HF_HUB_OFFLINE=1 (tests/conftest.py), nothing cached
+    err = capsys.readouterr().err
+    assert "--pretrained /path/to/open_clip_pytorch_model.bin" in err
+    assert "CLIPEmbedder(" not in err
+
+
+def test_a_bad_model_config_is_blamed_on_the_overrides(tmp_path, capsys):
+    pytest.importorskip("open_clip")
+    folder = repeated_distinct(tmp_path / "run", k=2, copies=1)
+    config = '{"no_such_option": 1}'
+    args = ["score", str(folder), "--pretrained", "none", "--model-config", config]
+    assert main([*args, "--workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--model-config" in err and "no_such_option" in err

@@ -84,7 +84,10 @@ def _checked_extrema(
     if not isinstance(images, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(images).__name__}")
     if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"{name} must have shape (B, 3, H, W), got {tuple(images.shape)}")
+        hint = ""
+        if images.ndim == 4 and images.shape[1] == 4:  # the package's one transparency rule
+            hint = "; composite RGBA uint8 images with composite_on_black(images) first"
+        raise ValueError(f"{name} must have shape (B, 3, H, W), got {tuple(images.shape)}{hint}")
     if not tolerance >= 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
     if value_range == "uint8":

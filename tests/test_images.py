@@ -197,3 +197,8 @@ def test_composite_on_black_refuses_other_shapes() -> None:
         composite_on_black(torch.zeros(3, 2, 2, dtype=torch.uint8))
     with pytest.raises(TypeError, match="uint8"):
         composite_on_black(torch.zeros(4, 2, 2))
+
+
+def test_an_rgba_batch_is_refused_pointing_at_the_transparency_rule() -> None:
+    with pytest.raises(ValueError, match="composite_on_black"):
+        check_images(torch.zeros(1, 4, 2, 2, dtype=torch.uint8), "uint8")

@@ -97,8 +97,8 @@ def image_batches(
 
     Unreadable images are appended to ``skipped`` (with a warning on stderr naming each and the
     run ``run``) when ``skip``; otherwise the first one raises :class:`ImageReadError`.
-    ``current`` holds the files of the batch last yielded (empty once all are), so that a batch
-    that fails to embed can be named by its files.
+    ``current`` holds the files of the batch being embedded (emptied when the next one is
+    asked for), so that a batch that fails to embed can be named by its files.
     """
     loader = DataLoader(
         ImageFiles(files, condition_ids),
@@ -117,7 +117,7 @@ def image_batches(
         for images, ids, names in batch["parts"]:
             current[:] = names
             yield images, ids if conditional else None
-    current.clear()
+            current.clear()  # taken: a failure from here on is not this batch's
 
 
 def load_embeddings(path: Path) -> dict[str, Any]:

@@ -189,18 +189,20 @@ def _skip_failed_batch(
     world_size: int,
     skipped: list[tuple[str, str]],
 ) -> None:
-    """Name the image files of a batch that failed; with ``--on-error skip`` (one process),
-    leave them out of ``found`` so that the run is scored again without them."""
+    """Name the image files of a batch that failed to embed (one process); with
+    ``--on-error skip``, leave them out of ``found`` so that the run is scored again without
+    them."""
     from diversity_callbacks.evaluation.errors import EvaluationError
 
-    if not files:  # not a batch of images (an embeddings file, or the metrics' compute)
+    # Not a batch of images (reading, an embeddings file, the metrics' compute), or another
+    # process's batch may have failed: this one's files would be the wrong ones.
+    if not files or world_size > 1:
         raise error
     shown = ", ".join(repr(Path(file).name) for file in files[:8])
     more = f" and {len(files) - 8} more" if len(files) > 8 else ""
     named = f"run {found.name!r}: {error} (the batch's images: {shown}{more})"
-    if on_error != "skip" or world_size > 1:
-        hint = "; pass --on-error skip to leave them out" if world_size == 1 else ""
-        raise EvaluationError(named + hint) from error
+    if on_error != "skip":
+        raise EvaluationError(named + "; pass --on-error skip to leave them out") from error
     reason = f"its batch failed to embed: {error}"
     found.skipped = skipped + [(file, reason) for file in files]
     for file in files:

@@ -198,6 +198,20 @@ def test_png_encoding_round_trips_through_pil():
     assert np.array_equal(decode_png(png_bytes(image)), image)
 
 
+def test_table_csv_quotes_cells_a_spreadsheet_would_run_but_not_numbers():
+    table = Table(["prompt", "vendi_q1"], [["=cmd|' /C calc'!A0", 1.5], ["-1.5", -2.0]])
+    table = Table(table.columns, [*table.rows, ["@SUM(A1)", 1.0], ["\tx", 1.0], ["+1+1", 1.0]])
+    rows = list(csv.reader(io.StringIO(table.csv())))
+    assert [row[0] for row in rows[1:]] == [
+        "'=cmd|' /C calc'!A0",
+        "-1.5",
+        "'@SUM(A1)",
+        "'\tx",
+        "'+1+1",
+    ]
+    assert rows[2][1] == "-2.0"
+
+
 def test_table_renders_as_csv_and_as_a_markdown_table_with_escaped_names():
     table = Table(["prompt", "vendi_q1"], [["a, b | c", 1.5], ["d", 2.0]])
     assert table.csv() == 'prompt,vendi_q1\n"a, b | c",1.5\nd,2.0\n'

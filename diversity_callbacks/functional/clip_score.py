@@ -34,7 +34,5 @@ def embedding_clip_score(image_embeddings: Tensor, text_embeddings: Tensor) -> T
     check_features(text_embeddings, "text_embeddings", dim=image_embeddings.shape[1])
     check_paired(image_embeddings, text_embeddings, "image_embeddings", "text_embeddings")
     images = torch.nn.functional.normalize(image_embeddings.to(torch.float64), dim=1)
-    texts = torch.nn.functional.normalize(
-        text_embeddings.to(images.device, torch.float64), dim=1
-    )
+    texts = torch.nn.functional.normalize(text_embeddings.to(images.device, torch.float64), dim=1)
     return 100 * (images * texts).sum(dim=1).clamp(min=0)

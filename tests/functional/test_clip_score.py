@@ -91,7 +91,9 @@ def _tiny_clip(transformers):
         width = max(map(len, ids))
         return {
             "input_ids": torch.tensor([row + [0] * (width - len(row)) for row in ids]),
-            "attention_mask": torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in ids]),
+            "attention_mask": torch.tensor(
+                [[1] * len(row) + [0] * (width - len(row)) for row in ids]
+            ),
         }
 
     return Features(), processor

@@ -32,7 +32,11 @@ def test_it_is_the_mean_quality_times_the_vendi_score_with_the_kernel_options():
     ("qualities", "error", "match"),
     [
         ([0.5, 1.0], TypeError, r"`qualities` must be a torch.Tensor of shape \(2,\)"),
-        (torch.ones(3), ValueError, r"shape \(2,\), one score per sample, got torch.float32 of shape \(3,\)"),
+        (
+            torch.ones(3),
+            ValueError,
+            r"shape \(2,\), one score per sample, got torch.float32 of shape \(3,\)",
+        ),
         (torch.ones(2, dtype=torch.long), ValueError, "must be a floating tensor"),
         (torch.tensor([1.0, float("nan")]), ValueError, "`qualities` must be finite.*first at 1"),
     ],

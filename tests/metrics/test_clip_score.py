@@ -41,7 +41,9 @@ def test_one_condition_needs_no_condition_ids_and_several_do():
     images, texts, _ = pairs(4)
     metric = EmbeddingCLIPScore()
     metric.update(images, texts)
-    assert float(metric.compute()) == pytest.approx(float(embedding_clip_score(images, texts).mean()))
+    assert float(metric.compute()) == pytest.approx(
+        float(embedding_clip_score(images, texts).mean())
+    )
     with pytest.raises(ValueError, match="`condition_ids` must give each sample's condition"):
         EmbeddingCLIPScore(num_conditions=2).update(images, texts)
 
@@ -61,7 +63,9 @@ def _on_ranks(rank: int, world_size: int) -> dict[str, Any]:
         start = 0 if rank == 0 else sum(shards[0])
         metric = EmbeddingCLIPScore(num_conditions=4)
         for rows in shards[rank]:
-            metric.update(images[start : start + rows], texts[start : start + rows], ids[start : start + rows])
+            metric.update(
+                images[start : start + rows], texts[start : start + rows], ids[start : start + rows]
+            )
             start += rows
         results[name] = (float(metric.compute()), metric.per_condition.tolist())
     return results

@@ -50,7 +50,9 @@ def _on_ranks(rank: int, world_size: int) -> dict[str, Any]:
 @pytest.mark.timeout(180)
 def test_two_uneven_ranks_equal_one_process_on_all_rows():
     features, qualities = rows(sum(SHARDS[0]) + sum(SHARDS[1]))
-    expected = quality_weighted_vendi_score(features, qualities, q=ORDERS, kernel="gaussian", sigma=2.0)
+    expected = quality_weighted_vendi_score(
+        features, qualities, q=ORDERS, kernel="gaussian", sigma=2.0
+    )
     for result in run_distributed(_on_ranks):
         for key, value in expected.items():
             assert result[key] == pytest.approx(float(value), rel=1e-9)

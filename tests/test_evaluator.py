@@ -345,7 +345,7 @@ def test_the_per_prompt_clip_scores_reach_the_table():
 @pytest.mark.parametrize(
     ("arguments", "match"),
     [
-        ({"class_labels": [0, 1], "embedder": PixelEmbedder()}, "needs text prompts"),
+        ({"class_labels": [0, 1], "embedder": PixelEmbedder()}, "text prompts"),
         ({"prompts": PROMPTS, "embedder": len, "value_range": None}, "embedder with embed_texts"),
     ],
 )

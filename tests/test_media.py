@@ -100,7 +100,10 @@ def test_tensorboard_event_files_hold_grids_spectrum_table_and_scalars_at_evalua
     assert "diversity/table/text_summary" in tags["tensors"]
     table = events.Tensors("diversity/table/text_summary")[-1]
     text = table.tensor_proto.string_val[0].decode()
-    assert text.startswith("| prompt | vendi_q1 | vendi_q2 | clip_score |") and "| a green line |" in text
+    assert (
+        text.startswith("| prompt | vendi_q1 | vendi_q2 | clip_score |")
+        and "| a green line |" in text
+    )
 
 
 def test_mlflow_file_store_holds_metrics_and_media_artifacts_per_evaluated_step(run):

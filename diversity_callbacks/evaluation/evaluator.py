@@ -67,7 +67,8 @@ class EvaluationResult:
         scalars: logged values keyed ``{prefix}/vendi_q1``, ``{prefix}/conditional_vendi_q1``,
             ``{prefix}/sce``, ..., identical on every rank, and this rank's
             ``{prefix}/eval_seconds``.
-        per_condition: per-condition columns (``"vendi_q1"``...), each ``(num_conditions,)``.
+        per_condition: per-condition columns (``"vendi_q1"``..., ``"clip_score"``), each
+            ``(num_conditions,)``.
         spectrum: eigenvalues of ``K / n`` (descending), when asked for.
         thumbnails: uint8 ``(3, h, w)`` images by sample index, gathered on rank 0, when asked for.
         timings: seconds this rank spent ``sampling``, ``embedding`` and on the ``metric``.

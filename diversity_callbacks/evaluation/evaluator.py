@@ -109,7 +109,7 @@ class DiversityEvaluator:
         class_labels: integer labels, or a mapping of names to labels.
         num_samples: an unconditional generator: draw this many samples.
         embedder: for images, ``embed_images(images in [0, 1]) -> (B, D)`` (and
-            ``embed_texts(prompts) -> (P, D)`` for SCE), ``None`` for a default
+            ``embed_texts(prompts) -> (P, D)`` for SCE and CLIPScore), ``None`` for a default
             :class:`~diversity_callbacks.CLIPEmbedder`; for other samples, ``embed_samples`` or a
             callable. An ``nn.Module`` embedder is moved to the evaluation's device.
         value_range: ``"[-1,1]"``, ``"[0,1]"`` or ``"uint8"`` for ``(B, 3, H, W)`` images

@@ -118,3 +118,24 @@ def as_long_tensor(values: Tensor | Iterable[Any], name: str, rows: int) -> Tens
             f"`{name}` must be {rows} integers, one per sample, got shape {tuple(tensor.shape)}"
         )
     return tensor.long()
+
+
+def check_scores(scores: Any, rows: int, name: str) -> Tensor:
+    """Check that ``scores`` is a finite floating ``(rows,)`` tensor: one score per sample."""
+    if not isinstance(scores, Tensor):
+        raise TypeError(
+            f"`{name}` must be a torch.Tensor of shape ({rows},), one score per sample, got "
+            f"{type(scores).__name__}"
+        )
+    if scores.shape != (rows,) or not scores.is_floating_point():
+        raise ValueError(
+            f"`{name}` must be a floating tensor of shape ({rows},), one score per sample, got "
+            f"{scores.dtype} of shape {tuple(scores.shape)}"
+        )
+    if not bool(torch.isfinite(scores).all()):
+        bad = torch.nonzero(~torch.isfinite(scores)).flatten()
+        raise ValueError(
+            f"`{name}` must be finite, got NaN or Inf at {bad.numel()} sample(s), first at "
+            f"{int(bad[0])}"
+        )
+    return scores

@@ -73,6 +73,7 @@ def test_cli_numbers_equal_the_python_api_on_the_same_images(tmp_path):
         "conditional_vendi_q2",
         "sce",
         "sce_text",
+        "clip_score",
     }
     for key, value in run["metrics"].items():
         assert value == pytest.approx(result.scalars[f"diversity/{key}"], rel=1e-9, abs=1e-12)
@@ -83,8 +84,9 @@ def test_cli_numbers_equal_the_python_api_on_the_same_images(tmp_path):
         "a fish": 1,
     }
     for number, prompt in enumerate(prompts):
-        expected = float(result.per_condition["vendi_q1"][number])
-        assert per_prompt[prompt]["vendi_q1"] == pytest.approx(expected, rel=1e-9)
+        for column in ("vendi_q1", "clip_score"):
+            expected = float(result.per_condition[column][number])
+            assert per_prompt[prompt][column] == pytest.approx(expected, rel=1e-9)
     # Uneven prompts: the mean over prompts, each prompt weighing the same (the fish's one image
     # scores 1), not over images.
     mean = sum(row["vendi_q1"] for row in per_prompt.values()) / 3
@@ -263,10 +265,20 @@ def test_the_exact_gaussian_kernel_is_refused_with_the_memory_it_needs(tmp_path,
     assert run["metrics"]["vendi_q1"] > 1
 
 
-def test_sce_on_without_an_embedder_of_prompts_says_what_is_missing(tmp_path, capsys):
+@pytest.mark.parametrize("flag", ["--sce", "--clip-score"])
+def test_a_metric_of_prompts_on_without_an_embedder_of_them_says_what_is_missing(
+    tmp_path, capsys, flag
+):
     folder = write_prompted(tmp_path / "run", "folders")
-    assert main(["score", str(folder), *CELLS, "--sce", "on"]) == 2
-    assert "--sce on needs an embedder of prompts" in capsys.readouterr().err
+    assert main(["score", str(folder), *CELLS, flag, "on"]) == 2
+    assert f"{flag} on needs an embedder of prompts" in capsys.readouterr().err
+
+
+def test_clip_score_off_leaves_it_out(tmp_path):
+    folder = write_prompted(tmp_path / "run", "folders")
+    (run,) = score_json(tmp_path, str(folder), *PIXELS, "--clip-score", "off")["runs"]
+    assert "clip_score" not in run["metrics"] and "sce" in run["metrics"]
+    assert all("clip_score" not in row for row in run["per_prompt"])
 
 
 # ------------------------------------------------------------------ embedders

@@ -24,7 +24,11 @@ from diversity_callbacks import (
     evaluate_existing,
 )
 from diversity_callbacks.evaluation import EvaluationSet, sample_seed
-from diversity_callbacks.functional import conditional_vendi_score, vendi_score
+from diversity_callbacks.functional import (
+    conditional_vendi_score,
+    embedding_clip_score,
+    vendi_score,
+)
 from tests.distributed import run_distributed
 from tests.lightning_helpers import (
     PROMPTS,
@@ -46,12 +50,19 @@ def frozen_generator() -> TinyGenerator:
     return TinyGenerator(lr=0.0)
 
 
+def brightness(images: Tensor) -> Tensor:
+    """A per-sample quality of images in [0, 1]: their mean pixel value."""
+    assert images.min() >= 0 and images.max() <= 1  # the generator's [-1, 1] as the embedder's
+    return images.mean(dim=(1, 2, 3))
+
+
 def evaluator(**kwargs: Any) -> DiversityEvaluator:
     options = {
         "samples_per_condition": 4,
         "batch_size": 5,
         "embedder": PixelEmbedder(),
         "vendi_orders": (1, 2, "inf"),
+        "quality": brightness,
         "metrics": {
             "mean_norm": MeanNorm(),
             "calinski_harabasz": EvaluationMetric(
@@ -129,6 +140,14 @@ def test_a_plain_loop_gives_the_metrics_of_the_samples_it_drew(plain_loop_values
         )
     norm = float(features.double().norm(dim=1).mean())
     assert plain_loop_values["diversity/mean_norm"] == pytest.approx(norm, rel=1e-9)
+    texts = embedder.embed_texts(prompts)
+    clip = float(embedding_clip_score(features, texts).mean())
+    assert plain_loop_values["diversity/clip_score"] == pytest.approx(clip, rel=1e-9)
+    quality = float(brightness((torch.cat(images) + 1) / 2).double().mean())
+    assert plain_loop_values["diversity/quality"] == pytest.approx(quality, rel=1e-9)
+    for key, value in expected.items():
+        qvendi = plain_loop_values[f"diversity/qvendi_{key}"]
+        assert qvendi == pytest.approx(quality * float(value), rel=1e-9)
     assert (
         "diversity/calinski_harabasz" in plain_loop_values and "diversity/sce" in plain_loop_values
     )
@@ -444,3 +463,120 @@ def test_an_empty_batch_is_skipped():
     batches = [(torch.zeros(0, 2), []), (torch.eye(2), [0, 1])]
     result = evaluate_existing(existing_evaluator(), batches, progress=False)
     assert result.num_samples == 2 and result.scalars["diversity/vendi_q1"] == pytest.approx(2.0)
+
+
+# ---------------------------------------------------------------- alignment and quality
+
+
+def test_the_per_prompt_clip_scores_reach_the_table():
+    module = frozen_generator()
+    result = evaluator(metrics=None, quality=None).evaluate(module.generate, progress=False)
+    table = result.per_condition["clip_score"]
+    assert table.shape == (len(PROMPTS),)
+    assert float(table.mean()) == pytest.approx(result.scalars["diversity/clip_score"], rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "match"),
+    [
+        ({"class_labels": [0, 1], "embedder": PixelEmbedder()}, "text prompts"),
+        ({"prompts": PROMPTS, "embedder": len, "value_range": None}, "embedder with embed_texts"),
+    ],
+)
+def test_clip_score_where_it_is_not_defined_is_refused(arguments: dict, match: str):
+    with pytest.raises(ValueError, match=f"`clip_score=True` needs .*{match}"):
+        DiversityEvaluator(clip_score=True, samples_per_condition=2, **arguments)
+
+
+def test_clip_score_can_be_turned_off_and_is_off_without_prompts_of_one_space():
+    class OtherSpace(PixelEmbedder):
+        def embed_texts(self, prompts: list[str]) -> Tensor:
+            return super().embed_texts(prompts)[:, :8]  # SCE takes any dimension
+
+    module = frozen_generator()
+    off = evaluator(clip_score=False, metrics=None).evaluate(module.generate, progress=False)
+    assert "diversity/clip_score" not in off.scalars and "clip_score" not in off.per_condition
+    with pytest.raises(EvaluationError, match="dimension 48 and prompt embeddings of 8; pass clip"):
+        evaluator(embedder=OtherSpace(), metrics=None).evaluate(module.generate, progress=False)
+
+
+def test_a_quality_of_the_embeddings_weights_the_vendi_scores():
+    seen: list[Tensor] = []
+
+    def norm(embeddings: Tensor) -> Tensor:
+        seen.append(embeddings)
+        return embeddings.norm(dim=1)
+
+    module = frozen_generator()
+    result = evaluator(quality=norm, quality_input="embeddings", metrics=None).evaluate(
+        module.generate, progress=False
+    )
+    quality = float(torch.cat([rows.norm(dim=1) for rows in seen]).double().mean())
+    scalars = result.scalars
+    assert scalars["diversity/quality"] == pytest.approx(quality, rel=1e-12)
+    for key in ("q1", "q2", "qinf"):
+        expected = quality * scalars[f"diversity/vendi_{key}"]
+        assert scalars[f"diversity/qvendi_{key}"] == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("quality", "match"),
+    [
+        (lambda images: images.mean(), r"`quality` must be a floating tensor of shape \(5,\)"),
+        (lambda images: [0.5] * len(images), "`quality` must be a torch.Tensor"),
+        (lambda images: torch.full((len(images),), float("inf")), "`quality` must be finite"),
+    ],
+)
+def test_a_quality_scorer_returning_other_than_one_finite_float_per_sample_fails(quality, match):
+    module = frozen_generator()
+    with pytest.raises(EvaluationError, match=match):
+        evaluator(quality=quality, metrics=None).evaluate(module.generate, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "match"),
+    [
+        ({"quality": 0.5}, TypeError, "`quality` must be a callable"),
+        ({"quality": brightness, "quality_input": "images"}, ValueError, "`quality_input` must"),
+        ({"metrics": {"qvendi": MeanNorm()}}, ValueError, "'qvendi' is taken"),
+    ],
+)
+def test_bad_quality_options_are_refused_at_construction(options: dict, error: type, match: str):
+    with pytest.raises(error, match=match):
+        evaluator(**options)
+
+
+class _SeenSamples(EvaluationMetric):
+    """A plug-in that records the ``samples`` field of every batch it is given."""
+
+    def __init__(self, inputs: tuple[str, ...]) -> None:
+        super().__init__(MeanNorm(), inputs=inputs)
+        self.seen: list[Any] = []
+
+    def update(self, batch: Any) -> None:
+        self.seen.append(batch.samples)
+        self.metric.update(batch.embeddings)
+
+
+def test_the_samples_are_handed_over_only_when_a_metric_asks_for_them():
+    module = frozen_generator()
+    for inputs, handed in ((("embeddings",), False), (("embeddings", "samples"), True)):
+        plugin = _SeenSamples(inputs)
+        evaluator(metrics={"seen": plugin}, quality=None).evaluate(module.generate, progress=False)
+        assert all((samples is not None) == handed for samples in plugin.seen), inputs
+
+
+def test_a_metric_of_the_samples_is_a_plug_in_and_evaluate_existing_refuses_it():
+    class Brightness(MeanNorm):
+        def update(self, images: Tensor) -> None:
+            super().update(images.flatten(1))
+
+    plugin = EvaluationMetric(Brightness(), inputs=("samples",))
+    module = frozen_generator()
+    scorer = evaluator(metrics={"pixel_norm": plugin}, quality=None)
+    result = scorer.evaluate(module.generate, progress=False)
+    assert result.scalars["diversity/pixel_norm"] > 0
+    with pytest.raises(ValueError, match=r"metric\(s\) \['pixel_norm'\] take the 'samples' input"):
+        evaluate_existing(scorer, [(torch.zeros(2, 3, 8, 8), [0, 1])], progress=False)
+    with pytest.raises(ValueError, match=r"\['qvendi'\] take the 'samples' input"):
+        evaluate_existing(evaluator(metrics=None), [], progress=False)

@@ -100,7 +100,10 @@ def test_tensorboard_event_files_hold_grids_spectrum_table_and_scalars_at_evalua
     assert "diversity/table/text_summary" in tags["tensors"]
     table = events.Tensors("diversity/table/text_summary")[-1]
     text = table.tensor_proto.string_val[0].decode()
-    assert text.startswith("| prompt | vendi_q1 | vendi_q2 |") and "| a green line |" in text
+    assert (
+        text.startswith("| prompt | vendi_q1 | vendi_q2 | clip_score |")
+        and "| a green line |" in text
+    )
 
 
 def test_mlflow_file_store_holds_metrics_and_media_artifacts_per_evaluated_step(run):
@@ -121,7 +124,7 @@ def test_mlflow_file_store_holds_metrics_and_media_artifacts_per_evaluated_step(
         assert grids == {f"{folder}/samples/{name}.png" for name in GRID_NAMES}
     local = Path(client.download_artifacts(logger.run_id, f"diversity/step_{steps[-1]:06d}"))
     assert decode_png((local / "samples" / f"{GRID_NAMES[0]}.png").read_bytes()).shape == GRID_SHAPE
-    assert (local / "table.csv").read_text().startswith("prompt,vendi_q1,vendi_q2\n")
+    assert (local / "table.csv").read_text().startswith("prompt,vendi_q1,vendi_q2,clip_score\n")
 
 
 def test_media_dir_holds_png_grids_spectrum_and_a_per_condition_csv_per_step(run):

@@ -108,6 +108,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "prompts, and a prompt with 2+ images",
     )
     metrics.add_argument(
+        "--clip-score",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="CLIPScore of each image against its prompt (100 * max(cos, 0)), per prompt too; "
+        "auto: with prompts and an embedder of prompts",
+    )
+    metrics.add_argument(
         "--sce-kernel",
         choices=("cosine", "linear", "gaussian"),
         help="kernel of the Schur complement entropy (None: its own default)",

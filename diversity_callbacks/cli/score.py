@@ -277,8 +277,9 @@ def build_evaluator(
 ) -> Any:
     """The :class:`~diversity_callbacks.DiversityEvaluator` of one run, from the options.
 
-    ``--per-prompt`` and ``--sce`` ``auto`` turn the metric on where it is defined: prompts, a
-    prompt with two or more images, and (SCE) an embedder with ``embed_texts``.
+    ``--per-prompt``, ``--sce`` and ``--clip-score`` ``auto`` turn the metric on where it is
+    defined: prompts, a prompt with two or more images (not for CLIPScore), and (SCE, CLIPScore)
+    an embedder with ``embed_texts``.
     """
     from diversity_callbacks.evaluation.evaluator import DiversityEvaluator
     from diversity_callbacks.evaluation.samples import SampleEmbedder
@@ -299,12 +300,13 @@ def build_evaluator(
         [
             ("prompts (none were found)", bool(prompts)),
             ("a prompt with 2 or more images", repeated),
-            (
-                "an embedder of prompts (embed_texts; for embeddings files, a "
-                "'text_embeddings' key)",
-                texts,
-            ),
+            (_TEXT_EMBEDDER, texts),
         ],
+    )
+    clip_score = _switch(
+        args.clip_score,
+        "--clip-score",
+        [("prompts (none were found)", bool(prompts)), (_TEXT_EMBEDDER, texts)],
     )
     sce_kwargs = {
         key: value
@@ -324,6 +326,7 @@ def build_evaluator(
         "vendi_sigma": args.vendi_sigma,
         "vendi_num_features": args.vendi_num_features,
         "sce_kwargs": sce_kwargs,
+        "clip_score": clip_score,
     }
     try:
         if prompts:
@@ -376,6 +379,11 @@ def _embedding_source(found: Run, batch_size: int, rank: int, world_size: int) -
 
     total = math.ceil(len(share) / batch_size)
     return _Source(batches(), embedder, None, embeddings.shape[0], total)
+
+
+_TEXT_EMBEDDER = (
+    "an embedder of prompts (embed_texts; for embeddings files, a 'text_embeddings' key)"
+)
 
 
 def _switch(choice: str, flag: str, needs: list[tuple[str, bool]]) -> bool:

@@ -44,9 +44,12 @@ from diversity_callbacks.evaluation.errors import EvaluationError
 from diversity_callbacks.evaluation.metrics import (
     EmbeddedBatch,
     MetricValues,
+    QualityInput,
     as_evaluation_metric,
     builtin_metrics,
     builtin_result_keys,
+    clip_score_metric,
+    quality_metric,
     sce_metric,
 )
 from diversity_callbacks.evaluation.samples import SampleEmbedder, thumbnails_of
@@ -71,7 +74,8 @@ class EvaluationResult:
         scalars: logged values keyed ``{prefix}/vendi_q1``, ``{prefix}/conditional_vendi_q1``,
             ``{prefix}/sce``, ..., identical on every rank, and this rank's
             ``{prefix}/eval_seconds``.
-        per_condition: per-condition columns (``"vendi_q1"``...), each ``(num_conditions,)``.
+        per_condition: per-condition columns (``"vendi_q1"``..., ``"clip_score"``), each
+            ``(num_conditions,)``.
         spectrum: eigenvalues of ``K / n`` (descending), when asked for.
         thumbnails: uint8 ``(3, h, w)`` images by sample index, gathered on rank 0, when asked for.
         timings: seconds this rank spent ``sampling``, ``embedding`` and on the ``metric``.
@@ -126,7 +130,7 @@ class DiversityEvaluator:
         class_labels: integer labels, or a mapping of names to labels.
         num_samples: an unconditional generator: draw this many samples.
         embedder: for images, ``embed_images(images in [0, 1]) -> (B, D)`` (and
-            ``embed_texts(prompts) -> (P, D)`` for SCE), ``None`` for a default
+            ``embed_texts(prompts) -> (P, D)`` for SCE and CLIPScore), ``None`` for a default
             :class:`~diversity_callbacks.CLIPEmbedder`; for other samples, ``embed_samples`` or a
             callable. An ``nn.Module`` embedder is moved to the evaluation's device.
         value_range: ``"[-1,1]"``, ``"[0,1]"`` or ``"uint8"`` for ``(B, 3, H, W)`` images
@@ -143,6 +147,14 @@ class DiversityEvaluator:
         sce: the Schur complement entropy given the prompts and its text part; ``None``: where
             defined (prompts, ``embed_texts``, 2+ samples per prompt).
         sce_kwargs: keyword arguments of :class:`~diversity_callbacks.SchurComplementEntropy`.
+        clip_score: the CLIPScore of each sample against its prompt (``clip_score``, per prompt
+            in the table), from the embeddings the metrics already have; ``None``: where
+            defined (prompts and ``embed_texts`` in the images' space).
+        quality: a per-sample quality scorer (a reward model, an aesthetic score...): adds the
+            quality-weighted Vendi score ``qvendi_q1``... (mean quality times ``vendi_q1``...)
+            and the mean ``quality``. Called on each batch, it returns ``(B,)`` finite floats.
+        quality_input: what ``quality`` is called on: ``"samples"`` (images as ``(B, 3, H, W)``
+            floats in [0, 1], other samples as generated) or ``"embeddings"`` (``(B, D)``).
         metrics: more metrics by name: torchmetrics ``Metric`` objects taking the embeddings, or
             :class:`~diversity_callbacks.EvaluationMetric` wrappers declaring other inputs.
         spectrum: also return the eigenvalues of the Vendi kernel.
@@ -181,6 +193,9 @@ class DiversityEvaluator:
         conditional: bool | None = None,
         sce: bool | None = None,
         sce_kwargs: Mapping[str, Any] | None = None,
+        clip_score: bool | None = None,
+        quality: Callable[[Any], Tensor] | None = None,
+        quality_input: QualityInput = "samples",
         metrics: Mapping[str, Any] | None = None,
         spectrum: bool = False,
         max_thumbnail_conditions: int = 16,
@@ -206,6 +221,7 @@ class DiversityEvaluator:
         }
         self.sce = sce
         self.sce_kwargs = dict(sce_kwargs or {})
+        self.clip_score = clip_score
         self.thumbnail_limits = (
             check_positive_int(max_thumbnail_conditions, "max_thumbnail_conditions"),
             check_positive_int(max_thumbnails_per_condition, "max_thumbnails_per_condition"),
@@ -218,6 +234,9 @@ class DiversityEvaluator:
         self.metrics = builtin_metrics(
             self.evaluation_set, self.vendi_orders, self.kernel_kwargs, conditional, spectrum
         )
+        qvendi = quality_metric(quality, quality_input, self.vendi_orders, self.kernel_kwargs)
+        if qvendi is not None:
+            self.metrics["qvendi"] = qvendi
         taken = {*self.metrics, *builtin_result_keys(self.vendi_orders), TIMING_KEY}
         for name, metric in (metrics or {}).items():
             if name in taken:
@@ -313,11 +332,15 @@ class DiversityEvaluator:
         self._ranks_agree = True
 
     def _add_sce(self) -> None:
-        """Decide whether SCE is on, now that the embedder is known, and register it."""
+        """Decide whether SCE and CLIPScore are on, now that the embedder is known; register."""
         metric = sce_metric(self.evaluation_set, self.sample_embedder, self.sce, self.sce_kwargs)
         self.sce = metric is not None
         if metric is not None:
             self.metrics.setdefault("sce", metric)
+        clip = clip_score_metric(self.evaluation_set, self.sample_embedder, self.clip_score)
+        self.clip_score = clip is not None
+        if clip is not None:
+            self.metrics.setdefault("clip_score", clip)
 
     # ------------------------------------------------------------------ one evaluation
 
@@ -518,6 +541,8 @@ def update_metrics(
         embedded.condition_embeddings = evaluator.sample_embedder.prompt_embeddings(
             evaluator.evaluation_set.conditions, condition_ids, draw.prompt_rows
         )
+    if "samples" in inputs:
+        embedded.samples = samples
     _synchronize(device)
     updated = time.perf_counter()
     draw.seconds["embedding"] += updated - start

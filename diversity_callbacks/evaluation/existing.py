@@ -83,6 +83,7 @@ def evaluate_existing(
         ``num_samples`` counts this rank's samples.
 
     Raises:
+        ValueError: when a metric takes the ``"samples"`` input (a generator's samples).
         EvaluationError: on every rank, when any rank failed to read, embed or compute.
 
     Example:
@@ -95,6 +96,15 @@ def evaluate_existing(
         >>> [round(v, 6) for v in result.per_condition["vendi_q1"].tolist()]  # 3 cats, 1 dog twice
         [3.0, 1.0]
     """
+    takers = [name for name, metric in evaluator.metrics.items() if "samples" in metric.inputs]
+    if takers:
+        # The batches here may be embeddings read from a file: a scorer of generated samples
+        # would be handed something else without a word.
+        raise ValueError(
+            f"evaluate_existing scores existing batches, not a generator's samples: metric(s) "
+            f"{takers} take the 'samples' input; score them with evaluate(), or give `quality=` "
+            "a scorer of embeddings (quality_input='embeddings')"
+        )
     device = torch.device(device) if device is not None else torch.device("cpu")
     with evaluator.exclusive():
         evaluator.prepare(device)

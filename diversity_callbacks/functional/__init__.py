@@ -1,5 +1,6 @@
 """Pure torch functions: kernels, spectra and the diversity scores computed from them."""
 
+from diversity_callbacks.functional.clip_score import embedding_clip_score
 from diversity_callbacks.functional.conditional import conditional_vendi_score
 from diversity_callbacks.functional.kernels import (
     RandomFourierFeatures,
@@ -9,6 +10,7 @@ from diversity_callbacks.functional.kernels import (
     random_fourier_frequencies,
     resolve_kernel,
 )
+from diversity_callbacks.functional.quality import quality_weighted_vendi_score
 from diversity_callbacks.functional.schur import SchurComplementResult, schur_complement_entropy
 from diversity_callbacks.functional.spectrum import (
     normalized_spectrum,
@@ -22,10 +24,12 @@ __all__ = [
     "RandomFourierFeatures",
     "SchurComplementResult",
     "conditional_vendi_score",
+    "embedding_clip_score",
     "gaussian_kernel",
     "normalize_rows",
     "normalized_spectrum",
     "order_key",
+    "quality_weighted_vendi_score",
     "random_fourier_features",
     "random_fourier_frequencies",
     "resolve_kernel",

@@ -404,7 +404,7 @@ def test_one_sample_per_condition_logs_no_conditional_score():
 def test_a_second_evaluation_while_one_runs_is_refused_naming_the_evaluator():
     import threading
 
-    module, shared = frozen_generator(), evaluator(metrics=None)
+    module, shared = frozen_generator(), evaluator(metrics=None, quality=None)
     started, release = threading.Event(), threading.Event()
 
     def waiting(prompts: list[str], generators: list) -> Tensor:
@@ -424,7 +424,7 @@ def test_a_second_evaluation_while_one_runs_is_refused_naming_the_evaluator():
         release.set()
         first.join(timeout=60)
     alone = shared.evaluate(module.generate, progress=False).scalars  # free again afterwards
-    expected = evaluator(metrics=None).evaluate(module.generate, progress=False).scalars
+    expected = evaluator(metrics=None, quality=None).evaluate(module.generate, progress=False).scalars
     assert values(alone) == pytest.approx(values(expected), rel=1e-12)
 
 

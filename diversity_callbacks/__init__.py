@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _EXPORTS = {
     "VendiScore": "diversity_callbacks.metrics.vendi",
-    "ConditionalVendiScore": "diversity_callbacks.metrics.conditional",
+    "PerConditionVendiScore": "diversity_callbacks.metrics.per_condition",
     "SchurComplementEntropy": "diversity_callbacks.metrics.schur",
     "PromptRemover": "diversity_callbacks.prompt_removal",
     "CLIPEmbedder": "diversity_callbacks.embedders.clip",
@@ -48,7 +48,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from diversity_callbacks.evaluation.evaluator import DiversityEvaluator, EvaluationResult  # noqa: F401
     from diversity_callbacks.evaluation.existing import evaluate_existing  # noqa: F401
     from diversity_callbacks.evaluation.metrics import EvaluationMetric  # noqa: F401
-    from diversity_callbacks.metrics.conditional import ConditionalVendiScore  # noqa: F401
+    from diversity_callbacks.metrics.per_condition import PerConditionVendiScore  # noqa: F401
     from diversity_callbacks.metrics.schur import SchurComplementEntropy  # noqa: F401
     from diversity_callbacks.metrics.vendi import VendiScore  # noqa: F401
     from diversity_callbacks.monitor import DiversityCollapseMonitor  # noqa: F401

@@ -46,7 +46,7 @@ class DiversityCallback(Callback):
     combine; one ``global_step`` is evaluated at most once; without a cadence,
     ``every_n_epochs=1``; the sanity check is skipped.
 
-    **Logging.** The result's scalars (``diversity/vendi_q1``, ``diversity/conditional_vendi_q1``,
+    **Logging.** The result's scalars (``diversity/vendi_q1``, ``diversity/per_prompt_vendi_q1``,
     ``diversity/sce``, plug-ins, ``diversity/eval_seconds``...) go to ``trainer.callback_metrics``
     on every rank and, from rank 0, to every logger with ``epoch``, at the step at which
     ``self.log`` puts the same batch's values; grids, the per-condition table and the spectrum go

@@ -155,9 +155,9 @@ def test_unchanged_model_gives_identical_scores_at_every_evaluation():
         "diversity/vendi_q1",
         "diversity/vendi_q2",
         "diversity/vendi_qinf",
-        "diversity/conditional_vendi_q1",
-        "diversity/conditional_vendi_q2",
-        "diversity/conditional_vendi_qinf",
+        "diversity/per_prompt_vendi_q1",
+        "diversity/per_prompt_vendi_q2",
+        "diversity/per_prompt_vendi_qinf",
     }
     assert (
         1.0
@@ -260,7 +260,7 @@ def test_values_share_the_x_axis_of_self_log_for_the_same_batch(tmp_path: Path, 
     assert all(r["epoch"] == "0" for r in logged)  # filled, as on self.log rows
     events = EventAccumulator(board.log_dir)
     events.Reload()
-    assert [e.step for e in events.Scalars("diversity/conditional_vendi_q1")] == aligned
+    assert [e.step for e in events.Scalars("diversity/per_prompt_vendi_q1")] == aligned
     assert [e.step for e in events.Scalars("train_loss")][: aligned[-1] + 1] == losses[
         : aligned[-1] + 1
     ]
@@ -550,9 +550,9 @@ def test_a_byte_order_mark_is_not_part_of_the_first_prompt(tmp_path: Path):
             "`sce=True` needs `samples_per_condition` >= 2",
         ),
         (
-            {"conditional": True, "samples_per_condition": 1},
+            {"per_condition": True, "samples_per_condition": 1},
             ValueError,
-            "`conditional=True` needs .* `samples_per_condition` >= 2",
+            "`per_condition=True` needs .* `samples_per_condition` >= 2",
         ),
         ({"prompts": None}, ValueError, "give exactly one of `prompts`"),
         ({"class_labels": [1, 2]}, ValueError, r"got \['prompts', 'class_labels'\]"),
@@ -698,7 +698,7 @@ def test_one_prompt_and_one_order_give_plain_scalars():
     fit([callback], max_steps=2)
     row = callback.history[0]
     assert row["diversity/vendi_q2"] == pytest.approx(
-        row["diversity/conditional_vendi_q2"], rel=1e-9
+        row["diversity/per_prompt_vendi_q2"], rel=1e-9
     )
 
 

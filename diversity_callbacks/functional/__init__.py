@@ -1,6 +1,5 @@
 """Pure torch functions: kernels, spectra and the diversity scores computed from them."""
 
-from diversity_callbacks.functional.conditional import conditional_vendi_score
 from diversity_callbacks.functional.kernels import (
     RandomFourierFeatures,
     gaussian_kernel,
@@ -9,6 +8,7 @@ from diversity_callbacks.functional.kernels import (
     random_fourier_frequencies,
     resolve_kernel,
 )
+from diversity_callbacks.functional.per_condition import per_condition_vendi_score
 from diversity_callbacks.functional.schur import SchurComplementResult, schur_complement_entropy
 from diversity_callbacks.functional.spectrum import (
     normalized_spectrum,
@@ -21,11 +21,11 @@ from diversity_callbacks.functional.vendi import vendi_score, vendi_score_from_k
 __all__ = [
     "RandomFourierFeatures",
     "SchurComplementResult",
-    "conditional_vendi_score",
     "gaussian_kernel",
     "normalize_rows",
     "normalized_spectrum",
     "order_key",
+    "per_condition_vendi_score",
     "random_fourier_features",
     "random_fourier_frequencies",
     "resolve_kernel",

@@ -1,18 +1,18 @@
-"""ConditionalVendiScore and conditional_vendi_score: the Vendi score within each condition."""
+"""PerConditionVendiScore and per_condition_vendi_score: the Vendi score within each condition."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from diversity_callbacks.functional import conditional_vendi_score, vendi_score
-from diversity_callbacks.metrics import ConditionalVendiScore
+from diversity_callbacks.functional import per_condition_vendi_score, vendi_score
+from diversity_callbacks.metrics import PerConditionVendiScore
 
 
 def test_each_condition_is_scored_on_its_own_samples_across_updates():
     features = torch.randn(10, 6, dtype=torch.float64)
     ids = torch.tensor([0, 0, 2, 2, 2, 0, 2, 0, 2, 2])
-    metric = ConditionalVendiScore(num_conditions=4, q=[1, 2, "inf"])
+    metric = PerConditionVendiScore(num_conditions=4, q=[1, 2, "inf"])
     metric.update(features[:3], ids[:3])  # condition 2's samples arrive in both batches
     metric.update(features[3:], ids[3:])
     means = metric.compute()
@@ -30,10 +30,10 @@ def test_each_condition_is_scored_on_its_own_samples_across_updates():
 def test_the_functional_form_gives_the_metric_table():
     features = torch.randn(9, 5, dtype=torch.float64)
     ids = torch.tensor([1, 0, 1, 0, 1, 0, 2, 2, 2])
-    metric = ConditionalVendiScore(num_conditions=3, q=2)
+    metric = PerConditionVendiScore(num_conditions=3, q=2)
     metric.update(features, ids)
     metric.compute()
-    table = conditional_vendi_score(features, ids, q=2)
+    table = per_condition_vendi_score(features, ids, q=2)
     assert torch.equal(table, metric.per_condition)
     assert table[1, 0] != table[0, 0]  # the conditions really are scored apart
 
@@ -42,7 +42,7 @@ def test_the_gaussian_kernel_options_are_passed_through():
     features = torch.randn(8, 3)
     ids = torch.zeros(8, dtype=torch.long)
     options = {"kernel": "gaussian", "sigma": 0.7}
-    metric = ConditionalVendiScore(num_conditions=1, q=1, kernel_kwargs=options)
+    metric = PerConditionVendiScore(num_conditions=1, q=1, kernel_kwargs=options)
     metric.update(features, ids)
     expected = vendi_score(features.double(), q=1, **options)
     cosine = vendi_score(features.double(), q=1)
@@ -51,7 +51,7 @@ def test_the_gaussian_kernel_options_are_passed_through():
 
 
 def test_compute_before_any_update_says_what_is_missing():
-    metric = ConditionalVendiScore(num_conditions=2)
+    metric = PerConditionVendiScore(num_conditions=2)
     with (
         pytest.warns(UserWarning, match="before the ``update``"),
         pytest.raises(ValueError, match="needs at least one sample"),
@@ -69,16 +69,16 @@ def test_compute_before_any_update_says_what_is_missing():
 )
 def test_condition_ids_are_checked(ids: torch.Tensor, match: str):
     with pytest.raises(ValueError, match=match):
-        ConditionalVendiScore(num_conditions=3).update(torch.randn(2, 4), ids)
+        PerConditionVendiScore(num_conditions=3).update(torch.randn(2, 4), ids)
 
 
 def test_float_condition_ids_are_refused():
     with pytest.raises(TypeError, match="`condition_ids` must be an integer"):
-        ConditionalVendiScore(num_conditions=3).update(torch.randn(2, 4), torch.zeros(2))
+        PerConditionVendiScore(num_conditions=3).update(torch.randn(2, 4), torch.zeros(2))
 
 
 def test_features_keep_their_dimension_across_updates():
-    metric = ConditionalVendiScore(num_conditions=1)
+    metric = PerConditionVendiScore(num_conditions=1)
     metric.update(torch.randn(2, 4), torch.zeros(2, dtype=torch.long))
     with pytest.raises(ValueError, match="feature dimension 4"):
         metric.update(torch.randn(2, 5), torch.zeros(2, dtype=torch.long))

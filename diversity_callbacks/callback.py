@@ -18,7 +18,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 
-from diversity_callbacks._deprecations import renamed_options
+from diversity_callbacks._deprecations import check_current_key, renamed_key, renamed_options
 from diversity_callbacks._validation import check_positive_int
 from diversity_callbacks.evaluation.conditions import Conditions, sample_seed
 from diversity_callbacks.evaluation.errors import EvaluationError
@@ -167,7 +167,11 @@ class DiversityCallback(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._last_step = int(state_dict["last_step"])
-        self.history = [dict(row) for row in state_dict["history"]]
+        # A 0.1 checkpoint names the per-condition score conditional_vendi_*: resume it under
+        # the keys this version logs, so that history and callback_metrics agree.
+        self.history = [
+            {renamed_key(key): value for key, value in row.items()} for row in state_dict["history"]
+        ]
 
     sample_seed = staticmethod(sample_seed)
 
@@ -176,11 +180,21 @@ class DiversityCallback(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage not in ("fit", "validate"):
             return  # test and predict never evaluate: no embedder to build
+        self._check_monitors(trainer)
         if stage == "fit":
             # A second fit starts afresh; a resumed one gets its history back from the
             # checkpoint, which Lightning loads after setup.
             self.history, self._last_step, self._step_seen = [], -1, 0
         self.evaluator.prepare(pl_module.device)
+
+    def _check_monitors(self, trainer: Trainer) -> None:
+        """Refuse EarlyStopping, ModelCheckpoint (any callback's ``monitor``) on a 0.1 key: it
+        would wait for a key that is no longer logged instead of reading the new one."""
+        prefix = f"{self.evaluator.prefix}/"
+        for callback in trainer.callbacks:
+            monitor = getattr(callback, "monitor", None)
+            if isinstance(monitor, str) and monitor.startswith(prefix):
+                check_current_key(monitor, f"{type(callback).__name__}(monitor=...)")
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._step_seen = trainer.global_step  # after a resume, the checkpoint's step

@@ -17,6 +17,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_warn
 
+from diversity_callbacks._deprecations import check_current_key
 from diversity_callbacks._validation import check_positive_int
 from diversity_callbacks.callback import DiversityCallback
 
@@ -74,6 +75,7 @@ class DiversityCollapseMonitor(Callback):
             )
         self.diversity = diversity
         self.monitor = monitor if monitor is not None else f"{diversity.evaluator.prefix}/vendi_q1"
+        check_current_key(self.monitor, "monitor")
         self.min_value, self.min_fraction = _thresholds(min_value, min_fraction)
         if reference not in ("first", "best"):
             raise ValueError(f'`reference` must be "first" or "best", got {reference!r}')

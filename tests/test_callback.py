@@ -577,6 +577,37 @@ def test_arguments_of_0_1_still_work_under_their_new_names_with_a_warning():
         make_callback(image_range="[0,1]", value_range="[0,1]")
 
 
+def test_the_0_1_conditional_option_is_now_per_condition_with_a_warning():
+    with pytest.warns(FutureWarning, match="`conditional` is now `per_condition`"):
+        callback = make_callback(conditional=False)
+    assert "per_prompt_vendi" not in callback.evaluator.metrics
+    with pytest.raises(TypeError, match="give `per_condition` or its former name `conditional`"):
+        make_callback(conditional=False, per_condition=True)
+
+
+def test_a_0_1_checkpoint_resumes_with_its_per_condition_keys_renamed():
+    callback = make_callback()
+    old_rows = [
+        {"step": 2, "epoch": 0, "diversity/vendi_q1": 3.0, "diversity/conditional_vendi_q1": 1.5},
+        {"step": 4, "epoch": 0, "diversity/class_conditional_vendi_qinf": 1.25},
+    ]
+    callback.load_state_dict({"last_step": 4, "history": old_rows})  # as 0.1 wrote it
+    assert callback.history == [
+        {"step": 2, "epoch": 0, "diversity/vendi_q1": 3.0, "diversity/per_prompt_vendi_q1": 1.5},
+        {"step": 4, "epoch": 0, "diversity/per_class_vendi_qinf": 1.25},
+    ]
+
+
+@pytest.mark.parametrize("watcher", [EarlyStopping, ModelCheckpoint])
+def test_early_stopping_or_checkpointing_on_a_0_1_key_fails_naming_the_new_key(
+    watcher: type, tmp_path: Path
+):
+    watching = watcher(monitor="diversity/conditional_vendi_q1", mode="max")
+    checkpoints = {"enable_checkpointing": True, "default_root_dir": tmp_path}
+    with pytest.raises(ValueError, match="now logged as 'diversity/per_prompt_vendi_q1'"):
+        fit([make_callback(), watching], max_steps=2, **checkpoints)
+
+
 def test_a_sampler_that_declares_its_range_sets_the_default_value_range():
     class UnitSampler:
         value_range = "[0,1]"

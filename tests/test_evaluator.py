@@ -309,3 +309,11 @@ def test_one_sample_per_condition_logs_no_per_condition_score():
         .scalars
     )
     assert not any("per_prompt" in key or "per_class" in key for key in scalars)
+
+
+def test_the_0_1_conditional_option_still_works_with_a_warning_naming_per_condition():
+    with pytest.warns(FutureWarning, match="`conditional` is now `per_condition`"):
+        off = evaluator(conditional=False)
+    assert "per_prompt_vendi" not in off.metrics and "per_prompt_vendi" in evaluator().metrics
+    with pytest.raises(TypeError, match="unexpected keyword argument 'conditionl'"):
+        evaluator(conditionl=False)

@@ -202,3 +202,8 @@ def test_the_monitored_callback_must_be_a_diversity_callback():
 def test_the_default_key_follows_the_evaluator_prefix():
     diversity = DiversityCallback(PROMPTS, embedder=PixelEmbedder(), prefix="val_div")
     assert DiversityCollapseMonitor(diversity, min_value=1.0).monitor == "val_div/vendi_q1"
+
+
+def test_a_monitor_on_a_0_1_key_fails_naming_the_new_key():
+    with pytest.raises(ValueError, match="now logged as 'diversity/per_class_vendi_q2'"):
+        DiversityCollapseMonitor(make_diversity(), "diversity/class_conditional_vendi_q2")

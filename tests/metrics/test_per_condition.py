@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from diversity_callbacks.functional import per_condition_vendi_score, vendi_score
+from diversity_callbacks.functional import per_condition as per_condition_module
+from diversity_callbacks.functional import spectrum
 from diversity_callbacks.metrics import PerConditionVendiScore
 
 
@@ -36,6 +38,66 @@ def test_the_functional_form_gives_the_metric_table():
     table = per_condition_vendi_score(features, ids, q=2)
     assert torch.equal(table, metric.per_condition)
     assert table[1, 0] != table[0, 0]  # the conditions really are scored apart
+
+
+def loop_over_conditions(features, ids, orders, num_conditions, **kernel_kwargs):
+    """The definition, one condition at a time: the Vendi score of its rows (0.1's compute)."""
+    table = torch.full((num_conditions, len(orders)), torch.nan, dtype=torch.float64)
+    for condition in torch.unique(ids).tolist():
+        scores = vendi_score(features[ids == condition], q=orders, **kernel_kwargs)
+        table[condition] = torch.stack(list(scores.values()))
+    return table
+
+
+KERNELS = [
+    {},  # cosine
+    {"kernel": "linear"},
+    {"kernel": "gaussian", "sigma": 1.5},  # exact: an n x n kernel function
+    {"kernel": "gaussian", "sigma": 1.5, "num_features": 3},  # 6 random features: D < m
+    {"kernel": lambda x, y: (x @ y.T) ** 2},  # a user's kernel function
+    {"feature_map": lambda x: x[:, :2].double()},  # D = 2 < m for the larger conditions
+    {"tolerance": 0.1},
+]
+
+
+@pytest.mark.parametrize("options", KERNELS, ids=range(len(KERNELS)))
+def test_grouped_batched_compute_equals_the_loop_over_conditions(options: dict):
+    generator = torch.Generator().manual_seed(0)
+    # uneven conditions (1 to 9 samples, several of each size, two empty), shuffled rows
+    sizes = torch.tensor([3, 0, 1, 9, 3, 5, 3, 0, 9, 2, 5, 1])
+    ids = torch.repeat_interleave(torch.arange(len(sizes)), sizes)
+    ids = ids[torch.randperm(len(ids), generator=generator)]
+    features = torch.randn(len(ids), 4, generator=generator, dtype=torch.float64)
+    orders = [0, 0.5, 1, 2, 7.5, float("inf")]
+    table = per_condition_vendi_score(features, ids, q=orders, num_conditions=13, **options)
+    expected = loop_over_conditions(features, ids, orders, 13, **options)
+    assert torch.equal(table.isnan(), expected.isnan())
+    assert torch.allclose(table, expected, rtol=1e-10, atol=0, equal_nan=True)
+
+
+def test_chunks_of_conditions_give_the_same_table(monkeypatch: pytest.MonkeyPatch):
+    features = torch.randn(40, 6, dtype=torch.float64)
+    ids = torch.arange(40) % 10
+    whole = per_condition_vendi_score(features, ids, q=[1, 2])
+    monkeypatch.setattr(per_condition_module, "_ROWS_PER_CHUNK", 9)  # 2 conditions per chunk
+    assert torch.allclose(per_condition_vendi_score(features, ids, q=[1, 2]), whole, rtol=1e-12)
+
+
+def test_conditions_of_equal_size_share_one_eigendecomposition(monkeypatch: pytest.MonkeyPatch):
+    # 0.1 decomposed each condition on its own (and masked all rows for each): here 300
+    # conditions of 3 sizes take 3 batched calls, whatever their number.
+    calls = []
+    decompose = spectrum.symmetric_eigenvalues
+
+    def counted(matrix: torch.Tensor) -> torch.Tensor:
+        calls.append(tuple(matrix.shape))
+        return decompose(matrix)
+
+    monkeypatch.setattr(spectrum, "symmetric_eigenvalues", counted)
+    sizes = torch.tensor([2, 3, 4]).repeat(100)
+    ids = torch.repeat_interleave(torch.arange(300), sizes)
+    per_condition_vendi_score(torch.randn(len(ids), 8), ids)
+    assert sorted(calls) == [(100, 2, 2), (100, 3, 3), (100, 4, 4)]
 
 
 def test_the_gaussian_kernel_options_are_passed_through():

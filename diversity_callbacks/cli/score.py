@@ -392,7 +392,11 @@ def build_evaluator(
     try:
         if prompts:
             return DiversityEvaluator(
-                list(prompts), samples_per_condition=2, per_condition=per_condition, sce=sce, **options
+                list(prompts),
+                samples_per_condition=2,
+                per_condition=per_condition,
+                sce=sce,
+                **options,
             )
         return DiversityEvaluator(num_samples=1, per_condition=False, sce=False, **options)
     except (TypeError, ValueError) as error:

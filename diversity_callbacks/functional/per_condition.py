@@ -37,8 +37,10 @@ from diversity_callbacks.functional.spectrum import (
     vendi_from_spectrum,
 )
 
-_ROWS_PER_CHUNK = 1 << 16
-"""Rows gathered at once: bounds the working copies (rows, features, Gram matrices) of compute."""
+_ROWS_PER_CHUNK = 2048
+"""Rows gathered at once: bounds compute's working copies (rows, features, Gram matrices) to a
+few MiB, which also keeps them in cache (measured at 10,000 prompts x 8: 2048 rows take 0.26 s
+of CPU, 65536 rows 0.64 s)."""
 
 
 def per_condition_vendi_score(

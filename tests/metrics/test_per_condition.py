@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diversity_callbacks.functional import per_condition_vendi_score, vendi_score
 from diversity_callbacks.functional import per_condition as per_condition_module
-from diversity_callbacks.functional import spectrum
+from diversity_callbacks.functional import per_condition_vendi_score, spectrum, vendi_score
 from diversity_callbacks.metrics import PerConditionVendiScore
 
 

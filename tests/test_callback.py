@@ -348,7 +348,7 @@ def test_resume_continues_the_schedule_and_the_history_of_each_instance(tmp_path
         ({"vendi_kernel": "linear"}, "vendi_kernel: 'cosine' -> 'linear'"),
         ({"vendi_orders": (1,)}, "vendi_orders: ['1.0', '2.0'] -> ['1.0']"),
         ({"vendi_kernel": "gaussian", "vendi_sigma": 1.0}, "vendi_sigma: None -> 1.0"),
-        ({"metrics": {"norm": MeanNorm()}}, "'norm': 'MeanNorm', 'vendi'"),
+        ({"metrics": {"norm": MeanNorm()}}, "'norm': 'MeanNorm', 'per_prompt_vendi'"),
     ],
 )
 def test_a_resume_that_changes_how_scores_are_computed_starts_a_fresh_history(

@@ -16,6 +16,10 @@ the run's throughput to the bare embedder's. On a shared machine wall times swin
 load, so the whole command is also counted in CPU seconds (this process and the DataLoader
 workers it started), which other processes do not inflate as much.
 
+A second table times ``diversity-callbacks --help`` in a fresh interpreter (``python -m
+diversity_callbacks score --help``, best of ``--repeats``): the command line parses before
+torch, torchmetrics or Lightning are imported, so the answer comes at once (target: 0.5 s).
+
 Run: ``python benchmarks/bench_cli.py [--images 96] [--workers 1] [--repeats 3]``.
 """
 
@@ -27,6 +31,8 @@ import io
 import json
 import os
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -92,6 +98,17 @@ def score_pass(folder: Path, workers: int, out: Path) -> tuple[float, float, flo
     return run["seconds"], whole, whole_cpu
 
 
+def help_seconds() -> float:
+    """Wall seconds of ``python -m diversity_callbacks score --help`` in a fresh interpreter."""
+    start = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "diversity_callbacks", "score", "--help"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=96, help="number of images (default 96)")
@@ -144,6 +161,11 @@ def main() -> None:
         f"{min(bare) / min(whole):.2f} | {n / min(whole_cpu):.2f} | "
         f"{min(bare_cpu) / min(whole_cpu):.2f} |"
     )
+    print()
+    print("| command | seconds (wall, fresh interpreter) |")
+    print("| --- | ---: |")
+    help_best = min(help_seconds() for _ in range(args.repeats))
+    print(f"| `diversity-callbacks score --help` | {help_best:.2f} |")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ _EXPORTS = {
     "VendiScore": "diversity_callbacks.metrics.vendi",
     "PerConditionVendiScore": "diversity_callbacks.metrics.per_condition",
     "SchurComplementEntropy": "diversity_callbacks.metrics.schur",
+    "EmbeddingCLIPScore": "diversity_callbacks.metrics.clip_score",
+    "QualityWeightedVendiScore": "diversity_callbacks.metrics.quality",
     "PromptRemover": "diversity_callbacks.prompt_removal",
     "CLIPEmbedder": "diversity_callbacks.embedders.clip",
     "ImageEmbedder": "diversity_callbacks.embedders.base",
@@ -48,7 +50,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from diversity_callbacks.evaluation.evaluator import DiversityEvaluator, EvaluationResult  # noqa: F401
     from diversity_callbacks.evaluation.existing import evaluate_existing  # noqa: F401
     from diversity_callbacks.evaluation.metrics import EvaluationMetric  # noqa: F401
+    from diversity_callbacks.metrics.clip_score import EmbeddingCLIPScore  # noqa: F401
     from diversity_callbacks.metrics.per_condition import PerConditionVendiScore  # noqa: F401
+    from diversity_callbacks.metrics.quality import QualityWeightedVendiScore  # noqa: F401
     from diversity_callbacks.metrics.schur import SchurComplementEntropy  # noqa: F401
     from diversity_callbacks.metrics.vendi import VendiScore  # noqa: F401
     from diversity_callbacks.monitor import DiversityCollapseMonitor  # noqa: F401

@@ -84,7 +84,10 @@ def _checked_extrema(
     if not isinstance(images, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(images).__name__}")
     if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"{name} must have shape (B, 3, H, W), got {tuple(images.shape)}")
+        hint = ""
+        if images.ndim == 4 and images.shape[1] == 4:  # the package's one transparency rule
+            hint = "; composite RGBA uint8 images with composite_on_black(images) first"
+        raise ValueError(f"{name} must have shape (B, 3, H, W), got {tuple(images.shape)}{hint}")
     if not tolerance >= 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
     if value_range == "uint8":
@@ -225,3 +228,65 @@ def make_grid(images: Tensor, nrow: int, *, padding: int = 2) -> Tensor:
     grid = tiles.view(rows, cols, c, h + padding, w + padding).permute(2, 0, 3, 1, 4)
     grid = grid.reshape(c, rows * (h + padding), cols * (w + padding))
     return torch.nn.functional.pad(grid, (0, padding, 0, padding))
+
+
+def composite_on_black(rgba: Tensor) -> Tensor:
+    """Composite uint8 RGBA pixels on a black background: ``rgb * alpha / 255``, rounded.
+
+    This is the package's one rule for transparency, for files (:func:`decode_image_file`) and
+    for tensors alike: a transparent pixel is black, whatever colour it hides. open_clip's PIL
+    transform gives the same black there (Pillow resizes RGBA premultiplied), so the embeddings
+    of a transparent image do not depend on pixels no viewer shows.
+
+    Args:
+        rgba: uint8 tensor with 4 channels in dimension -3: ``(4, H, W)`` or ``(B, 4, H, W)``.
+
+    Returns:
+        uint8 RGB pixels, ``(3, H, W)`` or ``(B, 3, H, W)``.
+
+    Examples:
+        >>> pixel = torch.tensor([200, 100, 50, 0], dtype=torch.uint8).view(4, 1, 1)
+        >>> composite_on_black(pixel).flatten()
+        tensor([0, 0, 0], dtype=torch.uint8)
+    """
+    if not isinstance(rgba, Tensor) or rgba.dtype != torch.uint8 or rgba.ndim < 3:
+        got = f"{rgba.dtype} of shape {tuple(rgba.shape)}" if isinstance(rgba, Tensor) else rgba
+        raise TypeError(f"rgba must be a uint8 (..., 4, H, W) tensor, got {got}")
+    if rgba.shape[-3] != 4:
+        raise ValueError(
+            f"rgba must have 4 channels in dimension -3, got shape {tuple(rgba.shape)}"
+        )
+    rgb, alpha = rgba.narrow(-3, 0, 3).float(), rgba.narrow(-3, 3, 1).float()
+    return rgb.mul_(alpha).div_(255).round_().to(torch.uint8)
+
+
+def decode_image_file(path: str) -> Tensor:
+    """uint8 ``(3, H, W)`` RGB pixels of an image file, as a viewer shows it.
+
+    - EXIF orientation is applied (``PIL.ImageOps.exif_transpose``): a photo stored sideways with
+      Orientation = 6 comes out upright;
+    - 16-bit greyscale (Pillow modes ``I;16*`` and ``I``, as 16-bit PNGs open) is scaled to 8
+      bits (``value >> 8``), not clipped to white;
+    - transparency (RGBA, LA, palette with transparency) is composited on black
+      (:func:`composite_on_black`);
+    - an animated image (GIF, WebP, APNG) gives its first frame.
+
+    Raises:
+        OSError, ValueError: as Pillow raises them for a file it cannot decode.
+    """
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as opened:
+        image = ImageOps.exif_transpose(opened)  # a copy, loaded: frame 0 of an animation
+    if image.mode.startswith("I"):  # 16-bit grey ("I;16", "I;16B", "I" from PNG)
+        import numpy as np
+
+        grey = np.asarray(image).astype(np.int64) >> 8
+        image = Image.fromarray(grey.clip(0, 255).astype(np.uint8), mode="L")
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        pixels = torch.frombuffer(bytearray(rgba.tobytes()), dtype=torch.uint8)
+        return composite_on_black(pixels.view(rgba.height, rgba.width, 4).permute(2, 0, 1))
+    rgb = image.convert("RGB")
+    pixels = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
+    return pixels.view(rgb.height, rgb.width, 3).permute(2, 0, 1)

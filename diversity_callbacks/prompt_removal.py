@@ -25,6 +25,7 @@ from its prompt).
 from __future__ import annotations
 
 import os
+import pickle
 from typing import Literal
 
 import torch
@@ -179,10 +180,24 @@ class PromptRemover:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> PromptRemover:
-        """Read a map written by :meth:`save`; only tensors are unpickled (``weights_only=True``)."""
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        """Read a map written by :meth:`save`; only tensors are unpickled (``weights_only=True``).
+
+        Raises:
+            ValueError: naming the file, for one that is not a saved remover: a pickle of other
+                Python objects, a broken file, or other keys, dtypes, shapes or values.
+        """
+        problem = f"{os.fspath(path)!r} is not a saved PromptRemover"
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+            # torch's own message advises weights_only=False, which would run code from the file.
+            raise ValueError(
+                f"{problem}: torch.load(weights_only=True) cannot read it "
+                f"({type(error).__name__}); PromptRemover.save writes a dict of tensors, and a "
+                "file holding other Python objects is not unpickled, since that could run code"
+            ) from None
         # A file of the wrong shape or with NaN would load and fail, or return NaN, only later.
-        kernel = _check_saved_state(state, f"{os.fspath(path)!r} is not a saved PromptRemover")
+        kernel = _check_saved_state(state, problem)
         remover = cls(kernel, rtol=float(state["rtol"]), frequencies=state.get("frequencies"))
         remover.gamma = state["gamma"].to(torch.float64)
         remover.fitted_rtol = float(state["rtol"])

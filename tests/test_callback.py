@@ -168,6 +168,7 @@ def test_unchanged_model_gives_identical_scores_at_every_evaluation():
         "diversity/per_prompt_vendi_q1",
         "diversity/per_prompt_vendi_q2",
         "diversity/per_prompt_vendi_qinf",
+        "diversity/clip_score",
     }
     assert (
         1.0

@@ -17,6 +17,8 @@ import pytest
 from tests.distributed import launch_script
 from tests.lightning_helpers import PROMPTS, history_rows
 
+pytestmark = pytest.mark.slow  # two launches of a DDP training run, one process per rank
+
 SCRIPT = Path(__file__).parent / "scripts" / "train_tiny.py"
 REPO = Path(__file__).resolve().parents[1]
 

@@ -47,7 +47,14 @@ def test_offline_run_holds_scalars_at_their_steps_and_non_black_sample_grids(tmp
     # the baseline, then after the batches that made global_step 2 and 4 (self.log steps 1, 3)
     assert [row["trainer/global_step"] for row in rows] == [0, 1, 3]
     for row, expected in zip(rows, callback.history, strict=True):
-        for key in ("vendi_q1", "vendi_q2", "per_prompt_vendi_q1", "sce", "sce_text"):
+        for key in (
+            "vendi_q1",
+            "vendi_q2",
+            "per_prompt_vendi_q1",
+            "sce",
+            "sce_text",
+            "clip_score",
+        ):
             assert row[f"diversity/{key}"] == pytest.approx(expected[f"diversity/{key}"], rel=1e-12)
         assert row["diversity/eval_seconds"] > 0
         assert row["diversity/samples/captions"] == [f"prompt: {p}" for p in PROMPTS[:2]]
@@ -60,7 +67,7 @@ def test_offline_run_holds_scalars_at_their_steps_and_non_black_sample_grids(tmp
             assert pixels.dtype == np.uint8 and pixels.shape == (12, 42, 3)
             assert pixels.max() > 50
     table = json.loads((run_dir / "files" / rows[-1]["diversity/table/path"]).read_text())
-    assert table["columns"] == ["prompt", "samples", "vendi_q1", "vendi_q2"]
+    assert table["columns"] == ["prompt", "samples", "vendi_q1", "vendi_q2", "clip_score"]
     assert [r[0] for r in table["data"]] == PROMPTS
     # the per-prompt column is what per_prompt_vendi_q1 averages, and it tells prompts apart
     per_prompt = [r[2] for r in table["data"]]

@@ -6,6 +6,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +19,7 @@ from PIL import Image
 from diversity_callbacks import DiversityEvaluator, evaluate_existing
 from diversity_callbacks.cli import main
 from diversity_callbacks.cli.loading import decode_image
-from tests.cli_helpers import PROMPTED, cell_image, run_console, save, write_prompted
+from tests.cli_helpers import PROMPTED, ROOT, cell_image, run_console, save, write_prompted
 from tests.lightning_helpers import PixelEmbedder
 
 CELLS = ["--embedder", "tests.cli_helpers:cell_pixels", "--workers", "0", "--no-progress"]
@@ -70,6 +73,7 @@ def test_cli_numbers_equal_the_python_api_on_the_same_images(tmp_path):
         "per_prompt_vendi_q2",
         "sce",
         "sce_text",
+        "clip_score",
     }
     for key, value in run["metrics"].items():
         assert value == pytest.approx(result.scalars[f"diversity/{key}"], rel=1e-9, abs=1e-12)
@@ -80,8 +84,9 @@ def test_cli_numbers_equal_the_python_api_on_the_same_images(tmp_path):
         "a fish": 1,
     }
     for number, prompt in enumerate(prompts):
-        expected = float(result.per_condition["vendi_q1"][number])
-        assert per_prompt[prompt]["vendi_q1"] == pytest.approx(expected, rel=1e-9)
+        for column in ("vendi_q1", "clip_score"):
+            expected = float(result.per_condition[column][number])
+            assert per_prompt[prompt][column] == pytest.approx(expected, rel=1e-9)
     # Uneven prompts: the mean over prompts, each prompt weighing the same (the fish's one image
     # scores 1), not over images.
     mean = sum(row["vendi_q1"] for row in per_prompt.values()) / 3
@@ -260,10 +265,20 @@ def test_the_exact_gaussian_kernel_is_refused_with_the_memory_it_needs(tmp_path,
     assert run["metrics"]["vendi_q1"] > 1
 
 
-def test_sce_on_without_an_embedder_of_prompts_says_what_is_missing(tmp_path, capsys):
+@pytest.mark.parametrize("flag", ["--sce", "--clip-score"])
+def test_a_metric_of_prompts_on_without_an_embedder_of_them_says_what_is_missing(
+    tmp_path, capsys, flag
+):
     folder = write_prompted(tmp_path / "run", "folders")
-    assert main(["score", str(folder), *CELLS, "--sce", "on"]) == 2
-    assert "--sce on needs an embedder of prompts" in capsys.readouterr().err
+    assert main(["score", str(folder), *CELLS, flag, "on"]) == 2
+    assert f"{flag} on needs an embedder of prompts" in capsys.readouterr().err
+
+
+def test_clip_score_off_leaves_it_out(tmp_path):
+    folder = write_prompted(tmp_path / "run", "folders")
+    (run,) = score_json(tmp_path, str(folder), *PIXELS, "--clip-score", "off")["runs"]
+    assert "clip_score" not in run["metrics"] and "sce" in run["metrics"]
+    assert all("clip_score" not in row for row in run["per_prompt"])
 
 
 # ------------------------------------------------------------------ embedders
@@ -421,3 +436,224 @@ def test_two_processes_give_the_numbers_of_one(tmp_path):
             assert row_two == row_one  # prompt and number of images
         for key, value in single["metrics"].items():
             assert double["metrics"][key] == pytest.approx(value, rel=1e-9)
+
+
+# ------------------------------------------------------------------ the command line itself
+
+
+def test_help_parses_before_torch_is_imported_and_python_m_works():
+    code = (
+        "import sys, contextlib, io\n"
+        "from diversity_callbacks.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    try: main(['score', '--help'])\n"
+        "    except SystemExit: pass\n"
+        "heavy = [m for m in ('torch', 'torchmetrics', 'lightning') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    done = subprocess.run(
+        [sys.executable, "-m", "diversity_callbacks", "score", "--help"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0 and "diversity-callbacks score" in done.stdout
+    assert "(default: 64)" in done.stdout and "(default: ViT-B-32)" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--max-kernel-memory", "nan"),
+        ("--max-kernel-memory", "inf"),
+        ("--max-kernel-memory", "-1"),
+        ("--vendi-orders", "-1"),
+        ("--vendi-orders", "two"),
+        ("--sce-sigma", "0"),
+        ("--vendi-sigma", "nan"),
+    ],
+)
+def test_bad_numbers_are_refused_naming_the_flag(tmp_path, capsys, option, value):
+    folder = repeated_distinct(tmp_path / "run", k=2, copies=1)
+    with pytest.raises(SystemExit) as exit_:
+        main(["score", str(folder), *CELLS, option, value])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}" in err and repr(value) in err
+
+
+# ------------------------------------------------------------------ round 3: silent defects
+
+
+@pytest.mark.parametrize("layout", ["sidecar", "folders"])
+def test_auto_prompts_that_almost_apply_name_the_images_without_one(tmp_path, capsys, layout):
+    folder = write_prompted(tmp_path / "run", layout)
+    if layout == "sidecar":
+        (folder / "a_cat-000.txt").unlink()  # 8 of 9 sidecars
+        stray = "a_cat-000.png"
+    else:
+        save(cell_image(3), folder / "stray.png")  # one image at the root of the layout
+        stray = "stray.png"
+    assert main(["score", str(folder), *PIXELS]) == 2
+    err = capsys.readouterr().err
+    assert "1 image(s) have no prompt" in err and stray in err and "--prompts none" in err
+    (run,) = score_json(tmp_path, str(folder), *PIXELS, "--on-error", "skip")["runs"]
+    assert (
+        run["prompt_source"] == layout
+        and run["prompts"] == 3
+        and run["images"] == 9 - (layout == "sidecar")
+    )
+    assert "sce" in run["metrics"] and stray in capsys.readouterr().err
+
+
+def test_rescoring_a_folder_leaves_out_the_commands_own_outputs(tmp_path):
+    folder = write_prompted(tmp_path / "rr", "folders")
+    outputs = ["--plot", str(folder / "report"), "--grids", "--csv", str(folder / "s.csv")]
+    first = score_json(tmp_path, str(folder), *PIXELS, *outputs)["runs"][0]
+    assert (folder / "report" / "grid-rr.png").is_file()
+    second = score_json(tmp_path, str(folder), *PIXELS, *outputs)["runs"][0]
+    assert (first["images"], first["prompts"]) == (second["images"], second["prompts"]) == (9, 3)
+
+
+def test_grids_of_names_that_sanitise_alike_are_written_apart(tmp_path, capsys):
+    one = repeated_distinct(tmp_path / "a", k=2, copies=1)
+    two = repeated_distinct(tmp_path / "b", k=3, copies=1)
+    plots = tmp_path / "plots"
+    args = [str(one), str(two), "--names", "run 1", "run_1", "--plot", str(plots), "--grids"]
+    assert main(["score", *args, *CELLS]) == 0
+    assert {p.name for p in plots.glob("grid-*.png")} == {"grid-run_1.png", "grid-run_1-2.png"}
+
+
+def test_duplicate_manifest_rows_with_different_prompts_are_refused(tmp_path, capsys):
+    folder = repeated_distinct(tmp_path / "run", k=2, copies=1)
+    rows = "file,prompt\n00-0.png,a cat\n01-0.png,a dog\n00-0.png,a fish\n"
+    (folder / "prompts.csv").write_text(rows)
+    assert main(["score", str(folder), *PIXELS]) == 2
+    err = capsys.readouterr().err
+    assert "prompts.csv" in err and "'00-0.png' has two prompts" in err
+    assert "line 2" in err and "line 4" in err
+
+
+def test_json_dash_writes_the_json_to_standard_output(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = repeated_distinct(tmp_path / "run", k=3, copies=1)
+    assert main(["score", str(folder), *CELLS, "--json", "-"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["runs"][0]["metrics"]["vendi_q1"] == pytest.approx(3.0)
+    assert "vendi_q1" in err  # the table, out of the JSON's way
+    assert not (tmp_path / "-").exists()
+
+
+def test_model_config_beside_embedder_is_refused(tmp_path, capsys):
+    folder = repeated_distinct(tmp_path / "run", k=2, copies=1)
+    assert main(["score", str(folder), *CELLS, "--model-config", '{"embed_dim": 8}']) == 2
+    assert "--model-config" in capsys.readouterr().err
+
+
+def test_csv_cells_that_spreadsheets_would_run_are_quoted(tmp_path):
+    one = repeated_distinct(tmp_path / "a", k=2, copies=1)
+    two = repeated_distinct(tmp_path / "b", k=2, copies=1)
+    out = tmp_path / "s.csv"
+    names = ["=HYPERLINK(1)", "-1.5"]
+    assert main(["score", str(one), str(two), *CELLS, "--names", *names, "--csv", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [row["run"] for row in rows] == ["'=HYPERLINK(1)", "-1.5"]
+    assert float(rows[0]["vendi_q1"]) == pytest.approx(2.0)
+
+
+# ------------------------------------------------------------------ round 3: clear errors
+
+
+@pytest.mark.parametrize("flag", ["--csv", "--json", "--plot"])
+def test_unusable_output_paths_fail_before_any_scoring(tmp_path, capsys, flag, monkeypatch):
+    import diversity_callbacks.cli.score as score
+
+    monkeypatch.setattr(score, "discover", lambda *a, **k: pytest.fail("scored first"))
+    folder = repeated_distinct(tmp_path / "run", k=2, copies=1)
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("")
+    target = {"--csv": tmp_path, "--json": blocker / "x.json", "--plot": blocker}[flag]
+    assert main(["score", str(folder), *CELLS, flag, str(target)]) == 2
+    err = capsys.readouterr().err
+    assert flag in err and str(target) in err
+
+
+@pytest.mark.parametrize("where", ["manifest", "sidecar", "folder"])
+def test_text_that_is_not_utf8_is_named(tmp_path, capsys, where):
+    folder = tmp_path / "run"
+    latin = "café".encode("latin-1")
+    if where == "manifest":
+        repeated_distinct(folder, k=2, copies=1)
+        (folder / "prompts.csv").write_bytes(b"file,prompt\n00-0.png," + latin + b"\n")
+        named = "prompts.csv"
+    elif where == "sidecar":
+        write_prompted(folder, "sidecar")
+        (folder / "a_cat-000.txt").write_bytes(latin)
+        named = "a_cat-000.txt"
+    else:
+        sub = os.fsencode(folder) + b"/" + latin
+        os.makedirs(sub)
+        save(cell_image(1), Path(os.fsdecode(sub + b"/0.png")))
+        save(cell_image(2), Path(os.fsdecode(sub + b"/1.png")))
+        named = "must have a UTF-8 name"
+    args = ["score", str(folder), *PIXELS]
+    assert main([*args, "--prompts", "folders"] if where == "folder" else args) == 2
+    err = capsys.readouterr().err
+    assert named in err and ("UTF-8" in err)
+
+
+def test_pt_prompts_given_as_numbers_are_refused_clearly(tmp_path, capsys):
+    torch.save({"embeddings": torch.randn(3, 4), "prompts": [0, 1, 1]}, tmp_path / "e.pt")
+    assert main(["score", str(tmp_path / "e.pt"), "--no-progress"]) == 2
+    assert "whose item 0 is int 0" in capsys.readouterr().err
+
+
+class FailsOnImage:
+    """Embeds like ``cell_pixels`` but fails on any batch holding a pure-white-cell-15 image."""
+
+    def embed_images(self, images):
+        from tests.cli_helpers import cell_pixels
+
+        features = cell_pixels(images)
+        if bool((features[:, -1] > 0.99).any()):
+            raise RuntimeError("the embedder choked")
+        return features
+
+
+def test_a_failed_embedding_names_the_batch_files_and_skip_leaves_them_out(tmp_path, capsys):
+    folder = repeated_distinct(tmp_path / "run", k=4, copies=2)
+    save(cell_image(15), folder / "zz-bad.png")  # sorted last: alone in the last batch
+    args = ["score", str(folder), "--embedder", "tests.test_cli:FailsOnImage", "--workers", "0"]
+    args += ["--no-progress", "--batch-size", "4"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "zz-bad.png" in err and "the embedder choked" in err and "--on-error skip" in err
+    out = tmp_path / "s.json"
+    assert main([*args, "--on-error", "skip", "--json", str(out)]) == 0
+    (run,) = json.loads(out.read_text())["runs"]
+    assert run["images"] == 8 and run["metrics"]["vendi_q1"] == pytest.approx(4.0)
+    assert [s["path"] for s in run["skipped"]] == [str(folder / "zz-bad.png")]
+    assert "warning: run 'run': skipped" in capsys.readouterr().err
+
+
+def test_the_offline_clip_error_gives_the_flags_fix(tmp_path, capsys):
+    pytest.importorskip("open_clip")
+    folder = repeated_distinct(tmp_path / "run", k=2, copies=1)
+    args = ["score", str(folder), "--pretrained", "laion2b_s34b_b79k", "--workers", "0"]
+    assert main(args) == 2  # HF_HUB_OFFLINE=1 (tests/conftest.py), nothing cached
+    err = capsys.readouterr().err
+    assert "--pretrained /path/to/open_clip_pytorch_model.bin" in err
+    assert "CLIPEmbedder(" not in err
+
+
+def test_a_bad_model_config_is_blamed_on_the_overrides(tmp_path, capsys):
+    pytest.importorskip("open_clip")
+    folder = repeated_distinct(tmp_path / "run", k=2, copies=1)
+    config = '{"no_such_option": 1}'
+    args = ["score", str(folder), "--pretrained", "none", "--model-config", config]
+    assert main([*args, "--workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--model-config" in err and "no_such_option" in err

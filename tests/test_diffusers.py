@@ -53,7 +53,7 @@ def sdxl(tokenizer_dir: Path):
 @pytest.mark.parametrize("family", ["sd", "sdxl"])
 def test_each_sample_depends_on_its_prompt_and_own_generator_only(family, request):
     pipeline = request.getfixturevalue(family)
-    pipeline.set_progress_bar_config(disable=False)
+    pipeline.set_progress_bar_config(disable=False, desc="mine")
     sampler = DiffusersSampler(pipeline, **FAST, negative_prompt="blurry")
     prompts = ["a red square", "a blue circle", "a red square"]
     images = sampler(prompts, seeded(0, 1, 2))
@@ -63,7 +63,9 @@ def test_each_sample_depends_on_its_prompt_and_own_generator_only(family, reques
     alone = sampler(prompts[1:2], seeded(1))
     torch.testing.assert_close(alone[0], images[1], atol=1e-4, rtol=0)
     assert (images[0] - images[2]).abs().max() > 0.1  # same prompt, other seed
-    assert pipeline._progress_bar_config == {"disable": True}
+    # the bar was off during the calls (the evaluator draws its own); the user's setting is back
+    assert pipeline._progress_bar_config == {"disable": False, "desc": "mine"}
+    pipeline.set_progress_bar_config(disable=True)
 
 
 def test_evaluator_scores_an_sdxl_pipeline_with_the_declared_range(sdxl):
@@ -93,6 +95,7 @@ def test_the_callback_samples_the_modules_pipeline_in_unit_range_without_value_r
     assert callback.history[0]["diversity/vendi_q1"] == callback.history[1]["diversity/vendi_q1"]
 
 
+@pytest.mark.slow  # three samplings of a pipeline with a LoRA adapter
 def test_a_lora_update_of_the_modules_unet_changes_the_samples(tokenizer_dir):
     from peft import LoraConfig
 
@@ -112,6 +115,7 @@ def test_a_lora_update_of_the_modules_unet_changes_the_samples(tokenizer_dir):
     torch.testing.assert_close(sampler(module, PROMPTS[:2], seeded(0, 1)), before)
 
 
+@pytest.mark.slow  # a DDP training run, one process per rank, and a single-device one
 def test_two_ddp_ranks_log_what_one_device_logs(tmp_path: Path):
     sys.path.insert(0, str(REPO / "tests" / "scripts"))
     try:
@@ -131,6 +135,7 @@ def test_two_ddp_ranks_log_what_one_device_logs(tmp_path: Path):
     assert single[0]["diversity/vendi_q1"] > 1.5  # the images differ: parity is not trivial
 
 
+@pytest.mark.slow  # 25 guided denoising steps
 def test_the_readme_snippet_runs_as_written(sd, monkeypatch, tmp_path):
     monkeypatch.setattr("diversity_callbacks.embedders.clip.CLIPEmbedder", PixelEmbedder)
     monkeypatch.chdir(tmp_path)
@@ -153,17 +158,21 @@ class _Pipeline:
     def __init__(self, result=None) -> None:
         self.result = result
         self.components: dict = {}
+        self.bar_during_call: dict | None = None
 
     def set_progress_bar_config(self, **config) -> None:
-        pass
+        self._progress_bar_config = config
 
     def __call__(
         self,
         prompt=None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         output_type: str = "pil",
+        num_inference_steps: int = 50,
+        eta: float = 0.0,
         **kwargs,
     ):
+        self.bar_during_call = dict(self._progress_bar_config)
         return self.result
 
 
@@ -204,6 +213,45 @@ def test_a_pipeline_that_cannot_return_tensors_names_what_it_returned(result, go
         sampler(["a red square"], seeded(0))
 
 
+def test_an_option_the_pipeline_call_does_not_name_is_refused_with_the_valid_ones(sd):
+    # the pipelines' **kwargs would take it without a word and sample without it
+    with pytest.raises(
+        TypeError,
+        match=r"`pipeline` \(_Pipeline\) has no call argument \['not_an_arg'\]: the options of "
+        r"its call are \['eta', 'num_inference_steps'\]",
+    ):
+        DiffusersSampler(_Pipeline(), not_an_arg=1)
+    with pytest.raises(TypeError, match=r"no call argument \['guidance_scale'\]"):
+        DiffusersSampler(_Pipeline(), guidance_scale=7.5)
+    DiffusersSampler(_Pipeline(), eta=0.5)  # a named option passes
+    with pytest.raises(
+        TypeError,
+        match=r"`pipeline` \(StableDiffusionPipeline\) has no call "
+        r"argument \['etta'\]: .*'eta', 'guidance_rescale', 'guidance_scale'",
+    ):
+        DiffusersSampler(sd, etta=0.0)
+    # a module attribute is checked when it is first read
+    sampler = DiffusersSampler("pipeline", etta=0.0)
+    with pytest.raises(
+        TypeError,
+        match=r"PipelineModule.pipeline \(StableDiffusionPipeline\) "
+        r"has no call argument \['etta'\]",
+    ):
+        sampler(PipelineModule(sd), ["a red square"], seeded(0))
+
+
+def test_the_progress_bar_is_off_during_the_call_and_the_users_setting_is_back_after():
+    pipeline = _Pipeline(type("Output", (), {"images": torch.zeros(1, 3, 8, 8)}))
+    pipeline.set_progress_bar_config(desc="mine")
+    DiffusersSampler(pipeline)(["a red square"], seeded(0))
+    assert pipeline.bar_during_call == {"desc": "mine", "disable": True}
+    assert pipeline._progress_bar_config == {"desc": "mine"}
+    pipeline.result = None  # a failing call puts the setting back too
+    with pytest.raises(TypeError, match=r"cannot return tensors"):
+        DiffusersSampler(pipeline)(["a red square"], seeded(0))
+    assert pipeline._progress_bar_config == {"desc": "mine"}
+
+
 def test_a_missing_attribute_names_the_modules_pipelines(sd):
     module = PipelineModule(sd)
     with pytest.raises(
@@ -230,6 +278,16 @@ def test_conditions_generators_and_options_are_checked():
         sampler(["a", "b"], seeded(0))
     with pytest.raises(TypeError, match=r"takes \(prompts, generators\) .* got 1 arguments"):
         sampler(["a"])
+    with pytest.raises(ValueError, match=r"`prompts` must hold at least one prompt, got an empty"):
+        sampler([], [])
+    # one generator for all samples would make them share one noise stream
+    with pytest.raises(
+        TypeError,
+        match=r"`generators` must be a list of torch.Generator, one per prompt .* got Generator",
+    ):
+        sampler(["a"], torch.Generator().manual_seed(0))
+    with pytest.raises(TypeError, match=r"got a list holding \['int'\]"):
+        sampler(["a"], [0])
     with pytest.raises(ValueError, match=r"num_inference_steps"):
         DiffusersSampler(_Pipeline(), num_inference_steps=0)
     with pytest.raises(TypeError, match=r"`guidance_scale` must be a number, got '7'"):
@@ -253,6 +311,7 @@ def test_without_diffusers_the_error_says_what_to_install(monkeypatch):
         DiffusersSampler("pipeline")
 
 
+@pytest.mark.slow  # a whole training run of the example
 def test_the_lora_example_runs_offline_and_its_samples_follow_the_training(tmp_path: Path):
     import importlib.util
 

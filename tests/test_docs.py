@@ -296,6 +296,28 @@ def test_the_readme_links_to_files_and_headings_that_exist() -> None:
     assert broken == []
 
 
+CPU_WHEELS = "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu"
+
+
+@pytest.mark.parametrize(
+    ("page", "section"),
+    [("README.md", "Quick start"), ("docs/getting-started.md", "Try it on a fresh machine")],
+)
+def test_the_quick_start_takes_cpu_wheels_before_anything_else(page: str, section: str) -> None:
+    # its text promises a CPU run; a plain first install used to pull GBs of CUDA wheels
+    commands = [b.code for b in docs.blocks(page) if b.section == section and b.language == "bash"]
+    assert CPU_WHEELS in commands[0].splitlines()[0]
+
+
+def test_the_readmes_test_command_is_what_ci_runs() -> None:
+    (command,) = [
+        b.code.strip()
+        for b in docs.blocks("README.md")
+        if "pytest" in b.code and b.language == "bash"
+    ]
+    assert command in (docs.ROOT / ".ci" / "run").read_text().splitlines()
+
+
 def test_sphinx_roles_in_docstrings_show_as_sphinx_would_show_them() -> None:
     spec = importlib.util.spec_from_file_location(
         "sphinx_roles", docs.ROOT / "docs" / "_griffe" / "sphinx_roles.py"

@@ -21,9 +21,14 @@ from diversity_callbacks import (
     EvaluationMetric,
     SchurComplementEntropy,
     VendiScore,
+    evaluate_existing,
 )
 from diversity_callbacks.evaluation import EvaluationSet, sample_seed
-from diversity_callbacks.functional import per_condition_vendi_score, vendi_score
+from diversity_callbacks.functional import (
+    embedding_clip_score,
+    per_condition_vendi_score,
+    vendi_score,
+)
 from tests.distributed import run_distributed
 from tests.lightning_helpers import (
     PROMPTS,
@@ -45,12 +50,19 @@ def frozen_generator() -> TinyGenerator:
     return TinyGenerator(lr=0.0)
 
 
+def brightness(images: Tensor) -> Tensor:
+    """A per-sample quality of images in [0, 1]: their mean pixel value."""
+    assert images.min() >= 0 and images.max() <= 1  # the generator's [-1, 1] as the embedder's
+    return images.mean(dim=(1, 2, 3))
+
+
 def evaluator(**kwargs: Any) -> DiversityEvaluator:
     options = {
         "samples_per_condition": 4,
         "batch_size": 5,
         "embedder": PixelEmbedder(),
         "vendi_orders": (1, 2, "inf"),
+        "quality": brightness,
         "metrics": {
             "mean_norm": MeanNorm(),
             "calinski_harabasz": EvaluationMetric(
@@ -70,6 +82,30 @@ def evaluate_on_ranks(rank: int, world_size: int) -> dict[str, float]:
     module = frozen_generator()
     result = evaluator().evaluate(module.generate, module=module, progress=False)
     return values(result.scalars)
+
+
+def differing_on_rank_one(rank: int, world_size: int) -> dict[str, str]:
+    """Each setting built otherwise on rank 1 than on rank 0: what every rank raised."""
+    module, raised = frozen_generator(), {}
+    changes = {
+        "samples_per_condition": {"samples_per_condition": 3},
+        "seed": {"seed": 1},
+        "vendi_kernel": {"vendi_kernel": "linear"},
+        "vendi_orders": {"vendi_orders": (1, 2)},
+        "conditions": {"prompts": ["x", "y"]},
+    }
+    for name, change in changes.items():
+        options = change if rank == 1 else {}
+        built = (
+            DiversityEvaluator(options.pop("prompts"), 4, embedder=PixelEmbedder())
+            if "prompts" in options
+            else evaluator(**options)
+        )
+        try:
+            built.evaluate(module.generate, progress=False)
+        except EvaluationError as error:
+            raised[name] = str(error)
+    return raised
 
 
 # ---------------------------------------------------------------- one evaluation, three ways
@@ -104,6 +140,14 @@ def test_a_plain_loop_gives_the_metrics_of_the_samples_it_drew(plain_loop_values
         )
     norm = float(features.double().norm(dim=1).mean())
     assert plain_loop_values["diversity/mean_norm"] == pytest.approx(norm, rel=1e-9)
+    texts = embedder.embed_texts(prompts)
+    clip = float(embedding_clip_score(features, texts).mean())
+    assert plain_loop_values["diversity/clip_score"] == pytest.approx(clip, rel=1e-9)
+    quality = float(brightness((torch.cat(images) + 1) / 2).double().mean())
+    assert plain_loop_values["diversity/quality"] == pytest.approx(quality, rel=1e-9)
+    for key, value in expected.items():
+        qvendi = plain_loop_values[f"diversity/qvendi_{key}"]
+        assert qvendi == pytest.approx(quality * float(value), rel=1e-9)
     assert (
         "diversity/calinski_harabasz" in plain_loop_values and "diversity/sce" in plain_loop_values
     )
@@ -121,15 +165,31 @@ def test_two_torch_distributed_ranks_without_lightning_give_the_plain_loop_value
             assert ranked[key] == pytest.approx(value, rel=1e-6), key
 
 
+@pytest.mark.timeout(300)
+def test_ranks_built_with_different_evaluators_are_refused_naming_the_rank_and_setting():
+    for raised in run_distributed(differing_on_rank_one):
+        assert raised.keys() == {
+            "samples_per_condition",
+            "seed",
+            "vendi_kernel",
+            "vendi_orders",
+            "conditions",
+        }
+        for name, message in raised.items():
+            assert message.startswith("rank 1's DiversityEvaluator differs from rank 0's: ")
+            assert f"{name} " in message
+        assert "samples_per_condition 4 on rank 0, 3 on rank 1" in raised["samples_per_condition"]
+
+
 def test_the_callback_gives_the_plain_loop_values(plain_loop_values):
     callback = DiversityCallback(
         evaluator=evaluator(), every_n_train_steps=2, evaluate_at_start=False
     )
     L.Trainer(**QUIET, max_steps=2, callbacks=[callback]).fit(frozen_generator(), tiny_data())
     (row,) = callback.history
-    assert values({k: v for k, v in row.items() if k not in ("step", "epoch")}) == pytest.approx(
-        plain_loop_values, rel=1e-9
-    )
+    assert values(
+        {k: v for k, v in row.items() if k not in ("step", "global_step", "epoch")}
+    ) == pytest.approx(plain_loop_values, rel=1e-9)
 
 
 def test_evaluation_restores_the_mode_and_the_global_random_state():
@@ -259,12 +319,39 @@ def test_a_metric_taking_condition_embeddings_gets_each_samples_prompt_embedding
     ("metrics", "error", "match"),
     [
         ({"vendi": MeanNorm()}, ValueError, "`metrics` name 'vendi' is taken"),
+        ({"vendi_q1": MeanNorm()}, ValueError, "`metrics` name 'vendi_q1' is taken"),
+        ({"eval_seconds": MeanNorm()}, ValueError, "`metrics` name 'eval_seconds' is taken"),
+        ({"sce_text": MeanNorm()}, ValueError, "`metrics` name 'sce_text' is taken"),
         ({"x": 3}, TypeError, r"`metrics\['x'\]` must be a torchmetrics Metric"),
     ],
 )
 def test_bad_plug_ins_are_refused(metrics: dict, error: type, match: str):
     with pytest.raises(error, match=match):
         evaluator(metrics=metrics)
+
+
+def test_a_plug_in_whose_dict_result_collides_is_refused_at_compute_naming_both():
+    module = frozen_generator()
+    clash = EvaluationMetric(MeanNorm())
+    clash.metric.compute = lambda: {"vendi_q1": torch.tensor(123.0)}  # per_prompt_vendi_q1
+    with pytest.raises(ValueError, match=r"metric 'per_prompt' logs 'per_prompt_vendi_q1'"):
+        evaluator(metrics={"per_prompt": clash}).evaluate(module.generate, progress=False)
+    timing = EvaluationMetric(MeanNorm())
+    timing.metric.compute = lambda: {"seconds": torch.tensor(1.0)}
+    with pytest.raises(ValueError, match=r"metric 'eval' logs 'eval_seconds'.*timing"):
+        evaluator(metrics={"eval": timing}).evaluate(module.generate, progress=False)
+
+
+def test_a_plug_in_taking_prompt_embeddings_needs_embed_texts_at_construction():
+    class ImagesOnly:
+        def embed_images(self, images: Tensor) -> Tensor:
+            return PixelEmbedder().embed_images(images)
+
+    plugged = EvaluationMetric(
+        SchurComplementEntropy(kernel="linear"), inputs=("embeddings", "condition_embeddings")
+    )
+    with pytest.raises(ValueError, match=r"\['my_sce'\] take 'condition_embeddings'.*ImagesOnly"):
+        evaluator(embedder=ImagesOnly(), metrics={"my_sce": plugged})
 
 
 def test_a_plug_in_must_declare_known_inputs_and_compute_scalars():
@@ -317,3 +404,187 @@ def test_the_0_1_conditional_option_still_works_with_a_warning_naming_per_condit
     assert "per_prompt_vendi" not in off.metrics and "per_prompt_vendi" in evaluator().metrics
     with pytest.raises(TypeError, match="unexpected keyword argument 'conditionl'"):
         evaluator(conditionl=False)
+
+
+# ---------------------------------------------------------------- one evaluation at a time
+
+
+def test_a_second_evaluation_while_one_runs_is_refused_naming_the_evaluator():
+    import threading
+
+    module, shared = frozen_generator(), evaluator(metrics=None)
+    started, release = threading.Event(), threading.Event()
+
+    def waiting(prompts: list[str], generators: list) -> Tensor:
+        started.set()
+        release.wait(timeout=30)
+        return module.generate(prompts, generators)
+
+    first = threading.Thread(target=lambda: shared.evaluate(waiting, progress=False))
+    first.start()
+    try:
+        assert started.wait(timeout=30)
+        with pytest.raises(RuntimeError, match=r"DiversityEvaluator \(prefix 'diversity'.*already"):
+            shared.evaluate(module.generate, progress=False)
+        with pytest.raises(RuntimeError, match="already evaluating"):
+            evaluate_existing(shared, [], progress=False)
+    finally:
+        release.set()
+        first.join(timeout=60)
+    alone = shared.evaluate(module.generate, progress=False).scalars  # free again afterwards
+    expected = evaluator(metrics=None).evaluate(module.generate, progress=False).scalars
+    assert values(alone) == pytest.approx(values(expected), rel=1e-12)
+
+
+# ---------------------------------------------------------------- evaluate_existing's batches
+
+
+def existing_evaluator() -> DiversityEvaluator:
+    return DiversityEvaluator(
+        ["a", "b"], 2, embedder=lambda s: s, value_range=None, vendi_kernel="linear", sce=False
+    )
+
+
+def test_a_none_batch_is_refused_naming_it_not_taken_as_the_end():
+    batches = [(torch.eye(2), [0, 0]), None, (torch.eye(2), [1, 1])]
+    with pytest.raises(EvaluationError, match=r"batch 1 \(after 2 samples\).*pair, got NoneType"):
+        evaluate_existing(existing_evaluator(), batches, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("batch", "match"),
+    [
+        ((torch.eye(2).to_sparse(), [0, 1]), r"`samples` must be a dense tensor, got .*sparse"),
+        ((torch.eye(2), ["a", "b"]), r"`condition_ids` must hold integers, got str 'a' at pos"),
+        ((torch.eye(2), [0, 2**70]), r"`condition_ids` must hold integers within int64, got 11"),
+        ((torch.eye(2), [0, 1.0]), r"`condition_ids` must hold integers, got float 1.0 at pos"),
+        ((torch.eye(2), torch.tensor([True, False])), r"`condition_ids` must hold integers, got a"),
+        ((torch.eye(2), [0]), r"`condition_ids` must be 2 integers, one per sample, got shape"),
+    ],
+)
+def test_bad_batches_are_refused_naming_the_argument_and_what_came(batch: tuple, match: str):
+    with pytest.raises(EvaluationError, match=r"batch 0 \(after 0 samples\): \w+Error: " + match):
+        evaluate_existing(existing_evaluator(), [batch], progress=False)
+
+
+def test_an_empty_batch_is_skipped():
+    batches = [(torch.zeros(0, 2), []), (torch.eye(2), [0, 1])]
+    result = evaluate_existing(existing_evaluator(), batches, progress=False)
+    assert result.num_samples == 2 and result.scalars["diversity/vendi_q1"] == pytest.approx(2.0)
+
+
+# ---------------------------------------------------------------- alignment and quality
+
+
+def test_the_per_prompt_clip_scores_reach_the_table():
+    module = frozen_generator()
+    result = evaluator(metrics=None, quality=None).evaluate(module.generate, progress=False)
+    table = result.per_condition["clip_score"]
+    assert table.shape == (len(PROMPTS),)
+    assert float(table.mean()) == pytest.approx(result.scalars["diversity/clip_score"], rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "match"),
+    [
+        ({"class_labels": [0, 1], "embedder": PixelEmbedder()}, "text prompts"),
+        ({"prompts": PROMPTS, "embedder": len, "value_range": None}, "embedder with embed_texts"),
+    ],
+)
+def test_clip_score_where_it_is_not_defined_is_refused(arguments: dict, match: str):
+    with pytest.raises(ValueError, match=f"`clip_score=True` needs .*{match}"):
+        DiversityEvaluator(clip_score=True, samples_per_condition=2, **arguments)
+
+
+def test_clip_score_can_be_turned_off_and_is_off_without_prompts_of_one_space():
+    class OtherSpace(PixelEmbedder):
+        def embed_texts(self, prompts: list[str]) -> Tensor:
+            return super().embed_texts(prompts)[:, :8]  # SCE takes any dimension
+
+    module = frozen_generator()
+    off = evaluator(clip_score=False, metrics=None).evaluate(module.generate, progress=False)
+    assert "diversity/clip_score" not in off.scalars and "clip_score" not in off.per_condition
+    with pytest.raises(EvaluationError, match="dimension 48 and prompt embeddings of 8; pass clip"):
+        evaluator(embedder=OtherSpace(), metrics=None).evaluate(module.generate, progress=False)
+
+
+def test_a_quality_of_the_embeddings_weights_the_vendi_scores():
+    seen: list[Tensor] = []
+
+    def norm(embeddings: Tensor) -> Tensor:
+        seen.append(embeddings)
+        return embeddings.norm(dim=1)
+
+    module = frozen_generator()
+    result = evaluator(quality=norm, quality_input="embeddings", metrics=None).evaluate(
+        module.generate, progress=False
+    )
+    quality = float(torch.cat([rows.norm(dim=1) for rows in seen]).double().mean())
+    scalars = result.scalars
+    assert scalars["diversity/quality"] == pytest.approx(quality, rel=1e-12)
+    for key in ("q1", "q2", "qinf"):
+        expected = quality * scalars[f"diversity/vendi_{key}"]
+        assert scalars[f"diversity/qvendi_{key}"] == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("quality", "match"),
+    [
+        (lambda images: images.mean(), r"`quality` must be a floating tensor of shape \(5,\)"),
+        (lambda images: [0.5] * len(images), "`quality` must be a torch.Tensor"),
+        (lambda images: torch.full((len(images),), float("inf")), "`quality` must be finite"),
+    ],
+)
+def test_a_quality_scorer_returning_other_than_one_finite_float_per_sample_fails(quality, match):
+    module = frozen_generator()
+    with pytest.raises(EvaluationError, match=match):
+        evaluator(quality=quality, metrics=None).evaluate(module.generate, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "match"),
+    [
+        ({"quality": 0.5}, TypeError, "`quality` must be a callable"),
+        ({"quality": brightness, "quality_input": "images"}, ValueError, "`quality_input` must"),
+        ({"metrics": {"qvendi": MeanNorm()}}, ValueError, "'qvendi' is taken"),
+    ],
+)
+def test_bad_quality_options_are_refused_at_construction(options: dict, error: type, match: str):
+    with pytest.raises(error, match=match):
+        evaluator(**options)
+
+
+class _SeenSamples(EvaluationMetric):
+    """A plug-in that records the ``samples`` field of every batch it is given."""
+
+    def __init__(self, inputs: tuple[str, ...]) -> None:
+        super().__init__(MeanNorm(), inputs=inputs)
+        self.seen: list[Any] = []
+
+    def update(self, batch: Any) -> None:
+        self.seen.append(batch.samples)
+        self.metric.update(batch.embeddings)
+
+
+def test_the_samples_are_handed_over_only_when_a_metric_asks_for_them():
+    module = frozen_generator()
+    for inputs, handed in ((("embeddings",), False), (("embeddings", "samples"), True)):
+        plugin = _SeenSamples(inputs)
+        evaluator(metrics={"seen": plugin}, quality=None).evaluate(module.generate, progress=False)
+        assert all((samples is not None) == handed for samples in plugin.seen), inputs
+
+
+def test_a_metric_of_the_samples_is_a_plug_in_and_evaluate_existing_refuses_it():
+    class Brightness(MeanNorm):
+        def update(self, images: Tensor) -> None:
+            super().update(images.flatten(1))
+
+    plugin = EvaluationMetric(Brightness(), inputs=("samples",))
+    module = frozen_generator()
+    scorer = evaluator(metrics={"pixel_norm": plugin}, quality=None)
+    result = scorer.evaluate(module.generate, progress=False)
+    assert result.scalars["diversity/pixel_norm"] > 0
+    with pytest.raises(ValueError, match=r"metric\(s\) \['pixel_norm'\] take the 'samples' input"):
+        evaluate_existing(scorer, [(torch.zeros(2, 3, 8, 8), [0, 1])], progress=False)
+    with pytest.raises(ValueError, match=r"\['qvendi'\] take the 'samples' input"):
+        evaluate_existing(evaluator(metrics=None), [], progress=False)

@@ -51,6 +51,7 @@ def restore_process_state(monkeypatch: pytest.MonkeyPatch):
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow  # a whole training run of the example
 def test_reduced_run_writes_wandb_run_plot_grids_and_summary(
     tmp_path: Path, restore_process_state: None
 ):
@@ -111,6 +112,7 @@ def test_reduced_run_writes_wandb_run_plot_grids_and_summary(
     assert counts == {"diversity": 4 * 9, "samples": 3, "summary": 1}
 
 
+@pytest.mark.slow  # a whole training run of the example
 def test_reward_fine_tuning_collapses_and_the_monitor_stops_it_but_not_pretraining_noise(
     tmp_path: Path, restore_process_state: None
 ):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -126,3 +127,78 @@ def test_make_grid_takes_unit_floats_like_uint8() -> None:
 def test_make_grid_rejects_bad_layout(kwargs, match) -> None:
     with pytest.raises(ValueError, match=match):
         make_grid(torch.rand(2, 3, 4, 4), **kwargs)
+
+
+# ------------------------------------------------------------------ decoding files
+
+
+def test_16_bit_grey_png_is_scaled_to_8_bits_not_clipped_to_white(tmp_path) -> None:
+    from PIL import Image
+
+    from diversity_callbacks.images import decode_image_file
+
+    decoded = []
+    for level in (1000, 20000, 40000, 65535):
+        path = tmp_path / f"{level}.png"
+        Image.fromarray(np.full((4, 4), level, dtype=np.uint16)).save(path)
+        assert Image.open(path).mode.startswith("I")
+        decoded.append(int(decode_image_file(str(path))[0, 0, 0]))
+    assert decoded == [level >> 8 for level in (1000, 20000, 40000, 65535)]
+
+
+def test_exif_orientation_is_applied(tmp_path) -> None:
+    from PIL import Image
+
+    from diversity_callbacks.images import decode_image_file
+
+    stored = np.zeros((2, 6, 3), dtype=np.uint8)  # 2 rows, 6 columns, stored sideways
+    stored[:, :3] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    path = tmp_path / "sideways.png"
+    Image.fromarray(stored).save(path, exif=exif)
+    assert tuple(decode_image_file(str(path)).shape) == (3, 6, 2)  # upright: 6 rows, 2 columns
+
+
+def test_transparent_pixels_are_black_in_files_and_tensors(tmp_path) -> None:
+    from PIL import Image
+
+    from diversity_callbacks.images import composite_on_black, decode_image_file
+
+    rgba = np.zeros((4, 4, 4), dtype=np.uint8)
+    rgba[..., :3] = (200, 100, 50)  # hidden colour
+    rgba[:2, :, 3] = 255  # top half opaque, bottom transparent
+    rgba[0, 0, 3] = 128  # half transparent: half the colour
+    path = tmp_path / "rgba.png"
+    Image.fromarray(rgba, mode="RGBA").save(path)
+    decoded = decode_image_file(str(path))
+    assert decoded[:, 2:].eq(0).all()  # transparent: black, not the hidden colour
+    assert decoded[:, 1, 0].tolist() == [200, 100, 50]
+    assert decoded[:, 0, 0].tolist() == [100, 50, 25]
+    tensor = torch.from_numpy(rgba).permute(2, 0, 1)
+    assert torch.equal(composite_on_black(tensor[None])[0], decoded)  # one rule for both
+
+
+def test_animated_image_gives_its_first_frame(tmp_path) -> None:
+    from PIL import Image
+
+    from diversity_callbacks.images import decode_image_file
+
+    frames = [Image.new("RGB", (4, 4), colour) for colour in ((255, 0, 0), (0, 0, 255))]
+    path = tmp_path / "animated.webp"
+    frames[0].save(path, save_all=True, append_images=frames[1:], lossless=True)
+    assert decode_image_file(str(path))[:, 0, 0].tolist() == [255, 0, 0]
+
+
+def test_composite_on_black_refuses_other_shapes() -> None:
+    from diversity_callbacks.images import composite_on_black
+
+    with pytest.raises(ValueError, match="4 channels"):
+        composite_on_black(torch.zeros(3, 2, 2, dtype=torch.uint8))
+    with pytest.raises(TypeError, match="uint8"):
+        composite_on_black(torch.zeros(4, 2, 2))
+
+
+def test_an_rgba_batch_is_refused_pointing_at_the_transparency_rule() -> None:
+    with pytest.raises(ValueError, match="composite_on_black"):
+        check_images(torch.zeros(1, 4, 2, 2, dtype=torch.uint8), "uint8")

@@ -100,7 +100,10 @@ def test_tensorboard_event_files_hold_grids_spectrum_table_and_scalars_at_evalua
     assert "diversity/table/text_summary" in tags["tensors"]
     table = events.Tensors("diversity/table/text_summary")[-1]
     text = table.tensor_proto.string_val[0].decode()
-    assert text.startswith("| prompt | vendi_q1 | vendi_q2 |") and "| a green line |" in text
+    assert (
+        text.startswith("| prompt | vendi_q1 | vendi_q2 | clip_score |")
+        and "| a green line |" in text
+    )
 
 
 def test_mlflow_file_store_holds_metrics_and_media_artifacts_per_evaluated_step(run):
@@ -121,7 +124,7 @@ def test_mlflow_file_store_holds_metrics_and_media_artifacts_per_evaluated_step(
         assert grids == {f"{folder}/samples/{name}.png" for name in GRID_NAMES}
     local = Path(client.download_artifacts(logger.run_id, f"diversity/step_{steps[-1]:06d}"))
     assert decode_png((local / "samples" / f"{GRID_NAMES[0]}.png").read_bytes()).shape == GRID_SHAPE
-    assert (local / "table.csv").read_text().startswith("prompt,vendi_q1,vendi_q2\n")
+    assert (local / "table.csv").read_text().startswith("prompt,vendi_q1,vendi_q2,clip_score\n")
 
 
 def test_media_dir_holds_png_grids_spectrum_and_a_per_condition_csv_per_step(run):
@@ -196,6 +199,20 @@ def test_register_writer_rejects_what_is_not_a_logger_class_or_a_callable(
 def test_png_encoding_round_trips_through_pil():
     image = torch.randint(0, 256, (5, 7, 3), dtype=torch.uint8).numpy()
     assert np.array_equal(decode_png(png_bytes(image)), image)
+
+
+def test_table_csv_quotes_cells_a_spreadsheet_would_run_but_not_numbers():
+    table = Table(["prompt", "vendi_q1"], [["=cmd|' /C calc'!A0", 1.5], ["-1.5", -2.0]])
+    table = Table(table.columns, [*table.rows, ["@SUM(A1)", 1.0], ["\tx", 1.0], ["+1+1", 1.0]])
+    rows = list(csv.reader(io.StringIO(table.csv())))
+    assert [row[0] for row in rows[1:]] == [
+        "'=cmd|' /C calc'!A0",
+        "-1.5",
+        "'@SUM(A1)",
+        "'\tx",
+        "'+1+1",
+    ]
+    assert rows[2][1] == "-2.0"
 
 
 def test_table_renders_as_csv_and_as_a_markdown_table_with_escaped_names():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 import torch
 
@@ -84,6 +86,32 @@ def test_load_rejects_a_file_that_is_not_a_remover(tmp_path):
     torch.save({"weight": torch.zeros(2)}, path)
     with pytest.raises(ValueError, match="not a saved PromptRemover"):
         PromptRemover.load(path)
+
+
+class _NotATensor:
+    pass
+
+
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [
+        (pickle.dumps({"gamma": _NotATensor()}), "UnpicklingError"),
+        (b"", "EOFError"),
+        (b"PK\x03\x04 truncated zip", "RuntimeError"),
+    ],
+)
+def test_load_of_a_pickle_or_a_broken_file_names_the_file_not_torchs_advice(
+    tmp_path, content, error
+):
+    path = tmp_path / "remover.pt"
+    path.write_bytes(content)
+    with pytest.raises(ValueError) as raised:
+        PromptRemover.load(path)
+    message = str(raised.value)
+    assert message.startswith(f"{str(path)!r} is not a saved PromptRemover")
+    assert f"torch.load(weights_only=True) cannot read it ({error})" in message
+    # torch's own message advises weights_only=False, which would run code from the file
+    assert "weights_only=False" not in message and raised.value.__suppress_context__
 
 
 def test_transform_before_fit_raises():

@@ -44,11 +44,11 @@ def shard(module: Generator, world_size: int) -> Generator:
     return module
 
 
-def evaluator(num_prompts: int) -> DiversityEvaluator:
+def evaluator(num_prompts: int, per_prompt: int = 1) -> DiversityEvaluator:
     # one sample per batch: with 3 samples rank 0 draws 1 batch and rank 1 draws 2; with 1,
     # rank 0 draws none
     return DiversityEvaluator(
-        PROMPTS[:num_prompts], 1, batch_size=1, embedder=PixelEmbedder(), sce=False
+        PROMPTS[:num_prompts], per_prompt, batch_size=1, embedder=PixelEmbedder(), sce=False
     )
 
 
@@ -93,6 +93,72 @@ def test_an_unsupported_sharding_is_refused_naming_it_and_what_to_do(ranks: list
     for result in ranks:
         assert "sharded by DeepSpeed ZeRO-3 is not supported" in result["zero3"]
         assert "Evaluate an unsharded copy instead" in result["zero3"]
+
+
+def failing_on_rank_one(module: Generator, rank: int, before_forward: bool):
+    """``module.generate``, except that rank 1's 2nd call raises before or after its forward."""
+
+    def sample(prompts: list[str], generators: list[torch.Generator]) -> Tensor:
+        failing = rank == 1 and module.calls == 1
+        if failing and before_forward:
+            module.calls += 1
+            raise RuntimeError("no noise today")
+        images = module.generate(prompts, generators)
+        return images[:0] if failing else images  # no image: fails the evaluator's check
+
+    return sample
+
+
+def failures_on_two_ranks(rank: int, world_size: int) -> dict:
+    """Rank 1 fails in its 2nd of 3 calls; then sharded sampling without `module=`."""
+    import time
+
+    from diversity_callbacks import EvaluationError
+
+    results = {}
+    for before_forward in (True, False):
+        module = shard(Generator(), world_size)
+        start = time.perf_counter()
+        try:
+            evaluator(3, per_prompt=2).evaluate(  # 3 batches per rank
+                failing_on_rank_one(module, rank, before_forward), module=module, progress=False
+            )
+        except EvaluationError as error:
+            results[before_forward] = (str(error), time.perf_counter() - start)
+    module = shard(Generator(), world_size)
+    result = evaluator(3).evaluate(module.generate, progress=False)  # no module=
+    results["no module"] = (result.scalars, module.calls)
+    return results
+
+
+@pytest.fixture(scope="module")
+def failing_ranks() -> list[dict]:
+    return run_distributed(failures_on_two_ranks)
+
+
+@pytest.mark.timeout(300)  # a rank left waiting in a forward would hang: fail instead
+@pytest.mark.parametrize("before_forward", [True, False])
+def test_a_rank_failing_in_a_call_stops_every_rank_in_seconds_naming_it(
+    failing_ranks: list[dict], before_forward: bool
+):
+    (own, own_seconds), (other, other_seconds) = (r[before_forward] for r in failing_ranks[::-1])
+    reason = "no noise today" if before_forward else "one image per generator"
+    assert "diversity evaluation failed while sampling" in own and reason in own
+    assert "samples 4..4" in own  # rank 1's 2nd batch
+    assert "failed on rank 1 while sampling" in other and reason in other
+    assert max(own_seconds, other_seconds) < 30  # not the process group's 120 s timeout
+
+
+@pytest.mark.timeout(300)
+def test_a_sharded_generator_without_module_keeps_in_step(failing_ranks: list[dict]):
+    module = Generator()
+    expected = evaluator(3).evaluate(module.generate, module=module).scalars
+    for result in failing_ranks:
+        scalars, made = result["no module"]
+        assert made == 2  # rank 0's one batch and one throw-away call; rank 1's two batches
+        for key, value in expected.items():
+            if not key.endswith("eval_seconds"):
+                assert scalars[key] == pytest.approx(value, rel=1e-6), key
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="Lightning's FSDP strategies need CUDA")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,11 @@ class Run:
         return self.path.is_file()
 
 
+def warn_skipped(run: str, path: str, reason: str) -> None:
+    """The one wording of a skipped image's warning (``--on-error skip``)."""
+    print(f"warning: run {run!r}: skipped {path}: {reason}", file=sys.stderr)
+
+
 def run_names(paths: Sequence[str], names: Sequence[str] | None) -> list[str]:
     """Names of the runs: ``--names`` if given, else each path's last part (made unique)."""
     if names:
@@ -92,6 +98,7 @@ def discover(
     source: str = "auto",
     manifest: str | None = None,
     on_error: str = "fail",
+    exclude: Sequence[Path] = (),
 ) -> Run:
     """Find a run's images and their prompts (see the module table).
 
@@ -102,6 +109,8 @@ def discover(
         manifest: a manifest file name (relative to the folder) or path; implies ``manifest``.
         on_error: ``"fail"`` or ``"skip"`` images without a prompt (skipped ones are listed in
             :attr:`Run.skipped`).
+        exclude: resolved files and folders left out (the command's own outputs, so that
+            scoring a folder twice finds the same images).
 
     Raises:
         InputError: naming the path, what was expected and what was found.
@@ -119,7 +128,11 @@ def discover(
             f"run {str(root)!r} must be a folder of images or an embeddings file; nothing exists there"
         )
     files = sorted(
-        (p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
+        (
+            p
+            for p in root.rglob("*")
+            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not _excluded(p, exclude)
+        ),
         key=lambda p: p.relative_to(root).as_posix(),
     )
     if not files:
@@ -153,13 +166,30 @@ def discover(
     return run
 
 
+def _excluded(file: Path, exclude: Sequence[Path]) -> bool:
+    resolved = file.resolve()
+    return any(resolved == path or path in resolved.parents for path in exclude)
+
+
 def _auto_source(root: Path, files: list[Path]) -> str:
+    """The first source that gives every image a prompt, or one that gives most of them one.
+
+    A source that almost applies (one stray image at the root of a folders layout, one
+    sidecar missing) is chosen all the same, so that :func:`_assign` names the images without
+    a prompt (or skips them with ``--on-error skip``) instead of every prompt being dropped.
+    """
     if any((root / name).is_file() for name in MANIFEST_NAMES):
         return "manifest"
-    if all(file.with_suffix(".txt").is_file() for file in files):
-        return "sidecar"
-    if all(file.parent != root for file in files):
-        return "folders"
+    counts = {
+        "sidecar": sum(file.with_suffix(".txt").is_file() for file in files),
+        "folders": sum(file.parent != root for file in files),
+    }
+    for source, count in counts.items():
+        if count == len(files):
+            return source
+    for source, count in counts.items():
+        if 2 * count > len(files):
+            return source
     return "none"
 
 
@@ -171,8 +201,8 @@ def _assign(run: Run, prompts: list[str | None], on_error: str) -> None:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise InputError(
             f"run {str(run.path)!r}: {len(missing)} image(s) have no prompt in the "
-            f"{run.source!r} source: {shown}{more}; give them a prompt, or pass --on-error skip "
-            "to leave them out"
+            f"{run.source!r} source: {shown}{more}; give them a prompt, pass --on-error skip "
+            "to leave them out, or --prompts none to score every image without prompts"
         )
     numbers: dict[str, int] = {}
     kept: list[Path] = []
@@ -208,24 +238,38 @@ def _manifest_prompts(root: Path, files: list[Path], manifest: str | None) -> li
                 f"--manifest {manifest!r}: no such file in run folder {str(root)!r} or as given"
             )
     rows = read_manifest(path)
-    by_file: dict[str, str] = {}
-    for number, (file, prompt) in enumerate(rows, start=2 if path.suffix == ".csv" else 1):
+    by_file: dict[str, tuple[int, str]] = {}
+    for number, (file, prompt) in rows:
         target = Path(file) if Path(file).is_absolute() else root / file
         if not target.is_file():
             raise InputError(
                 f"manifest {str(path)!r} line {number}: file {file!r} does not exist in "
                 f"{str(root)!r}"
             )
-        by_file[target.resolve().as_posix()] = prompt
-    return [by_file.get(file.resolve().as_posix()) for file in files]
+        first, earlier = by_file.setdefault(target.resolve().as_posix(), (number, prompt))
+        if earlier != prompt:
+            raise InputError(
+                f"manifest {str(path)!r}: file {file!r} has two prompts, {earlier!r} on line "
+                f"{first} and {prompt!r} on line {number}; give each image one row"
+            )
+    return [by_file.get(file.resolve().as_posix(), (0, None))[1] for file in files]
 
 
-def read_manifest(path: Path) -> list[tuple[str, str]]:
-    """``(file, prompt)`` rows of a CSV (header with ``file`` and ``prompt``) or JSONL manifest.
+def read_manifest(path: Path) -> list[tuple[int, tuple[str, str]]]:
+    """``(line number, (file, prompt))`` rows of a CSV (header with ``file`` and ``prompt``) or
+    JSONL manifest.
 
     Raises:
-        InputError: for another suffix, missing columns or keys, or a malformed line.
+        InputError: for another suffix, missing columns or keys, a malformed line, or a file
+            that is not UTF-8.
     """
+    try:
+        return _manifest_rows(path)
+    except UnicodeDecodeError as error:
+        raise InputError(f"manifest {str(path)!r} must be UTF-8 text: {error}") from None
+
+
+def _manifest_rows(path: Path) -> list[tuple[int, tuple[str, str]]]:
     suffix = path.suffix.lower()
     rows: list[tuple[str, str]] = []
     if suffix == ".csv":
@@ -243,7 +287,7 @@ def read_manifest(path: Path) -> list[tuple[str, str]]:
                     raise InputError(
                         f"manifest {str(path)!r} line {number}: expected a file and a prompt, got {row}"
                     )
-                rows.append((file, prompt))
+                rows.append((number, (file, prompt)))
     elif suffix == ".jsonl":
         with open(path, encoding="utf-8-sig") as handle:
             for number, line in enumerate(handle, start=1):
@@ -265,7 +309,7 @@ def read_manifest(path: Path) -> list[tuple[str, str]]:
                         f"manifest {str(path)!r} line {number}: expected an object with string "
                         f'"file" and "prompt", got {line.strip()[:120]}'
                     )
-                rows.append((item["file"], item["prompt"]))
+                rows.append((number, (item["file"], item["prompt"])))
     else:
         raise InputError(
             f"manifest {str(path)!r} must be a .csv or .jsonl file, got suffix {path.suffix!r}"
@@ -279,7 +323,10 @@ def _sidecar_prompt(file: Path) -> str | None:
     sidecar = file.with_suffix(".txt")
     if not sidecar.is_file():
         return None
-    prompt = sidecar.read_text(encoding="utf-8-sig").strip()
+    try:
+        prompt = sidecar.read_text(encoding="utf-8-sig").strip()
+    except UnicodeDecodeError as error:
+        raise InputError(f"sidecar prompt {str(sidecar)!r} must be UTF-8 text: {error}") from None
     return prompt or None
 
 
@@ -287,4 +334,11 @@ def _folder_prompt(root: Path, file: Path) -> str | None:
     parts = file.relative_to(root).parts
     if len(parts) < 2:
         return None
+    try:
+        parts[0].encode("utf-8")
+    except UnicodeEncodeError:  # a name that is not UTF-8 decodes with surrogates
+        raise InputError(
+            f"prompt folder {str(root / parts[0])!r} must have a UTF-8 name (the name is the "
+            "prompt); rename it, or use a manifest"
+        ) from None
     return parts[0].replace("_", " ")

@@ -62,13 +62,33 @@ def clip_embedder(
             )
     if pretrained is not None and pretrained.lower() == "none":
         pretrained = None
-    return CLIPEmbedder(
-        model,
-        pretrained=pretrained,
-        device=device,
-        precision=precision,  # type: ignore[arg-type]
-        batch_size=batch_size,
-        model_kwargs=overrides,
+    try:
+        return CLIPEmbedder(
+            model,
+            pretrained=pretrained,
+            device=device,
+            precision=precision,  # type: ignore[arg-type]
+            batch_size=batch_size,
+            model_kwargs=overrides,
+        )
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise InputError(_in_flags(str(error), model, model_config)) from error
+
+
+def _in_flags(message: str, model: str, model_config: str | None) -> str:
+    """CLIPEmbedder's message told in the command's flags: the Python fix it suggests becomes
+    the flags that do the same, and a model that cannot be built with ``--model-config`` is
+    blamed on the overrides, not on the weights."""
+    python_fix = f"CLIPEmbedder({model!r}, pretrained='/path/to/open_clip_pytorch_model.bin')"
+    message = message.replace(
+        python_fix, f"--model {model} --pretrained /path/to/open_clip_pytorch_model.bin"
+    )
+    if not model_config:
+        return message
+    return (
+        f"--model {model} with --model-config {model_config!r} cannot be built or loaded: "
+        f"{message} (check the overrides: open_clip config keys such as embed_dim, "
+        "vision_cfg, text_cfg; weights of another configuration do not load into it)"
     )
 
 

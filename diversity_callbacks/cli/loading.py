@@ -9,7 +9,6 @@ with ``--on-error skip``, is left out with a warning.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from diversity_callbacks.cli.discovery import InputError
+from diversity_callbacks.cli.discovery import InputError, warn_skipped
 
 
 class ImageReadError(RuntimeError):
@@ -26,23 +25,21 @@ class ImageReadError(RuntimeError):
 
 
 def decode_image(path: str) -> Tensor:
-    """uint8 ``(3, H, W)`` RGB pixels of an image file (grey, palette and alpha converted).
+    """uint8 ``(3, H, W)`` RGB pixels of an image file, decoded by
+    :func:`~diversity_callbacks.images.decode_image_file` (EXIF orientation applied, 16-bit grey
+    scaled to 8 bits, transparency composited on black, first frame of an animation).
 
     Raises:
         ImageReadError: naming the path and Pillow's reason.
     """
-    from PIL import Image
+    from diversity_callbacks.images import decode_image_file
 
     try:
-        with Image.open(path) as image:
-            image.load()
-            rgb = image.convert("RGB")
+        return decode_image_file(path)
     except Exception as error:
         raise ImageReadError(
             f"cannot read image {path!r}: {type(error).__name__}: {error}"
         ) from None
-    pixels = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
-    return pixels.view(rgb.height, rgb.width, 3).permute(2, 0, 1)
 
 
 class ImageFiles(Dataset):
@@ -77,6 +74,7 @@ def collate_by_size(items: list[tuple[Tensor | str, int, str]]) -> dict[str, Any
         (
             torch.stack([items[i][0] for i in indices]),
             torch.tensor([items[i][1] for i in indices], dtype=torch.long),
+            [items[i][2] for i in indices],
         )
         for indices in groups.values()
     ]
@@ -92,11 +90,15 @@ def image_batches(
     skip: bool,
     skipped: list[tuple[str, str]],
     conditional: bool,
+    run: str,
+    current: list[str],
 ) -> Iterator[tuple[Tensor, Tensor | None]]:
     """``(uint8 images, condition ids)`` batches of these files, decoded in ``workers`` processes.
 
-    Unreadable images are appended to ``skipped`` (with a warning on stderr naming each) when ``skip``;
-    otherwise the first one raises :class:`ImageReadError`.
+    Unreadable images are appended to ``skipped`` (with a warning on stderr naming each and the
+    run ``run``) when ``skip``; otherwise the first one raises :class:`ImageReadError`.
+    ``current`` holds the files of the batch being embedded (emptied when the next one is
+    asked for), so that a batch that fails to embed can be named by its files.
     """
     loader = DataLoader(
         ImageFiles(files, condition_ids),
@@ -110,10 +112,12 @@ def image_batches(
         for path, reason in batch["failed"]:
             if not skip:
                 raise ImageReadError(f"{reason} (pass --on-error skip to leave it out)")
-            print(f"warning: skipped an image that cannot be read: {reason}", file=sys.stderr)
+            warn_skipped(run, path, reason)
             skipped.append((path, reason))
-        for images, ids in batch["parts"]:
+        for images, ids, names in batch["parts"]:
+            current[:] = names
             yield images, ids if conditional else None
+            current.clear()  # taken: a failure from here on is not this batch's
 
 
 def load_embeddings(path: Path) -> dict[str, Any]:
@@ -172,6 +176,14 @@ def load_embeddings(path: Path) -> dict[str, Any]:
                 if hasattr(prompts, "__len__")
                 else type(prompts).__name__
             )
+            if isinstance(prompts, (list, tuple)):
+                bad = next((i for i, p in enumerate(prompts) if not isinstance(p, str)), None)
+                if bad is not None:
+                    got += f" whose item {bad} is {type(prompts[bad]).__name__} {prompts[bad]!r}"
+            if isinstance(prompts, Tensor):
+                got += (
+                    " (class numbers? give each row its prompt text, e.g. [names[i] for i in ids])"
+                )
             raise InputError(
                 f"{where} key 'prompts' must be a list of {rows} strings, one per row of "
                 f"'embeddings', got {got}"

@@ -15,7 +15,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -91,12 +93,19 @@ def write_json(scores: Sequence[RunScore], path: str, options: Mapping[str, Any]
         )
     kept = {key: value for key, value in options.items() if key not in ("command", "handler")}
     document = {"runs": runs, "options": kept}
+    text = json.dumps(document, indent=2, allow_nan=False) + "\n"
+    if path == "-":
+        sys.stdout.write(text)
+        return
     _parent(path)
-    Path(path).write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
+    Path(path).write_text(text)
 
 
 def write_csv(scores: Sequence[RunScore], path: str) -> None:
-    """One row per run: ``run, path, images, prompts, <metric>...`` (empty cell: not computed)."""
+    """One row per run: ``run, path, images, prompts, <metric>...`` (empty cell: not computed);
+    text cells that a spreadsheet would run as a formula are quoted (``csv_cell``)."""
+    from diversity_callbacks.media.render import csv_cell
+
     keys = metric_keys(scores)
     _parent(path)
     with open(path, "w", newline="") as handle:
@@ -106,12 +115,62 @@ def write_csv(scores: Sequence[RunScore], path: str) -> None:
             values = [score.metrics.get(key) for key in keys]
             writer.writerow(
                 [
-                    score.name,
-                    score.path,
+                    csv_cell(score.name),
+                    csv_cell(score.path),
                     score.num_images,
                     len(score.prompts),
                     *("" if v is None or math.isnan(v) else repr(v) for v in values),
                 ]
+            )
+
+
+def write_all(scores: Sequence[RunScore], args: Any) -> None:
+    """The table and every output the options ask for. With ``--json -`` the JSON goes to
+    standard output alone, and the table and the list of plots to standard error."""
+    screen = sys.stderr if args.json == "-" else sys.stdout
+    print(table(scores), file=screen)
+    if args.json:
+        write_json(scores, args.json, vars(args))
+    if args.csv:
+        write_csv(scores, args.csv)
+    if args.plot:
+        written = write_plots(scores, args.plot, grids=args.grids)
+        print(f"plots: {', '.join(written)}", file=screen)
+
+
+def output_paths(args: Any) -> list[Path]:
+    """The resolved files and folder the command writes, left out of the runs' images."""
+    paths = [args.json, args.csv, args.plot]
+    return [Path(path).resolve() for path in paths if path and path != "-"]
+
+
+def check_output_paths(args: Any) -> None:
+    """Refuse outputs that cannot be written, before any scoring (naming the flag and path).
+
+    Raises:
+        InputError: for a ``--json`` or ``--csv`` path that is a folder, a ``--plot`` path that
+            is a file, or a path whose first existing parent is not a writable folder.
+    """
+    from diversity_callbacks.cli.discovery import InputError
+
+    for flag, path, folder in (
+        ("--json", args.json, False),
+        ("--csv", args.csv, False),
+        ("--plot", args.plot, True),
+    ):
+        if not path or (flag == "--json" and path == "-"):
+            continue
+        target = Path(path)
+        if target.exists() and target.is_dir() != folder:
+            expected = "a folder" if folder else "a file"
+            got = "a folder" if target.is_dir() else "a file"
+            raise InputError(f"{flag} {path!r} must be {expected}, got {got}")
+        parent = target if folder and target.exists() else target.parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            raise InputError(
+                f"{flag} {path!r} cannot be written: {str(parent)!r} is not a writable folder"
             )
 
 
@@ -163,11 +222,22 @@ def write_plots(scores: Sequence[RunScore], folder: str, grids: bool = False) ->
         axes.spines[["top", "right"]].set_visible(False)
         written.append(_save(figure, out / f"per-prompt-{_safe(key)}.png"))
     if grids:
-        for score in scores:
-            path = _grid(score, out / f"grid-{_safe(score.name)}.png", plt)
+        for score, name in zip(scores, _unique_safe([s.name for s in scores]), strict=True):
+            path = _grid(score, out / f"grid-{name}.png", plt)
             if path:
                 written.append(path)
     return written
+
+
+def _unique_safe(names: Sequence[str]) -> list[str]:
+    """File-name-safe names, made distinct (``"run 1"``, ``"run_1"``: ``run_1``, ``run_1-2``)."""
+    found: list[str] = []
+    for name in names:
+        safe, candidate, count = _safe(name), _safe(name), 2
+        while candidate in found:
+            candidate, count = f"{safe}-{count}", count + 1
+        found.append(candidate)
+    return found
 
 
 def _summary(scores: Sequence[RunScore], path: Path, plt: Any, colours: list[Any]) -> str:

@@ -11,19 +11,19 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from diversity_callbacks.cli.discovery import (
-    PROMPT_SOURCES,
     InputError,
     Run,
     discover,
     run_names,
+    warn_skipped,
 )
 from diversity_callbacks.evaluation import _distributed
 
@@ -64,140 +64,24 @@ class RunScore:
     files: dict[int, list[str]] = field(default_factory=dict)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``score``."""
-    parser.add_argument(
-        "runs",
-        nargs="+",
-        metavar="RUN",
-        help="a folder of images (PNG, JPEG, WebP; searched recursively) or an embeddings file "
-        "(.pt, .npy); each one is a run to compare",
-    )
-    parser.add_argument("--names", nargs="+", help="names of the runs (default: folder names)")
-    inputs = parser.add_argument_group("prompts")
-    inputs.add_argument(
-        "--prompts",
-        choices=PROMPT_SOURCES,
-        default="auto",
-        help="where each image's prompt comes from: a manifest (prompts.csv / prompts.jsonl), "
-        "a sidecar .txt per image, one sub-folder per prompt, or none; auto: the first of "
-        "these that applies (default)",
-    )
-    inputs.add_argument(
-        "--manifest",
-        help="manifest file (CSV with columns file,prompt or JSONL with keys file, prompt), "
-        "relative to each run folder or a path",
-    )
-    embedding = parser.add_argument_group("embedder")
-    embedding.add_argument("--model", default="ViT-B-32", help="open_clip architecture")
-    embedding.add_argument(
-        "--pretrained",
-        default="laion2b_s34b_b79k",
-        help="open_clip tag, local weights file, or 'none' for random weights",
-    )
-    embedding.add_argument(
-        "--model-config", help="JSON of open_clip config overrides (embed_dim, vision_cfg...)"
-    )
-    embedding.add_argument(
-        "--embedder",
-        help="module:attribute or file.py:attribute of your own embedder (an object with "
-        "embed_images, a class building one, or a function of (B, 3, H, W) floats in [0, 1]); "
-        "replaces --model",
-    )
-    embedding.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
-    embedding.add_argument("--batch-size", type=_positive_int, default=64, help="images per batch")
-    embedding.add_argument(
-        "--workers",
-        type=_non_negative_int,
-        default=min(4, os.cpu_count() or 1),
-        help="DataLoader processes decoding images (0: decode in the main process)",
-    )
-    metrics = parser.add_argument_group("metrics (as DiversityEvaluator's options)")
-    metrics.add_argument(
-        "--vendi-orders", nargs="+", default=["1", "2"], help="orders q (numbers or inf)"
-    )
-    metrics.add_argument(
-        "--vendi-kernel", choices=("cosine", "linear", "gaussian"), default="cosine"
-    )
-    metrics.add_argument("--vendi-sigma", type=float, help="bandwidth of the Gaussian kernel")
-    metrics.add_argument(
-        "--vendi-num-features",
-        type=_positive_int,
-        help="random Fourier features for the Gaussian kernel (streams; exact without)",
-    )
-    metrics.add_argument(
-        "--per-prompt",
-        choices=("auto", "on", "off"),
-        default="auto",
-        help="per-prompt Vendi score (each prompt's own, averaged over prompts); auto: with prompts "
-        "and a prompt with 2+ images",
-    )
-    metrics.add_argument(
-        "--sce",
-        choices=("auto", "on", "off"),
-        default="auto",
-        help="Schur complement entropy and its text part; auto: with prompts, an embedder of "
-        "prompts, and a prompt with 2+ images",
-    )
-    metrics.add_argument("--sce-kernel", choices=("cosine", "linear", "gaussian"), default=None)
-    metrics.add_argument("--sce-sigma", type=float)
-    metrics.add_argument("--sce-num-features", type=_positive_int)
-    metrics.add_argument(
-        "--max-kernel-memory",
-        type=float,
-        default=8.0,
-        metavar="GIB",
-        help="refuse the exact Gaussian kernel when it would need more than this (default 8)",
-    )
-    outputs = parser.add_argument_group("outputs")
-    outputs.add_argument("--json", metavar="FILE", help="write every score (and per prompt)")
-    outputs.add_argument("--csv", metavar="FILE", help="write one row per run")
-    outputs.add_argument(
-        "--plot", metavar="DIR", help="write PNG charts (needs diversity-callbacks[plot])"
-    )
-    outputs.add_argument(
-        "--grids", action="store_true", help="with --plot: a sample grid per run and prompt"
-    )
-    outputs.add_argument("--no-progress", action="store_true", help="no progress bars")
-    errors = parser.add_argument_group("errors and scale")
-    errors.add_argument(
-        "--on-error",
-        choices=("fail", "skip"),
-        default="fail",
-        help="an unreadable image or one without a prompt: stop (default) or skip with a warning",
-    )
-    errors.add_argument(
-        "--devices",
-        type=_positive_int,
-        default=1,
-        help="processes on this machine (Lightning Fabric DDP; gloo on CPU, NCCL on GPUs)",
-    )
-    errors.add_argument("--num-nodes", type=_positive_int, default=1, help="machines")
-    errors.add_argument(
-        "--accelerator", choices=("auto", "cpu", "cuda"), default="auto", help="where to embed"
-    )
-
-
 def run(args: argparse.Namespace) -> int:
     """Score every run; print the table and write the outputs on rank 0."""
-    if args.grids and not args.plot:
-        raise InputError("--grids needs --plot DIR (the folder the grids are written to)")
-    if args.plot:
-        from diversity_callbacks.cli.output import require_matplotlib
+    from diversity_callbacks.cli import output
 
-        require_matplotlib()
+    check_options(args)
     device = _launch(args)
     rank, world_size = _distributed.rank_and_world_size()
     progress = not args.no_progress and rank == 0
     names = run_names(args.runs, args.names)
+    outputs = output.output_paths(args)
     runs = [
-        discover(path, name, args.prompts, args.manifest, args.on_error)
+        discover(path, name, args.prompts, args.manifest, args.on_error, exclude=outputs)
         for path, name in zip(_bar(args.runs, "finding images", progress), names, strict=True)
     ]
     for found in runs:
         for path, reason in found.skipped:
             if rank == 0:
-                _warn(f"run {found.name!r}: skipped {path}: {reason}")
+                warn_skipped(found.name, path, reason)
     image_embedder = None
     scores = []
     for found in runs:
@@ -208,17 +92,24 @@ def run(args: argparse.Namespace) -> int:
             embedder = image_embedder
         scores.append(score_run(found, embedder, args, device, rank, world_size, progress))
     if rank == 0:
-        from diversity_callbacks.cli import output
-
-        print(output.table(scores))
-        if args.json:
-            output.write_json(scores, args.json, vars(args))
-        if args.csv:
-            output.write_csv(scores, args.csv)
-        if args.plot:
-            written = output.write_plots(scores, args.plot, grids=args.grids)
-            print(f"plots: {', '.join(written)}")
+        output.write_all(scores, args)
     return 0
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Refuse options that cannot work together, and unusable output paths, before any work."""
+    from diversity_callbacks.cli import output
+
+    if args.grids and not args.plot:
+        raise InputError("--grids needs --plot DIR (the folder the grids are written to)")
+    if args.embedder and args.model_config:
+        raise InputError(
+            f"--model-config configures the open_clip model of --model; it cannot apply to "
+            f"--embedder {args.embedder!r}: drop one of the two"
+        )
+    if args.plot:
+        output.require_matplotlib()
+    output.check_output_paths(args)
 
 
 @dataclass
@@ -230,6 +121,7 @@ class _Source:
     value_range: str | None
     rows: int  # in the whole run, every rank's
     total: int  # this rank's batches, for the progress bar
+    current: list[str] = field(default_factory=list)  # image files of the batch last read
 
 
 def score_run(
@@ -242,25 +134,31 @@ def score_run(
     progress: bool,
 ) -> RunScore:
     """Score one run on this rank's share of it (a collective: every rank calls it)."""
+    from diversity_callbacks.evaluation.errors import EvaluationError
     from diversity_callbacks.evaluation.existing import evaluate_existing
 
-    skipped: list[tuple[str, str]] = list(found.skipped)
-    if found.is_embeddings:
-        source = _embedding_source(found, args.batch_size, rank, world_size)
-    else:
-        source = _image_source(found, image_embedder, args, rank, world_size, skipped)
-    check_kernel_memory(args, found, source.rows)
-    evaluator = build_evaluator(
-        found.prompts, _counts(found), source.embedder, source.value_range, args
-    )
-    result = evaluate_existing(
-        evaluator,
-        source.batches,
-        device=device,
-        progress=progress,
-        total=source.total,
-        description=f"{found.name}: embedding",
-    )
+    while True:  # again without a batch that failed to embed (--on-error skip)
+        skipped: list[tuple[str, str]] = list(found.skipped)
+        if found.is_embeddings:
+            source = _embedding_source(found, args.batch_size, rank, world_size)
+        else:
+            source = _image_source(found, image_embedder, args, rank, world_size, skipped)
+        check_kernel_memory(args, found, source.rows)
+        evaluator = build_evaluator(
+            found.prompts, _counts(found), source.embedder, source.value_range, args
+        )
+        try:
+            result = evaluate_existing(
+                evaluator,
+                source.batches,
+                device=device,
+                progress=progress,
+                total=source.total,
+                description=f"{found.name}: embedding",
+            )
+            break
+        except EvaluationError as error:
+            _skip_failed_batch(found, source.current, error, args.on_error, world_size, skipped)
     all_skipped = [item for part in _distributed.all_gather_objects(skipped) for item in part]
     all_skipped = list(dict.fromkeys(map(tuple, all_skipped)))
     metrics = {
@@ -281,6 +179,41 @@ def score_run(
         seconds=result.scalars[f"{evaluator.prefix}/eval_seconds"],
         files=_files_by_prompt(found),
     )
+
+
+def _skip_failed_batch(
+    found: Run,
+    files: list[str],
+    error: Exception,
+    on_error: str,
+    world_size: int,
+    skipped: list[tuple[str, str]],
+) -> None:
+    """Name the image files of a batch that failed to embed (one process); with
+    ``--on-error skip``, leave them out of ``found`` so that the run is scored again without
+    them."""
+    from diversity_callbacks.evaluation.errors import EvaluationError
+
+    # Not a batch of images (reading, an embeddings file, the metrics' compute), or another
+    # process's batch may have failed: this one's files would be the wrong ones.
+    if not files or world_size > 1:
+        raise error
+    shown = ", ".join(repr(Path(file).name) for file in files[:8])
+    more = f" and {len(files) - 8} more" if len(files) > 8 else ""
+    named = f"run {found.name!r}: {error} (the batch's images: {shown}{more})"
+    if on_error != "skip":
+        raise EvaluationError(named + "; pass --on-error skip to leave them out") from error
+    reason = f"its batch failed to embed: {error}"
+    found.skipped = skipped + [(file, reason) for file in files]
+    for file in files:
+        warn_skipped(found.name, file, reason)
+    left_out = {path for path, _ in found.skipped}
+    kept = [i for i, file in enumerate(found.files) if str(file) not in left_out]
+    if not kept:
+        raise EvaluationError(f"run {found.name!r}: no image left to score; {error}") from error
+    if found.condition_ids:
+        found.condition_ids = [found.condition_ids[i] for i in kept]
+    found.files = [found.files[i] for i in kept]
 
 
 def _counts(found: Run, excluded: set[str] | frozenset[str] = frozenset()) -> list[int]:
@@ -317,6 +250,7 @@ def _image_source(
     """This rank's share of a folder's images, decoded in DataLoader workers."""
     from diversity_callbacks.cli.loading import image_batches
 
+    current: list[str] = []
     share = _share(len(found.files), rank, world_size)
     ids = found.condition_ids or [0] * len(found.files)
     batches = image_batches(
@@ -327,9 +261,11 @@ def _image_source(
         skip=args.on_error == "skip",
         skipped=skipped,
         conditional=bool(found.prompts),
+        run=found.name,
+        current=current,
     )
     total = math.ceil(len(share) / args.batch_size)  # one more per extra image size
-    return _Source(batches, embedder, "uint8", len(found.files), total)
+    return _Source(batches, embedder, "uint8", len(found.files), total, current)
 
 
 def build_evaluator(
@@ -341,8 +277,9 @@ def build_evaluator(
 ) -> Any:
     """The :class:`~diversity_callbacks.DiversityEvaluator` of one run, from the options.
 
-    ``--per-prompt`` and ``--sce`` ``auto`` turn the metric on where it is defined: prompts, a
-    prompt with two or more images, and (SCE) an embedder with ``embed_texts``.
+    ``--per-prompt``, ``--sce`` and ``--clip-score`` ``auto`` turn the metric on where it is
+    defined: prompts, a prompt with two or more images (not for CLIPScore), and (SCE, CLIPScore)
+    an embedder with ``embed_texts``.
     """
     from diversity_callbacks.evaluation.evaluator import DiversityEvaluator
     from diversity_callbacks.evaluation.samples import SampleEmbedder
@@ -363,12 +300,13 @@ def build_evaluator(
         [
             ("prompts (none were found)", bool(prompts)),
             ("a prompt with 2 or more images", repeated),
-            (
-                "an embedder of prompts (embed_texts; for embeddings files, a "
-                "'text_embeddings' key)",
-                texts,
-            ),
+            (_TEXT_EMBEDDER, texts),
         ],
+    )
+    clip_score = _switch(
+        args.clip_score,
+        "--clip-score",
+        [("prompts (none were found)", bool(prompts)), (_TEXT_EMBEDDER, texts)],
     )
     sce_kwargs = {
         key: value
@@ -383,11 +321,12 @@ def build_evaluator(
         "embedder": embedder,
         "value_range": value_range,
         "batch_size": args.batch_size,
-        "vendi_orders": [_order(q) for q in args.vendi_orders],
+        "vendi_orders": list(args.vendi_orders),
         "vendi_kernel": args.vendi_kernel,
         "vendi_sigma": args.vendi_sigma,
         "vendi_num_features": args.vendi_num_features,
         "sce_kwargs": sce_kwargs,
+        "clip_score": clip_score,
     }
     try:
         if prompts:
@@ -446,18 +385,16 @@ def _embedding_source(found: Run, batch_size: int, rank: int, world_size: int) -
     return _Source(batches(), embedder, None, embeddings.shape[0], total)
 
 
+_TEXT_EMBEDDER = (
+    "an embedder of prompts (embed_texts; for embeddings files, a 'text_embeddings' key)"
+)
+
+
 def _switch(choice: str, flag: str, needs: list[tuple[str, bool]]) -> bool:
     missing = [need for need, holds in needs if not holds]
     if choice == "on" and missing:
         raise InputError(f"{flag} on needs {' and '.join(missing)}")
     return choice != "off" and not missing
-
-
-def _order(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise InputError(f"--vendi-orders takes numbers >= 0 or inf, got {text!r}") from None
 
 
 def _share(total: int, rank: int, world_size: int) -> range:
@@ -507,21 +444,3 @@ def _bar(items: Sequence[Any], description: str, enabled: bool) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(items, desc=description, leave=False, disable=None if enabled else True)
-
-
-def _warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
-    return value

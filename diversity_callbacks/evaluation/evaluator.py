@@ -24,9 +24,10 @@ otherwise.
 from __future__ import annotations
 
 import os
+import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,14 +45,23 @@ from diversity_callbacks.evaluation.errors import EvaluationError
 from diversity_callbacks.evaluation.metrics import (
     EmbeddedBatch,
     MetricValues,
+    QualityInput,
     as_evaluation_metric,
     builtin_metrics,
+    builtin_result_keys,
+    clip_score_metric,
+    quality_metric,
     sce_metric,
 )
 from diversity_callbacks.evaluation.samples import SampleEmbedder, thumbnails_of
-from diversity_callbacks.evaluation.sharding import lockstep_calls, pad_calls
+from diversity_callbacks.evaluation.sharding import LockStep, Stopped, lockstep_calls, pad_call
 from diversity_callbacks.functional.spectrum import Order, parse_orders
 from diversity_callbacks.images import ValueRange
+
+_RUNNING = threading.Lock()  # makes every evaluator's check-and-set of ``_running`` atomic
+
+TIMING_KEY = "eval_seconds"
+"""The key of an evaluation's wall time in :attr:`EvaluationResult.scalars` (after the prefix)."""
 
 SampleFn = Callable[[Conditions, list[torch.Generator]], Any]
 """``sample_fn(conditions, generators) -> samples``: see :meth:`DiversityEvaluator.evaluate`."""
@@ -65,7 +75,8 @@ class EvaluationResult:
         scalars: logged values keyed ``{prefix}/vendi_q1``, ``{prefix}/per_prompt_vendi_q1``,
             ``{prefix}/sce``, ..., identical on every rank, and this rank's
             ``{prefix}/eval_seconds``.
-        per_condition: per-condition columns (``"vendi_q1"``...), each ``(num_conditions,)``.
+        per_condition: per-condition columns (``"vendi_q1"``..., ``"clip_score"``), each
+            ``(num_conditions,)``.
         spectrum: eigenvalues of ``K / n`` (descending), when asked for.
         thumbnails: uint8 ``(3, h, w)`` images by sample index, gathered on rank 0, when asked for.
         timings: seconds this rank spent ``sampling``, ``embedding`` and on the ``metric``.
@@ -81,11 +92,25 @@ class EvaluationResult:
 
     @classmethod
     def merge(
-        cls, values: Iterable[MetricValues], prefix: str, num_samples: int
+        cls, values: Mapping[str, MetricValues], prefix: str, num_samples: int
     ) -> EvaluationResult:
-        """One result from every metric's values, scalars keyed ``{prefix}/{name}``."""
+        """One result from every metric's values (by metric name), scalars keyed
+        ``{prefix}/{key}``.
+
+        Raises:
+            ValueError: when two metrics log the same key, or one logs the timing's key,
+                naming both: one would silently overwrite the other.
+        """
         result = cls(scalars={}, num_samples=num_samples)
-        for value in values:
+        owners = {TIMING_KEY: "the evaluation's timing"}
+        for name, value in values.items():
+            for key in value.scalars:
+                if key in owners:
+                    raise ValueError(
+                        f"metric {name!r} logs {key!r}, which {owners[key]} logs too: rename "
+                        "one of them in `metrics` (a dict result logs {name}_{key})"
+                    )
+                owners[key] = f"metric {name!r}"
             result.scalars.update({f"{prefix}/{k}": v for k, v in value.scalars.items()})
             result.per_condition.update(value.per_condition)
             if value.spectrum is not None:
@@ -106,7 +131,7 @@ class DiversityEvaluator:
         class_labels: integer labels, or a mapping of names to labels.
         num_samples: an unconditional generator: draw this many samples.
         embedder: for images, ``embed_images(images in [0, 1]) -> (B, D)`` (and
-            ``embed_texts(prompts) -> (P, D)`` for SCE), ``None`` for a default
+            ``embed_texts(prompts) -> (P, D)`` for SCE and CLIPScore), ``None`` for a default
             :class:`~diversity_callbacks.CLIPEmbedder`; for other samples, ``embed_samples`` or a
             callable. An ``nn.Module`` embedder is moved to the evaluation's device.
         value_range: ``"[-1,1]"``, ``"[0,1]"`` or ``"uint8"`` for ``(B, 3, H, W)`` images
@@ -124,6 +149,14 @@ class DiversityEvaluator:
         sce: the Schur complement entropy given the prompts and its text part; ``None``: where
             defined (prompts, ``embed_texts``, 2+ samples per prompt).
         sce_kwargs: keyword arguments of :class:`~diversity_callbacks.SchurComplementEntropy`.
+        clip_score: the CLIPScore of each sample against its prompt (``clip_score``, per prompt
+            in the table), from the embeddings the metrics already have; ``None``: where
+            defined (prompts and ``embed_texts`` in the images' space).
+        quality: a per-sample quality scorer (a reward model, an aesthetic score...): adds the
+            quality-weighted Vendi score ``qvendi_q1``... (mean quality times ``vendi_q1``...)
+            and the mean ``quality``. Called on each batch, it returns ``(B,)`` finite floats.
+        quality_input: what ``quality`` is called on: ``"samples"`` (images as ``(B, 3, H, W)``
+            floats in [0, 1], other samples as generated) or ``"embeddings"`` (``(B, D)``).
         metrics: more metrics by name: torchmetrics ``Metric`` objects taking the embeddings, or
             :class:`~diversity_callbacks.EvaluationMetric` wrappers declaring other inputs.
         spectrum: also return the eigenvalues of the Vendi kernel.
@@ -162,6 +195,9 @@ class DiversityEvaluator:
         per_condition: bool | None = None,
         sce: bool | None = None,
         sce_kwargs: Mapping[str, Any] | None = None,
+        clip_score: bool | None = None,
+        quality: Callable[[Any], Tensor] | None = None,
+        quality_input: QualityInput = "samples",
         metrics: Mapping[str, Any] | None = None,
         spectrum: bool = False,
         max_thumbnail_conditions: int = 16,
@@ -191,6 +227,7 @@ class DiversityEvaluator:
         }
         self.sce = sce
         self.sce_kwargs = dict(sce_kwargs or {})
+        self.clip_score = clip_score
         self.thumbnail_limits = (
             check_positive_int(max_thumbnail_conditions, "max_thumbnail_conditions"),
             check_positive_int(max_thumbnails_per_condition, "max_thumbnails_per_condition"),
@@ -203,12 +240,22 @@ class DiversityEvaluator:
         self.metrics = builtin_metrics(
             self.evaluation_set, self.vendi_orders, self.kernel_kwargs, per_condition, spectrum
         )
+        qvendi = quality_metric(quality, quality_input, self.vendi_orders, self.kernel_kwargs)
+        if qvendi is not None:
+            self.metrics["qvendi"] = qvendi
+        taken = {*self.metrics, *builtin_result_keys(self.vendi_orders), TIMING_KEY}
         for name, metric in (metrics or {}).items():
-            if name in self.metrics or name == "sce":
-                raise ValueError(f"`metrics` name {name!r} is taken by a built-in metric")
+            if name in taken:
+                raise ValueError(
+                    f"`metrics` name {name!r} is taken by a built-in metric or result (a plug-in "
+                    f"named so would overwrite it); taken: {sorted(taken)}"
+                )
             self.metrics[name] = as_evaluation_metric(name, metric)
         if self.embedder is not None:
+            self._check_text_inputs()
             self._add_sce()
+        self._running = False  # a flag, not a Lock: evaluators are pickled and deep-copied
+        self._ranks_agree = False  # every rank's settings were found equal (checked once)
 
     # ------------------------------------------------------------------ set-up
 
@@ -235,12 +282,71 @@ class DiversityEvaluator:
         if isinstance(self.embedder, torch.nn.Module):
             self.embedder.to(device)
 
+    def _check_text_inputs(self) -> None:
+        """Refuse a plug-in taking prompt embeddings that the embedder cannot make, now rather
+        than at the first batch of the first evaluation."""
+        wanting = [n for n, m in self.metrics.items() if "condition_embeddings" in m.inputs]
+        if wanting and not self.sample_embedder.embeds_texts:
+            raise ValueError(
+                f"`metrics` {wanting} take 'condition_embeddings', which needs an embedder with "
+                f"embed_texts(prompts) -> (P, D), got {type(self.embedder).__name__} without it"
+            )
+
+    def settings(self) -> dict[str, str]:
+        """What every rank's evaluator must share: the evaluation set (its conditions as a
+        digest) and every option that changes the values or the number of generator calls."""
+        evaluation_set = self.evaluation_set
+        return {
+            "conditions": f"{evaluation_set.num_conditions} {evaluation_set.kind} conditions "
+            f"(digest {evaluation_set.digest()})",
+            "samples_per_condition": repr(evaluation_set.samples_per_condition),
+            "seed": repr(evaluation_set.seed),
+            "batch_size": repr(self.batch_size),
+            "vendi_orders": repr(self.vendi_orders),
+            **{f"vendi_{name}": repr(value) for name, value in self.kernel_kwargs.items()},
+            "sce_kwargs": repr(sorted(self.sce_kwargs.items())),
+            "metrics": repr(list(self.metrics)),
+            "value_range": repr(self.sample_embedder.value_range),
+            "prefix": repr(self.prefix),
+        }
+
+    def check_ranks_agree(self) -> None:
+        """Collective, once per evaluator: every rank must have built the same evaluator.
+
+        Ranks built with other prompts, orders or seeds would draw overlapping samples or log
+        different values per rank, silently.
+
+        Raises:
+            EvaluationError: on every rank, naming the first rank whose :meth:`settings`
+                differ from rank 0's, and how.
+        """
+        if self._ranks_agree or _distributed.rank_and_world_size()[1] == 1:
+            return
+        ranks = _distributed.all_gather_objects(self.settings())
+        for rank, theirs in enumerate(ranks):
+            differing = [
+                f"{name} {ranks[0].get(name)} on rank 0, {theirs.get(name)} on rank {rank}"
+                for name in {**ranks[0], **theirs}
+                if ranks[0].get(name) != theirs.get(name)
+            ]
+            if differing:
+                raise EvaluationError(
+                    f"rank {rank}'s DiversityEvaluator differs from rank 0's: "
+                    f"{'; '.join(differing)}. Build the same evaluator on every rank (each "
+                    "rank draws its share of one evaluation set)"
+                )
+        self._ranks_agree = True
+
     def _add_sce(self) -> None:
-        """Decide whether SCE is on, now that the embedder is known, and register it."""
+        """Decide whether SCE and CLIPScore are on, now that the embedder is known; register."""
         metric = sce_metric(self.evaluation_set, self.sample_embedder, self.sce, self.sce_kwargs)
         self.sce = metric is not None
         if metric is not None:
             self.metrics.setdefault("sce", metric)
+        clip = clip_score_metric(self.evaluation_set, self.sample_embedder, self.clip_score)
+        self.clip_score = clip is not None
+        if clip is not None:
+            self.metrics.setdefault("clip_score", clip)
 
     # ------------------------------------------------------------------ one evaluation
 
@@ -276,20 +382,49 @@ class DiversityEvaluator:
             EvaluationError: on every rank, when any rank failed to sample, embed or compute.
         """
         device = torch.device(device) if device is not None else _device_of(module)
-        self.prepare(device)
-        start = time.perf_counter()
-        try:
-            with torch.inference_mode(False), torch.no_grad():
-                draw = self._draw(
-                    sample_fn, module, device, precision_context, thumbnails, progress
+        with self.exclusive():
+            self.prepare(device)
+            self.check_ranks_agree()
+            start = time.perf_counter()
+            try:
+                with torch.inference_mode(False), torch.no_grad():
+                    draw = self._draw(
+                        sample_fn, module, device, precision_context, thumbnails, progress
+                    )
+                where = "" if step is None else f" at global step {step}"
+                _raise_if_any_failed(
+                    draw.error, device, f"{where} while sampling or embedding", draw.failure_agreed
                 )
-            where = "" if step is None else f" at global step {step}"
-            _raise_if_any_failed(draw.error, device, f"{where} while sampling or embedding")
-            result = self._compute(draw, device, where)
-        finally:
-            self.reset()  # the next evaluation starts empty, whatever happened here
-        result.scalars[f"{self.prefix}/eval_seconds"] = time.perf_counter() - start
+                result = self._compute(draw, device, where)
+            finally:
+                self.reset()  # the next evaluation starts empty, whatever happened here
+        result.scalars[f"{self.prefix}/{TIMING_KEY}"] = time.perf_counter() - start
         return result
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold this evaluator for one evaluation; a second one while it runs is refused.
+
+        Its metrics hold the states of one evaluation at a time: two threads evaluating at once
+        (or a ``sample_fn`` that evaluates again) would mix their samples into one result.
+
+        Raises:
+            RuntimeError: when an evaluation of this evaluator is already running.
+        """
+        with _RUNNING:
+            if self._running:
+                raise RuntimeError(
+                    f"this DiversityEvaluator (prefix {self.prefix!r}, {self.evaluation_set.kind} "
+                    f"conditions, {self.evaluation_set.num_samples} samples) is already "
+                    "evaluating: its metrics hold one evaluation at a time, so a second one "
+                    "(another thread, or a sample_fn that evaluates again) would mix both; build "
+                    "one evaluator per thread"
+                )
+            self._running = True
+        try:
+            yield
+        finally:
+            self._running = False
 
     def reset(self) -> None:
         """Empty every metric's state."""
@@ -308,51 +443,55 @@ class DiversityEvaluator:
         """Sample and embed this rank's share; a failure is caught and kept, not raised."""
         rank, world_size = _distributed.rank_and_world_size()
         batches = self.evaluation_set.batches(rank, world_size, self.batch_size)
-        calls = lockstep_calls(module, self.evaluation_set, self.batch_size)  # 0: unsharded
+        calls = lockstep_calls(module, self.evaluation_set, self.batch_size)
         images = self.sample_embedder.value_range is not None
         draw = _Draw(sum(map(len, batches)), thumbnails={} if thumbnails and images else None)
         bar = _progress_bar(batches, f"{self.prefix}: sampling", progress and rank == 0)
         context = precision_context or nullcontext
-        with isolate_rng(), _eval_mode(module):
-            done = 0
-            for batch in bar:
-                done += 1
+        lockstep = LockStep(device)
+        with isolate_rng(), _eval_mode(module), lockstep.watching():
+            for index in range(calls):
                 try:
-                    samples = self._sample(sample_fn, batch, device, context, draw)
-                    self._embed(samples, batch, device, draw)
-                except Exception as error:
-                    draw.error = _batch_error(self.evaluation_set, batch, error)
+                    if index < len(batches):
+                        self._draw_batch(sample_fn, batches[index], device, context, draw, lockstep)
+                        bar.update(1)
+                    else:  # this rank has one batch fewer: keep its calls in step
+                        with context():
+                            lockstep.call(pad_call, sample_fn, self.evaluation_set, device)
+                except Stopped:
                     break
-                if draw.thumbnails is not None:
-                    limits = self.thumbnail_limits
-                    draw.thumbnails.update(
-                        thumbnails_of(samples, batch, self.evaluation_set, *limits)
-                    )
-            padding = pad_calls(sample_fn, self.evaluation_set, device, context, calls - done)
-            draw.error = draw.error or padding
+                except Exception as error:
+                    draw.error = _call_error(self.evaluation_set, batches, index, error)
+                    break
         bar.close()
-        if draw.error is None:
+        draw.failure_agreed = lockstep.agreed_failure
+        if draw.error is None and not draw.failure_agreed:
             self.sample_embedder.warn_on_range()
         return draw
 
-    def _sample(
+    def _draw_batch(
         self,
         sample_fn: SampleFn,
         batch: range,
         device: torch.device,
         context: Callable[[], AbstractContextManager],
         draw: _Draw,
-    ) -> Any:
-        """Draw one batch and return it checked (images as floats in [0, 1])."""
+        step: LockStep,
+    ) -> None:
+        """Sample, check and embed one batch; keep its thumbnails."""
         start = time.perf_counter()
         generators = self.evaluation_set.generators(batch, device)
         conditions = self.evaluation_set.conditions_for(batch, device)
         with context():
-            samples = sample_fn(conditions, generators)
+            samples = step.call(sample_fn, conditions, generators)
         samples = self.sample_embedder.check_samples(samples, len(batch))
         _synchronize(device)
         draw.seconds["sampling"] += time.perf_counter() - start
-        return samples
+        self._embed(samples, batch, device, draw)
+        if draw.thumbnails is not None:
+            draw.thumbnails.update(
+                thumbnails_of(samples, batch, self.evaluation_set, *self.thumbnail_limits)
+            )
 
     def _embed(self, samples: Any, batch: range, device: torch.device, draw: _Draw) -> None:
         """Embed one batch and update every metric (see :func:`update_metrics`)."""
@@ -376,7 +515,7 @@ class DiversityEvaluator:
                     error.__cause__ = exc
                     break
         _raise_if_any_failed(error, device, f"{where} while computing the metrics")
-        result = EvaluationResult.merge(values.values(), self.prefix, draw.num_samples)
+        result = EvaluationResult.merge(values, self.prefix, draw.num_samples)
         if draw.thumbnails is not None:
             result.thumbnails = _distributed.gather_to_rank_zero(draw.thumbnails)
         draw.seconds["metric"] += time.perf_counter() - start
@@ -408,6 +547,8 @@ def update_metrics(
         embedded.condition_embeddings = evaluator.sample_embedder.prompt_embeddings(
             evaluator.evaluation_set.conditions, condition_ids, draw.prompt_rows
         )
+    if "samples" in inputs:
+        embedded.samples = samples
     _synchronize(device)
     updated = time.perf_counter()
     draw.seconds["embedding"] += updated - start
@@ -423,6 +564,7 @@ class _Draw:
 
     num_samples: int = 0
     error: EvaluationError | None = None
+    failure_agreed: bool = False  # every rank already knows that some rank failed
     thumbnails: dict[int, Tensor] | None = None  # None: not asked for
     prompt_rows: dict[int, Tensor] = field(default_factory=dict)
     seconds: dict[str, float] = field(
@@ -441,18 +583,29 @@ def _progress_bar(batches: list[range], description: str, enabled: bool) -> tqdm
     )
 
 
-def _batch_error(evaluation_set: EvaluationSet, batch: range, error: Exception) -> EvaluationError:
-    """The error of a failed batch, naming its samples and their conditions."""
-    wrapped = EvaluationError(
-        f"samples {batch[0]}..{batch[-1]} ({evaluation_set.describe(batch)}): {error}"
-    )
+def _call_error(
+    evaluation_set: EvaluationSet, batches: list[range], index: int, error: Exception
+) -> EvaluationError:
+    """The error of a failed generator call: its batch's samples and conditions, or the
+    throw-away call that kept this rank in step."""
+    if index < len(batches):
+        batch = batches[index]
+        where = f"samples {batch[0]}..{batch[-1]} ({evaluation_set.describe(batch)})"
+    else:
+        where = "a throw-away generator call that keeps this rank in step with the others"
+    wrapped = EvaluationError(f"{where}: {error}")
     wrapped.__cause__ = error
     return wrapped
 
 
-def _raise_if_any_failed(error: EvaluationError | None, device: torch.device, stage: str) -> None:
-    """Collective: raise on every rank when any rank failed, with the failing ranks' reasons."""
-    if not _distributed.any_rank(error is not None, device):
+def _raise_if_any_failed(
+    error: EvaluationError | None, device: torch.device, stage: str, agreed: bool = False
+) -> None:
+    """Collective: raise on every rank when any rank failed, with the failing ranks' reasons.
+
+    ``agreed``: every rank already learned (from a collective) that some rank failed.
+    """
+    if not agreed and not _distributed.any_rank(error is not None, device):
         return
     reasons = _distributed.all_gather_objects(None if error is None else str(error))
     if error is not None:

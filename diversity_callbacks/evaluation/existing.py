@@ -34,9 +34,11 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from diversity_callbacks._validation import as_long_tensor
 from diversity_callbacks.evaluation import _distributed
 from diversity_callbacks.evaluation.errors import EvaluationError
 from diversity_callbacks.evaluation.evaluator import (
+    TIMING_KEY,
     DiversityEvaluator,
     EvaluationResult,
     _Draw,
@@ -47,6 +49,8 @@ from diversity_callbacks.evaluation.evaluator import (
 ExistingBatch = tuple[Any, "Tensor | Sequence[int] | None"]
 """``(samples, condition_ids)``: a batch in the evaluator's ``value_range`` (or of any kind with
 ``value_range=None``) and each sample's condition number (``None`` when unconditional)."""
+
+_END = object()  # what ``next`` returns once the batches are exhausted
 
 
 def evaluate_existing(
@@ -79,6 +83,7 @@ def evaluate_existing(
         ``num_samples`` counts this rank's samples.
 
     Raises:
+        ValueError: when a metric takes the ``"samples"`` input (a generator's samples).
         EvaluationError: on every rank, when any rank failed to read, embed or compute.
 
     Example:
@@ -91,10 +96,35 @@ def evaluate_existing(
         >>> [round(v, 6) for v in result.per_condition["vendi_q1"].tolist()]  # 3 cats, 1 dog twice
         [3.0, 1.0]
     """
+    takers = [name for name, metric in evaluator.metrics.items() if "samples" in metric.inputs]
+    if takers:
+        # The batches here may be embeddings read from a file: a scorer of generated samples
+        # would be handed something else without a word.
+        raise ValueError(
+            f"evaluate_existing scores existing batches, not a generator's samples: metric(s) "
+            f"{takers} take the 'samples' input; score them with evaluate(), or give `quality=` "
+            "a scorer of embeddings (quality_input='embeddings')"
+        )
     device = torch.device(device) if device is not None else torch.device("cpu")
-    evaluator.prepare(device)
+    with evaluator.exclusive():
+        evaluator.prepare(device)
+        evaluator.check_ranks_agree()
+        start = time.perf_counter()
+        result = _score(evaluator, iter(batches), device, progress, total, description)
+    result.scalars[f"{evaluator.prefix}/{TIMING_KEY}"] = time.perf_counter() - start
+    return result
+
+
+def _score(
+    evaluator: DiversityEvaluator,
+    batches: Any,
+    device: torch.device,
+    progress: bool,
+    total: int | None,
+    description: str | None,
+) -> EvaluationResult:
+    """Read, embed and compute; the metrics are emptied afterwards, whatever happened."""
     rank, _ = _distributed.rank_and_world_size()
-    start = time.perf_counter()
     draw = _Draw()
     bar = tqdm(
         total=total,
@@ -106,17 +136,15 @@ def evaluate_existing(
     )
     try:
         with torch.inference_mode(False), torch.no_grad():
-            draw.error = _read_and_update(evaluator, iter(batches), device, draw, bar)
+            draw.error = _read_and_update(evaluator, batches, device, draw, bar)
         bar.close()
         _raise_if_any_failed(draw.error, device, " while reading or embedding the samples")
         if draw.error is None:
             evaluator.sample_embedder.warn_on_range()
-        result = evaluator._compute(draw, device, "")
+        return evaluator._compute(draw, device, "")
     finally:
         bar.close()
         evaluator.reset()  # the next evaluation starts empty, whatever happened here
-    result.scalars[f"{evaluator.prefix}/eval_seconds"] = time.perf_counter() - start
-    return result
 
 
 def _read_and_update(
@@ -132,9 +160,9 @@ def _read_and_update(
     while True:
         try:
             start = time.perf_counter()
-            batch = next(batches, None)
+            batch = next(batches, _END)  # not None: a None batch is refused, not an end
             draw.seconds["sampling"] += time.perf_counter() - start  # here: reading
-            if batch is None:
+            if batch is _END:
                 return None
             samples, condition_ids = _unpack(batch, index)
             rows = len(samples)
@@ -175,12 +203,7 @@ def _condition_ids(
                 f"{evaluation_set.num_conditions} {evaluation_set.kind} conditions), got None"
             )
         return torch.zeros(rows, dtype=torch.long, device=device)
-    ids = torch.as_tensor(condition_ids)
-    if ids.is_floating_point() or ids.dtype == torch.bool or ids.shape != (rows,):
-        raise ValueError(
-            f"`condition_ids` must be {rows} integers, one per sample, got "
-            f"{ids.dtype} of shape {tuple(ids.shape)}"
-        )
+    ids = as_long_tensor(condition_ids, "condition_ids", rows)
     if rows and (int(ids.min()) < 0 or int(ids.max()) >= evaluation_set.num_conditions):
         raise ValueError(
             f"`condition_ids` must lie in [0, {evaluation_set.num_conditions - 1}] (the "

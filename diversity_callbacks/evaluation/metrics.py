@@ -8,18 +8,23 @@ input                      what it is
 ``"embeddings"``           ``(B, D)`` embeddings of the samples
 ``"condition_ids"``        ``(B,)`` long: each sample's condition number (prompt or class index)
 ``"condition_embeddings"`` ``(B, D')`` the embedder's ``embed_texts`` of each sample's prompt
+``"samples"``              the batch as the embedder gets it: ``(B, 3, H, W)`` floats in [0, 1]
+                           for images (whatever the generator's ``value_range``), the generator's
+                           output unchanged for other samples; only from a generator (not in
+                           ``evaluate_existing``)
 =========================  ======================================================================
 
 Any torchmetrics ``Metric`` plugs in: wrap it in :class:`EvaluationMetric` with its inputs (a bare
 ``Metric`` takes ``"embeddings"``). ``compute`` must return a scalar, logged as
 ``{prefix}/{name}``, or a dict of scalars, logged as ``{prefix}/{name}_{key}``. The built-in Vendi,
-per-condition Vendi and SCE metrics are registered through this same class.
+per-condition Vendi, SCE, CLIPScore and quality-weighted Vendi metrics are registered through this
+same class.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -28,13 +33,18 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.exceptions import TorchMetricsUserError
 
+from diversity_callbacks._validation import check_scores
 from diversity_callbacks.evaluation.conditions import EvaluationSet
 from diversity_callbacks.evaluation.samples import SampleEmbedder
+from diversity_callbacks.functional.spectrum import order_key
+from diversity_callbacks.metrics.clip_score import EmbeddingCLIPScore
 from diversity_callbacks.metrics.per_condition import PerConditionVendiScore
+from diversity_callbacks.metrics.quality import QualityWeightedVendiScore
 from diversity_callbacks.metrics.schur import SchurComplementEntropy
 from diversity_callbacks.metrics.vendi import VendiScore
 
-MetricInput = Literal["embeddings", "condition_ids", "condition_embeddings"]
+MetricInput = Literal["embeddings", "condition_ids", "condition_embeddings", "samples"]
+QualityInput = Literal["samples", "embeddings"]
 
 
 @dataclass
@@ -44,6 +54,7 @@ class EmbeddedBatch:
     embeddings: Tensor
     condition_ids: Tensor | None = None
     condition_embeddings: Tensor | None = None
+    samples: Any = None
 
 
 @dataclass
@@ -182,6 +193,22 @@ def builtin_metrics(
     return metrics
 
 
+def builtin_result_keys(orders: Sequence[float]) -> set[str]:
+    """Every key the built-in metrics may log (without the prefix), for plug-ins to avoid."""
+    vendi = ("vendi", "per_prompt_vendi", "per_class_vendi")
+    return (
+        {f"{name}_{order_key(q)}" for name in vendi for q in orders}
+        | {
+            "sce",
+            "sce_text",
+            "sce_image_vendi",
+            "clip_score",
+            "quality",
+        }
+        | {f"qvendi_{order_key(q)}" for q in orders}
+    )
+
+
 def sce_metric(
     evaluation_set: EvaluationSet,
     sample_embedder: SampleEmbedder,
@@ -215,6 +242,93 @@ def sce_metric(
         inputs=("embeddings", "condition_embeddings"),
         keys={"sce": "sce", "text_part": "sce_text", "image_vendi": image_vendi},
     )
+
+
+class _CLIPScore(EvaluationMetric):
+    """CLIPScore of the samples against their prompts: the mean, and its table per prompt."""
+
+    def __init__(self, metric: EmbeddingCLIPScore) -> None:
+        super().__init__(metric, inputs=("embeddings", "condition_embeddings", "condition_ids"))
+
+    def update(self, batch: EmbeddedBatch) -> None:
+        images, texts = batch.embeddings, batch.condition_embeddings
+        if texts is not None and images.shape[1:] != texts.shape[1:]:
+            # SCE takes prompts of any dimension; a cosine needs one space for both.
+            raise ValueError(
+                "`clip_score` needs the embedder's images and prompts in one space, got image "
+                f"embeddings of dimension {images.shape[1]} and prompt embeddings of "
+                f"{texts.shape[1]}; pass clip_score=False"
+            )
+        super().update(batch)
+
+    def compute(self, name: str) -> MetricValues:
+        values = super().compute(name)
+        values.per_condition = {name: self.metric.per_condition}
+        return values
+
+
+def clip_score_metric(
+    evaluation_set: EvaluationSet, sample_embedder: SampleEmbedder, clip_score: bool | None
+) -> EvaluationMetric | None:
+    """The CLIPScore where it is defined and asked for (``clip_score=None``: where defined:
+    prompts and an embedder with ``embed_texts``); ``clip_score=True`` elsewhere raises."""
+    needs = [
+        (f"text prompts (got {evaluation_set.kind!r} conditions)", evaluation_set.kind == "prompt"),
+        (
+            f"an embedder with embed_texts(prompts) (got {type(sample_embedder.embedder).__name__})",
+            sample_embedder.embeds_texts,
+        ),
+    ]
+    missing = [need for need, holds in needs if not holds]
+    if clip_score and missing:
+        raise ValueError(f"`clip_score=True` needs {' and '.join(missing)}")
+    if missing or clip_score is False:
+        return None
+    return _CLIPScore(EmbeddingCLIPScore(evaluation_set.num_conditions))
+
+
+class _QualityVendi(EvaluationMetric):
+    """The quality-weighted Vendi score: the user's scorer rates each sample (or its embedding)
+    as the batch arrives; the mean quality is logged beside it as ``quality``."""
+
+    def __init__(
+        self, metric: QualityWeightedVendiScore, scorer: Callable[[Any], Tensor], on: QualityInput
+    ) -> None:
+        super().__init__(metric, inputs=("embeddings", on) if on == "samples" else ("embeddings",))
+        self.scorer = scorer
+        self.on = on
+
+    def update(self, batch: EmbeddedBatch) -> None:
+        rows = batch.embeddings.shape[0]
+        qualities = check_scores(self.scorer(getattr(batch, self.on)), rows, "quality")
+        self.metric.update(batch.embeddings, qualities)
+
+    def compute(self, name: str) -> MetricValues:
+        values = super().compute(name)
+        values.scalars["quality"] = float(self.metric.mean_quality)
+        return values
+
+
+def quality_metric(
+    quality: Callable[[Any], Tensor] | None,
+    quality_input: QualityInput,
+    orders: Sequence[float],
+    kernel_kwargs: Mapping[str, Any],
+) -> EvaluationMetric | None:
+    """The quality-weighted Vendi score with the user's per-sample scorer, if one was given."""
+    if quality_input not in get_args(QualityInput):
+        raise ValueError(
+            f"`quality_input` must be one of {list(get_args(QualityInput))}, got {quality_input!r}"
+        )
+    if quality is None:
+        return None
+    if not callable(quality):
+        raise TypeError(
+            "`quality` must be a callable scoring a batch of samples (or of their embeddings, "
+            f"with quality_input='embeddings') -> (B,) floats, got {type(quality).__name__}"
+        )
+    metric = QualityWeightedVendiScore(q=orders, **kernel_kwargs)
+    return _QualityVendi(metric, quality, quality_input)
 
 
 def as_evaluation_metric(name: str, metric: Any) -> EvaluationMetric:

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from diversity_callbacks._validation import check_dense
 from diversity_callbacks.embedders.base import check_embeddings
 from diversity_callbacks.evaluation.conditions import EvaluationSet
 from diversity_callbacks.images import ValueRange, to_uint8, to_unit_range, value_range_bounds
@@ -56,6 +57,8 @@ class SampleEmbedder:
 
     def check_samples(self, samples: Any, rows: int) -> Any:
         """Check that the generator returned ``rows`` samples; images come back in [0, 1]."""
+        if isinstance(samples, Tensor):
+            check_dense(samples, "samples")
         if self.value_range is None:
             if isinstance(samples, (str, bytes)) or not hasattr(samples, "__len__"):
                 raise TypeError(
@@ -127,8 +130,9 @@ class SampleEmbedder:
 def _image_embedding_function(embedder: Any) -> tuple[str, Any]:
     if not callable(getattr(embedder, "embed_images", None)):
         raise TypeError(
-            "`embedder` must have a method embed_images(images) -> (B, D) features, got "
-            f"{type(embedder).__name__}"
+            "`embedder` must have a method embed_images(images) -> (B, D) features (for samples "
+            "that are not images, pass value_range=None and an embedder callable on them or "
+            f"with embed_samples(samples)), got {_described(embedder)}"
         )
     if getattr(embedder, "value_range", "[0,1]") != "[0,1]":
         raise ValueError(
@@ -147,9 +151,19 @@ def _sample_embedding_function(embedder: Any) -> tuple[str, Any]:
         return "the embedder", embedder
     raise TypeError(
         "with value_range=None (samples that are not images) `embedder` must be a callable or "
-        "have embed_samples(samples) -> (B, D), got "
-        f"{'None' if embedder is None else type(embedder).__name__}"
+        f"have embed_samples(samples) -> (B, D), got {_described(embedder)}"
     )
+
+
+def _described(embedder: Any) -> str:
+    """What an unusable embedder is, in an error; a model name gets the embedder to build."""
+    if isinstance(embedder, str):
+        # A CLIP model name is the likely intent: the string itself embeds nothing.
+        return (
+            f"the string {embedder!r} (a model name is not an embedder: for CLIP, pass "
+            f"CLIPEmbedder({embedder!r}))"
+        )
+    return "None" if embedder is None else type(embedder).__name__
 
 
 def thumbnails_of(

@@ -13,6 +13,7 @@ import re
 import struct
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,6 +50,29 @@ class Grid:
         return self.pixels.permute(1, 2, 0).contiguous().numpy()
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""First characters that make a spreadsheet read a CSV cell as a formula (OWASP, "CSV
+Injection")."""
+
+
+def csv_cell(value: Any) -> Any:
+    """A CSV cell that no spreadsheet runs as a formula: text starting with ``=``, ``+``, ``-``,
+    ``@``, a tab or a carriage return gets a leading single quote, as OWASP recommends. Numbers,
+    and text that reads as a number (``-1.5``), are written as they are.
+
+    Examples:
+        >>> [csv_cell(v) for v in ("=1+1", "@SUM(A1)", "-1.5", -1.5, "a cat")]
+        ["'=1+1", "'@SUM(A1)", '-1.5', -1.5, 'a cat']
+    """
+    if not isinstance(value, str) or not value.startswith(FORMULA_STARTS):
+        return value
+    try:
+        float(value)
+    except ValueError:
+        return "'" + value
+    return value
+
+
 @dataclass(frozen=True)
 class Table:
     """The per-condition scores: ``columns[0]`` is the condition kind, then one column a score.
@@ -65,8 +89,8 @@ class Table:
         """The table as CSV text, with a header row."""
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(self.columns)
-        writer.writerows(self.rows)
+        writer.writerow([csv_cell(column) for column in self.columns])
+        writer.writerows([csv_cell(cell) for cell in row] for row in self.rows)
         return buffer.getvalue()
 
     def markdown(self) -> str:

@@ -55,7 +55,8 @@ class VendiScore(LazilySizedMetric):
             ``k(X, Y) -> (N, M)``.
         sigma: Gaussian bandwidth, ``k = exp(-|x - y|^2 / (2 sigma^2))``.
         num_features: approximate the Gaussian kernel with this many random Fourier frequencies.
-        seed: seed of the random Fourier frequencies (identical on every rank).
+        seed: seed of the random Fourier frequencies (identical on every rank). The score
+            depends on the draw (a few percent between seeds): compare runs at the same seed.
         feature_map: explicit feature map ``phi(X) -> (N, D)``, instead of ``kernel``.
         tolerance: relative eigenvalue tolerance (default ``size * eps(float64)``).
         kwargs: torchmetrics ``Metric`` options (``sync_on_compute``, ``process_group``...).

@@ -3,9 +3,11 @@
 The glue every user would otherwise rediscover: one ``torch.Generator`` per sample passed as a
 list (a single generator is accepted by the pipelines without a word and makes every sample share
 one noise stream), ``output_type="pt"`` (images in ``[0, 1]``, declared as ``value_range``), the
-pipeline's own progress bar switched off, its components on the evaluation's device, and, when
-the pipeline is named as an attribute of the LightningModule, the module's current weights
-(trained UNet or transformer, active LoRA adapters) being the ones sampled.
+pipeline's own progress bar switched off during the call (the user's setting put back after),
+options checked against the pipeline's call (its ``**kwargs`` would swallow a typo), its
+components on the evaluation's device, and, when the pipeline is named as an attribute of the
+LightningModule, the module's current weights (trained UNet or transformer, active LoRA adapters)
+being the ones sampled.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import numbers
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -55,7 +58,8 @@ class DiffusersSampler:
     Raises:
         ImportError: if diffusers is not installed.
         TypeError: for a pipeline whose call cannot take prompts, a list of generators or
-            ``output_type``.
+            ``output_type``, or an option that is not a named argument of its call (the
+            pipelines' ``**kwargs`` would swallow a misspelt one).
         ValueError: for an invalid option or a ``call_kwargs`` key the sampler sets itself.
 
     Examples:
@@ -79,17 +83,16 @@ class DiffusersSampler:
         **call_kwargs: Any,
     ) -> None:
         _require_diffusers()
-        if isinstance(pipeline, str):
-            if not pipeline.isidentifier():
-                raise ValueError(
-                    f"`pipeline` must be a pipeline or the name of an attribute, got {pipeline!r}"
-                )
-        else:
-            check_pipeline(pipeline)
-        self.pipeline = pipeline
+        if isinstance(pipeline, str) and not pipeline.isidentifier():
+            raise ValueError(
+                f"`pipeline` must be a pipeline or the name of an attribute, got {pipeline!r}"
+            )
         self.call_kwargs = _call_options(
             num_inference_steps, guidance_scale, height, width, negative_prompt, call_kwargs
         )
+        if not isinstance(pipeline, str):
+            check_pipeline(pipeline, options=self.call_kwargs)
+        self.pipeline = pipeline
         self._checked: set[int] = set()  # ids of pipelines whose call signature passed
 
     def __call__(self, *args: Any) -> Tensor:
@@ -117,25 +120,16 @@ class DiffusersSampler:
             generators: one generator per sample, all on the device to sample on.
             module: the LightningModule holding the pipeline, when ``pipeline`` is a name.
         """
-        if not isinstance(prompts, (list, tuple)) or not all(isinstance(p, str) for p in prompts):
-            raise TypeError(
-                "DiffusersSampler draws text-to-image pipelines: the conditions must be a list "
-                f"of prompts (give the callback `prompts=`), got {type(prompts).__name__}"
-            )
-        if len(generators) != len(prompts):
-            raise ValueError(
-                f"`generators` must hold one generator per prompt, {len(prompts)} in all, got "
-                f"{len(generators)}"
-            )
+        _check_batch(prompts, generators)
         pipeline = self.resolve(module)
         _move_to(pipeline, generators[0].device)
-        pipeline.set_progress_bar_config(disable=True)  # the evaluator draws its own bar
         options = dict(self.call_kwargs)
         if "negative_prompt" in options:
             options["negative_prompt"] = [options["negative_prompt"]] * len(prompts)
-        output = pipeline(
-            prompt=list(prompts), generator=list(generators), output_type="pt", **options
-        )
+        with _progress_bar_off(pipeline):  # the evaluator draws its own bar
+            output = pipeline(
+                prompt=list(prompts), generator=list(generators), output_type="pt", **options
+            )
         return _images_of(output, pipeline, len(prompts))
 
     def resolve(self, module: torch.nn.Module | None = None) -> Any:
@@ -156,7 +150,8 @@ class DiffusersSampler:
                 f"(attributes holding a pipeline: {found or 'none'})"
             )
         if id(pipeline) not in self._checked:
-            check_pipeline(pipeline, name=f"{type(module).__name__}.{self.pipeline}")
+            name = f"{type(module).__name__}.{self.pipeline}"
+            check_pipeline(pipeline, name=name, options=self.call_kwargs)
             self._checked.add(id(pipeline))
         return pipeline
 
@@ -166,9 +161,10 @@ class DiffusersSampler:
         return f"DiffusersSampler({pipeline!r}, {options})"
 
 
-def check_pipeline(pipeline: Any, name: str = "`pipeline`") -> None:
-    """Raise ``TypeError`` unless ``pipeline`` takes ``prompt``, a list of generators and
-    ``output_type``, and has ``set_progress_bar_config`` (what every ``DiffusionPipeline`` has)."""
+def check_pipeline(pipeline: Any, name: str = "`pipeline`", options: Iterable[str] = ()) -> None:
+    """Raise ``TypeError`` unless ``pipeline`` takes ``prompt``, a list of generators,
+    ``output_type`` and every one of ``options``, and has ``set_progress_bar_config`` (what every
+    ``DiffusionPipeline`` has)."""
     if not callable(pipeline) or not callable(getattr(pipeline, "set_progress_bar_config", None)):
         raise TypeError(
             f"{name} must be a diffusers pipeline (callable, with set_progress_bar_config), got "
@@ -189,6 +185,66 @@ def check_pipeline(pipeline: Any, name: str = "`pipeline`") -> None:
             f"{name} ({type(pipeline).__name__}) cannot take a list of generators, one per "
             f"sample: its `generator` argument is {annotation}"
         )
+    _check_options(pipeline, name, parameters, options)
+
+
+def _check_options(
+    pipeline: Any, name: str, parameters: Mapping[str, inspect.Parameter], options: Iterable[str]
+) -> None:
+    """Refuse options that are not named parameters of the pipeline's call: diffusers pipelines
+    end their call with ``**kwargs``, which would swallow a misspelt option without a word."""
+    named = [
+        key
+        for key, parameter in parameters.items()
+        if parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL)
+    ]
+    unknown = [key for key in options if key not in named]
+    if unknown:
+        valid = sorted(set(named) - set(_RESERVED))
+        raise TypeError(
+            f"{name} ({type(pipeline).__name__}) has no call argument {unknown}: the options of "
+            f"its call are {valid}"
+        )
+
+
+def _check_batch(prompts: Any, generators: Any) -> None:
+    """Refuse what the pipelines would take and get wrong, or fail on deep inside: not a list
+    of prompts, no prompt, one generator for all samples, or a generator count that differs."""
+    if not isinstance(prompts, (list, tuple)) or not all(isinstance(p, str) for p in prompts):
+        raise TypeError(
+            "DiffusersSampler draws text-to-image pipelines: the conditions must be a list "
+            f"of prompts (give the callback `prompts=`), got {type(prompts).__name__}"
+        )
+    if not prompts:
+        raise ValueError("`prompts` must hold at least one prompt, got an empty list")
+    if not isinstance(generators, (list, tuple)) or not all(
+        isinstance(g, torch.Generator) for g in generators
+    ):
+        got = type(generators).__name__
+        if isinstance(generators, (list, tuple)):
+            got = f"a list holding {sorted({type(g).__name__ for g in generators})}"
+        raise TypeError(
+            "`generators` must be a list of torch.Generator, one per prompt (a single generator "
+            f"would make every sample share one noise stream), got {got}"
+        )
+    if len(generators) != len(prompts):
+        raise ValueError(
+            f"`generators` must hold one generator per prompt, {len(prompts)} in all, got "
+            f"{len(generators)}"
+        )
+
+
+@contextmanager
+def _progress_bar_off(pipeline: Any) -> Iterator[None]:
+    """Switch the pipeline's progress bar off for one call, then put back the user's setting
+    (diffusers keeps it in ``_progress_bar_config``, which ``set_progress_bar_config`` replaces)."""
+    config = getattr(pipeline, "_progress_bar_config", None)
+    config = dict(config) if isinstance(config, dict) else {}
+    pipeline.set_progress_bar_config(**{**config, "disable": True})
+    try:
+        yield
+    finally:
+        pipeline.set_progress_bar_config(**config)
 
 
 def _call_options(

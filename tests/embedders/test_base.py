@@ -68,3 +68,18 @@ def test_function_embedder_rejects_non_callables() -> None:
         FunctionEmbedder(torch.zeros(3))
     with pytest.raises(TypeError, match="text_fn must be callable or None"):
         FunctionEmbedder(_pool, "clip")
+
+
+@pytest.mark.parametrize("value_range", ["[0,1]", None])
+def test_a_model_name_given_as_the_embedder_gets_both_fixes(value_range) -> None:
+    from diversity_callbacks import DiversityEvaluator
+
+    # the hint used to name only embed_images, whatever the samples and the intent
+    with pytest.raises(
+        TypeError,
+        match=r"got the string 'ViT-B-32' \(a model name is not an embedder: for CLIP, pass "
+        r"CLIPEmbedder\('ViT-B-32'\)\)",
+    ) as raised:
+        DiversityEvaluator(["a cat"], 2, embedder="ViT-B-32", value_range=value_range)
+    if value_range is not None:  # images expected: the way to score samples of another kind too
+        assert "for samples that are not images, pass value_range=None" in str(raised.value)

@@ -138,3 +138,27 @@ def test_preprocess_runs_on_the_input_device_dtype_float32() -> None:
 def test_rejects_unknown_modes(kwargs, match) -> None:
     with pytest.raises(ValueError, match=match):
         TensorPreprocess(size=16, mean=(0.5,) * 3, std=(0.5,) * 3, **kwargs)
+
+
+def test_transparent_files_match_open_clip_pil_transform(tmp_path) -> None:
+    """RGBA with a hidden colour under transparent pixels: the decoded file (composited on
+    black) through the tensor path agrees with open_clip's transform of the PIL RGBA image
+    (which resizes premultiplied, so transparent pixels come out black); dropping alpha kept
+    the hidden colour."""
+    from diversity_callbacks.images import decode_image_file
+
+    cfg = {"size": 32}
+    rgba = np.zeros((64, 64, 4), dtype=np.uint8)
+    rgba[..., :3] = generator_like(1, 64, 64)[0].permute(1, 2, 0).numpy()
+    rgba[:, :32, 3] = 255  # left half opaque, right half transparent over the hidden colour
+    path = tmp_path / "rgba.png"
+    Image.fromarray(rgba, mode="RGBA").save(path)
+    transform = open_clip_transform.image_transform_v2(
+        open_clip_transform.PreprocessCfg(**cfg), is_train=False
+    )
+    expected = transform(Image.open(path))[None]
+    preprocess = TensorPreprocess.from_cfg(open_clip_transform.PreprocessCfg(**cfg).__dict__)
+    got = preprocess(decode_image_file(str(path))[None], "uint8")
+    interior = (got - expected).abs()[..., :, list(range(14)) + list(range(18, 32))]
+    # within one step away from the edge, where open_clip un-premultiplies the blend
+    assert interior.max() <= step_bound(cfg, 1.5)

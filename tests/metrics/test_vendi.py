@@ -307,3 +307,8 @@ def test_plot_draws_single_values_dicts_and_sequences() -> None:
         _, axis = metric.plot(values)
         assert len(axis.lines) >= 1
         plt.close("all")
+
+
+def test_sparse_features_are_refused_naming_the_argument():
+    with pytest.raises(TypeError, match=r"`features` must be a dense tensor, got layout"):
+        VendiScore().update(torch.eye(3).to_sparse())

@@ -412,7 +412,7 @@ def test_the_0_1_conditional_option_still_works_with_a_warning_naming_per_condit
 def test_a_second_evaluation_while_one_runs_is_refused_naming_the_evaluator():
     import threading
 
-    module, shared = frozen_generator(), evaluator(metrics=None)
+    module, shared = frozen_generator(), evaluator(metrics=None, quality=None)
     started, release = threading.Event(), threading.Event()
 
     def waiting(prompts: list[str], generators: list) -> Tensor:
@@ -432,7 +432,9 @@ def test_a_second_evaluation_while_one_runs_is_refused_naming_the_evaluator():
         release.set()
         first.join(timeout=60)
     alone = shared.evaluate(module.generate, progress=False).scalars  # free again afterwards
-    expected = evaluator(metrics=None).evaluate(module.generate, progress=False).scalars
+    expected = (
+        evaluator(metrics=None, quality=None).evaluate(module.generate, progress=False).scalars
+    )
     assert values(alone) == pytest.approx(values(expected), rel=1e-12)
 
 

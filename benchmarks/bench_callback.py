@@ -10,7 +10,7 @@ A small conditional convolutional generator (noise + prompt embedding -> 3 x 64 
 
 Reported: seconds per evaluation on rank 0 by stage (``DiversityCallback.last_timings``:
 sampling = generator + output checks; embedding = image and prompt embedding; metric = state
-updates, sync and compute of Vendi, conditional Vendi and SCE; logging = scalars, grids, table),
+updates, sync and compute of Vendi, per-prompt Vendi and SCE; logging = scalars, grids, table),
 the share of metric + logging in an evaluation, and the callback's overhead: the evaluations'
 share of the run's wall time, measured inside the run (the difference to the run without the
 callback is printed too, but two runs differ by more than that on a loaded machine). The

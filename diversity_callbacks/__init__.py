@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _EXPORTS = {
     "VendiScore": "diversity_callbacks.metrics.vendi",
-    "ConditionalVendiScore": "diversity_callbacks.metrics.conditional",
+    "PerConditionVendiScore": "diversity_callbacks.metrics.per_condition",
     "SchurComplementEntropy": "diversity_callbacks.metrics.schur",
     "EmbeddingCLIPScore": "diversity_callbacks.metrics.clip_score",
     "QualityWeightedVendiScore": "diversity_callbacks.metrics.quality",
@@ -51,7 +51,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from diversity_callbacks.evaluation.existing import evaluate_existing  # noqa: F401
     from diversity_callbacks.evaluation.metrics import EvaluationMetric  # noqa: F401
     from diversity_callbacks.metrics.clip_score import EmbeddingCLIPScore  # noqa: F401
-    from diversity_callbacks.metrics.conditional import ConditionalVendiScore  # noqa: F401
+    from diversity_callbacks.metrics.per_condition import PerConditionVendiScore  # noqa: F401
     from diversity_callbacks.metrics.quality import QualityWeightedVendiScore  # noqa: F401
     from diversity_callbacks.metrics.schur import SchurComplementEntropy  # noqa: F401
     from diversity_callbacks.metrics.vendi import VendiScore  # noqa: F401

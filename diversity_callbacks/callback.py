@@ -19,7 +19,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 
-from diversity_callbacks._deprecations import renamed_options
+from diversity_callbacks._deprecations import check_current_key, renamed_key, renamed_options
 from diversity_callbacks._validation import check_positive_int
 from diversity_callbacks.evaluation.conditions import Conditions, sample_seed
 from diversity_callbacks.evaluation.errors import EvaluationError
@@ -48,7 +48,7 @@ class DiversityCallback(Callback):
     evaluated; one ``global_step`` is evaluated at most once; without a cadence,
     ``every_n_epochs=1``; the sanity check is skipped.
 
-    **Logging.** The result's scalars (``diversity/vendi_q1``, ``diversity/conditional_vendi_q1``,
+    **Logging.** The result's scalars (``diversity/vendi_q1``, ``diversity/per_prompt_vendi_q1``,
     ``diversity/sce``, plug-ins, ``diversity/eval_seconds``...) go to ``trainer.callback_metrics``
     on every rank and, from rank 0, to every logger with ``epoch``, at the step at which
     ``self.log`` puts the same batch's values; grids, the per-condition table and the spectrum go
@@ -232,12 +232,22 @@ class DiversityCallback(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage not in ("fit", "validate"):
             return  # test and predict never evaluate: no embedder to build
+        self._check_monitors(trainer)
         if stage == "fit":
             # A second fit starts afresh; a resumed one gets its history back from the
             # checkpoint, which Lightning loads after setup.
             self.history, self._last_step, self._step_seen = [], -1, 0
             self.resumed = False
         self.evaluator.prepare(pl_module.device)
+
+    def _check_monitors(self, trainer: Trainer) -> None:
+        """Refuse EarlyStopping, ModelCheckpoint (any callback's ``monitor``) on a 0.1 key: it
+        would wait for a key that is no longer logged instead of reading the new one."""
+        prefix = f"{self.evaluator.prefix}/"
+        for callback in trainer.callbacks:
+            monitor = getattr(callback, "monitor", None)
+            if isinstance(monitor, str) and monitor.startswith(prefix):
+                check_current_key(monitor, f"{type(callback).__name__}(monitor=...)")
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._step_seen = trainer.global_step  # after a resume, the checkpoint's step
@@ -377,9 +387,15 @@ def _checked_state(state: Any, owner: str) -> tuple[int, list[dict[str, float]]]
         checked_state_entry(row, where, "step", int)
         for key in row:
             checked_state_entry(row, where, key, (int, float))
-    # Rows of older checkpoints have one step, the global step.
+    # Rows of older checkpoints have one step, the global step; 0.1's name the per-condition
+    # score conditional_vendi_*: they resume under the keys this version logs, so that the
+    # history and callback_metrics agree.
     return last_step, [
-        {**row, "global_step": row.get("global_step", row["step"])} for row in history
+        {
+            **{renamed_key(key): value for key, value in row.items()},
+            "global_step": row.get("global_step", row["step"]),
+        }
+        for row in history
     ]
 
 

@@ -17,6 +17,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_warn
 
+from diversity_callbacks._deprecations import check_current_key
 from diversity_callbacks._validation import check_positive_int
 from diversity_callbacks.callback import ROW_FIELDS, DiversityCallback, checked_state_entry
 
@@ -40,7 +41,7 @@ class DiversityCollapseMonitor(Callback):
         diversity: the callback whose evaluations are judged; it must be in the same
             ``Trainer(callbacks=...)`` (checked at setup).
         monitor: the key judged: any scalar key of ``diversity.history`` rows (e.g.
-            ``"diversity/vendi_q2"``, ``"diversity/conditional_vendi_q1"``); default
+            ``"diversity/vendi_q2"``, ``"diversity/per_prompt_vendi_q1"``); default
             ``"{prefix}/vendi_q1"`` of ``diversity``'s evaluator.
         min_value: fire below this absolute value.
         min_fraction: fire below this fraction of the baseline, in ``(0, 1]`` (give exactly one
@@ -77,6 +78,7 @@ class DiversityCollapseMonitor(Callback):
             )
         self.diversity = diversity
         self.monitor = monitor if monitor is not None else f"{diversity.evaluator.prefix}/vendi_q1"
+        check_current_key(self.monitor, "monitor")
         self.min_value, self.min_fraction = _thresholds(min_value, min_fraction)
         if reference not in ("first", "best"):
             raise ValueError(f'`reference` must be "first" or "best", got {reference!r}')

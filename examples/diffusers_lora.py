@@ -8,7 +8,7 @@ Diffusion 1.x/2.x pipeline (a hub id or a local folder) and CLIP ViT-B/32 for a 
 
 ``DiversityCallback(sample_fn=DiffusersSampler("pipeline"))`` samples ``self.pipeline`` at each
 evaluation: its UNet is the module's, with the LoRA adapters being trained, so the logged Vendi
-score, conditional Vendi score and SCE follow the fine-tuning. Values go to W&B (offline by
+score, per-prompt Vendi score and SCE follow the fine-tuning. Values go to W&B (offline by
 default, ``wandb sync <output-dir>/wandb/offline-run-*`` to upload) and a CSV file.
 
 Usage::

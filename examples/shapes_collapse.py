@@ -54,7 +54,7 @@ COLLAPSE = {"monitor": "diversity/vendi_q1", "min_fraction": 0.75, "patience": 2
 SUMMARY_KEYS = {
     "diversity/vendi_q1": "Vendi q=1, all samples",
     "diversity/vendi_q2": "Vendi q=2, all samples",
-    "diversity/conditional_vendi_q1": "Vendi q=1 within a prompt (mean)",
+    "diversity/per_prompt_vendi_q1": "Vendi q=1 within a prompt (mean)",
     "diversity/sce": "Schur complement entropy",
     "diversity/sce_text": "SCE text part",
 }

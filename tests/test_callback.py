@@ -165,9 +165,9 @@ def test_unchanged_model_gives_identical_scores_at_every_evaluation():
         "diversity/vendi_q1",
         "diversity/vendi_q2",
         "diversity/vendi_qinf",
-        "diversity/conditional_vendi_q1",
-        "diversity/conditional_vendi_q2",
-        "diversity/conditional_vendi_qinf",
+        "diversity/per_prompt_vendi_q1",
+        "diversity/per_prompt_vendi_q2",
+        "diversity/per_prompt_vendi_qinf",
         "diversity/clip_score",
     }
     assert (
@@ -276,7 +276,7 @@ def test_values_share_the_x_axis_of_self_log_for_the_same_batch(tmp_path: Path, 
     assert all(r["epoch"] == "0" for r in logged)  # filled, as on self.log rows
     events = EventAccumulator(board.log_dir)
     events.Reload()
-    assert [e.step for e in events.Scalars("diversity/conditional_vendi_q1")] == aligned
+    assert [e.step for e in events.Scalars("diversity/per_prompt_vendi_q1")] == aligned
     assert [e.step for e in events.Scalars("train_loss")][: aligned[-1] + 1] == losses[
         : aligned[-1] + 1
     ]
@@ -349,7 +349,7 @@ def test_resume_continues_the_schedule_and_the_history_of_each_instance(tmp_path
         ({"vendi_kernel": "linear"}, "vendi_kernel: 'cosine' -> 'linear'"),
         ({"vendi_orders": (1,)}, "vendi_orders: ['1.0', '2.0'] -> ['1.0']"),
         ({"vendi_kernel": "gaussian", "vendi_sigma": 1.0}, "vendi_sigma: None -> 1.0"),
-        ({"metrics": {"norm": MeanNorm()}}, "'norm': 'MeanNorm', 'vendi'"),
+        ({"metrics": {"norm": MeanNorm()}}, "'norm': 'MeanNorm', 'per_prompt_vendi'"),
     ],
 )
 def test_a_resume_that_changes_how_scores_are_computed_starts_a_fresh_history(
@@ -641,9 +641,9 @@ def test_a_byte_order_mark_is_not_part_of_the_first_prompt(tmp_path: Path):
             "`sce=True` needs `samples_per_condition` >= 2",
         ),
         (
-            {"conditional": True, "samples_per_condition": 1},
+            {"per_condition": True, "samples_per_condition": 1},
             ValueError,
-            "`conditional=True` needs .* `samples_per_condition` >= 2",
+            "`per_condition=True` needs .* `samples_per_condition` >= 2",
         ),
         ({"prompts": None}, ValueError, "give exactly one of `prompts`"),
         ({"class_labels": [1, 2]}, ValueError, r"got \['prompts', 'class_labels'\]"),
@@ -666,6 +666,37 @@ def test_arguments_of_0_1_still_work_under_their_new_names_with_a_warning():
     assert callback.evaluator.sample_embedder.value_range == "[0,1]" and callback.after_validation
     with pytest.raises(TypeError, match="give `value_range` or its former name `image_range`"):
         make_callback(image_range="[0,1]", value_range="[0,1]")
+
+
+def test_the_0_1_conditional_option_is_now_per_condition_with_a_warning():
+    with pytest.warns(FutureWarning, match="`conditional` is now `per_condition`"):
+        callback = make_callback(conditional=False)
+    assert "per_prompt_vendi" not in callback.evaluator.metrics
+    with pytest.raises(TypeError, match="give `per_condition` or its former name `conditional`"):
+        make_callback(conditional=False, per_condition=True)
+
+
+def test_a_0_1_checkpoint_resumes_with_its_per_condition_keys_renamed():
+    callback = make_callback()
+    old_rows = [
+        {"step": 2, "epoch": 0, "diversity/vendi_q1": 3.0, "diversity/conditional_vendi_q1": 1.5},
+        {"step": 4, "epoch": 0, "diversity/class_conditional_vendi_qinf": 1.25},
+    ]
+    callback.load_state_dict({"last_step": 4, "history": old_rows})  # as 0.1 wrote it
+    assert [{k: v for k, v in row.items() if k != "global_step"} for row in callback.history] == [
+        {"step": 2, "epoch": 0, "diversity/vendi_q1": 3.0, "diversity/per_prompt_vendi_q1": 1.5},
+        {"step": 4, "epoch": 0, "diversity/per_class_vendi_qinf": 1.25},
+    ]
+
+
+@pytest.mark.parametrize("watcher", [EarlyStopping, ModelCheckpoint])
+def test_early_stopping_or_checkpointing_on_a_0_1_key_fails_naming_the_new_key(
+    watcher: type, tmp_path: Path
+):
+    watching = watcher(monitor="diversity/conditional_vendi_q1", mode="max")
+    checkpoints = {"enable_checkpointing": True, "default_root_dir": tmp_path}
+    with pytest.raises(ValueError, match="now logged as 'diversity/per_prompt_vendi_q1'"):
+        fit([make_callback(), watching], max_steps=2, **checkpoints)
 
 
 def test_a_sampler_that_declares_its_range_sets_the_default_value_range():
@@ -789,7 +820,7 @@ def test_one_prompt_and_one_order_give_plain_scalars():
     fit([callback], max_steps=2)
     row = callback.history[0]
     assert row["diversity/vendi_q2"] == pytest.approx(
-        row["diversity/conditional_vendi_q2"], rel=1e-9
+        row["diversity/per_prompt_vendi_q2"], rel=1e-9
     )
 
 

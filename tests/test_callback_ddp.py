@@ -60,7 +60,7 @@ def test_two_ranks_log_the_same_diversity_as_one(runs: dict[int, list[dict]]):
     assert {
         "diversity/sce",
         "diversity/sce_text",
-        "diversity/conditional_vendi_qinf",
+        "diversity/per_prompt_vendi_qinf",
         "diversity/mean_norm",
         "diversity/calinski_harabasz",
     } <= set(single["history"]["diversity"][0])

@@ -50,7 +50,7 @@ def test_offline_run_holds_scalars_at_their_steps_and_non_black_sample_grids(tmp
         for key in (
             "vendi_q1",
             "vendi_q2",
-            "conditional_vendi_q1",
+            "per_prompt_vendi_q1",
             "sce",
             "sce_text",
             "clip_score",
@@ -69,8 +69,8 @@ def test_offline_run_holds_scalars_at_their_steps_and_non_black_sample_grids(tmp
     table = json.loads((run_dir / "files" / rows[-1]["diversity/table/path"]).read_text())
     assert table["columns"] == ["prompt", "samples", "vendi_q1", "vendi_q2", "clip_score"]
     assert [r[0] for r in table["data"]] == PROMPTS
-    # the per-prompt column is what conditional_vendi_q1 averages, and it tells prompts apart
+    # the per-prompt column is what per_prompt_vendi_q1 averages, and it tells prompts apart
     per_prompt = [r[2] for r in table["data"]]
-    mean = callback.history[-1]["diversity/conditional_vendi_q1"]
+    mean = callback.history[-1]["diversity/per_prompt_vendi_q1"]
     assert sum(per_prompt) / len(per_prompt) == pytest.approx(mean, rel=1e-9)
     assert len(set(per_prompt)) == len(PROMPTS)

@@ -69,8 +69,8 @@ def test_cli_numbers_equal_the_python_api_on_the_same_images(tmp_path):
     assert set(run["metrics"]) == {
         "vendi_q1",
         "vendi_q2",
-        "conditional_vendi_q1",
-        "conditional_vendi_q2",
+        "per_prompt_vendi_q1",
+        "per_prompt_vendi_q2",
         "sce",
         "sce_text",
         "clip_score",
@@ -90,7 +90,7 @@ def test_cli_numbers_equal_the_python_api_on_the_same_images(tmp_path):
     # Uneven prompts: the mean over prompts, each prompt weighing the same (the fish's one image
     # scores 1), not over images.
     mean = sum(row["vendi_q1"] for row in per_prompt.values()) / 3
-    assert run["metrics"]["conditional_vendi_q1"] == pytest.approx(mean, rel=1e-12)
+    assert run["metrics"]["per_prompt_vendi_q1"] == pytest.approx(mean, rel=1e-12)
     assert per_prompt["a fish"]["vendi_q1"] == pytest.approx(1.0)
 
 
@@ -159,7 +159,7 @@ def test_json_csv_and_plots_are_written_and_read_back(tmp_path, capsys):
         for key, value in run["metrics"].items():
             assert float(row[key]) == value  # repr round-trips exactly
     bad = document["runs"][1]
-    assert bad["metrics"]["conditional_vendi_q1"] == pytest.approx(1.0)
+    assert bad["metrics"]["per_prompt_vendi_q1"] == pytest.approx(1.0)
     assert document["options"]["vendi_kernel"] == "cosine"
     keys = document["runs"][0]["metrics"]
     expected = {f"runs-{key}.png" for key in keys} | {
@@ -321,7 +321,7 @@ def test_open_clip_from_a_local_weights_file_equals_the_python_api(tmp_path):
     (run,) = score_json(tmp_path, str(folder), *clip, "--workers", "0", "--batch-size", "16")[
         "runs"
     ]
-    assert {"vendi_q1", "conditional_vendi_q1", "sce", "sce_text"} <= set(run["metrics"])
+    assert {"vendi_q1", "per_prompt_vendi_q1", "sce", "sce_text"} <= set(run["metrics"])
 
     embedder = CLIPEmbedder(
         "ViT-B-32", pretrained=str(weights), model_kwargs=TINY_CLIP, batch_size=16
@@ -362,15 +362,15 @@ def test_embeddings_files_with_prompts_give_every_metric(tmp_path):
     )
     run, plain = document["runs"]
     assert (run["name"], plain["name"]) == ("run", "plain")
-    assert {"conditional_vendi_q1", "sce", "sce_text"} <= set(run["metrics"])
+    assert {"per_prompt_vendi_q1", "sce", "sce_text"} <= set(run["metrics"])
     assert run["metrics"]["vendi_q1"] == pytest.approx(plain["metrics"]["vendi_q1"], rel=1e-12)
     evaluator = DiversityEvaluator(
         ["a", "b", "c"], embedder=lambda x: x, value_range=None, sce=False
     )
     ids = [0, 1, 2] * 4
     result = evaluate_existing(evaluator, [(embeddings, ids)], progress=False)
-    assert run["metrics"]["conditional_vendi_q1"] == pytest.approx(
-        result.scalars["diversity/conditional_vendi_q1"], rel=1e-9
+    assert run["metrics"]["per_prompt_vendi_q1"] == pytest.approx(
+        result.scalars["diversity/per_prompt_vendi_q1"], rel=1e-9
     )
 
 

@@ -100,7 +100,7 @@ def _check_evaluator(ns: Namespace, tmp_path: Path) -> None:
     assert prompted.shape == (1, 3, 16, 16)
     assert set(result.per_condition) == {"vendi_q1", "vendi_q2"}
     assert result.per_condition["vendi_q1"].shape == (2,)
-    assert 1.0 < scalars["diversity/class_conditional_vendi_q1"] <= 16.0
+    assert 1.0 < scalars["diversity/per_class_vendi_q1"] <= 16.0
     assert {"diversity/linear_vendi_q2", "diversity/calinski_harabasz"} <= scalars.keys()
     texts = ns["generate_text"](["a poem"], [torch.Generator().manual_seed(0)])
     assert texts[0].startswith("a poem: ") and len(texts[0]) == len("a poem: ") + 12

@@ -25,8 +25,8 @@ from diversity_callbacks import (
 )
 from diversity_callbacks.evaluation import EvaluationSet, sample_seed
 from diversity_callbacks.functional import (
-    conditional_vendi_score,
     embedding_clip_score,
+    per_condition_vendi_score,
     vendi_score,
 )
 from tests.distributed import run_distributed
@@ -130,12 +130,12 @@ def test_a_plain_loop_gives_the_metrics_of_the_samples_it_drew(plain_loop_values
         ]
         features = torch.cat([embedder.embed_images((x + 1) / 2) for x in images])
     expected = vendi_score(features, q=[1, 2, "inf"])
-    per_prompt = conditional_vendi_score(features, torch.arange(12) // 4, q=[1, 2, "inf"])
+    per_prompt = per_condition_vendi_score(features, torch.arange(12) // 4, q=[1, 2, "inf"])
     for key, value in expected.items():
         assert plain_loop_values[f"diversity/vendi_{key}"] == pytest.approx(float(value), rel=1e-9)
     for column, key in enumerate(expected):
         mean = float(per_prompt[:, column].mean())
-        assert plain_loop_values[f"diversity/conditional_vendi_{key}"] == pytest.approx(
+        assert plain_loop_values[f"diversity/per_prompt_vendi_{key}"] == pytest.approx(
             mean, rel=1e-9
         )
     norm = float(features.double().norm(dim=1).mean())
@@ -230,9 +230,9 @@ def test_a_class_conditional_generator_gets_its_labels_and_a_per_class_vendi_sco
     )
     assert seen[:2] == [[2, 2, 2, 0], [0, 0]]  # the labels, not the condition numbers
     row = callback.history[0]
-    assert {"diversity/vendi_q1", "diversity/class_conditional_vendi_q1"} <= row.keys()
-    assert "diversity/conditional_vendi_q1" not in row and "diversity/sce" not in row
-    assert 1.0 < row["diversity/class_conditional_vendi_q1"] <= 3.0
+    assert {"diversity/vendi_q1", "diversity/per_class_vendi_q1"} <= row.keys()
+    assert "diversity/per_prompt_vendi_q1" not in row and "diversity/sce" not in row
+    assert 1.0 < row["diversity/per_class_vendi_q1"] <= 3.0
     assert callback.evaluation_set.names == ("cat", "dog")
 
 
@@ -266,9 +266,9 @@ def test_a_text_generator_is_evaluated_with_a_string_embedder_and_loses_diversit
     )
     assert all(isinstance(t, str) and t.startswith(("story: ", "poem: ")) for t in texts[0])
     first, last = callback.history[0], callback.history[-1]
-    assert {"diversity/conditional_vendi_q1", "diversity/sce"} <= first.keys()
+    assert {"diversity/per_prompt_vendi_q1", "diversity/sce"} <= first.keys()
     # trained toward one text, the model draws fewer distinct ones
-    assert last["diversity/conditional_vendi_q1"] < first["diversity/conditional_vendi_q1"]
+    assert last["diversity/per_prompt_vendi_q1"] < first["diversity/per_prompt_vendi_q1"]
     assert last["diversity/vendi_q1"] < first["diversity/vendi_q1"]
 
 
@@ -333,9 +333,9 @@ def test_bad_plug_ins_are_refused(metrics: dict, error: type, match: str):
 def test_a_plug_in_whose_dict_result_collides_is_refused_at_compute_naming_both():
     module = frozen_generator()
     clash = EvaluationMetric(MeanNorm())
-    clash.metric.compute = lambda: {"vendi_q1": torch.tensor(123.0)}  # conditional_vendi_q1
-    with pytest.raises(ValueError, match=r"metric 'conditional' logs 'conditional_vendi_q1'"):
-        evaluator(metrics={"conditional": clash}).evaluate(module.generate, progress=False)
+    clash.metric.compute = lambda: {"vendi_q1": torch.tensor(123.0)}  # per_prompt_vendi_q1
+    with pytest.raises(ValueError, match=r"metric 'per_prompt' logs 'per_prompt_vendi_q1'"):
+        evaluator(metrics={"per_prompt": clash}).evaluate(module.generate, progress=False)
     timing = EvaluationMetric(MeanNorm())
     timing.metric.compute = lambda: {"seconds": torch.tensor(1.0)}
     with pytest.raises(ValueError, match=r"metric 'eval' logs 'eval_seconds'.*timing"):
@@ -389,13 +389,21 @@ def test_a_text_embedder_returning_too_few_rows_is_reported():
         evaluator(embedder=Short(), batch_size=8).evaluate(module.generate, progress=False)
 
 
-def test_one_sample_per_condition_logs_no_conditional_score():
+def test_one_sample_per_condition_logs_no_per_condition_score():
     scalars = (
         evaluator(samples_per_condition=1, metrics=None)
         .evaluate(frozen_generator().generate, progress=False)
         .scalars
     )
-    assert not any("conditional" in key for key in scalars)
+    assert not any("per_prompt" in key or "per_class" in key for key in scalars)
+
+
+def test_the_0_1_conditional_option_still_works_with_a_warning_naming_per_condition():
+    with pytest.warns(FutureWarning, match="`conditional` is now `per_condition`"):
+        off = evaluator(conditional=False)
+    assert "per_prompt_vendi" not in off.metrics and "per_prompt_vendi" in evaluator().metrics
+    with pytest.raises(TypeError, match="unexpected keyword argument 'conditionl'"):
+        evaluator(conditionl=False)
 
 
 # ---------------------------------------------------------------- one evaluation at a time
@@ -424,7 +432,13 @@ def test_a_second_evaluation_while_one_runs_is_refused_naming_the_evaluator():
         release.set()
         first.join(timeout=60)
     alone = shared.evaluate(module.generate, progress=False).scalars  # free again afterwards
+<<<<<<< HEAD
     expected = evaluator(metrics=None, quality=None).evaluate(module.generate, progress=False).scalars
+=======
+    expected = (
+        evaluator(metrics=None, quality=None).evaluate(module.generate, progress=False).scalars
+    )
+>>>>>>> i22-rename
     assert values(alone) == pytest.approx(values(expected), rel=1e-12)
 
 

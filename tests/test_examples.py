@@ -21,7 +21,7 @@ Image = pytest.importorskip("PIL.Image")
 pytest.importorskip("matplotlib")
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-DIVERSITY_KEYS = ("diversity/vendi_q1", "diversity/conditional_vendi_q1", "diversity/sce")
+DIVERSITY_KEYS = ("diversity/vendi_q1", "diversity/per_prompt_vendi_q1", "diversity/sce")
 
 
 def _load_example() -> ModuleType:
@@ -142,9 +142,9 @@ def _evaluate(collapsed: bool) -> dict[str, float]:
 def test_pixel_embedder_scores_a_collapsed_generator_below_a_diverse_one():
     diverse, collapsed = _evaluate(collapsed=False), _evaluate(collapsed=True)
     # one picture per prompt: nothing left within a prompt
-    assert collapsed["diversity/conditional_vendi_q1"] == pytest.approx(1.0, abs=1e-6)
+    assert collapsed["diversity/per_prompt_vendi_q1"] == pytest.approx(1.0, abs=1e-6)
     assert collapsed["diversity/sce"] == pytest.approx(1.0, abs=1e-3)
-    assert diverse["diversity/conditional_vendi_q1"] > 2.0
+    assert diverse["diversity/per_prompt_vendi_q1"] > 2.0
     assert diverse["diversity/sce"] > 2.0
     # across prompts, position and size variety adds to the nine distinct looks
     assert diverse["diversity/vendi_q1"] > 1.5 * collapsed["diversity/vendi_q1"]

@@ -138,9 +138,9 @@ def test_media_dir_holds_png_grids_spectrum_and_a_per_condition_csv_per_step(run
         assert decode_png((folder / "spectrum.png").read_bytes()).shape[2] == 3
         table = list(csv.DictReader((folder / "table.csv").open()))
         assert [r["prompt"] for r in table] == PROMPTS
-        # the per-prompt column is what conditional_vendi_q1 averages
+        # the per-prompt column is what per_prompt_vendi_q1 averages
         mean = sum(float(r["vendi_q1"]) for r in table) / len(table)
-        assert mean == pytest.approx(row["diversity/conditional_vendi_q1"], rel=1e-9)
+        assert mean == pytest.approx(row["diversity/per_prompt_vendi_q1"], rel=1e-9)
 
 
 def test_thumbnails_are_wanted_only_for_loggers_with_a_writer_or_a_media_dir(tmp_path: Path):

@@ -206,6 +206,11 @@ def test_the_default_key_follows_the_evaluator_prefix():
     assert DiversityCollapseMonitor(diversity, min_value=1.0).monitor == "val_div/vendi_q1"
 
 
+def test_a_monitor_on_a_0_1_key_fails_naming_the_new_key():
+    with pytest.raises(ValueError, match="now logged as 'diversity/per_class_vendi_q2'"):
+        DiversityCollapseMonitor(make_diversity(), "diversity/class_conditional_vendi_q2")
+
+
 def test_a_monitor_whose_callback_is_not_in_the_trainer_fails_at_setup():
     diversity = make_diversity()
     monitor = DiversityCollapseMonitor(diversity, min_value=1.0)

@@ -97,7 +97,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--per-prompt",
         choices=("auto", "on", "off"),
         default="auto",
-        help="per-prompt (conditional) Vendi score, averaged over prompts; auto: with prompts "
+        help="per-prompt Vendi score (each prompt's own, averaged over prompts); auto: with prompts "
         "and a prompt with 2+ images",
     )
     metrics.add_argument(

@@ -33,7 +33,7 @@ def metric_keys(scores: Sequence[RunScore]) -> list[str]:
     keys = list(dict.fromkeys(key for score in scores for key in score.metrics))
 
     def rank(key: str) -> tuple[int, str]:
-        for number, prefix in enumerate(("vendi_", "conditional_vendi_", "sce")):
+        for number, prefix in enumerate(("vendi_", "per_prompt_vendi_", "sce")):
             if key.startswith(prefix):
                 return number, key
         return 3, key
@@ -299,7 +299,7 @@ def _save(figure: Any, path: Path) -> str:
 
 
 def _ylabel(key: str) -> str:
-    if key.startswith("conditional_vendi"):
+    if key.startswith("per_prompt_vendi"):
         return "mean over prompts"
     if key.startswith("sce"):
         return "effective number"

@@ -42,7 +42,7 @@ class RunScore:
         path: its folder or embeddings file.
         source: where its prompts came from.
         num_images: samples scored (every process's).
-        metrics: ``{"vendi_q1": ..., "conditional_vendi_q1": ..., "sce": ..., ...}``.
+        metrics: ``{"vendi_q1": ..., "per_prompt_vendi_q1": ..., "sce": ..., ...}``.
         prompts: the run's distinct prompts.
         counts: samples scored per prompt.
         per_prompt: per-prompt columns (``"vendi_q1"``...), one value per prompt.
@@ -286,7 +286,7 @@ def build_evaluator(
 
     repeated = any(count >= 2 for count in counts)
     texts = SampleEmbedder(value_range, embedder).embeds_texts
-    conditional = _switch(
+    per_condition = _switch(
         args.per_prompt,
         "--per-prompt",
         [
@@ -331,9 +331,13 @@ def build_evaluator(
     try:
         if prompts:
             return DiversityEvaluator(
-                list(prompts), samples_per_condition=2, conditional=conditional, sce=sce, **options
+                list(prompts),
+                samples_per_condition=2,
+                per_condition=per_condition,
+                sce=sce,
+                **options,
             )
-        return DiversityEvaluator(num_samples=1, conditional=False, sce=False, **options)
+        return DiversityEvaluator(num_samples=1, per_condition=False, sce=False, **options)
     except (TypeError, ValueError) as error:
         raise InputError(str(error)) from error
 

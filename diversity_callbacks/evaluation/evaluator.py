@@ -37,6 +37,7 @@ from lightning.pytorch.utilities.seed import isolate_rng
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from diversity_callbacks._deprecations import renamed_arguments
 from diversity_callbacks._validation import check_positive_int
 from diversity_callbacks.evaluation import _distributed
 from diversity_callbacks.evaluation.conditions import Conditions, EvaluationSet
@@ -71,7 +72,7 @@ class EvaluationResult:
     """What one evaluation measured.
 
     Attributes:
-        scalars: logged values keyed ``{prefix}/vendi_q1``, ``{prefix}/conditional_vendi_q1``,
+        scalars: logged values keyed ``{prefix}/vendi_q1``, ``{prefix}/per_prompt_vendi_q1``,
             ``{prefix}/sce``, ..., identical on every rank, and this rank's
             ``{prefix}/eval_seconds``.
         per_condition: per-condition columns (``"vendi_q1"``..., ``"clip_score"``), each
@@ -142,8 +143,9 @@ class DiversityEvaluator:
         vendi_kernel: ``"cosine"``, ``"linear"`` or ``"gaussian"``.
         vendi_sigma: bandwidth of the Gaussian kernel.
         vendi_num_features: approximate the Gaussian kernel with this many random frequencies.
-        conditional: the Vendi score within each condition, averaged (``conditional_vendi_*``,
-            ``class_conditional_vendi_*``); ``None``: where there are 2+ samples per condition.
+        per_condition: the Vendi score within each condition, averaged (``per_prompt_vendi_*``,
+            ``per_class_vendi_*``); ``None``: where there are 2+ samples per condition.
+            Its 0.1 name ``conditional=`` still works, with a ``FutureWarning``.
         sce: the Schur complement entropy given the prompts and its text part; ``None``: where
             defined (prompts, ``embed_texts``, 2+ samples per prompt).
         sce_kwargs: keyword arguments of :class:`~diversity_callbacks.SchurComplementEntropy`.
@@ -190,7 +192,7 @@ class DiversityEvaluator:
         vendi_kernel: str = "cosine",
         vendi_sigma: float | None = None,
         vendi_num_features: int | None = None,
-        conditional: bool | None = None,
+        per_condition: bool | None = None,
         sce: bool | None = None,
         sce_kwargs: Mapping[str, Any] | None = None,
         clip_score: bool | None = None,
@@ -202,7 +204,11 @@ class DiversityEvaluator:
         max_thumbnails_per_condition: int = 64,
         thumbnail_size: int = 128,
         prefix: str = "diversity",
+        **former: Any,
     ) -> None:
+        per_condition = renamed_arguments(
+            "DiversityEvaluator", former, per_condition=per_condition
+        )["per_condition"]
         self.evaluation_set = EvaluationSet.from_arguments(
             prompts=prompts,
             class_labels=class_labels,
@@ -232,7 +238,7 @@ class DiversityEvaluator:
         self.prefix = prefix
         # Built here so that bad settings fail at construction; SCE waits for the embedder.
         self.metrics = builtin_metrics(
-            self.evaluation_set, self.vendi_orders, self.kernel_kwargs, conditional, spectrum
+            self.evaluation_set, self.vendi_orders, self.kernel_kwargs, per_condition, spectrum
         )
         qvendi = quality_metric(quality, quality_input, self.vendi_orders, self.kernel_kwargs)
         if qvendi is not None:

@@ -10,11 +10,11 @@ every metric's ``update`` (:func:`~diversity_callbacks.evaluation.evaluator.upda
 The evaluator's prompts (or class labels) name the conditions; each batch says which condition
 each of its samples belongs to, so conditions may hold different numbers of samples. The
 evaluator's ``samples_per_condition`` and ``seed`` are not used here (they define a generator's
-evaluation set), except that ``conditional=None`` and ``sce=None`` read ``samples_per_condition
->= 2`` as "turn them on": pass ``conditional=`` and ``sce=`` explicitly to decide yourself. With
+evaluation set), except that ``per_condition=None`` and ``sce=None`` read ``samples_per_condition
+>= 2`` as "turn them on": pass ``per_condition=`` and ``sce=`` explicitly to decide yourself. With
 uneven conditions:
 
-- the per-condition ("conditional") Vendi score is the mean, over the conditions that have at
+- the per-condition Vendi score is the mean, over the conditions that have at
   least one sample, of each condition's own Vendi score: every prompt weighs the same whatever
   its number of samples, and a prompt with one sample scores 1;
 - the Schur complement entropy takes every sample's row paired with its own prompt's embedding,

@@ -17,7 +17,7 @@ input                      what it is
 Any torchmetrics ``Metric`` plugs in: wrap it in :class:`EvaluationMetric` with its inputs (a bare
 ``Metric`` takes ``"embeddings"``). ``compute`` must return a scalar, logged as
 ``{prefix}/{name}``, or a dict of scalars, logged as ``{prefix}/{name}_{key}``. The built-in Vendi,
-conditional Vendi, SCE, CLIPScore and quality-weighted Vendi metrics are registered through this
+per-condition Vendi, SCE, CLIPScore and quality-weighted Vendi metrics are registered through this
 same class.
 """
 
@@ -38,7 +38,7 @@ from diversity_callbacks.evaluation.conditions import EvaluationSet
 from diversity_callbacks.evaluation.samples import SampleEmbedder
 from diversity_callbacks.functional.spectrum import order_key
 from diversity_callbacks.metrics.clip_score import EmbeddingCLIPScore
-from diversity_callbacks.metrics.conditional import ConditionalVendiScore
+from diversity_callbacks.metrics.per_condition import PerConditionVendiScore
 from diversity_callbacks.metrics.quality import QualityWeightedVendiScore
 from diversity_callbacks.metrics.schur import SchurComplementEntropy
 from diversity_callbacks.metrics.vendi import VendiScore
@@ -148,10 +148,10 @@ class _Vendi(EvaluationMetric):
         return values
 
 
-class _ConditionalVendi(EvaluationMetric):
+class _PerConditionVendi(EvaluationMetric):
     """The per-condition Vendi score: its mean is logged, its table is kept per condition."""
 
-    def __init__(self, metric: ConditionalVendiScore) -> None:
+    def __init__(self, metric: PerConditionVendiScore) -> None:
         super().__init__(metric, inputs=("embeddings", "condition_ids"))
 
     def compute(self, name: str) -> MetricValues:
@@ -167,10 +167,10 @@ def builtin_metrics(
     evaluation_set: EvaluationSet,
     orders: Sequence[float],
     kernel_kwargs: Mapping[str, Any],
-    conditional: bool | None,
+    per_condition: bool | None,
     spectrum: bool,
 ) -> dict[str, EvaluationMetric]:
-    """The Vendi score, and the conditional one where conditions allow (see the evaluator)."""
+    """The Vendi score, and the per-condition one where conditions allow (see the evaluator)."""
     try:
         vendi = VendiScore(q=orders, **kernel_kwargs)
     except (TypeError, ValueError) as error:  # say it in the evaluator's argument names
@@ -178,24 +178,24 @@ def builtin_metrics(
         raise type(error)(f"invalid Vendi kernel options ({given}): {error}") from error
     metrics: dict[str, EvaluationMetric] = {"vendi": _Vendi(vendi, spectrum)}
     possible = evaluation_set.is_conditional and evaluation_set.samples_per_condition > 1
-    if conditional and not possible:
+    if per_condition and not possible:
         raise ValueError(
-            "`conditional=True` needs prompts or class labels with `samples_per_condition` >= 2 "
+            "`per_condition=True` needs prompts or class labels with `samples_per_condition` >= 2 "
             "(the within-condition diversity of one sample is always 1), got "
             f"{evaluation_set.kind!r} conditions with {evaluation_set.samples_per_condition}"
         )
-    if possible if conditional is None else conditional:
-        name = "conditional_vendi" if evaluation_set.kind == "prompt" else "class_conditional_vendi"
-        metric = ConditionalVendiScore(
+    if possible if per_condition is None else per_condition:
+        name = "per_prompt_vendi" if evaluation_set.kind == "prompt" else "per_class_vendi"
+        metric = PerConditionVendiScore(
             evaluation_set.num_conditions, q=orders, kernel_kwargs=kernel_kwargs
         )
-        metrics[name] = _ConditionalVendi(metric)
+        metrics[name] = _PerConditionVendi(metric)
     return metrics
 
 
 def builtin_result_keys(orders: Sequence[float]) -> set[str]:
     """Every key the built-in metrics may log (without the prefix), for plug-ins to avoid."""
-    vendi = ("vendi", "conditional_vendi", "class_conditional_vendi")
+    vendi = ("vendi", "per_prompt_vendi", "per_class_vendi")
     return (
         {f"{name}_{order_key(q)}" for name in vendi for q in orders}
         | {

@@ -1,7 +1,6 @@
 """Pure torch functions: kernels, spectra and the diversity scores computed from them."""
 
 from diversity_callbacks.functional.clip_score import embedding_clip_score
-from diversity_callbacks.functional.conditional import conditional_vendi_score
 from diversity_callbacks.functional.kernels import (
     RandomFourierFeatures,
     gaussian_kernel,
@@ -10,6 +9,7 @@ from diversity_callbacks.functional.kernels import (
     random_fourier_frequencies,
     resolve_kernel,
 )
+from diversity_callbacks.functional.per_condition import per_condition_vendi_score
 from diversity_callbacks.functional.quality import quality_weighted_vendi_score
 from diversity_callbacks.functional.schur import SchurComplementResult, schur_complement_entropy
 from diversity_callbacks.functional.spectrum import (
@@ -23,12 +23,12 @@ from diversity_callbacks.functional.vendi import vendi_score, vendi_score_from_k
 __all__ = [
     "RandomFourierFeatures",
     "SchurComplementResult",
-    "conditional_vendi_score",
     "embedding_clip_score",
     "gaussian_kernel",
     "normalize_rows",
     "normalized_spectrum",
     "order_key",
+    "per_condition_vendi_score",
     "quality_weighted_vendi_score",
     "random_fourier_features",
     "random_fourier_frequencies",

@@ -118,20 +118,23 @@ def normalized_spectrum(matrix: Tensor, *, tolerance: float | None = None) -> Te
 
 
 def vendi_from_spectrum(spectrum: Tensor, q: float) -> Tensor:
-    """Vendi score ``exp(H_q(p))`` of a probability vector ``p`` of positive eigenvalues.
+    """Vendi score ``exp(H_q(p))`` of a probability vector ``p`` of eigenvalues.
 
     ``H_1 = -sum p log p``; ``H_q = log(sum p^q) / (1 - q)``; q = 0 gives the count, q = inf
-    gives ``1 / max p``. The score lies in [1, len(p)] and does not increase with q.
+    gives ``1 / max p``. The score lies in [1, number of nonzero p] and does not increase with q.
+    ``spectrum`` may be a batch ``(..., m)`` of vectors, zero-padded (zeros are dropped
+    eigenvalues, as :func:`normalized_spectra` returns): the result then has shape ``(...)``.
     """
     if q == 1:
-        return torch.exp(-(spectrum * torch.log(spectrum)).sum())
+        return torch.exp(-torch.special.xlogy(spectrum, spectrum).sum(dim=-1))
     if q == 0:
-        return torch.tensor(float(spectrum.numel()), dtype=torch.float64, device=spectrum.device)
+        return (spectrum > 0).sum(dim=-1).to(torch.float64)
     if math.isinf(q):
-        return 1.0 / spectrum.max()
+        return 1.0 / spectrum.amax(dim=-1)
     # log(sum p^q) as a logsumexp: p^q underflows to 0 for large q (p <= 1/n ... 1), log would
-    # then give -inf and the score inf instead of a value near 1 / max p.
-    return torch.exp(torch.logsumexp(q * torch.log(spectrum), dim=0) / (1.0 - q))
+    # then give -inf and the score inf instead of a value near 1 / max p. Padded zeros give
+    # log 0 = -inf, which the logsumexp ignores.
+    return torch.exp(torch.logsumexp(q * torch.log(spectrum), dim=-1) / (1.0 - q))
 
 
 def vendi_orders(
@@ -140,6 +143,25 @@ def vendi_orders(
     """Vendi scores of one spectrum for several orders: a tensor, or a dict keyed by order_key."""
     scores = {order_key(q): vendi_from_spectrum(spectrum, q) for q in orders}
     return scores if as_dict else scores[order_key(orders[0])]
+
+
+def normalized_spectra(matrices: Tensor, *, tolerance: float | None = None) -> Tensor:
+    """:func:`normalized_spectrum` of a batch ``(G, m, m)`` of matrices in one eigendecomposition.
+
+    Returns:
+        ``(G, m)`` float64: each matrix's eigenvalues in descending order divided by the sum of
+        the kept ones, the dropped ones (round-off, as in :func:`normalized_spectrum`) set to 0.
+    """
+    size = matrices.shape[-1]
+    tolerance = default_tolerance(size) if tolerance is None else tolerance
+    check_tolerance(tolerance)
+    matrices = matrices.to(torch.float64)
+    eigenvalues = symmetric_eigenvalues((matrices + matrices.mT) / 2).flip(-1)
+    top = eigenvalues[:, :1]
+    if not bool((top > 0).all()):
+        raise ValueError("the kernel matrix is zero: every sample has zero similarity to itself")
+    kept = eigenvalues.where(eigenvalues > tolerance * top, 0.0)
+    return kept / kept.sum(dim=-1, keepdim=True)
 
 
 def schur_score(eigenvalues: Tensor, size: int | None = None) -> Tensor:

@@ -10,7 +10,7 @@ from torchmetrics import Metric
 
 from diversity_callbacks._validation import check_positive_int
 from diversity_callbacks.functional.clip_score import embedding_clip_score
-from diversity_callbacks.functional.conditional import check_condition_ids
+from diversity_callbacks.functional.per_condition import check_condition_ids
 
 
 class EmbeddingCLIPScore(Metric):

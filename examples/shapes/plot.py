@@ -14,7 +14,7 @@ from torch import Tensor
 # Diversity curves drawn, with their labels; the reference of real data is drawn dashed.
 DIVERSITY_CURVES = {
     "diversity/vendi_q1": "Vendi score (q=1), all samples",
-    "diversity/conditional_vendi_q1": "Vendi score (q=1) within a prompt, mean",
+    "diversity/per_prompt_vendi_q1": "Vendi score (q=1) within a prompt, mean",
     "diversity/sce": "Schur complement entropy",
 }
 LOSS_CURVES = {

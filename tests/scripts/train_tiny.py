@@ -7,7 +7,7 @@ The learning rate is 0, so the model is the same at every evaluation and on ever
 the logged diversity must not depend on the number of devices. Three callbacks share the run:
 
 - ``diversity``: 3 prompts x 3 samples in batches of 2, so one prompt's samples straddle ranks,
-  with Vendi, conditional Vendi, SCE and two plug-in metrics (a user's own and torchmetrics'
+  with Vendi, per-prompt Vendi, SCE and two plug-in metrics (a user's own and torchmetrics'
   Calinski-Harabasz score over embeddings and prompt ids), and (``--wandb``) sample grids
   gathered on rank 0;
 - ``single``: 1 prompt x 1 sample, so with 2 devices rank 1 draws nothing;

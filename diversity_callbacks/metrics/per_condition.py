@@ -1,4 +1,4 @@
-"""The conditional Vendi score as a metric: per-condition Vendi, averaged over conditions.
+"""The per-condition Vendi score as a metric: each condition's Vendi, averaged over conditions.
 
 A condition's samples may be spread over several DDP ranks, so the per-condition scores can only
 be computed once all rows are in one place. The metric keeps every embedding with its condition
@@ -17,16 +17,20 @@ from torch import Tensor
 from torchmetrics.utilities import dim_zero_cat
 
 from diversity_callbacks._validation import check_features, check_positive_int
-from diversity_callbacks.functional.conditional import (
+from diversity_callbacks.functional.per_condition import (
     check_condition_ids,
-    conditional_vendi_score,
+    per_condition_vendi_score,
 )
 from diversity_callbacks.functional.spectrum import Order, order_key, parse_orders
 from diversity_callbacks.metrics._base import Dims, LazilySizedMetric
 
 
-class ConditionalVendiScore(LazilySizedMetric):
+class PerConditionVendiScore(LazilySizedMetric):
     """Vendi score within each condition (prompt or class), averaged over the conditions seen.
+
+    The per-class Vendi score of Stein et al. (NeurIPS 2023, dgm-eval): the unweighted mean of
+    each condition's own Vendi score. It is not the Conditional-Vendi score of Jalali et al.
+    (arXiv 2411.02817), see docs/metrics.md.
 
     Args:
         num_conditions: number of conditions; ``update`` takes condition numbers below it.
@@ -42,7 +46,7 @@ class ConditionalVendiScore(LazilySizedMetric):
 
     Examples:
         >>> import torch
-        >>> metric = ConditionalVendiScore(num_conditions=3, q=[1, 2])
+        >>> metric = PerConditionVendiScore(num_conditions=3, q=[1, 2])
         >>> same, apart = torch.tensor([[1.0, 0.0], [1.0, 0.0]]), torch.eye(2)
         >>> metric.update(torch.cat([same, apart]), torch.tensor([0, 0, 1, 1]))
         >>> {k: round(v.item(), 6) for k, v in metric.compute().items()}
@@ -95,7 +99,7 @@ class ConditionalVendiScore(LazilySizedMetric):
                 f"{type(self).__name__}.compute() needs at least one sample, got none: call "
                 "update() with (N, D) features and their condition ids first"
             )
-        self.per_condition = conditional_vendi_score(
+        self.per_condition = per_condition_vendi_score(
             rows,
             dim_zero_cat(self.condition_ids),
             q=self.orders,

@@ -432,13 +432,9 @@ def test_a_second_evaluation_while_one_runs_is_refused_naming_the_evaluator():
         release.set()
         first.join(timeout=60)
     alone = shared.evaluate(module.generate, progress=False).scalars  # free again afterwards
-<<<<<<< HEAD
-    expected = evaluator(metrics=None, quality=None).evaluate(module.generate, progress=False).scalars
-=======
     expected = (
         evaluator(metrics=None, quality=None).evaluate(module.generate, progress=False).scalars
     )
->>>>>>> i22-rename
     assert values(alone) == pytest.approx(values(expected), rel=1e-12)
 
 

@@ -21,7 +21,8 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _EXPORTS = {
     "VendiScore": "diversity_callbacks.metrics.vendi",
-    "ConditionalVendiScore": "diversity_callbacks.metrics.conditional",
+    "ConditionalVendiScore": "diversity_callbacks.metrics.conditional_vendi",
+    "InformationVendiScore": "diversity_callbacks.metrics.conditional_vendi",
     "SchurComplementEntropy": "diversity_callbacks.metrics.schur",
     "PromptRemover": "diversity_callbacks.prompt_removal",
     "CLIPEmbedder": "diversity_callbacks.embedders.clip",
@@ -48,7 +49,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from diversity_callbacks.evaluation.evaluator import DiversityEvaluator, EvaluationResult  # noqa: F401
     from diversity_callbacks.evaluation.existing import evaluate_existing  # noqa: F401
     from diversity_callbacks.evaluation.metrics import EvaluationMetric  # noqa: F401
-    from diversity_callbacks.metrics.conditional import ConditionalVendiScore  # noqa: F401
+    from diversity_callbacks.metrics.conditional_vendi import (  # noqa: F401
+        ConditionalVendiScore,
+        InformationVendiScore,
+    )
     from diversity_callbacks.metrics.schur import SchurComplementEntropy  # noqa: F401
     from diversity_callbacks.metrics.vendi import VendiScore  # noqa: F401
     from diversity_callbacks.monitor import DiversityCollapseMonitor  # noqa: F401

@@ -1,6 +1,9 @@
 """Pure torch functions: kernels, spectra and the diversity scores computed from them."""
 
-from diversity_callbacks.functional.conditional import conditional_vendi_score
+from diversity_callbacks.functional.conditional_vendi import (
+    conditional_vendi_score,
+    information_vendi_score,
+)
 from diversity_callbacks.functional.kernels import (
     RandomFourierFeatures,
     gaussian_kernel,
@@ -23,6 +26,7 @@ __all__ = [
     "SchurComplementResult",
     "conditional_vendi_score",
     "gaussian_kernel",
+    "information_vendi_score",
     "normalize_rows",
     "normalized_spectrum",
     "order_key",

@@ -54,11 +54,10 @@ MAX_TENSOR_FEATURES = 4096
 
 LEGACY_MESSAGE = (
     "{name} computes the published Conditional-Vendi score (Jalali et al., arXiv 2411.02817) "
-    "since 0.2 and takes its conditions as keywords: pass condition_features= (e.g. text "
-    "embeddings) or condition_ids= (class labels). The 0.1 {name} (the mean of each "
-    "condition's own Vendi score, called with condition ids as the second positional argument) "
-    "is now {new}."
+    "since 0.2 and {how}. The 0.1 {name} (the mean of each condition's own Vendi score) is now "
+    "{new}."
 )
+"""The error of a 0.1 call: no 0.1 call may silently change meaning."""
 
 
 @dataclass(frozen=True)
@@ -146,7 +145,7 @@ def conditional_vendi_score(
 
 def information_vendi_score(
     features: Tensor,
-    *legacy: Any,
+    *,
     condition_features: Tensor | None = None,
     condition_ids: Tensor | None = None,
     q: Order | Sequence[Order] = 1.0,
@@ -171,7 +170,6 @@ def information_vendi_score(
         >>> round(information_vendi_score(images, condition_ids=labels).item(), 6)
         2.0
     """
-    _refuse_legacy_call("information_vendi_score", legacy)
     grams, orders, as_dict = _grams(
         features, condition_features, condition_ids, q, kernel, sigma, condition_kernel,
         condition_sigma, num_features, seed, tolerance, need_image=True,
@@ -187,10 +185,13 @@ def information_vendi_score(
 
 
 def _refuse_legacy_call(name: str, legacy: tuple[Any, ...]) -> None:
-    """No 0.1 call may silently change meaning: a positional second argument is refused."""
+    """The 0.1 call, with condition ids as the second positional argument, is refused."""
     if legacy:
         message = LEGACY_MESSAGE.format(
-            name=name, new="per_condition_vendi_score (class PerConditionVendiScore)"
+            name=name,
+            how="takes its conditions as keywords: condition_features= (e.g. text embeddings) "
+            "or condition_ids= (class labels)",
+            new="per_condition_vendi_score (class PerConditionVendiScore)",
         )
         raise TypeError(f"{message} Got {len(legacy)} extra positional argument(s).")
 

@@ -1,7 +1,15 @@
 """torchmetrics metrics that accumulate embeddings across batches and DDP ranks."""
 
-from diversity_callbacks.metrics.conditional import ConditionalVendiScore
+from diversity_callbacks.metrics.conditional_vendi import (
+    ConditionalVendiScore,
+    InformationVendiScore,
+)
 from diversity_callbacks.metrics.schur import SchurComplementEntropy
 from diversity_callbacks.metrics.vendi import VendiScore
 
-__all__ = ["ConditionalVendiScore", "SchurComplementEntropy", "VendiScore"]
+__all__ = [
+    "ConditionalVendiScore",
+    "InformationVendiScore",
+    "SchurComplementEntropy",
+    "VendiScore",
+]

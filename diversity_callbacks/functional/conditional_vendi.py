@@ -322,8 +322,12 @@ def _marginal(kernel: ResolvedKernel, rows: Tensor) -> _Gram:
     """A marginal kernel in its smaller form: n x n Gram or D x D second moment."""
     if kernel.kernel_function is not None:
         return _Gram((kernel.matrix(rows),))
-    phi = kernel.features(rows)
-    return _Gram((second_moment(phi.T if phi.shape[0] <= phi.shape[1] else phi),))
+    return _Gram((_smaller_moment(kernel.features(rows)),))
+
+
+def _smaller_moment(phi: Tensor) -> Tensor:
+    """``phi phi^T`` or ``phi^T phi``, whichever is smaller: the same nonzero eigenvalues."""
+    return second_moment(phi.T if phi.shape[0] <= phi.shape[1] else phi)
 
 
 def _streaming_joint(
@@ -338,7 +342,7 @@ def _streaming_joint(
     if labelled:  # block-diagonal: the image features of each label's samples on their own
         phi = image.features(features)
         _, index = torch.unique(conditions, return_inverse=True)
-        return _Gram(tuple(second_moment(phi[index == label]) for label in index.unique()))
+        return _Gram(tuple(_smaller_moment(phi[index == label]) for label in index.unique()))
     sigma, condition_sigma, num_features, seed = gaussian
     if sigma is not None and condition_sigma is not None:
         scaled = torch.cat(
@@ -346,7 +350,7 @@ def _streaming_joint(
             dim=1,
         )
         joint = resolve_kernel("gaussian", sigma=1.0, num_features=num_features, seed=seed)
-        return _Gram((second_moment(joint.features(scaled)),))
+        return _Gram((_smaller_moment(joint.features(scaled)),))
     phi, psi = image.features(features), condition.features(conditions, "condition_features")
     size = phi.shape[1] * psi.shape[1]
     if size > MAX_TENSOR_FEATURES:
@@ -358,4 +362,4 @@ def _streaming_joint(
             "(num_features=None)"
         )
     tensor = (phi.unsqueeze(2) * psi.unsqueeze(1)).reshape(phi.shape[0], size)
-    return _Gram((second_moment(tensor),))
+    return _Gram((_smaller_moment(tensor),))

@@ -215,6 +215,8 @@ def _grams(
     orders, as_dict = parse_orders(q)
     check_tolerance(tolerance)
     conditions = check_conditions(features, condition_features, condition_ids)
+    if features.shape[0] == 0:
+        raise ValueError("`features` must have at least one row, got shape (0, D)")
     image = _resolve(kernel, sigma, num_features, seed, "kernel", "sigma")
     if condition_ids is not None:
         _check_label_options(condition_kernel, condition_sigma)
@@ -243,8 +245,6 @@ def check_conditions(
 ) -> Tensor:
     """Check the samples and exactly one kind of condition; return the conditions as given."""
     check_features(features, "features")
-    if features.shape[0] == 0:
-        raise ValueError("`features` must have at least one row, got shape (0, D)")
     if (condition_features is None) == (condition_ids is None):
         raise ValueError(
             "pass exactly one of `condition_features` ((N, D') embeddings of each sample's "

@@ -62,21 +62,20 @@ LEGACY_MESSAGE = (
 
 @dataclass(frozen=True)
 class _Gram:
-    """A PSD matrix (or block-diagonal blocks) with the nonzero eigenvalues of a kernel matrix."""
+    """PSD matrices with the nonzero eigenvalues of a kernel matrix: one (m, m) matrix, or a
+    (C, m, m) batch of the diagonal blocks of a block-diagonal one."""
 
-    blocks: tuple[Tensor, ...]
+    matrix: Tensor
 
     def vendi(self, q: float, tolerance: float | None) -> Tensor:
         """Vendi score of order q of the kernel's normalised spectrum."""
-        trace = sum(block.diagonal().sum() for block in self.blocks)
+        trace = self.matrix.diagonal(dim1=-2, dim2=-1).sum()
         if q == 2:  # the RKE closed form: 1 / |K / tr K|_F^2
-            return trace * trace / sum((block * block).sum() for block in self.blocks)
-        eigenvalues = torch.cat(
-            [symmetric_eigenvalues((block + block.T) / 2) for block in self.blocks]
-        )
-        size = sum(block.shape[0] for block in self.blocks)
-        cutoff = (default_tolerance(size) if tolerance is None else tolerance) * eigenvalues.max()
-        kept = eigenvalues[eigenvalues > cutoff]
+            return trace * trace / (self.matrix * self.matrix).sum()
+        matrix = self.matrix
+        eigenvalues = symmetric_eigenvalues((matrix + matrix.mT) / 2).flatten()
+        cutoff = default_tolerance(eigenvalues.numel()) if tolerance is None else tolerance
+        kept = eigenvalues[eigenvalues > cutoff * eigenvalues.max()]
         return vendi_from_spectrum(kept / kept.sum(), q)
 
 
@@ -231,7 +230,7 @@ def _grams(
         grams["image"] = _marginal(image, features)
     if num_features is None:
         joint = _matrix(image, features) * _matrix(condition, conditions)
-        grams["joint"] = _Gram((joint,))
+        grams["joint"] = _Gram(joint)
     else:
         grams["joint"] = _streaming_joint(
             features, conditions, image, condition, condition_ids is not None,
@@ -321,8 +320,28 @@ def _matrix(kernel: ResolvedKernel, rows: Tensor) -> Tensor:
 def _marginal(kernel: ResolvedKernel, rows: Tensor) -> _Gram:
     """A marginal kernel in its smaller form: n x n Gram or D x D second moment."""
     if kernel.kernel_function is not None:
-        return _Gram((kernel.matrix(rows),))
-    return _Gram((_smaller_moment(kernel.features(rows)),))
+        return _Gram(kernel.matrix(rows))
+    return _Gram(_smaller_moment(kernel.features(rows)))
+
+
+def _label_blocks(phi: Tensor, labels: Tensor) -> Tensor:
+    """The diagonal blocks of the joint kernel with the label kernel, one per label, batched.
+
+    The rows are grouped by label once and zero-padded to the largest group (a padded row adds
+    a zero eigenvalue only); each block is the smaller of its Gram and its second moment.
+    """
+    _, index = torch.unique(labels, return_inverse=True)
+    order = torch.argsort(index, stable=True)
+    counts = torch.bincount(index)
+    padded = phi.new_zeros(counts.numel(), int(counts.max()), phi.shape[1])
+    slot = (
+        torch.arange(phi.shape[0], device=phi.device)
+        - (torch.cumsum(counts, 0) - counts)[index[order]]
+    )
+    padded[index[order], slot] = phi[order]
+    if padded.shape[1] <= padded.shape[2]:
+        return padded @ padded.mT
+    return padded.mT @ padded
 
 
 def _smaller_moment(phi: Tensor) -> Tensor:
@@ -340,9 +359,7 @@ def _streaming_joint(
 ) -> _Gram:
     """The joint kernel's D x D second moment(s) from an explicit feature map."""
     if labelled:  # block-diagonal: the image features of each label's samples on their own
-        phi = image.features(features)
-        _, index = torch.unique(conditions, return_inverse=True)
-        return _Gram(tuple(_smaller_moment(phi[index == label]) for label in index.unique()))
+        return _Gram(_label_blocks(image.features(features), conditions))
     sigma, condition_sigma, num_features, seed = gaussian
     if sigma is not None and condition_sigma is not None:
         scaled = torch.cat(
@@ -350,7 +367,7 @@ def _streaming_joint(
             dim=1,
         )
         joint = resolve_kernel("gaussian", sigma=1.0, num_features=num_features, seed=seed)
-        return _Gram((_smaller_moment(joint.features(scaled)),))
+        return _Gram(_smaller_moment(joint.features(scaled)))
     phi, psi = image.features(features), condition.features(conditions, "condition_features")
     size = phi.shape[1] * psi.shape[1]
     if size > MAX_TENSOR_FEATURES:
@@ -362,4 +379,4 @@ def _streaming_joint(
             "(num_features=None)"
         )
     tensor = (phi.unsqueeze(2) * psi.unsqueeze(1)).reshape(phi.shape[0], size)
-    return _Gram((_smaller_moment(tensor),))
+    return _Gram(_smaller_moment(tensor))

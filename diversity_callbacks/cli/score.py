@@ -139,6 +139,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Schur complement entropy and its text part; auto: with prompts, an embedder of "
         "prompts, and a prompt with 2+ images",
     )
+    for flag, score in (("cond-vendi", "Conditional-Vendi"), ("info-vendi", "Information-Vendi")):
+        metrics.add_argument(
+            f"--{flag}",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help=f"the published {score} score (arXiv 2411.02817); default: with prompts and an "
+            "embedder of prompts (embed_texts; for embeddings files, a 'text_embeddings' key)",
+        )
     metrics.add_argument("--sce-kernel", choices=("cosine", "linear", "gaussian"), default=None)
     metrics.add_argument("--sce-sigma", type=float)
     metrics.add_argument("--sce-num-features", type=_positive_int)
@@ -388,6 +396,8 @@ def build_evaluator(
         "vendi_sigma": args.vendi_sigma,
         "vendi_num_features": args.vendi_num_features,
         "sce_kwargs": sce_kwargs,
+        "cond_vendi": args.cond_vendi,
+        "info_vendi": args.info_vendi,
     }
     try:
         if prompts:

@@ -45,6 +45,7 @@ from diversity_callbacks.evaluation.metrics import (
     MetricValues,
     as_evaluation_metric,
     builtin_metrics,
+    prompt_aware_metrics,
     sce_metric,
 )
 from diversity_callbacks.evaluation.samples import SampleEmbedder, thumbnails_of
@@ -122,6 +123,10 @@ class DiversityEvaluator:
         sce: the Schur complement entropy given the prompts and its text part; ``None``: where
             defined (prompts, ``embed_texts``, 2+ samples per prompt).
         sce_kwargs: keyword arguments of :class:`~diversity_callbacks.SchurComplementEntropy`.
+        cond_vendi: the published Conditional-Vendi score (``cond_vendi_q1``, ...; prompts by the
+            cosine kernel of their text embeddings, classes by the label kernel); ``None``:
+            where defined (class labels, or prompts and ``embed_texts``).
+        info_vendi: the Information-Vendi score (``info_vendi_q1``, ...); ``None`` as above.
         metrics: more metrics by name: torchmetrics ``Metric`` objects taking the embeddings, or
             :class:`~diversity_callbacks.EvaluationMetric` wrappers declaring other inputs.
         spectrum: also return the eigenvalues of the Vendi kernel.
@@ -160,6 +165,8 @@ class DiversityEvaluator:
         conditional: bool | None = None,
         sce: bool | None = None,
         sce_kwargs: Mapping[str, Any] | None = None,
+        cond_vendi: bool | None = None,
+        info_vendi: bool | None = None,
         metrics: Mapping[str, Any] | None = None,
         spectrum: bool = False,
         max_thumbnail_conditions: int = 16,
@@ -185,6 +192,7 @@ class DiversityEvaluator:
         }
         self.sce = sce
         self.sce_kwargs = dict(sce_kwargs or {})
+        self.prompt_aware = {"cond_vendi": cond_vendi, "info_vendi": info_vendi}
         self.thumbnail_limits = (
             check_positive_int(max_thumbnail_conditions, "max_thumbnail_conditions"),
             check_positive_int(max_thumbnails_per_condition, "max_thumbnails_per_condition"),
@@ -198,7 +206,7 @@ class DiversityEvaluator:
             self.evaluation_set, self.vendi_orders, self.kernel_kwargs, conditional, spectrum
         )
         for name, metric in (metrics or {}).items():
-            if name in self.metrics or name == "sce":
+            if name in self.metrics or name in ("sce", *self.prompt_aware):
                 raise ValueError(f"`metrics` name {name!r} is taken by a built-in metric")
             self.metrics[name] = as_evaluation_metric(name, metric)
         if self.embedder is not None:
@@ -230,11 +238,20 @@ class DiversityEvaluator:
             self.embedder.to(device)
 
     def _add_sce(self) -> None:
-        """Decide whether SCE is on, now that the embedder is known, and register it."""
+        """Decide whether SCE, Conditional- and Information-Vendi are on, now that the embedder
+        is known, and register them."""
         metric = sce_metric(self.evaluation_set, self.sample_embedder, self.sce, self.sce_kwargs)
         self.sce = metric is not None
         if metric is not None:
             self.metrics.setdefault("sce", metric)
+        for name, plugin in prompt_aware_metrics(
+            self.evaluation_set,
+            self.sample_embedder,
+            self.vendi_orders,
+            self.kernel_kwargs,
+            self.prompt_aware,
+        ).items():
+            self.metrics.setdefault(name, plugin)
 
     # ------------------------------------------------------------------ one evaluation
 

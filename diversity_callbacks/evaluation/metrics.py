@@ -31,6 +31,10 @@ from torchmetrics.utilities.exceptions import TorchMetricsUserError
 from diversity_callbacks.evaluation.conditions import EvaluationSet
 from diversity_callbacks.evaluation.samples import SampleEmbedder
 from diversity_callbacks.metrics.conditional import ConditionalVendiScore
+from diversity_callbacks.metrics.conditional_vendi import (
+    ConditionalVendiScore as PublishedConditionalVendi,
+)
+from diversity_callbacks.metrics.conditional_vendi import InformationVendiScore
 from diversity_callbacks.metrics.schur import SchurComplementEntropy
 from diversity_callbacks.metrics.vendi import VendiScore
 
@@ -215,6 +219,51 @@ def sce_metric(
         inputs=("embeddings", "condition_embeddings"),
         keys={"sce": "sce", "text_part": "sce_text", "image_vendi": image_vendi},
     )
+
+
+PROMPT_AWARE = {"cond_vendi": PublishedConditionalVendi, "info_vendi": InformationVendiScore}
+"""The published prompt-aware scores (arXiv 2411.02817) by the name they are logged under."""
+
+
+def prompt_aware_metrics(
+    evaluation_set: EvaluationSet,
+    sample_embedder: SampleEmbedder,
+    orders: Sequence[float],
+    kernel_kwargs: Mapping[str, Any],
+    switches: Mapping[str, bool | None],
+) -> dict[str, EvaluationMetric]:
+    """Conditional-Vendi and Information-Vendi where defined and asked for.
+
+    ``switches`` maps ``"cond_vendi"`` and ``"info_vendi"`` to ``None`` (where defined: class
+    labels, or prompts with an embedder that has ``embed_texts``), ``True`` (raises where not
+    defined, naming what is missing) or ``False``. Prompts are compared by the cosine kernel of
+    their text embeddings, class labels by the label kernel; the samples' kernel is the Vendi
+    score's (cosine or Gaussian).
+    """
+    kind = evaluation_set.kind
+    needs = [
+        (
+            f"class labels, or text prompts with an embedder that has embed_texts(prompts) (got "
+            f"{kind!r} conditions and {type(sample_embedder.embedder).__name__})",
+            kind == "class" or (kind == "prompt" and sample_embedder.embeds_texts),
+        ),
+        (
+            f"a cosine or Gaussian vendi_kernel (got {kernel_kwargs.get('kernel')!r})",
+            kernel_kwargs.get("kernel", "cosine") in ("cosine", "gaussian"),
+        ),
+    ]
+    missing = [need for need, holds in needs if not holds]
+    conditions = "condition_ids" if kind == "class" else "condition_embeddings"
+    options = {key: value for key, value in kernel_kwargs.items() if value is not None}
+    plugins = {}
+    for name, metric_class in PROMPT_AWARE.items():
+        if switches.get(name) and missing:
+            raise ValueError(f"`{name}=True` needs {' and '.join(missing)}")
+        if missing or switches.get(name) is False:
+            continue
+        metric = metric_class(q=orders, **options)
+        plugins[name] = EvaluationMetric(metric, inputs=("embeddings", conditions))
+    return plugins
 
 
 def as_evaluation_metric(name: str, metric: Any) -> EvaluationMetric:

@@ -22,8 +22,8 @@ import time
 from typing import Any
 
 import torch
-
 from bench_vendi import CLUSTERS, SIGMA, make_data
+
 from diversity_callbacks.functional import conditional_vendi_score
 
 NUM_FEATURES = 256
@@ -53,7 +53,9 @@ def measure(n: int, kernel: str) -> dict[str, float]:
     streamed = {"num_features": NUM_FEATURES} if kernel == "gaussian" else {"num_features": 1}
     gram = data @ data.T
     bare_eig, _ = best_of(lambda: torch.linalg.eigvalsh(gram), repeats)
-    exact_s, exact = best_of(lambda: conditional_vendi_score(data, condition_ids=labels, **options), repeats)
+    exact_s, exact = best_of(
+        lambda: conditional_vendi_score(data, condition_ids=labels, **options), repeats
+    )
     features = data[:, :512].contiguous()
     bare_gemm, _ = best_of(lambda: features.T @ features, 5)
     stream_s, stream = best_of(

@@ -7,6 +7,7 @@ across resumes and sends the result to the trainer's loggers.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import warnings
@@ -43,7 +44,8 @@ class DiversityCallback(Callback):
     from the start), ``every_n_train_steps`` (after the batch whose optimizer step(s) bring
     ``trainer.global_step`` to or past a multiple of it), ``every_n_epochs`` and
     ``after_validation`` (before ``EarlyStopping`` and ``ModelCheckpoint`` read the metrics)
-    combine; one ``global_step`` is evaluated at most once; without a cadence,
+    combine; ``evaluate_on_train_end`` scores the final model when the last step was not
+    evaluated; one ``global_step`` is evaluated at most once; without a cadence,
     ``every_n_epochs=1``; the sanity check is skipped.
 
     **Logging.** The result's scalars (``diversity/vendi_q1``, ``diversity/conditional_vendi_q1``,
@@ -63,6 +65,8 @@ class DiversityCallback(Callback):
         after_validation: evaluate at the end of every validation epoch.
         evaluate_at_start: evaluate once before the first training step (not on resume: the
             checkpoint's last values are put back in ``trainer.callback_metrics`` instead).
+        evaluate_on_train_end: evaluate once more when training ends at a step that was not
+            evaluated, so that the final model is scored.
         sample_fn: how to sample; default ``pl_module.generate``. A ``value_range`` attribute
             of the sampler is the default ``value_range``.
         log_images: send sample grids to the loggers that take media (W&B, TensorBoard, MLflow,
@@ -94,6 +98,7 @@ class DiversityCallback(Callback):
         every_n_epochs: int | None = None,
         after_validation: bool = False,
         evaluate_at_start: bool = True,
+        evaluate_on_train_end: bool = True,
         sample_fn: SampleFn | None = None,
         log_images: bool = True,
         on_error: Literal["raise", "warn"] = "raise",
@@ -125,6 +130,7 @@ class DiversityCallback(Callback):
         self.every_n_epochs = every_n_epochs
         self.after_validation = bool(after_validation)
         self.evaluate_at_start = bool(evaluate_at_start)
+        self.evaluate_on_train_end = bool(evaluate_on_train_end)
         if sample_fn is not None and not callable(sample_fn):
             raise TypeError(f"`sample_fn` must be callable, got {type(sample_fn).__name__}")
         self.sample_fn = sample_fn
@@ -134,12 +140,16 @@ class DiversityCallback(Callback):
         self.on_error = on_error
         self.media_dir = media_dir
         self.history: list[dict[str, float]] = []
-        """One dict per evaluation: ``step``, ``epoch`` and the logged scalars."""
+        """One dict per evaluation: ``step`` (the loggers' x-axis), ``global_step``, ``epoch``
+        and the logged scalars."""
+        self.resumed = False
+        """Whether this fit's history came from a checkpoint (what a monitor's state needs)."""
         self.last_timings: dict[str, float] = {}
         """Seconds spent on this rank in the last evaluation: ``sampling``, ``embedding``,
         ``metric`` (updates, sync, compute, gathering images) and ``logging``."""
         self._last_step = -1
         self._step_seen = 0
+        self._state_key = self._build_state_key()
 
     # ------------------------------------------------------------------ identity and state
 
@@ -151,7 +161,11 @@ class DiversityCallback(Callback):
     @property
     def state_key(self) -> str:
         """Identifies the evaluation set and its keys, so that two instances keep separate
-        states in a checkpoint; the cadence is left out, so it may change on resume."""
+        states in a checkpoint; the cadence is left out, so it may change on resume. The other
+        settings that change the numbers are checked on resume instead (:attr:`settings`)."""
+        return self._state_key
+
+    def _build_state_key(self) -> str:
         evaluation_set = self.evaluation_set
         # The argument names of 0.1.0 for prompts, so that its checkpoints resume.
         kind = {"prompt": "prompts", "class": "class_labels", "none": "unconditional"}
@@ -162,12 +176,54 @@ class DiversityCallback(Callback):
             seed=evaluation_set.seed,
         )
 
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The settings, besides those of :attr:`state_key`, that change the logged numbers.
+
+        Saved with the history: a resume whose settings differ starts a fresh history, so that
+        one history never mixes two definitions of a score.
+        """
+        evaluator, embedder = self.evaluator, self.evaluator.embedder
+        return json.loads(  # JSON types, as a checkpoint gives them back
+            json.dumps(
+                {
+                    "vendi_orders": [str(q) for q in evaluator.vendi_orders],
+                    **{f"vendi_{k}": v for k, v in evaluator.kernel_kwargs.items()},
+                    "sce_kwargs": evaluator.sce_kwargs,
+                    "metrics": {
+                        name: type(getattr(m, "metric", m)).__qualname__
+                        for name, m in sorted(evaluator.metrics.items())
+                    },
+                    "value_range": evaluator.sample_embedder.value_range,
+                    "embedder": [
+                        type(embedder).__qualname__,
+                        getattr(embedder, "model_name", None),
+                    ],
+                },
+                default=repr,
+            )
+        )
+
     def state_dict(self) -> dict[str, Any]:
-        return {"last_step": self._last_step, "history": [dict(row) for row in self.history]}
+        return {
+            "last_step": self._last_step,
+            "history": [dict(row) for row in self.history],
+            "settings": self.settings,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._last_step = int(state_dict["last_step"])
-        self.history = [dict(row) for row in state_dict["history"]]
+        last_step, history = _checked_state(state_dict, self.state_key)
+        saved = state_dict.get("settings")  # absent in older checkpoints: not checkable
+        changed = _changed(saved, self.settings) if saved is not None else []
+        if changed:
+            warnings.warn(
+                f"{self.state_key}: the checkpoint's diversity history was measured with other "
+                f"settings ({'; '.join(changed)}); starting a fresh history",
+                UserWarning,
+                stacklevel=2,
+            )
+            return
+        self._last_step, self.history, self.resumed = last_step, history, True
 
     sample_seed = staticmethod(sample_seed)
 
@@ -180,12 +236,13 @@ class DiversityCallback(Callback):
             # A second fit starts afresh; a resumed one gets its history back from the
             # checkpoint, which Lightning loads after setup.
             self.history, self._last_step, self._step_seen = [], -1, 0
+            self.resumed = False
         self.evaluator.prepare(pl_module.device)
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._step_seen = trainer.global_step  # after a resume, the checkpoint's step
         if self.history:  # resumed: what the monitors read is there before the next evaluation
-            last = {k: v for k, v in self.history[-1].items() if k not in ("step", "epoch")}
+            last = {k: v for k, v in self.history[-1].items() if k not in ROW_FIELDS}
             trainer.callback_metrics.update(_as_tensors(last))
         elif self.evaluate_at_start and self._may_evaluate(trainer):
             self.evaluate(trainer, pl_module)
@@ -210,6 +267,10 @@ class DiversityCallback(Callback):
         n = self.every_n_epochs
         if n is not None and (trainer.current_epoch + 1) % n == 0 and self._may_evaluate(trainer):
             self.evaluate(trainer, pl_module)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.evaluate_on_train_end and self._may_evaluate(trainer):
+            self.evaluate(trainer, pl_module)  # the final model, when its step was not scored
 
     def _may_evaluate(self, trainer: Trainer) -> bool:
         """Not in the sanity check, and not twice at one global step (fast_dev_run included:
@@ -259,18 +320,77 @@ class DiversityCallback(Callback):
     def _publish(self, trainer: Trainer, result: EvaluationResult) -> None:
         """Write callback_metrics on every rank, the history, and the loggers on rank 0."""
         start = time.perf_counter()
-        scalars = result.scalars
+        scalars, step = result.scalars, logger_step(trainer)
         trainer.callback_metrics.update(_as_tensors(scalars))
         self.history.append(
-            {"step": trainer.global_step, "epoch": trainer.current_epoch, **scalars}
+            {
+                "step": step,
+                "global_step": trainer.global_step,
+                "epoch": trainer.current_epoch,
+                **scalars,
+            }
         )
         if trainer.is_global_zero:
-            # The step self.log uses for the current batch (LearningRateMonitor logs at it too):
-            # optimizer steps before this batch, one per batch whatever the number of optimizers.
-            step = trainer.fit_loop.epoch_loop._batches_that_stepped
             logged = replace(result, scalars={**scalars, "epoch": trainer.current_epoch})
             publish(trainer.loggers, self.evaluator, logged, step, media_dir=self.media_dir)
         self.last_timings = {**result.timings, "logging": time.perf_counter() - start}
+
+
+ROW_FIELDS = ("step", "global_step", "epoch")
+"""The fields of a history row that are not logged scores."""
+
+
+def logger_step(trainer: Trainer) -> int:
+    """The step at which ``self.log`` puts the current batch's values (LearningRateMonitor logs
+    at it too): batches that stepped before this one, one per batch whatever the number of
+    optimizers, so it differs from ``trainer.global_step`` (optimizer steps, after the batch)."""
+    return trainer.fit_loop.epoch_loop._batches_that_stepped
+
+
+def checked_state_entry(state: Any, owner: str, key: str, kind: type | tuple[type, ...]) -> Any:
+    """``state[key]``, checked to be of ``kind``: an edited or foreign checkpoint fails naming
+    the callback (its state key) and the entry, not deep in the resume."""
+    if not isinstance(state, Mapping):
+        raise TypeError(f"{owner}: checkpoint state must be a dict, got {type(state).__name__}")
+    if key not in state:
+        raise ValueError(
+            f"{owner}: checkpoint state has no {key!r} entry (it has {sorted(map(str, state))})"
+        )
+    value, kinds = state[key], kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        expected = " or ".join(k.__name__ for k in kinds)
+        raise TypeError(
+            f"{owner}: checkpoint entry {key!r} must be {expected}, got "
+            f"{type(value).__name__} {value!r:.60}"
+        )
+    return value
+
+
+def _checked_state(state: Any, owner: str) -> tuple[int, list[dict[str, float]]]:
+    """The last evaluated step and the history of a checkpoint state, each row checked."""
+    last_step = checked_state_entry(state, owner, "last_step", int)
+    history = checked_state_entry(state, owner, "history", list)
+    for index, row in enumerate(history):
+        where = f"{owner} history[{index}]"
+        if not isinstance(row, Mapping):
+            raise TypeError(f"{where}: a history row must be a dict, got {type(row).__name__}")
+        checked_state_entry(row, where, "step", int)
+        for key in row:
+            checked_state_entry(row, where, key, (int, float))
+    # Rows of older checkpoints have one step, the global step.
+    return last_step, [
+        {**row, "global_step": row.get("global_step", row["step"])} for row in history
+    ]
+
+
+def _changed(saved: Any, current: dict[str, Any]) -> list[str]:
+    """``"name: old -> new"`` for each setting that differs between a checkpoint and now."""
+    saved = saved if isinstance(saved, dict) else {}
+    return [
+        f"{name}: {saved.get(name)!r} -> {value!r}"
+        for name, value in current.items()
+        if saved.get(name) != value
+    ]
 
 
 def _as_tensors(scalars: Mapping[str, float]) -> dict[str, Tensor]:

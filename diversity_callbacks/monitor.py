@@ -18,7 +18,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_warn
 
 from diversity_callbacks._validation import check_positive_int
-from diversity_callbacks.callback import DiversityCallback
+from diversity_callbacks.callback import ROW_FIELDS, DiversityCallback, checked_state_entry
 
 
 class DiversityCollapseMonitor(Callback):
@@ -37,8 +37,11 @@ class DiversityCollapseMonitor(Callback):
     and DDP runs stop together. A NaN value counts as below the threshold.
 
     Args:
-        diversity: the callback whose evaluations are judged (also in ``Trainer(callbacks=...)``).
-        monitor: the key judged; default ``"{prefix}/vendi_q1"`` of ``diversity``'s evaluator.
+        diversity: the callback whose evaluations are judged; it must be in the same
+            ``Trainer(callbacks=...)`` (checked at setup).
+        monitor: the key judged: any scalar key of ``diversity.history`` rows (e.g.
+            ``"diversity/vendi_q2"``, ``"diversity/conditional_vendi_q1"``); default
+            ``"{prefix}/vendi_q1"`` of ``diversity``'s evaluator.
         min_value: fire below this absolute value.
         min_fraction: fire below this fraction of the baseline, in ``(0, 1]`` (give exactly one
             of ``min_value`` and ``min_fraction``).
@@ -83,9 +86,11 @@ class DiversityCollapseMonitor(Callback):
             raise ValueError(f'`mode` must be "stop" or "warn", got {mode!r}')
         self.mode = mode
         self.collapse_step: int | None = None
-        """Global step of the evaluation at which the monitor last fired; None if it never did."""
+        """Step (history ``step``, the loggers' x-axis) of the evaluation at which the monitor
+        last fired; None if it never did."""
         self._judged = 0  # rows of diversity.history already compared
         self._below = 0  # consecutive evaluations below the threshold
+        self._restored_for: str | None = None  # the callback state key of a loaded state
 
     # ------------------------------------------------------------------ identity and state
 
@@ -99,20 +104,40 @@ class DiversityCollapseMonitor(Callback):
         )
 
     def state_dict(self) -> dict[str, Any]:
-        return {"judged": self._judged, "below": self._below, "collapse_step": self.collapse_step}
+        return {
+            "judged": self._judged,
+            "below": self._below,
+            "collapse_step": self.collapse_step,
+            "diversity": self.diversity.state_key,  # whose history the counts refer to
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._judged, self._below = int(state_dict["judged"]), int(state_dict["below"])
-        self.collapse_step = state_dict["collapse_step"]
+        owner = self.state_key
+        self._judged = checked_state_entry(state_dict, owner, "judged", int)
+        self._below = checked_state_entry(state_dict, owner, "below", int)
+        self.collapse_step = checked_state_entry(
+            state_dict, owner, "collapse_step", (int, type(None))
+        )
+        # Older checkpoints do not say whose history: the callback's own key then.
+        self._restored_for = state_dict.get("diversity", self.diversity.state_key)
 
     # ------------------------------------------------------------------ hooks, in call order
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if stage == "fit":
-            # DiversityCallback starts a fresh history at fit; a resume restores both states.
-            self._judged, self._below, self.collapse_step = 0, 0, None
+        if stage != "fit":
+            return
+        if not any(callback is self.diversity for callback in trainer.callbacks):
+            raise ValueError(
+                f"DiversityCollapseMonitor({self.monitor!r}) judges a DiversityCallback that is "
+                "not in the Trainer, so it would never fire: pass both, e.g. "
+                "Trainer(callbacks=[diversity, monitor]) with the same `diversity` object"
+            )
+        # DiversityCallback starts a fresh history at fit; a resume restores both states.
+        self._judged, self._below, self.collapse_step = 0, 0, None
+        self._restored_for = None
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._drop_counts_of_another_history()
         self._judge_new_rows(trainer)
 
     def on_train_batch_end(
@@ -126,10 +151,27 @@ class DiversityCollapseMonitor(Callback):
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._judge_new_rows(trainer)
 
-    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._judge_new_rows(trainer)  # an evaluation in the last hook still alerts
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # After every callback's on_train_end: the final evaluation alerts whatever the order.
+        self._judge_new_rows(trainer)
 
     # ------------------------------------------------------------------ judging
+
+    def _drop_counts_of_another_history(self) -> None:
+        """Keep a checkpoint's counts only if the callback restored the history they count
+        (a resume that changed its conditions, seed or scoring settings starts a new one)."""
+        restored_for, self._restored_for = self._restored_for, None
+        if restored_for is None:
+            return
+        if self.diversity.resumed and restored_for == self.diversity.state_key:
+            return
+        rank_zero_warn(
+            f"DiversityCollapseMonitor({self.monitor!r}): the checkpoint's judging state counts "
+            "a diversity history that this run did not restore (its settings changed); "
+            "judging starts afresh",
+            category=UserWarning,
+        )
+        self._judged, self._below, self.collapse_step = 0, 0, None
 
     def threshold(self, before: int | None = None) -> float | None:
         """The value below which the evaluation after the first ``before`` rows of the history
@@ -167,7 +209,7 @@ class DiversityCollapseMonitor(Callback):
 
     def _value(self, row: dict[str, float]) -> float:
         if self.monitor not in row:
-            keys = sorted(key for key in row if key not in ("step", "epoch"))
+            keys = sorted(key for key in row if key not in ROW_FIELDS)
             raise ValueError(
                 f"`monitor` {self.monitor!r} is not a logged diversity key; got {keys}"
             )

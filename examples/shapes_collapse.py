@@ -163,7 +163,7 @@ class Milestones(L.Callback):
 
     def _milestone(self, trainer: L.Trainer, pl_module: ShapesVAE, moment: str) -> None:
         history = self.diversity.history
-        if not history or history[-1]["step"] != trainer.global_step:
+        if not history or history[-1]["global_step"] != trainer.global_step:
             self.diversity.evaluate(trainer, pl_module)  # a collective: every rank calls it
         if trainer.is_global_zero:
             self._save_grid(trainer, pl_module, moment)
@@ -199,7 +199,7 @@ def summarize(
     finetune_start: int,
 ) -> dict[str, Any]:
     """Diversity at the start, before and after fine-tuning, on real data; the losses' ends."""
-    by_step = {int(row["step"]): row for row in history}
+    by_step = {int(row["global_step"]): row for row in history}
     moments = {"start": 0, "before_finetune": finetune_start, "after_finetune": max(by_step)}
     summary: dict[str, Any] = {
         "steps": moments,

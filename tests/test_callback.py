@@ -18,7 +18,14 @@ from torch import Tensor
 
 from diversity_callbacks import DiversityCallback, EvaluationError
 from diversity_callbacks.evaluation.evaluator import _eval_mode
-from tests.lightning_helpers import PROMPTS, QUIET, PixelEmbedder, TinyGenerator, tiny_data
+from tests.lightning_helpers import (
+    PROMPTS,
+    QUIET,
+    MeanNorm,
+    PixelEmbedder,
+    TinyGenerator,
+    tiny_data,
+)
 
 
 def make_callback(**kwargs: Any) -> DiversityCallback:
@@ -29,7 +36,9 @@ def make_callback(**kwargs: Any) -> DiversityCallback:
         "embedder": PixelEmbedder(),
         "every_n_train_steps": 2,
         "sce": False,
-        "evaluate_at_start": False,  # cadence tests count cadence evaluations; the baseline has its own
+        # cadence tests count cadence evaluations; the baseline and the final one have their own
+        "evaluate_at_start": False,
+        "evaluate_on_train_end": False,
     }
     options.update(kwargs)
     return DiversityCallback(prompts, **options)
@@ -44,7 +53,8 @@ def fit(callbacks: list, module: TinyGenerator | None = None, val: bool = False,
 
 
 def steps(callback: DiversityCallback) -> list[int]:
-    return [row["step"] for row in callback.history]
+    """The global steps evaluated (the cadence counts them; ``step`` is the loggers' one)."""
+    return [row["global_step"] for row in callback.history]
 
 
 # ---------------------------------------------------------------- leaving training untouched
@@ -146,7 +156,7 @@ def test_unchanged_model_gives_identical_scores_at_every_evaluation():
     callback = make_callback(vendi_orders=(1, 2, "inf"))
     fit([callback], module=TinyGenerator(lr=0.0), max_steps=4)
     first, second = (
-        {k: v for k, v in row.items() if "seconds" not in k and k != "step"}
+        {k: v for k, v in row.items() if "seconds" not in k and "step" not in k}
         for row in callback.history
     )
     assert first == second
@@ -245,7 +255,8 @@ def test_values_share_the_x_axis_of_self_log_for_the_same_batch(tmp_path: Path, 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     csv, board = CSVLogger(tmp_path, name="csv"), TensorBoardLogger(tmp_path, name="tb")
-    callback = make_callback(every_n_train_steps=4, evaluate_at_start=True)
+    media_dir = tmp_path / "media"
+    callback = make_callback(every_n_train_steps=4, evaluate_at_start=True, media_dir=media_dir)
     fit([callback], module=module(), max_steps=8, logger=[csv, board], log_every_n_steps=1)
     rows = csv_rows(csv)
     losses = [int(r["step"]) for r in rows if r["train_loss"]]  # one per batch
@@ -257,6 +268,10 @@ def test_values_share_the_x_axis_of_self_log_for_the_same_batch(tmp_path: Path, 
     batches = [b // 2 if module is TwoOptimizers else b for b in (4, 8)]
     aligned = [0] + [losses[b - 1] for b in batches]
     assert [int(r["step"]) for r in logged] == aligned
+    # one step per evaluation everywhere: history, media_dir and the loggers
+    assert [row["step"] for row in callback.history] == aligned
+    assert sorted(path.name for path in media_dir.iterdir()) == [f"step_{s:06d}" for s in aligned]
+    assert steps(callback) == [0, 4, 8]  # the global steps, kept as their own field
     assert all(r["epoch"] == "0" for r in logged)  # filled, as on self.log rows
     events = EventAccumulator(board.log_dir)
     events.Reload()
@@ -264,6 +279,19 @@ def test_values_share_the_x_axis_of_self_log_for_the_same_batch(tmp_path: Path, 
     assert [e.step for e in events.Scalars("train_loss")][: aligned[-1] + 1] == losses[
         : aligned[-1] + 1
     ]
+
+
+@pytest.mark.parametrize("final", [True, False])
+def test_the_final_model_is_scored_when_its_step_was_not_evaluated(tmp_path: Path, final: bool):
+    csv = CSVLogger(tmp_path)
+    callback = make_callback(every_n_train_steps=5, evaluate_on_train_end=final)
+    fit([callback], max_steps=12, logger=csv)
+    assert steps(callback) == ([5, 10, 12] if final else [5, 10])
+    logged = [int(r["step"]) for r in csv_rows(csv) if r["diversity/vendi_q1"]]
+    assert logged == [row["step"] for row in callback.history]
+    on_cadence = make_callback(every_n_train_steps=4, evaluate_on_train_end=True)
+    fit([on_cadence], max_steps=12)
+    assert steps(on_cadence) == [4, 8, 12]  # the last step was evaluated: not twice
 
 
 @pytest.mark.parametrize(("enabled", "terminal"), [(True, True), (False, True), (True, False)])
@@ -312,6 +340,68 @@ def test_resume_continues_the_schedule_and_the_history_of_each_instance(tmp_path
     assert steps(resumed[0]) == [2, 4, 6, 8]
     assert steps(resumed[1]) == [3, 6]
     assert resumed[0].history[:2] == first[0].history
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"vendi_kernel": "linear"}, "vendi_kernel: 'cosine' -> 'linear'"),
+        ({"vendi_orders": (1,)}, "vendi_orders: ['1.0', '2.0'] -> ['1.0']"),
+        ({"vendi_kernel": "gaussian", "vendi_sigma": 1.0}, "vendi_sigma: None -> 1.0"),
+        ({"metrics": {"norm": MeanNorm()}}, "'norm': 'MeanNorm', 'vendi'"),
+    ],
+)
+def test_a_resume_that_changes_how_scores_are_computed_starts_a_fresh_history(
+    tmp_path: Path, change: dict[str, Any], named: str
+):
+    first = make_callback(every_n_train_steps=2)
+    trainer, _ = fit([first], max_steps=4)
+    trainer.save_checkpoint(tmp_path / "step4.ckpt")
+    resumed = make_callback(every_n_train_steps=2, evaluate_at_start=True, **change)
+    assert resumed.state_key == first.state_key  # the same evaluation set...
+    trainer = L.Trainer(**{**QUIET, "max_steps": 8, "callbacks": [resumed]})
+    with pytest.warns(UserWarning, match=re.escape(named) + ".*starting a fresh history"):
+        trainer.fit(TinyGenerator(), tiny_data(), ckpt_path=tmp_path / "step4.ckpt")
+    # ...but other numbers: a new baseline at the resumed step, never the old rows
+    assert steps(resumed) == [4, 6, 8] and not resumed.resumed
+
+
+DELETED = object()
+
+
+@pytest.mark.parametrize(
+    ("edit", "error", "message"),
+    [
+        (
+            {"last_step": "abc"},
+            TypeError,
+            "checkpoint entry 'last_step' must be int, got str 'abc'",
+        ),
+        ({"last_step": True}, TypeError, "'last_step' must be int, got bool"),
+        ({"history": None}, TypeError, "checkpoint entry 'history' must be list, got NoneType"),
+        ({"history": DELETED}, ValueError, "checkpoint state has no 'history' entry"),
+        ({"history": [[2, 1.0]]}, TypeError, "history[0]: a history row must be a dict, got list"),
+        (
+            {"history": [{"step": "2"}]},
+            TypeError,
+            "history[0]: checkpoint entry 'step' must be int",
+        ),
+        ({"history": [{"epoch": 0}]}, ValueError, "history[0]: checkpoint state has no 'step'"),
+        (
+            {"history": [{"step": 2, "diversity/vendi_q1": "high"}]},
+            TypeError,
+            "entry 'diversity/vendi_q1' must be int or float, got str 'high'",
+        ),
+    ],
+)
+def test_an_edited_checkpoint_state_fails_naming_the_callback_and_the_entry(
+    edit: dict[str, Any], error: type, message: str
+):
+    callback = make_callback()
+    state = {**callback.state_dict(), **edit}
+    state = {key: value for key, value in state.items() if value is not DELETED}
+    with pytest.raises(error, match=re.escape(callback.state_key) + ".*" + re.escape(message)):
+        callback.load_state_dict(state)
 
 
 def test_monitors_find_the_values_before_the_first_evaluation_of_a_resumed_run(tmp_path: Path):

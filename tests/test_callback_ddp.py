@@ -43,7 +43,11 @@ def test_two_ranks_log_the_same_diversity_as_one(runs: dict[int, list[dict]]):
     (single,), (rank0, rank1) = runs[1], runs[2]
     for prefix in ("diversity", "single"):
         expected = [scores(row) for row in single["history"][prefix]]
-        assert [row["step"] for row in expected] == [0, 2, 4]  # the baseline, then the cadence
+        assert [row["global_step"] for row in expected] == [
+            0,
+            2,
+            4,
+        ]  # the baseline, then the cadence
         for got in (rank0, rank1):  # compute() runs on every rank, so both ranks agree
             rows = [scores(row) for row in got["history"][prefix]]
             assert [row.keys() for row in rows] == [row.keys() for row in expected]

@@ -88,7 +88,7 @@ def test_the_callback_samples_the_modules_pipeline_in_unit_range_without_value_r
     )
     assert callback.evaluator.sample_embedder.value_range == "[0,1]"
     L.Trainer(**QUIET, max_steps=1, callbacks=[callback]).fit(PipelineModule(sd), dummy_data(2))
-    assert [row["step"] for row in callback.history] == [0, 1]
+    assert [row["global_step"] for row in callback.history] == [0, 1]
     # the pipeline is frozen: both evaluations drew the same images
     assert callback.history[0]["diversity/vendi_q1"] == callback.history[1]["diversity/vendi_q1"]
 
@@ -120,7 +120,7 @@ def test_two_ddp_ranks_log_what_one_device_logs(tmp_path: Path):
         sys.path.remove(str(REPO / "tests" / "scripts"))
     ranks = launch_script(SCRIPT, tmp_path / "ddp", devices=2)
     single = run(tmp_path / "single", devices=1)["history"]  # in this process
-    assert [row["step"] for row in single] == [0, 1]
+    assert [row["global_step"] for row in single] == [0, 1]
     for rank in ranks:
         assert [row.keys() for row in rank["history"]] == [row.keys() for row in single]
         for row, expected in zip(rank["history"], single, strict=True):
@@ -135,11 +135,13 @@ def test_the_readme_snippet_runs_as_written(sd, monkeypatch, tmp_path):
     monkeypatch.setattr("diversity_callbacks.embedders.clip.CLIPEmbedder", PixelEmbedder)
     monkeypatch.chdir(tmp_path)
     (block,) = python_blocks("docs/integrations/diffusers.md")
-    # the snippet's 25 guided steps on a 1-batch epoch: three steps, one evaluation at the start
+    # the snippet's 25 guided steps on a 1-batch epoch: three steps, the baseline at the start
+    # and the final model at the end
     namespace = {"prompts": PROMPTS[:1], "model": PipelineModule(sd), "train_loader": dummy_data(2)}
     exec(block, namespace)
-    (row,) = namespace["diversity"].history
-    assert row["step"] == 0 and 1.0 < row["diversity/vendi_q1"] <= 4.0
+    history = namespace["diversity"].history
+    assert [row["global_step"] for row in history] == [0, 3]
+    assert all(1.0 < row["diversity/vendi_q1"] <= 4.0 for row in history)
 
 
 # ---------------------------------------------------------------- errors
@@ -271,7 +273,7 @@ def test_the_lora_example_runs_offline_and_its_samples_follow_the_training(tmp_p
         wandb.finish()  # a run left open would refuse the next test's run after teardown
         wandb.teardown()
     history = summary["history"]
-    assert [row["step"] for row in history] == [0, 2, 4]
+    assert [row["global_step"] for row in history] == [0, 2, 4]
     # only the LoRA weights train, and the samples move with them
     assert history[0]["diversity/vendi_q1"] != history[-1]["diversity/vendi_q1"]
     assert json.loads((tmp_path / "summary.json").read_text()) == summary

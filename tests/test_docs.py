@@ -65,7 +65,7 @@ def _check_readme(ns: Namespace, tmp_path: Path) -> None:
     collapse = ns["collapse"]
     diversity = collapse.diversity  # the snippet's callback (getting-started rebinds the name)
     assert collapse.collapse_step is None  # a healthy run: 200 steps, an evaluation every 50
-    assert [row["step"] for row in diversity.history] == [0, 50, 100, 150, 200]
+    assert [row["global_step"] for row in diversity.history] == [0, 50, 100, 150, 200]
     assert all(1.0 < row["diversity/vendi_q1"] <= 24.0 for row in diversity.history)
     (metrics_csv,) = (tmp_path / "logs").rglob("metrics.csv")
     with metrics_csv.open() as file:
@@ -83,7 +83,9 @@ def _check_getting_started(ns: Namespace, tmp_path: Path) -> None:
 def _check_callback(ns: Namespace, tmp_path: Path) -> None:
     diversity, trainer = ns["diversity"], ns["trainer"]
     # the baseline, then one evaluation per validation: each EarlyStopping check saw a fresh value
-    assert [row["step"] for row in diversity.history] == [0, 8, 16, 24]
+    assert [row["global_step"] for row in diversity.history] == [0, 8, 16, 24]
+    # at the step of val_loss: validation runs before the epoch's last batch counts as stepped
+    assert [row["step"] for row in diversity.history] == [0, 7, 15, 23]
     assert (
         trainer.callback_metrics["diversity/vendi_q1"]
         == diversity.history[-1]["diversity/vendi_q1"]

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from diversity_callbacks import DiversityCallback, DiversityCollapseMonitor
-from tests.lightning_helpers import PROMPTS, PixelEmbedder, TinyGenerator, tiny_data
+from tests.lightning_helpers import PROMPTS, QUIET, PixelEmbedder, TinyGenerator, tiny_data
 
 EVERY = 2
 MAX_STEPS = 12
@@ -64,15 +64,16 @@ def test_stops_after_patience_evaluations_below_a_fraction_of_the_baseline(monit
     diversity = make_diversity(collapsing_at(range(4, MAX_STEPS + 1)))
     monitor = DiversityCollapseMonitor(diversity, min_fraction=0.9, patience=2)
     callbacks = [monitor, diversity] if monitor_first else [diversity, monitor]
-    with pytest.warns(RuntimeWarning, match=r"diversity/vendi_q1 = .* at step 6 .* stopping"):
+    # global step 6 is the loggers' step 5: the message names the step the plots show
+    with pytest.warns(RuntimeWarning, match=r"diversity/vendi_q1 = .* at step 5 .* stopping"):
         trainer = fit(callbacks)
-    values = {int(row["step"]): row["diversity/vendi_q1"] for row in diversity.history}
+    values = {row["global_step"]: row["diversity/vendi_q1"] for row in diversity.history}
     assert values[4] < 0.9 * diversity.history[0]["diversity/vendi_q1"]  # a real collapse
     # the second collapsed evaluation fires (patience counts evaluations, not batches)...
-    assert monitor.collapse_step == 6
+    assert monitor.collapse_step == 5
     # ...and training stops after that batch, or the next one when the monitor's hook ran first
     assert trainer.global_step == (7 if monitor_first else 6)
-    assert max(values) == 6
+    assert max(values) == trainer.global_step  # the final model is scored, after a stop too
 
 
 @pytest.mark.parametrize(
@@ -137,7 +138,7 @@ def test_wandb_alert_is_sent_through_an_attached_wandb_logger(monkeypatch):
     trainer = SimpleNamespace(loggers=[FakeWandbLogger()], is_global_zero=True, should_stop=False)
     diversity.history.append({"step": 0, "epoch": 0, "diversity/vendi_q1": 2.0})
     with pytest.warns(RuntimeWarning, match="Diversity collapse"):
-        monitor.on_train_end(trainer, None)
+        monitor.on_fit_end(trainer, None)
     (alert,) = alerts
     assert alert["title"] == "Diversity collapse" and alert["level"] == wandb.AlertLevel.WARN
     assert "diversity/vendi_q1 = 2 at step 0" in alert["text"]
@@ -148,11 +149,11 @@ def test_no_evaluation_yet_is_not_an_error_and_a_wrong_key_names_the_logged_ones
     diversity = make_diversity()
     monitor = DiversityCollapseMonitor(diversity, "diversity/vendi_q3", min_fraction=0.5)
     trainer = SimpleNamespace(loggers=[], is_global_zero=True, should_stop=False)
-    monitor.on_train_end(trainer, None)  # empty history: nothing to judge
+    monitor.on_fit_end(trainer, None)  # empty history: nothing to judge
     assert monitor.threshold() is None
     diversity.history.append({"step": 2, "epoch": 0, "diversity/vendi_q1": 2.0})
     with pytest.raises(ValueError, match=re.escape("got ['diversity/vendi_q1']")):
-        monitor.on_train_end(trainer, None)
+        monitor.on_fit_end(trainer, None)
 
 
 def test_the_state_resumes_the_count_and_a_resumed_stopped_run_waits_for_a_new_evaluation():
@@ -162,16 +163,17 @@ def test_the_state_resumes_the_count_and_a_resumed_stopped_run_waits_for_a_new_e
     diversity.history.extend(
         [{"step": 2, "diversity/vendi_q1": 4.0}, {"step": 4, "diversity/vendi_q1": 2.0}]
     )
-    first.on_train_end(trainer, None)
+    first.on_fit_end(trainer, None)
     resumed = DiversityCollapseMonitor(diversity, min_value=3.0, patience=2)
     resumed.load_state_dict(first.state_dict())
     diversity.history.append({"step": 6, "diversity/vendi_q1": 2.5})
     with pytest.warns(RuntimeWarning, match="at step 6"):
-        resumed.on_train_end(trainer, None)
+        resumed.on_fit_end(trainer, None)
     assert trainer.should_stop and resumed.collapse_step == 6
     # resumed again after that stop: training goes on until the next evaluation decides
     again = DiversityCollapseMonitor(diversity, min_value=3.0, patience=2)
     again.load_state_dict(resumed.state_dict())
+    diversity.load_state_dict(diversity.state_dict())  # the callback restores its history too
     trainer.should_stop = False
     again.on_train_start(trainer, None)
     assert not trainer.should_stop
@@ -202,3 +204,84 @@ def test_the_monitored_callback_must_be_a_diversity_callback():
 def test_the_default_key_follows_the_evaluator_prefix():
     diversity = DiversityCallback(PROMPTS, embedder=PixelEmbedder(), prefix="val_div")
     assert DiversityCollapseMonitor(diversity, min_value=1.0).monitor == "val_div/vendi_q1"
+
+
+def test_a_monitor_whose_callback_is_not_in_the_trainer_fails_at_setup():
+    diversity = make_diversity()
+    monitor = DiversityCollapseMonitor(diversity, min_value=1.0)
+    with pytest.raises(ValueError, match=r"judges a DiversityCallback that is not in the Trainer"):
+        fit([monitor, make_diversity()])  # another instance than the one it judges
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"seed": 1},
+        {"samples_per_condition": 3},
+        {"prompts": PROMPTS[:2]},
+        {"vendi_kernel": "linear"},
+    ],
+    ids=["seed", "samples_per_condition", "prompts", "vendi_kernel"],
+)
+def test_after_a_resume_that_starts_a_fresh_history_the_monitor_judges_it_afresh(
+    tmp_path, recwarn, change: dict[str, Any]
+):
+    def pair(**options: Any) -> tuple[DiversityCallback, DiversityCollapseMonitor]:
+        arguments = {"samples_per_condition": 4, "every_n_train_steps": EVERY, **options}
+        diversity = DiversityCallback(
+            arguments.pop("prompts", PROMPTS), embedder=PixelEmbedder(), sce=False, **arguments
+        )
+        return diversity, DiversityCollapseMonitor(
+            diversity, min_value=1e9, patience=1, mode="warn"
+        )
+
+    trainer = fit(list(pair()), max_steps=8)
+    trainer.save_checkpoint(tmp_path / "step8.ckpt")
+    diversity, monitor = pair(**change)
+    L.seed_everything(0, verbose=False)
+    trainer = L.Trainer(**{**QUIET, "max_steps": 12, "callbacks": [diversity, monitor]})
+    trainer.fit(TinyGenerator(lr=0.0), tiny_data(), ckpt_path=tmp_path / "step8.ckpt")
+    # the new history's baseline (global step 8) is judged: below 1e9, it fires at once
+    assert diversity.history[0]["global_step"] == 8
+    assert monitor.collapse_step == diversity.history[0]["step"]
+    assert any("judging starts afresh" in str(w.message) for w in recwarn)
+
+
+def test_a_resume_with_unchanged_settings_keeps_the_monitors_count(tmp_path, recwarn):
+    diversity = make_diversity()
+    monitor = DiversityCollapseMonitor(diversity, min_value=1e9, patience=1, mode="warn")
+    trainer = fit([diversity, monitor], max_steps=8)
+    trainer.save_checkpoint(tmp_path / "step8.ckpt")
+    diversity = make_diversity()
+    monitor = DiversityCollapseMonitor(diversity, min_value=1e9, patience=1, mode="warn")
+    L.seed_everything(0, verbose=False)
+    trainer = L.Trainer(**{**QUIET, "max_steps": 12, "callbacks": [monitor, diversity]})
+    trainer.fit(TinyGenerator(lr=0.0), tiny_data(), ckpt_path=tmp_path / "step8.ckpt")
+    assert monitor.collapse_step == 0  # the first run's episode goes on: no second alert
+    assert not any("afresh" in str(w.message) for w in recwarn)
+
+
+@pytest.mark.parametrize(
+    ("edit", "error", "message"),
+    [
+        ({"judged": "4"}, TypeError, "checkpoint entry 'judged' must be int, got str '4'"),
+        ({"below": None}, TypeError, "checkpoint entry 'below' must be int, got NoneType"),
+        ({"collapse_step": 2.5}, TypeError, "'collapse_step' must be int or NoneType, got float"),
+    ],
+)
+def test_an_edited_checkpoint_state_fails_naming_the_monitor_and_the_entry(edit, error, message):
+    monitor = DiversityCollapseMonitor(make_diversity(), min_value=1.0)
+    with pytest.raises(error, match=re.escape(monitor.state_key) + ".*" + re.escape(message)):
+        monitor.load_state_dict({**monitor.state_dict(), **edit})
+    with pytest.raises(ValueError, match="checkpoint state has no 'judged' entry"):
+        monitor.load_state_dict({"below": 0, "collapse_step": None})
+
+
+def test_the_final_evaluation_is_judged_whatever_the_order_of_the_callbacks():
+    last = MAX_STEPS + 1  # off the cadence: only the evaluation at the end of training sees it
+    diversity = make_diversity(collapsing_at({last}))
+    monitor = DiversityCollapseMonitor(diversity, min_fraction=0.9, patience=1, mode="warn")
+    with pytest.warns(RuntimeWarning, match="Diversity collapse"):
+        fit([monitor, diversity], max_steps=last)
+    assert diversity.history[-1]["global_step"] == last
+    assert monitor.collapse_step == diversity.history[-1]["step"]

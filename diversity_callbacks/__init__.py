@@ -22,6 +22,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "VendiScore": "diversity_callbacks.metrics.vendi",
     "PerConditionVendiScore": "diversity_callbacks.metrics.per_condition",
+    "ConditionalVendiScore": "diversity_callbacks.metrics.conditional_vendi",
+    "InformationVendiScore": "diversity_callbacks.metrics.conditional_vendi",
     "SchurComplementEntropy": "diversity_callbacks.metrics.schur",
     "EmbeddingCLIPScore": "diversity_callbacks.metrics.clip_score",
     "QualityWeightedVendiScore": "diversity_callbacks.metrics.quality",
@@ -51,6 +53,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from diversity_callbacks.evaluation.existing import evaluate_existing  # noqa: F401
     from diversity_callbacks.evaluation.metrics import EvaluationMetric  # noqa: F401
     from diversity_callbacks.metrics.clip_score import EmbeddingCLIPScore  # noqa: F401
+    from diversity_callbacks.metrics.conditional_vendi import (  # noqa: F401
+        ConditionalVendiScore,
+        InformationVendiScore,
+    )
     from diversity_callbacks.metrics.per_condition import PerConditionVendiScore  # noqa: F401
     from diversity_callbacks.metrics.quality import QualityWeightedVendiScore  # noqa: F401
     from diversity_callbacks.metrics.schur import SchurComplementEntropy  # noqa: F401

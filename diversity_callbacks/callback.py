@@ -78,7 +78,7 @@ class DiversityCallback(Callback):
             spectrum under ``media_dir/step_000120/``, whatever the loggers (CSV users).
         evaluator_options: keyword arguments of :class:`~diversity_callbacks.DiversityEvaluator`
             (``class_labels``, ``num_samples``, ``embedder``, ``value_range``, ``batch_size``,
-            ``seed``, ``vendi_orders``, ``vendi_kernel``, ``sce``, ``metrics``, ``prefix``...).
+            ``seed``, ``vendi_orders``, ``vendi_kernel``, ``sce``, ``cond_vendi``, ``info_vendi``, ``metrics``, ``prefix``...).
 
     Examples:
         >>> from diversity_callbacks import DiversityCallback

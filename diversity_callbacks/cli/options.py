@@ -114,6 +114,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="CLIPScore of each image against its prompt (100 * max(cos, 0)), per prompt too; "
         "auto: with prompts and an embedder of prompts",
     )
+    for flag, score in (("cond-vendi", "Conditional-Vendi"), ("info-vendi", "Information-Vendi")):
+        metrics.add_argument(
+            f"--{flag}",
+            choices=("auto", "on", "off"),
+            default="auto",
+            help=f"the published {score} score (arXiv 2411.02817); auto: with prompts and an "
+            "embedder of prompts (for embeddings files, a 'text_embeddings' key)",
+        )
     metrics.add_argument(
         "--sce-kernel",
         choices=("cosine", "linear", "gaussian"),

@@ -327,6 +327,18 @@ def build_evaluator(
         "vendi_num_features": args.vendi_num_features,
         "sce_kwargs": sce_kwargs,
         "clip_score": clip_score,
+        **{
+            name: _switch(
+                choice,
+                f"--{name.replace('_', '-')}",
+                [
+                    ("prompts (none were found)", bool(prompts)),
+                    (_TEXT_EMBEDDER, texts),
+                    ("--vendi-kernel cosine or gaussian", args.vendi_kernel != "linear"),
+                ],
+            )
+            for name, choice in (("cond_vendi", args.cond_vendi), ("info_vendi", args.info_vendi))
+        },
     }
     try:
         if prompts:

@@ -50,6 +50,7 @@ from diversity_callbacks.evaluation.metrics import (
     builtin_metrics,
     builtin_result_keys,
     clip_score_metric,
+    prompt_aware_metrics,
     quality_metric,
     sce_metric,
 )
@@ -157,6 +158,10 @@ class DiversityEvaluator:
             and the mean ``quality``. Called on each batch, it returns ``(B,)`` finite floats.
         quality_input: what ``quality`` is called on: ``"samples"`` (images as ``(B, 3, H, W)``
             floats in [0, 1], other samples as generated) or ``"embeddings"`` (``(B, D)``).
+        cond_vendi: the published Conditional-Vendi score (``cond_vendi_q1``, ...; prompts by the
+            cosine kernel of their text embeddings, classes by the label kernel); ``None``:
+            where defined (class labels, or prompts and ``embed_texts``).
+        info_vendi: the Information-Vendi score (``info_vendi_q1``, ...); ``None`` as above.
         metrics: more metrics by name: torchmetrics ``Metric`` objects taking the embeddings, or
             :class:`~diversity_callbacks.EvaluationMetric` wrappers declaring other inputs.
         spectrum: also return the eigenvalues of the Vendi kernel.
@@ -198,6 +203,8 @@ class DiversityEvaluator:
         clip_score: bool | None = None,
         quality: Callable[[Any], Tensor] | None = None,
         quality_input: QualityInput = "samples",
+        cond_vendi: bool | None = None,
+        info_vendi: bool | None = None,
         metrics: Mapping[str, Any] | None = None,
         spectrum: bool = False,
         max_thumbnail_conditions: int = 16,
@@ -228,6 +235,7 @@ class DiversityEvaluator:
         self.sce = sce
         self.sce_kwargs = dict(sce_kwargs or {})
         self.clip_score = clip_score
+        self.prompt_aware = {"cond_vendi": cond_vendi, "info_vendi": info_vendi}
         self.thumbnail_limits = (
             check_positive_int(max_thumbnail_conditions, "max_thumbnail_conditions"),
             check_positive_int(max_thumbnails_per_condition, "max_thumbnails_per_condition"),
@@ -243,7 +251,12 @@ class DiversityEvaluator:
         qvendi = quality_metric(quality, quality_input, self.vendi_orders, self.kernel_kwargs)
         if qvendi is not None:
             self.metrics["qvendi"] = qvendi
-        taken = {*self.metrics, *builtin_result_keys(self.vendi_orders), TIMING_KEY}
+        taken = {
+            *self.metrics,
+            *self.prompt_aware,
+            *builtin_result_keys(self.vendi_orders),
+            TIMING_KEY,
+        }
         for name, metric in (metrics or {}).items():
             if name in taken:
                 raise ValueError(
@@ -253,7 +266,7 @@ class DiversityEvaluator:
             self.metrics[name] = as_evaluation_metric(name, metric)
         if self.embedder is not None:
             self._check_text_inputs()
-            self._add_sce()
+            self._add_embedder_metrics()
         self._running = False  # a flag, not a Lock: evaluators are pickled and deep-copied
         self._ranks_agree = False  # every rank's settings were found equal (checked once)
 
@@ -276,7 +289,7 @@ class DiversityEvaluator:
 
                 self.embedder = CLIPEmbedder()
             self.sample_embedder = SampleEmbedder(self.sample_embedder.value_range, self.embedder)
-            self._add_sce()
+            self._add_embedder_metrics()
         for metric in self.metrics.values():
             metric.to(device)
         if isinstance(self.embedder, torch.nn.Module):
@@ -337,8 +350,9 @@ class DiversityEvaluator:
                 )
         self._ranks_agree = True
 
-    def _add_sce(self) -> None:
-        """Decide whether SCE and CLIPScore are on, now that the embedder is known; register."""
+    def _add_embedder_metrics(self) -> None:
+        """Decide which metrics that depend on the embedder are on (SCE, CLIPScore, Conditional-
+        and Information-Vendi: they need ``embed_texts`` for prompts), and register them."""
         metric = sce_metric(self.evaluation_set, self.sample_embedder, self.sce, self.sce_kwargs)
         self.sce = metric is not None
         if metric is not None:
@@ -347,6 +361,14 @@ class DiversityEvaluator:
         self.clip_score = clip is not None
         if clip is not None:
             self.metrics.setdefault("clip_score", clip)
+        for name, plugin in prompt_aware_metrics(
+            self.evaluation_set,
+            self.sample_embedder,
+            self.vendi_orders,
+            self.kernel_kwargs,
+            self.prompt_aware,
+        ).items():
+            self.metrics.setdefault(name, plugin)
 
     # ------------------------------------------------------------------ one evaluation
 

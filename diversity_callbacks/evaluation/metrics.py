@@ -38,6 +38,10 @@ from diversity_callbacks.evaluation.conditions import EvaluationSet
 from diversity_callbacks.evaluation.samples import SampleEmbedder
 from diversity_callbacks.functional.spectrum import order_key
 from diversity_callbacks.metrics.clip_score import EmbeddingCLIPScore
+from diversity_callbacks.metrics.conditional_vendi import (
+    ConditionalVendiScore,
+    InformationVendiScore,
+)
 from diversity_callbacks.metrics.per_condition import PerConditionVendiScore
 from diversity_callbacks.metrics.quality import QualityWeightedVendiScore
 from diversity_callbacks.metrics.schur import SchurComplementEntropy
@@ -195,18 +199,14 @@ def builtin_metrics(
 
 def builtin_result_keys(orders: Sequence[float]) -> set[str]:
     """Every key the built-in metrics may log (without the prefix), for plug-ins to avoid."""
-    vendi = ("vendi", "per_prompt_vendi", "per_class_vendi")
-    return (
-        {f"{name}_{order_key(q)}" for name in vendi for q in orders}
-        | {
-            "sce",
-            "sce_text",
-            "sce_image_vendi",
-            "clip_score",
-            "quality",
-        }
-        | {f"qvendi_{order_key(q)}" for q in orders}
-    )
+    vendi = ("vendi", "per_prompt_vendi", "per_class_vendi", "qvendi", "cond_vendi", "info_vendi")
+    return {f"{name}_{order_key(q)}" for name in vendi for q in orders} | {
+        "sce",
+        "sce_text",
+        "sce_image_vendi",
+        "clip_score",
+        "quality",
+    }
 
 
 def sce_metric(
@@ -329,6 +329,51 @@ def quality_metric(
         )
     metric = QualityWeightedVendiScore(q=orders, **kernel_kwargs)
     return _QualityVendi(metric, quality, quality_input)
+
+
+PROMPT_AWARE = {"cond_vendi": ConditionalVendiScore, "info_vendi": InformationVendiScore}
+"""The published prompt-aware scores (arXiv 2411.02817) by the name they are logged under."""
+
+
+def prompt_aware_metrics(
+    evaluation_set: EvaluationSet,
+    sample_embedder: SampleEmbedder,
+    orders: Sequence[float],
+    kernel_kwargs: Mapping[str, Any],
+    switches: Mapping[str, bool | None],
+) -> dict[str, EvaluationMetric]:
+    """Conditional-Vendi and Information-Vendi where defined and asked for.
+
+    ``switches`` maps ``"cond_vendi"`` and ``"info_vendi"`` to ``None`` (where defined: class
+    labels, or prompts with an embedder that has ``embed_texts``), ``True`` (raises where not
+    defined, naming what is missing) or ``False``. Prompts are compared by the cosine kernel of
+    their text embeddings, class labels by the label kernel; the samples' kernel is the Vendi
+    score's (cosine or Gaussian).
+    """
+    kind = evaluation_set.kind
+    needs = [
+        (
+            f"class labels, or text prompts with an embedder that has embed_texts(prompts) (got "
+            f"{kind!r} conditions and {type(sample_embedder.embedder).__name__})",
+            kind == "class" or (kind == "prompt" and sample_embedder.embeds_texts),
+        ),
+        (
+            f"a cosine or Gaussian vendi_kernel (got {kernel_kwargs.get('kernel')!r})",
+            kernel_kwargs.get("kernel", "cosine") in ("cosine", "gaussian"),
+        ),
+    ]
+    missing = [need for need, holds in needs if not holds]
+    conditions = "condition_ids" if kind == "class" else "condition_embeddings"
+    options = {key: value for key, value in kernel_kwargs.items() if value is not None}
+    plugins = {}
+    for name, metric_class in PROMPT_AWARE.items():
+        if switches.get(name) and missing:
+            raise ValueError(f"`{name}=True` needs {' and '.join(missing)}")
+        if missing or switches.get(name) is False:
+            continue
+        metric = metric_class(q=orders, **options)
+        plugins[name] = EvaluationMetric(metric, inputs=("embeddings", conditions))
+    return plugins
 
 
 def as_evaluation_metric(name: str, metric: Any) -> EvaluationMetric:

@@ -1,6 +1,10 @@
 """Pure torch functions: kernels, spectra and the diversity scores computed from them."""
 
 from diversity_callbacks.functional.clip_score import embedding_clip_score
+from diversity_callbacks.functional.conditional_vendi import (
+    conditional_vendi_score,
+    information_vendi_score,
+)
 from diversity_callbacks.functional.kernels import (
     RandomFourierFeatures,
     gaussian_kernel,
@@ -23,8 +27,10 @@ from diversity_callbacks.functional.vendi import vendi_score, vendi_score_from_k
 __all__ = [
     "RandomFourierFeatures",
     "SchurComplementResult",
+    "conditional_vendi_score",
     "embedding_clip_score",
     "gaussian_kernel",
+    "information_vendi_score",
     "normalize_rows",
     "normalized_spectrum",
     "order_key",

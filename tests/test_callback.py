@@ -169,6 +169,11 @@ def test_unchanged_model_gives_identical_scores_at_every_evaluation():
         "diversity/per_prompt_vendi_q2",
         "diversity/per_prompt_vendi_qinf",
         "diversity/clip_score",
+        *(
+            f"diversity/{name}_{q}"
+            for name in ("cond_vendi", "info_vendi")
+            for q in ("q1", "q2", "qinf")
+        ),
     }
     assert (
         1.0

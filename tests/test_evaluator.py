@@ -590,3 +590,10 @@ def test_a_metric_of_the_samples_is_a_plug_in_and_evaluate_existing_refuses_it()
         evaluate_existing(scorer, [(torch.zeros(2, 3, 8, 8), [0, 1])], progress=False)
     with pytest.raises(ValueError, match=r"\['qvendi'\] take the 'samples' input"):
         evaluate_existing(evaluator(metrics=None), [], progress=False)
+
+
+def test_a_prompts_file_that_is_not_utf8_is_named_with_the_offending_byte(tmp_path: Path):
+    path = tmp_path / "prompts.txt"
+    path.write_bytes("a red apple\nun caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"prompts\.txt' must be UTF-8 text, got a byte 0xe9"):
+        DiversityEvaluator(path, embedder=PixelEmbedder())

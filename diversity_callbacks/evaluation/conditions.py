@@ -206,8 +206,14 @@ def load_prompts(prompts: Sequence[str] | str | os.PathLike) -> list[str]:
                 f"`prompts` must be a list of strings or the path of a text file with one prompt "
                 f"per line; no file at {path!r}"
             )
-        with open(path, encoding="utf-8-sig") as handle:
-            loaded = [line.strip() for line in handle if line.strip()]
+        try:
+            with open(path, encoding="utf-8-sig") as handle:
+                loaded = [line.strip() for line in handle if line.strip()]
+        except UnicodeDecodeError as error:
+            raise ValueError(
+                f"`prompts` file {path!r} must be UTF-8 text, got a byte {error.object[error.start]:#x} "
+                f"at offset {error.start} that is not UTF-8: save it as UTF-8"
+            ) from None
         if not loaded:
             raise ValueError(f"`prompts` file {path!r} holds no prompt (it is empty or blank)")
         return loaded

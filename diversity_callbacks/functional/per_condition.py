@@ -63,8 +63,12 @@ def per_condition_vendi_score(
         condition_ids: ``(N,)`` integer condition of each sample (a prompt's or class's number).
         q: order or sequence of orders of the Vendi score.
         num_conditions: number of conditions; default ``condition_ids.max() + 1``.
-        kernel, sigma, num_features, seed, feature_map, tolerance: the kernel options of
-            :func:`~diversity_callbacks.functional.vendi_score`.
+        kernel: kernel name or callable, as in :func:`~diversity_callbacks.functional.vendi_score`.
+        sigma: bandwidth of the Gaussian kernel.
+        num_features: random Fourier features for the Gaussian kernel (exact without).
+        seed: seed of the random features.
+        feature_map: an explicit feature map instead of a kernel.
+        tolerance: eigenvalues below it count as zero (default from the precision).
 
     Returns:
         ``(num_conditions, len(q))`` float64 on the CPU: row ``c`` holds the Vendi score of

@@ -74,6 +74,10 @@ def test_cli_numbers_equal_the_python_api_on_the_same_images(tmp_path):
         "sce",
         "sce_text",
         "clip_score",
+        "cond_vendi_q1",
+        "cond_vendi_q2",
+        "info_vendi_q1",
+        "info_vendi_q2",
     }
     for key, value in run["metrics"].items():
         assert value == pytest.approx(result.scalars[f"diversity/{key}"], rel=1e-9, abs=1e-12)

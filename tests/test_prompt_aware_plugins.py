@@ -54,8 +54,8 @@ def test_class_labels_get_both_scores_with_the_label_kernel():
 
 def test_prompts_with_embed_texts_get_both_scores_with_the_prompt_embeddings():
     evaluator = DiversityEvaluator(
-        ["a", "b", "c"], embedder=_Embeddings(), value_range=None, sce=False
-    )
+        ["a", "b", "c"], embedder=_Embeddings(), value_range=None, sce=False, clip_score=False
+    )  # 4-d prompts beside 6-d samples: no CLIPScore (one space needed), the scores work
     scalars = _scalars(evaluator)
     for key, value in _expected(condition_features=TEXTS[IDS]).items():
         assert scalars[key] == pytest.approx(value, rel=1e-9), key
@@ -85,7 +85,7 @@ def test_the_score_command_logs_them_and_its_flags_turn_them_off(tmp_path: Path)
          "text_embeddings": TEXTS[IDS]},
         tmp_path / "run.pt",
     )  # fmt: skip
-    flags = ["--workers", "0", "--no-progress"]
+    flags = ["--workers", "0", "--no-progress", "--clip-score", "off"]  # 4-d prompts, 6-d images
     for extra, present in (([], True), (["--cond-vendi", "off", "--info-vendi", "off"], False)):
         out = tmp_path / "scores.json"
         assert main(["score", str(tmp_path / "run.pt"), *flags, *extra, "--json", str(out)]) == 0

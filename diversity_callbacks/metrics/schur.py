@@ -173,7 +173,7 @@ class SchurComplementEntropy(LazilySizedMetric):
         self._add_groups(groups, dims)
         second_moment(phi_image, out=self.image_image)
         self.num_samples += image_features.shape[0]
-        self.text_eps.clamp_min_(_text_precision(text_features))
+        self.text_eps.clamp_min_(_text_precision(prompts))  # the distinct rows' values suffice
 
     def _add_groups(self, groups: Tensor, dims: Dims) -> None:
         """Merge a batch's prompt groups into this rank's; fold them into the sums past D_T / 2."""

@@ -69,3 +69,27 @@ def reference_novelty(
         a_part = a_part * (1 if a_part.sum() >= 0 else -1)
         tops.append(np.argsort(-a_part, kind="stable")[:top])
     return float(values[keep].sum()), values[order], tops
+
+
+MODE_OF_CLASS = torch.repeat_interleave(torch.arange(6), torch.tensor([30, 22, 17, 13, 10, 8]))
+"""100 classes, each one of six modes: class c draws mode MODE_OF_CLASS[c] (shares WEIGHTS when
+every class draws as many samples)."""
+
+
+def mode_generator(dropped: tuple[int, ...] = (), dim: int = 64, noise: float = 0.01):
+    """A class-conditional sample_fn of the synthetic modes; the classes of ``dropped`` modes
+    draw from the surviving ones instead (the same seeds, other modes)."""
+    fixed = torch.Generator().manual_seed(12345)
+    rotation, _ = torch.linalg.qr(torch.randn(dim, dim, generator=fixed, dtype=torch.float64))
+    kept = torch.tensor([m for m in range(6) if m not in dropped])
+    modes = MODE_OF_CLASS.clone()
+    lost = torch.isin(modes, torch.tensor(dropped, dtype=torch.long))
+    modes[lost] = kept[torch.arange(int(lost.sum())) % len(kept)]
+
+    def sample(labels: torch.Tensor, generators: list) -> torch.Tensor:
+        noises = torch.stack(
+            [torch.randn(dim, generator=g, dtype=torch.float64) for g in generators]
+        )
+        return rotation[modes[labels.cpu()]] + noise * noises
+
+    return sample

@@ -101,17 +101,27 @@ def leading_directions(
 
     Args:
         matrix: (D, D) symmetric PSD: a trace-1 kernel covariance (or kernel matrix).
-        num_modes: keep at most this many; eigenvalues at or below ``D * eps`` times the largest
-            (round-off of zero) are dropped, as for the Vendi score's spectrum.
-        first: (D,) first moment: each eigenvector's sign is chosen so that ``first . v >= 0``
-            (the loadings of the set sum to >= 0); ``None``: its largest entry is positive.
+        num_modes: keep at most this many.
+        first: (D,) first moment, as for :func:`keep_leading`.
 
     Returns:
         ``(values (k,), vectors (D, k))``, largest value first, ``k <= num_modes``.
     """
+    return keep_leading(*descending_eigh(matrix), num_modes, first)
+
+
+def keep_leading(
+    values: Tensor, vectors: Tensor, num_modes: int, first: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """The first ``num_modes`` of a descending eigendecomposition of a PSD matrix, oriented.
+
+    Eigenvalues at or below ``D * eps`` times the largest (round-off of zero) are dropped, as
+    for the Vendi score's spectrum. ``first``: (D,) first moment: each eigenvector's sign is
+    chosen so that ``first . v >= 0`` (the loadings of the set sum to >= 0); ``None``: its
+    largest entry is positive.
+    """
     check_positive_int(num_modes, "num_modes")
-    values, vectors = descending_eigh(matrix)
-    floor = default_tolerance(matrix.shape[0]) * float(values[0])
+    floor = default_tolerance(values.shape[0]) * float(values[0])
     keep = min(num_modes, int((values > floor).sum()))
     return values[:keep], orient(vectors[:, :keep], first)
 
@@ -147,10 +157,11 @@ def top_samples(loadings: Tensor, indices: Tensor, top: int) -> tuple[Tensor, Te
 
 
 def as_modes(shares: Tensor, samples: Tensor, loadings: Tensor) -> list[Mode]:
-    """:class:`Mode` objects from the shares (k,) and the top samples and loadings (k, t)."""
+    """:class:`Mode` objects from the shares (the first k are used) and the top samples and
+    loadings (k, t) of k modes."""
     return [
-        Mode(float(share), samples[row].cpu(), loadings[row].cpu())
-        for row, share in enumerate(shares)
+        Mode(float(shares[row]), samples[row].cpu(), loadings[row].cpu())
+        for row in range(samples.shape[0])
     ]
 
 
@@ -241,6 +252,7 @@ __all__ = [
     "Mode",
     "as_modes",
     "descending_eigh",
+    "keep_leading",
     "kernel_modes",
     "leading_directions",
     "leading_modes",

@@ -220,8 +220,7 @@ def novelty(
 def novelty_result(positive: Tensor, samples: Tensor, loadings: Tensor) -> Novelty:
     """A :class:`Novelty` from the positive eigenvalues and the top samples of its modes."""
     mass, score = ken_score(positive)
-    shares = positive[: samples.shape[0]]
-    return Novelty(mass, score, as_modes(shares, samples, loadings), positive.cpu())
+    return Novelty(mass, score, as_modes(positive, samples, loadings), positive.cpu())
 
 
 def _kernel_route(

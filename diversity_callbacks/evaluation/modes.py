@@ -57,7 +57,8 @@ class ModeOptions:
     """How many modes, how many samples per mode, what counts and how novelty weighs.
 
     Attributes:
-        num_modes: leading modes per evaluation, and lost or gained modes per comparison.
+        num_modes: at most this many leading modes per evaluation, and lost or gained modes per
+            comparison; only those with a share of at least ``threshold`` are kept.
         samples: samples kept per mode (its grid).
         threshold: the ``num_modes`` scalar counts modes with at least this share.
         eta: KEN's weight of the other set (a mode is lost where the reference held more
@@ -169,10 +170,10 @@ class ModeCollector:
         else:
             values = self._by_features(kernel, rows, indices, compare_to, device)
         values.reference = reference
-        # Novel modes below the threshold are round-off and noise; their mass still counts.
+        # Modes below the threshold are noise and round-off; the masses still count them.
         threshold = self.options.threshold
-        values.lost_modes = [m for m in values.lost_modes if m.share >= threshold]
-        values.gained_modes = [m for m in values.gained_modes if m.share >= threshold]
+        for group in ("modes", "lost_modes", "gained_modes"):
+            setattr(values, group, [m for m in getattr(values, group) if m.share >= threshold])
         shown = _shown(values)
         values.previews = _gathered_previews(self.previews, shown)
         reference.previews = _gathered_previews(self.previews, None)

@@ -349,6 +349,11 @@ class DiversityCallback(Callback):
                 stacklevel=2,
             )
             return None
+        if result.mode_reference is not None and self.mode_reference is None:
+            # Nothing lost or gained before there is a reference: every row has the same keys
+            prefix = self.evaluator.prefix
+            for key in ("lost_mode_mass", "gained_mode_mass"):
+                result.scalars.setdefault(f"{prefix}/{key}", 0.0)
         self._publish(trainer, result)
         self._keep_reference(result, trainer.global_step)
         return result.scalars

@@ -159,6 +159,8 @@ class DiversityCallback(Callback):
         and the logged scalars."""
         self.resumed = False
         """Whether this fit's history came from a checkpoint (what a monitor's state needs)."""
+        self.last_result: EvaluationResult | None = None
+        """The last evaluation's full result (its modes, lost and gained modes, previews)."""
         self.last_timings: dict[str, float] = {}
         """Seconds spent on this rank in the last evaluation: ``sampling``, ``embedding``,
         ``metric`` (updates, sync, compute, gathering images) and ``logging``."""
@@ -356,6 +358,7 @@ class DiversityCallback(Callback):
                 result.scalars.setdefault(f"{prefix}/{key}", 0.0)
         self._publish(trainer, result)
         self._keep_reference(result, trainer.global_step)
+        self.last_result = result
         return result.scalars
 
     def _keep_reference(self, result: EvaluationResult, step: int) -> None:

@@ -40,7 +40,7 @@ from diversity_callbacks.functional.modes import (
 )
 from diversity_callbacks.functional.novelty import (
     check_eta,
-    covariance_novelty,
+    covariance_novelty_both_ways,
     ken_score,
     kernel_novelty,
 )
@@ -222,20 +222,24 @@ class ModeCollector:
             then_rows = compare_to.embeddings.to(device)
             then_phi = kernel.features(then_rows, "the reference's embeddings")
             then = KernelMoments.of(then_phi)
-            found, lost_directions = covariance_novelty(
-                then.covariance, covariance, options.eta, options.num_modes, then.first
+            (lost_found, lost_directions), (gained_found, gained_directions) = (
+                covariance_novelty_both_ways(
+                    then.covariance,
+                    covariance,
+                    options.eta,
+                    options.num_modes,
+                    then.first,
+                    moments.first,
+                )
             )
             lost_top = top_samples(
                 then_phi @ lost_directions, compare_to.indices.to(device), options.samples
             )
-            lost = as_modes(found, *lost_top)
-            scalars["lost_mode_mass"] = ken_score(found)[0]
-            found, gained_directions = covariance_novelty(
-                covariance, then.covariance, options.eta, options.num_modes, moments.first
-            )
+            lost = as_modes(lost_found, *lost_top)
             gained_top = _top_of_ranks(phi @ gained_directions, indices, options.samples)
-            gained = as_modes(found, *gained_top)
-            scalars["gained_mode_mass"] = ken_score(found)[0]
+            gained = as_modes(gained_found, *gained_top)
+            scalars["lost_mode_mass"] = ken_score(lost_found)[0]
+            scalars["gained_mode_mass"] = ken_score(gained_found)[0]
         return ModeValues(scalars, modes, lost, gained, None, {})  # type: ignore[arg-type]
 
     def _by_kernel(

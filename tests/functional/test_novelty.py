@@ -126,3 +126,23 @@ def test_indices_name_the_samples() -> None:
 def test_bad_input_is_named(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         novelty(torch.randn(5, 4), **kwargs)
+
+
+@pytest.mark.parametrize("eta", [1.0, 1.3])
+def test_both_ways_equal_two_one_way_calls(eta: float) -> None:
+    from diversity_callbacks.functional.modes import KernelMoments
+    from diversity_callbacks.functional.novelty import (
+        covariance_novelty,
+        covariance_novelty_both_ways,
+    )
+
+    _, _, before, after = two_sets()
+    a, b = (KernelMoments.of(normalize_rows(x)) for x in (before, after))
+    both = covariance_novelty_both_ways(a.covariance, b.covariance, eta, 3, a.first, b.first)
+    one = covariance_novelty(a.covariance, b.covariance, eta, 3, a.first)
+    other = covariance_novelty(b.covariance, a.covariance, eta, 3, b.first)
+    for (values, vectors), (expected_values, expected_vectors) in zip(
+        both, (one, other), strict=True
+    ):
+        torch.testing.assert_close(values, expected_values)
+        torch.testing.assert_close(vectors[:, :2], expected_vectors[:, :2])

@@ -101,6 +101,8 @@ class ModeReference:
     indices: Tensor
     previews: dict[int, Preview] = field(default_factory=dict)
     step: int | None = None
+    moments: KernelMoments | None = field(default=None, repr=False, compare=False)
+    """Its kernel moments, kept from its own evaluation (not saved: recomputed on resume)."""
 
     def state_dict(self) -> dict[str, Any]:
         """Plain tensors, ints and strings, for a checkpoint."""
@@ -168,7 +170,7 @@ class ModeCollector:
         if kernel.feature_map is None:
             values = self._by_kernel(kernel, everything, compare_to, device)
         else:
-            values = self._by_features(kernel, rows, indices, compare_to, device)
+            values = self._by_features(kernel, rows, indices, compare_to, device, reference)
         values.reference = reference
         # Modes below the threshold are noise and round-off; the masses still count them.
         threshold = self.options.threshold
@@ -207,10 +209,12 @@ class ModeCollector:
         indices: Tensor,
         compare_to: ModeReference | None,
         device: torch.device,
+        reference: ModeReference,
     ) -> ModeValues:
         options = self.options
         phi = kernel.features(rows)
         moments = _all_reduced(KernelMoments.of(phi), device)
+        reference.moments = moments  # what a later comparison with this evaluation needs
         covariance = moments.covariance
         values, vectors = descending_eigh(covariance)
         scalars = {"num_modes": float((values >= options.threshold).sum())}
@@ -221,7 +225,7 @@ class ModeCollector:
         if compare_to is not None:
             then_rows = compare_to.embeddings.to(device)
             then_phi = kernel.features(then_rows, "the reference's embeddings")
-            then = KernelMoments.of(then_phi)
+            then = compare_to.moments or KernelMoments.of(then_phi)
             (lost_found, lost_directions), (gained_found, gained_directions) = (
                 covariance_novelty_both_ways(
                     then.covariance,

@@ -139,8 +139,8 @@ class ModeValues:
     modes: list[Mode]
     lost_modes: list[Mode]
     gained_modes: list[Mode]
-    reference: ModeReference
-    previews: dict[int, Preview]
+    reference: ModeReference | None = None  # set by ModeCollector.compute
+    previews: dict[int, Preview] = field(default_factory=dict)
 
 
 class ModeCollector:
@@ -244,7 +244,7 @@ class ModeCollector:
             gained = as_modes(gained_found, *gained_top)
             scalars["lost_mode_mass"] = ken_score(lost_found)[0]
             scalars["gained_mode_mass"] = ken_score(gained_found)[0]
-        return ModeValues(scalars, modes, lost, gained, None, {})  # type: ignore[arg-type]
+        return ModeValues(scalars, modes, lost, gained)
 
     def _by_kernel(
         self,
@@ -278,7 +278,7 @@ class ModeCollector:
             )
             gained = as_modes(found, *top_samples(now_loadings, indices, options.samples))
             scalars["gained_mode_mass"] = ken_score(found)[0]
-        return ModeValues(scalars, modes, lost, gained, None, {})  # type: ignore[arg-type]
+        return ModeValues(scalars, modes, lost, gained)
 
 
 def _all_reduced(moments: KernelMoments, device: torch.device) -> KernelMoments:

@@ -60,6 +60,7 @@ from diversity_callbacks.evaluation.modes import (
     ModeOptions,
     ModeReference,
     Preview,
+    SharedMoment,
 )
 from diversity_callbacks.evaluation.samples import SampleEmbedder, thumbnails_of
 from diversity_callbacks.evaluation.sharding import LockStep, Stopped, lockstep_calls, pad_call
@@ -631,7 +632,11 @@ class DiversityEvaluator:
         start = time.perf_counter()
         error: EvaluationError | None = None
         try:
-            values = draw.modes.compute(self.metrics["vendi"].metric.kernel, device, reference)
+            vendi = self.metrics["vendi"].metric
+            shared = None
+            if vendi.streams_moments:  # the same features' moment, summed by the Vendi score
+                shared = SharedMoment(vendi.second_moment, int(vendi.num_samples))
+            values = draw.modes.compute(vendi.kernel, device, reference, shared)
         except Exception as exc:
             error = EvaluationError(f"modes: {exc}")
             error.__cause__ = exc

@@ -23,6 +23,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import Tensor
+from torch.nn import Module
+from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 from torchmetrics.utilities.distributed import gather_all_tensors
 
@@ -41,6 +43,11 @@ from diversity_callbacks.metrics._base import Dims, LazilySizedMetric, unsized_m
 
 _LABELS = 0
 """Condition dimension recorded for integer labels (condition embeddings have D' >= 1)."""
+
+PENDING_LABELLED_ROWS = 8192
+"""Labelled rows held back before they are added to their labels' D x D blocks: a batch of
+1024 rows over 50 labels gives about 20 rows a label, too few for a GEMM to run at speed (each
+block is read and written whole); 8192 give about 160. Bounded (8192 x D floats), whatever n."""
 
 
 class _PairedVendiMetric(LazilySizedMetric):
@@ -89,6 +96,7 @@ class _PairedVendiMetric(LazilySizedMetric):
         )
         self.streams_moments = num_features is not None
         self._classes = 0  # labels that zero states get while a sync or merge grows them
+        self._pending: list[tuple[Tensor, Tensor]] = []  # labelled rows held back
         if self.streams_moments:
             self._add_moment_states()
         else:
@@ -111,13 +119,14 @@ class _PairedVendiMetric(LazilySizedMetric):
         """Add ``(N, D)`` sample features and their ``(N, D')`` condition features or ``(N,)``
         integer labels; the kind of condition and both dimensions stay as in the first update."""
         dims = self._dims_of(self.metric_state)
-        check_features(features, "features", dim=None if dims is None else dims[0])
         labelled = isinstance(conditions, Tensor) and not conditions.is_floating_point()
         check_conditions(
             features,
             None if labelled else conditions,
             conditions if labelled else None,
         )
+        if dims is not None and features.shape[1] != dims[0]:
+            check_features(features, "features", dim=dims[0])  # raises, naming the dimension
         condition_dim = _LABELS if labelled else conditions.shape[1]
         if dims is not None and dims[1] != condition_dim:
             raise ValueError(
@@ -146,10 +155,12 @@ class _PairedVendiMetric(LazilySizedMetric):
         if labelled:
             self._grow(int(conditions.max()) + 1)
             phi = kernels.image.features(features)
-            _add_label_moments(self.joint_moment, phi, conditions)
             self.label_counts.index_add_(
                 0, conditions, torch.ones_like(conditions, dtype=torch.float64)
             )
+            self._pending.append((phi, conditions))
+            if sum(rows.shape[0] for rows, _ in self._pending) >= PENDING_LABELLED_ROWS:
+                self._flush()
         else:
             paired = kernels.features(features, conditions, need_image=self._needs_image)
             phi = paired.image
@@ -157,6 +168,46 @@ class _PairedVendiMetric(LazilySizedMetric):
             second_moment(paired.joint, out=self.joint_moment)
         if self._needs_image:
             second_moment(phi, out=self.image_moment)
+
+    def _flush(self) -> None:
+        """Add the labelled rows held back to their labels' blocks of the joint moment."""
+        if self._pending:
+            phi, labels = (torch.cat(part) for part in zip(*self._pending, strict=True))
+            self._pending = []
+            _add_label_moments(self.joint_moment, phi, labels)
+
+    # Every way the states leave the metric, or are replaced, first adds the rows held back.
+
+    def sync(self, *args: Any, **kwargs: Any) -> None:
+        """torchmetrics' ``sync`` (also inside ``compute``), the held-back rows added first."""
+        self._flush()
+        super().sync(*args, **kwargs)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Score of this batch alone; its samples are also added to the states."""
+        self._flush()  # forward sets the states aside and resets: held-back rows would be lost
+        return super().forward(*args, **kwargs)
+
+    def merge_state(self, incoming_state: dict[str, Any] | Metric) -> None:
+        """Add another metric's states (or a dict of states) to this one's."""
+        if isinstance(incoming_state, _PairedVendiMetric):
+            incoming_state._flush()
+        self._flush()
+        super().merge_state(incoming_state)
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> Any:
+        """The module's state dict, the held-back rows added to the states first."""
+        self._flush()
+        return super().state_dict(*args, **kwargs)
+
+    def reset(self) -> None:
+        """Forget every sample, the held-back ones too."""
+        self._pending = []
+        super().reset()
+
+    def _apply(self, fn: Callable, exclude_state: Sequence[str] = ()) -> Module:
+        self._flush()
+        return super()._apply(fn, exclude_state=exclude_state)
 
     def compute(self) -> Tensor | dict[str, Tensor]:
         """The score over every rank's samples (a collective: call it on all ranks)."""
@@ -174,6 +225,7 @@ class _PairedVendiMetric(LazilySizedMetric):
 
     def _compute_from_moments(self) -> Tensor | dict[str, Tensor]:
         dims = self._dims_of(self.metric_state)
+        self._flush()
         if dims is None or not bool(self.joint_moment.diagonal(dim1=-2, dim2=-1).sum() > 0):
             raise ValueError(self._no_sample_message())
         if dims[1] == _LABELS:

@@ -175,8 +175,8 @@ def test_streaming_states_are_sums_of_a_size_independent_of_the_samples(name, ca
 @pytest.mark.parametrize("name", METRICS)
 @pytest.mark.parametrize("case", STREAMING)
 def test_streaming_merge_state_with_other_labels_equals_one_metric(name, case):
-    metric_class, score = METRICS[name]
-    images, texts, labels = _data(30)
+    metric_class, _ = METRICS[name]
+    images, _, labels = _data(30)
     order = torch.argsort(labels, stable=True)  # the first part lacks the largest labels
     whole, _, _ = _streamed(case, metric_class, order)
     first, first_images, first_conditions = _streamed(case, metric_class, order[:9])
@@ -228,7 +228,7 @@ def test_streaming_state_dict_round_trip_into_a_fresh_metric():
 
 def test_streaming_refuses_negative_labels():
     metric = ConditionalVendiScore(num_features=1)
-    with pytest.raises(ValueError, match="class labels >= 0 with num_features=.*got -1"):
+    with pytest.raises(ValueError, match=r"class labels >= 0 with num_features=.*got -1"):
         metric.update(torch.randn(3, 4), torch.tensor([0, -1, 2]))
 
 

@@ -355,7 +355,7 @@ class PairedKernels:
     def _gaussian_pair(self, x: Tensor, t: Tensor, need_image: bool) -> PairedFeatures:
         """One projection of the samples and one of the distinct conditions (prompts repeat
         over seeds) give all three feature maps: the joint's phases are their sum."""
-        distinct, inverse, counts = distinct_rows(t.to(torch.float64))
+        distinct, inverse, counts = _distinct_rows(t.to(torch.float64))
         image_frequencies, condition_frequencies = _pair_frequencies(
             x.shape[1], t.shape[1], self.num_features, self.seed, self.scales, x.device
         )
@@ -367,7 +367,7 @@ class PairedKernels:
         return PairedFeatures(image, condition, joint)
 
 
-def distinct_rows(rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _distinct_rows(rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """The distinct rows of a float64 matrix, each row's index among them, and their float64
     counts; as ``torch.unique(rows, dim=0)`` but grouped by one random projection of the rows
     (then checked row by row), which is several times faster than a row-wise sort."""
@@ -496,11 +496,11 @@ def _label_grams(
         blocks = [_smaller_moment(block) for block in phi.split(sizes)]
         if need_image:
             grams["image"] = _smaller_moment(phi)
-    grams["joint"] = pad_blocks(blocks)
+    grams["joint"] = _pad_blocks(blocks)
     return grams
 
 
-def pad_blocks(blocks: Sequence[Tensor]) -> Tensor:
+def _pad_blocks(blocks: Sequence[Tensor]) -> Tensor:
     """Square blocks of different sizes as one zero-padded (C, m, m) batch (a padded row and
     column add a zero eigenvalue only)."""
     size = max(block.shape[0] for block in blocks)
@@ -518,7 +518,7 @@ def _exact_grams(
     # prompts repeat over samples: the conditions' kernel of the distinct ones, gathered, and
     # its Gram form weighted by their counts (the nonzero eigenvalues of K_T are those of
     # diag(sqrt c) K_distinct diag(sqrt c)): one small eigendecomposition instead of n x n
-    distinct, inverse, counts = distinct_rows(conditions.to(torch.float64))
+    distinct, inverse, counts = _distinct_rows(conditions.to(torch.float64))
     condition, condition_gram = _matrix_and_gram(
         kernels.condition, distinct, True, "condition_features", weights=counts.sqrt_()
     )

@@ -69,24 +69,26 @@ LEGACY_MESSAGE = (
 
 @dataclass(frozen=True)
 class _Gram:
-    """PSD matrices with the nonzero eigenvalues of a kernel matrix: one (m, m) matrix, or a
-    (C, m, m) batch of the diagonal blocks of a block-diagonal one."""
+    """PSD matrices with the nonzero eigenvalues of a kernel matrix: one (m, m) matrix, or the
+    diagonal blocks of a block-diagonal one (a sequence, or a (C, m, m) batch)."""
 
-    matrix: Tensor
+    matrix: Tensor | Sequence[Tensor]
 
     def vendi(self, orders: Sequence[float], tolerance: float | None) -> dict[float, Tensor]:
         """Vendi scores of the kernel's normalised spectrum, one eigendecomposition for all."""
+        single = isinstance(self.matrix, Tensor) and self.matrix.ndim == 2
+        blocks = [self.matrix] if single else list(self.matrix)
         scores, spectrum = {}, None
         for q in orders:
             if q == 2:  # the RKE closed form: 1 / |K / tr K|_F^2, no n x n temporary
-                trace = self.matrix.diagonal(dim1=-2, dim2=-1).sum()
-                flat = self.matrix.reshape(-1)
-                scores[q] = trace * trace / torch.dot(flat, flat)
+                trace = sum(block.diagonal().sum() for block in blocks)
+                squares = sum(torch.dot(block.reshape(-1), block.reshape(-1)) for block in blocks)
+                scores[q] = trace * trace / squares
                 continue
             if spectrum is None:
                 # eigvalsh reads one triangle: no symmetrised copy (the products are symmetric
                 # to round-off, far below the 1e-9 the scores are checked at).
-                eigenvalues = _eigenvalues(self.matrix).flatten()
+                eigenvalues = _eigenvalues(blocks)
                 cutoff = default_tolerance(eigenvalues.numel()) if tolerance is None else tolerance
                 kept = eigenvalues[eigenvalues > cutoff * eigenvalues.max()]
                 spectrum = kept / kept.sum()
@@ -94,19 +96,20 @@ class _Gram:
         return scores
 
 
-def _eigenvalues(matrix: Tensor) -> Tensor:
-    """Eigenvalues of a symmetric matrix or of a batch of small ones.
+def _eigenvalues(blocks: Sequence[Tensor]) -> Tensor:
+    """Eigenvalues of a symmetric matrix, or of the blocks of a block-diagonal one.
 
-    A batch of blocks (one per label, each at most a few hundred rows) is decomposed on one
-    thread: LAPACK's threads only add synchronisation at that size (measured on 2 cores: 50
-    blocks of 230 x 230 in 0.21 s on one thread, 1.8 s on two, under load).
+    Blocks (one per label, each at most a few hundred rows) are decomposed one by one, each at
+    its own size, on one thread: LAPACK's threads only add synchronisation at that size
+    (measured on 2 cores under load: 50 blocks of 230 x 230 in 0.21 s on one thread, 1.8 s on
+    two), and a zero-padded batch of them costs 1.5x the blocks themselves.
     """
-    if matrix.ndim == 2:
-        return symmetric_eigenvalues(matrix)
+    if len(blocks) == 1:
+        return symmetric_eigenvalues(blocks[0])
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return symmetric_eigenvalues(matrix)
+        return torch.cat([symmetric_eigenvalues(block) for block in blocks])
     finally:
         torch.set_num_threads(threads)
 
@@ -207,14 +210,15 @@ def information_vendi_score(
 
 
 def paired_scores(
-    grams: Mapping[str, Tensor], orders: Sequence[float], tolerance: float | None
+    grams: Mapping[str, Tensor | Sequence[Tensor]], orders: Sequence[float], tolerance: float | None
 ) -> dict[str, Tensor]:
     """Conditional-Vendi (no ``"image"`` entry) or Information-Vendi from the kernels' Gram forms.
 
     Args:
         grams: ``"condition"``, ``"joint"`` and, for Information-Vendi, ``"image"``: PSD matrices
-            (or ``(C, m, m)`` batches of diagonal blocks) with the nonzero eigenvalues of each
-            kernel matrix: the n x n matrix itself or a second moment of its features.
+            (or the diagonal blocks of a block-diagonal one: a sequence or a ``(C, m, m)``
+            batch) with the nonzero eigenvalues of each kernel matrix: the n x n matrix itself
+            or a second moment of its features.
         orders: parsed orders.
         tolerance: relative eigenvalue tolerance.
 
@@ -254,7 +258,7 @@ def _grams(
     tolerance: float | None,
     *,
     need_image: bool,
-) -> tuple[dict[str, Tensor], list[float], bool]:
+) -> tuple[dict[str, Any], list[float], bool]:
     """Check the inputs; return the kernels' Gram forms ("image", "condition", "joint")."""
     orders, as_dict = parse_orders(q)
     check_tolerance(tolerance)
@@ -478,10 +482,10 @@ def _resolve(
 
 def _label_grams(
     features: Tensor, labels: Tensor, image: ResolvedKernel, need_image: bool
-) -> dict[str, Tensor]:
+) -> dict[str, Tensor | list[Tensor]]:
     """With the label kernel the joint kernel is block-diagonal, one block per label: its
-    eigenvalues are those of the blocks (exact), batched in one eigendecomposition. The rows
-    are grouped by label once; each block is the smaller of its Gram and second moment."""
+    eigenvalues are those of the blocks (exact). The rows are grouped by label once; each block
+    is the smaller of its Gram and second moment."""
     _, index, counts = torch.unique(labels, return_inverse=True, return_counts=True)
     sizes = counts.tolist()
     rows = features[torch.argsort(index.flatten(), stable=True)]
@@ -496,18 +500,8 @@ def _label_grams(
         blocks = [_smaller_moment(block) for block in phi.split(sizes)]
         if need_image:
             grams["image"] = _smaller_moment(phi)
-    grams["joint"] = _pad_blocks(blocks)
+    grams["joint"] = blocks
     return grams
-
-
-def _pad_blocks(blocks: Sequence[Tensor]) -> Tensor:
-    """Square blocks of different sizes as one zero-padded (C, m, m) batch (a padded row and
-    column add a zero eigenvalue only)."""
-    size = max(block.shape[0] for block in blocks)
-    padded = blocks[0].new_zeros(len(blocks), size, size)
-    for slot, block in zip(padded, blocks, strict=True):
-        slot[: block.shape[0], : block.shape[0]] = block
-    return padded
 
 
 def _exact_grams(

@@ -40,6 +40,12 @@ _EXPORTS = {
     "DiversityCallback": "diversity_callbacks.callback",
     "DiversityCollapseMonitor": "diversity_callbacks.monitor",
     "DiffusersSampler": "diversity_callbacks.samplers.diffusers",
+    "TransformersSampler": "diversity_callbacks.samplers.transformers",
+    "SentenceEmbedder": "diversity_callbacks.embedders.sentence",
+    "DistinctN": "diversity_callbacks.metrics.lexical",
+    "SelfBLEU": "diversity_callbacks.metrics.lexical",
+    "lexical_metrics": "diversity_callbacks.evaluation.metrics",
+    "DiversityTrainerCallback": "diversity_callbacks.integrations.hf",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -63,7 +69,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from diversity_callbacks.metrics.vendi import VendiScore  # noqa: F401
     from diversity_callbacks.monitor import DiversityCollapseMonitor  # noqa: F401
     from diversity_callbacks.prompt_removal import PromptRemover  # noqa: F401
+    from diversity_callbacks.embedders.sentence import SentenceEmbedder  # noqa: F401
+    from diversity_callbacks.evaluation.metrics import lexical_metrics  # noqa: F401
+    from diversity_callbacks.integrations.hf import DiversityTrainerCallback  # noqa: F401
+    from diversity_callbacks.metrics.lexical import DistinctN, SelfBLEU  # noqa: F401
     from diversity_callbacks.samplers.diffusers import DiffusersSampler  # noqa: F401
+    from diversity_callbacks.samplers.transformers import TransformersSampler  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

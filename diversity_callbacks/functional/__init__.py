@@ -13,6 +13,7 @@ from diversity_callbacks.functional.kernels import (
     random_fourier_frequencies,
     resolve_kernel,
 )
+from diversity_callbacks.functional.lexical import distinct_n, self_bleu
 from diversity_callbacks.functional.per_condition import per_condition_vendi_score
 from diversity_callbacks.functional.quality import quality_weighted_vendi_score
 from diversity_callbacks.functional.schur import SchurComplementResult, schur_complement_entropy
@@ -28,6 +29,7 @@ __all__ = [
     "RandomFourierFeatures",
     "SchurComplementResult",
     "conditional_vendi_score",
+    "distinct_n",
     "embedding_clip_score",
     "gaussian_kernel",
     "information_vendi_score",
@@ -41,6 +43,7 @@ __all__ = [
     "resolve_kernel",
     "schur_block_score",
     "schur_complement_entropy",
+    "self_bleu",
     "vendi_from_spectrum",
     "vendi_score",
     "vendi_score_from_kernel",

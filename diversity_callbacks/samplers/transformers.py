@@ -230,7 +230,9 @@ class TransformersSampler:
         return text[:cut]
 
     def __repr__(self) -> str:
-        model = self.model if self.model is None or isinstance(self.model, str) else type(self.model)
+        model = (
+            self.model if self.model is None or isinstance(self.model, str) else type(self.model)
+        )
         return f"TransformersSampler({model!r}, {self.decoding})"
 
 

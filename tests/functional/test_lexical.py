@@ -30,9 +30,7 @@ def reference_self_bleu(texts: list[str], max_n: int = 4) -> float:
     smoothing = nltk_bleu.SmoothingFunction().method1
     tokens = [text.split() for text in texts]
     scores = [
-        nltk_bleu.sentence_bleu(
-            tokens[:i] + tokens[i + 1 :], hyp, (1 / max_n,) * max_n, smoothing
-        )
+        nltk_bleu.sentence_bleu(tokens[:i] + tokens[i + 1 :], hyp, (1 / max_n,) * max_n, smoothing)
         for i, hyp in enumerate(tokens)
     ]
     return sum(scores) / len(scores)
@@ -55,7 +53,7 @@ def test_self_bleu_equals_nltk_sentence_bleu_against_the_others(case: str, max_n
 
 def test_self_bleu_equals_nltk_on_random_texts_with_repeated_words():
     rng = random.Random(0)
-    words = "a b c d e f".split()
+    words = ["a", "b", "c", "d", "e", "f"]
     texts = [" ".join(rng.choices(words, k=rng.randint(0, 9))) for _ in range(30)]
     assert self_bleu(texts).item() == pytest.approx(reference_self_bleu(texts), rel=1e-12)
     assert distinct_n(texts, 2).item() == pytest.approx(reference_distinct(texts, 2))

@@ -21,7 +21,11 @@ TEXTS = [
     "a b c d e",
 ]
 # Texts per update call, per rank: uneven, a rank with an empty batch, a rank without update.
-SHARDS = {"uneven": ([2, 0, 1], [4]), "rank1_empty_batch": ([7], [0]), "rank0_no_update": ([], [3, 4])}
+SHARDS = {
+    "uneven": ([2, 0, 1], [4]),
+    "rank1_empty_batch": ([7], [0]),
+    "rank0_no_update": ([], [3, 4]),
+}
 
 
 def _updated(metrics: list[Any], texts: list[str], sizes: list[int]) -> None:

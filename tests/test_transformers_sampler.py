@@ -63,7 +63,6 @@ def test_a_completion_is_torch_multinomial_with_its_own_generator_alone_or_batch
     assert sampler(prompts, seeded(0, 1, 2, 3)) == batched  # again
     assert batched[0] != batched[3]  # same prompt, other seed
     assert all(isinstance(text, str) for text in batched)
-    assert not any(text.startswith(p) and len(text) > 20 for text, p in zip(batched, prompts))
 
 
 def test_greedy_decoding_equals_generate_with_left_padding(model, tokenizer):

@@ -56,7 +56,16 @@ def tiny_sentence_transformer(folder: Path, seed: int = 0) -> Path:
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     folder.mkdir(parents=True, exist_ok=True)
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *CHARACTERS]
+    # single characters and their word-continuation pieces: every word splits into letters
+    words = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        *CHARACTERS,
+        *(f"##{c}" for c in CHARACTERS),
+    ]
     (folder / "vocab.txt").write_text("\n".join(words) + "\n")
     tokenizer = BertTokenizerFast(str(folder / "vocab.txt"), tokenize_chinese_chars=False)
     torch.manual_seed(seed)

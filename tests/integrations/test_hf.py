@@ -88,8 +88,12 @@ def test_a_resumed_trainer_gets_its_history_back_from_the_checkpoint(tmp_path: P
 def test_the_trainer_adapter_runs_under_torchrun_with_two_gloo_ranks(tmp_path: Path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
-        + [
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
             "--master_port",
             str(_free_port()),
             str(REPO / "tests/scripts/train_hf.py"),
@@ -116,3 +120,31 @@ def _free_port() -> int:
     from tests.distributed import free_port
 
     return free_port()
+
+
+@pytest.mark.slow  # a Lightning and a Trainer fine-tuning run
+def test_the_text_page_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import diversity_callbacks.embedders.sentence as sentence
+    from tests.docs import run_blocks
+    from tests.integrations.hf_helpers import Sentences
+    from tests.text_helpers import PROMPTS, tiny_sentence_transformer
+
+    folder = tiny_sentence_transformer(tmp_path / "st")
+    real = sentence.SentenceEmbedder
+    # the page names a hub model: the tiny random one stands in for it, offline
+    monkeypatch.setattr(sentence, "SentenceEmbedder", lambda name, **options: real(folder))
+    monkeypatch.chdir(tmp_path)
+    tokenizer = char_tokenizer(tmp_path / "tokenizer")
+    namespace = {
+        "prompts": PROMPTS,
+        "tokenizer": tokenizer,
+        "module": LanguageModule(tiny_gpt2()),
+        "train_loader": repeated_text_data(tokenizer),
+        "lm": tiny_gpt2(),
+        "train_dataset": Sentences(tokenizer),
+    }
+    run_blocks("docs/text.md", namespace, monkeypatch)
+    assert [row["global_step"] for row in namespace["diversity"].history] == [0, 2, 4]
+    logged = [r for r in namespace["trainer"].state.log_history if "diversity/self_bleu" in r]
+    assert [row["step"] for row in logged] == [0, 1, 2]
+    assert list((tmp_path / "out").rglob("events.out.tfevents.*"))

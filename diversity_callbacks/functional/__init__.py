@@ -15,6 +15,7 @@ from diversity_callbacks.functional.kernels import (
 )
 from diversity_callbacks.functional.modes import KernelMoments, Mode, leading_modes
 from diversity_callbacks.functional.novelty import Novelty, novelty
+from diversity_callbacks.functional.lexical import distinct_n, self_bleu
 from diversity_callbacks.functional.per_condition import per_condition_vendi_score
 from diversity_callbacks.functional.quality import quality_weighted_vendi_score
 from diversity_callbacks.functional.schur import SchurComplementResult, schur_complement_entropy
@@ -33,6 +34,7 @@ __all__ = [
     "RandomFourierFeatures",
     "SchurComplementResult",
     "conditional_vendi_score",
+    "distinct_n",
     "embedding_clip_score",
     "gaussian_kernel",
     "information_vendi_score",
@@ -48,6 +50,7 @@ __all__ = [
     "resolve_kernel",
     "schur_block_score",
     "schur_complement_entropy",
+    "self_bleu",
     "vendi_from_spectrum",
     "vendi_score",
     "vendi_score_from_kernel",

@@ -538,7 +538,7 @@ class DiversityEvaluator:
         bar = _progress_bar(batches, f"{self.prefix}: sampling", progress and rank == 0)
         context = precision_context or nullcontext
         lockstep = LockStep(device)
-        with isolate_rng(), _eval_mode(module), lockstep.watching():
+        with isolate_rng(), eval_mode(module), lockstep.watching():
             for index in range(calls):
                 try:
                     if index < len(batches):
@@ -768,7 +768,7 @@ def _device_of(module: torch.nn.Module | None) -> torch.device:
 
 
 @contextmanager
-def _eval_mode(module: torch.nn.Module | None) -> Iterator[None]:
+def eval_mode(module: torch.nn.Module | None) -> Iterator[None]:
     """Put every submodule in eval mode; restore each one's own mode on exit, also on error."""
     if module is None:
         yield

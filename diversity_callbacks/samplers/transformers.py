@@ -31,7 +31,7 @@ from torch import Tensor
 
 from diversity_callbacks._validation import check_positive_int
 from diversity_callbacks.evaluation import _distributed
-from diversity_callbacks.evaluation.evaluator import _eval_mode
+from diversity_callbacks.evaluation.evaluator import eval_mode
 from diversity_callbacks.evaluation.sharding import sharding_of
 from diversity_callbacks.samplers._contract import check_batch, split_call
 
@@ -156,7 +156,7 @@ class TransformersSampler:
         if not sharded:
             _move_to(model, device)
         rows = [self._encode(i, prompt) for i, prompt in enumerate(prompts)]
-        with _eval_mode(model):
+        with eval_mode(model):
             tokens = decode_loop(
                 model,
                 rows,

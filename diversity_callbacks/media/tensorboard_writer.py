@@ -1,7 +1,9 @@
 """TensorBoard: scalars, one image per condition's grid, the table as text, the spectrum image.
 
 Tags: ``{prefix}/samples/00_a_red_apple`` (TensorBoard has no captions, so the tag names the
-condition), ``{prefix}/table`` (a Markdown table in the Text tab), ``{prefix}/spectrum``.
+condition), ``{prefix}/table`` (a Markdown table in the Text tab), ``{prefix}/spectrum``; with a
+reference set ``{prefix}/copies`` (the side-by-side grid, its similarities under the same tag in
+the Text tab) and the histogram ``{prefix}/nn_similarity``.
 """
 
 from __future__ import annotations
@@ -27,3 +29,8 @@ def log_to_tensorboard(
         writer.add_text(f"{prefix}/table", media.table.markdown(), step)
     if media.spectrum is not None:
         writer.add_image(f"{prefix}/spectrum", media.spectrum, step, dataformats="HWC")
+    if media.copies is not None:
+        writer.add_histogram(f"{prefix}/nn_similarity", media.copies.similarities, step)
+        if media.copies.pairs:
+            writer.add_image(f"{prefix}/copies", media.copies.pixels, step, dataformats="CHW")
+            writer.add_text(f"{prefix}/copies", "\n\n".join(media.copies.captions), step)

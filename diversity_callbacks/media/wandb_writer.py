@@ -18,7 +18,9 @@ if TYPE_CHECKING:  # pragma: no cover
 def log_to_wandb(
     logger: WandbLogger, scalars: Mapping[str, float], media: Media, step: int
 ) -> None:
-    """Log ``{prefix}/samples`` (captioned grids), ``/table`` and ``/spectrum`` with the scalars."""
+    """Log ``{prefix}/samples`` (captioned grids), ``/table``, ``/spectrum`` and, with a reference
+    set, ``/copies`` (one captioned image per sample-training pair) and the histogram
+    ``/nn_similarity``, with the scalars."""
     import wandb
 
     prefix = media.prefix
@@ -34,4 +36,11 @@ def log_to_wandb(
         row[f"{prefix}/table"] = wandb.Table(columns=[kind, "samples", *scores], data=data)
     if media.spectrum is not None:
         row[f"{prefix}/spectrum"] = wandb.Image(media.spectrum, caption=SPECTRUM_CAPTION)
+    if media.copies is not None:
+        row[f"{prefix}/nn_similarity"] = wandb.Histogram(media.copies.similarities)
+        if media.copies.pairs:
+            row[f"{prefix}/copies"] = [
+                wandb.Image(pair.permute(1, 2, 0).numpy(), caption=caption)
+                for pair, caption in zip(media.copies.pairs, media.copies.captions, strict=True)
+            ]
     logger.log_metrics(row, step=step)

@@ -13,6 +13,15 @@ from diversity_callbacks.functional.kernels import (
     random_fourier_frequencies,
     resolve_kernel,
 )
+from diversity_callbacks.functional.memorization import (
+    NearestNeighbours,
+    authenticity,
+    calibrated_l2,
+    copy_rate,
+    l2_memorization,
+    memorization_scores,
+    nearest_neighbours,
+)
 from diversity_callbacks.functional.per_condition import per_condition_vendi_score
 from diversity_callbacks.functional.quality import quality_weighted_vendi_score
 from diversity_callbacks.functional.schur import SchurComplementResult, schur_complement_entropy
@@ -25,12 +34,19 @@ from diversity_callbacks.functional.spectrum import (
 from diversity_callbacks.functional.vendi import vendi_score, vendi_score_from_kernel
 
 __all__ = [
+    "NearestNeighbours",
     "RandomFourierFeatures",
     "SchurComplementResult",
+    "authenticity",
+    "calibrated_l2",
     "conditional_vendi_score",
+    "copy_rate",
     "embedding_clip_score",
     "gaussian_kernel",
     "information_vendi_score",
+    "l2_memorization",
+    "memorization_scores",
+    "nearest_neighbours",
     "normalize_rows",
     "normalized_spectrum",
     "order_key",

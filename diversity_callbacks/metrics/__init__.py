@@ -5,6 +5,7 @@ from diversity_callbacks.metrics.conditional_vendi import (
     ConditionalVendiScore,
     InformationVendiScore,
 )
+from diversity_callbacks.metrics.memorization import MemorizationScore
 from diversity_callbacks.metrics.per_condition import PerConditionVendiScore
 from diversity_callbacks.metrics.quality import QualityWeightedVendiScore
 from diversity_callbacks.metrics.schur import SchurComplementEntropy
@@ -14,6 +15,7 @@ __all__ = [
     "ConditionalVendiScore",
     "EmbeddingCLIPScore",
     "InformationVendiScore",
+    "MemorizationScore",
     "PerConditionVendiScore",
     "QualityWeightedVendiScore",
     "SchurComplementEntropy",

@@ -3,6 +3,7 @@ evaluator's memorization scores, copies grid and DDP exactness."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -241,3 +242,33 @@ def test_one_and_two_gloo_ranks_give_the_same_scores_to_1e_12(tmp_path: Path):
         assert result["scalars"] == pytest.approx(single["scalars"], rel=1e-12, abs=1e-12)
         assert result["nearest"] == single["nearest"]
     assert ranks[0]["shown"] == single["shown"]
+
+
+class NovelModule(TinyGenerator):
+    def generate(self, conditions: None, generators: list[torch.Generator]) -> Tensor:
+        return novel_sampler(conditions, generators) * 2 - 1
+
+
+@pytest.mark.parametrize(("module", "fires"), [(CopyingModule, True), (NovelModule, False)])
+def test_copy_rate_monitor_stops_a_copying_run_and_leaves_a_novel_one(
+    tmp_path: Path, module: type, fires: bool
+):
+    from diversity_callbacks import CopyRateMonitor
+
+    callback = make_callback(CountingEmbedder(), tmp_path / "cache")
+    monitor = CopyRateMonitor(callback, max_value=0.1)
+    L.seed_everything(0, verbose=False)
+    trainer = L.Trainer(**{**QUIET, "max_steps": 6, "callbacks": [callback, monitor]})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(module(), tiny_data())
+    alerts = [w for w in caught if "Memorization: diversity/copy_rate" in str(w.message)]
+    assert (monitor.collapse_step == 0) is fires and bool(alerts) is fires
+    assert trainer.global_step == (0 if fires else 6)
+
+
+def test_copy_rate_monitor_names_its_own_argument():
+    from diversity_callbacks import CopyRateMonitor
+
+    with pytest.raises(ValueError, match="`max_value` must be finite"):
+        CopyRateMonitor(make_callback(CountingEmbedder(), Path(".")), max_value=float("nan"))

@@ -89,8 +89,7 @@ def main() -> None:
     ):
         seconds = best[name]
         print(
-            f"| {label} | {seconds:.2f} | {args.n / seconds:,.0f} | "
-            f"{best['bare'] / seconds:.0%} |"
+            f"| {label} | {seconds:.2f} | {args.n / seconds:,.0f} | {best['bare'] / seconds:.0%} |"
         )
 
 

@@ -22,6 +22,8 @@ from diversity_callbacks.functional.memorization import (
     memorization_scores,
     nearest_neighbours,
 )
+from diversity_callbacks.functional.modes import KernelMoments, Mode, leading_modes
+from diversity_callbacks.functional.novelty import Novelty, novelty
 from diversity_callbacks.functional.per_condition import per_condition_vendi_score
 from diversity_callbacks.functional.quality import quality_weighted_vendi_score
 from diversity_callbacks.functional.schur import SchurComplementResult, schur_complement_entropy
@@ -34,7 +36,10 @@ from diversity_callbacks.functional.spectrum import (
 from diversity_callbacks.functional.vendi import vendi_score, vendi_score_from_kernel
 
 __all__ = [
+    "KernelMoments",
+    "Mode",
     "NearestNeighbours",
+    "Novelty",
     "RandomFourierFeatures",
     "SchurComplementResult",
     "authenticity",
@@ -45,10 +50,12 @@ __all__ = [
     "gaussian_kernel",
     "information_vendi_score",
     "l2_memorization",
+    "leading_modes",
     "memorization_scores",
     "nearest_neighbours",
     "normalize_rows",
     "normalized_spectrum",
+    "novelty",
     "order_key",
     "per_condition_vendi_score",
     "quality_weighted_vendi_score",

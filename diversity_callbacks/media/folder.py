@@ -8,6 +8,9 @@ artifact folder the MLflow writer uploads, so both have the same layout::
         table.csv                    condition, then one column per per-condition score
         spectrum.png                 with spectrum=True
         copies.png, copies.csv       with a reference set: most-copied samples | training ones
+        modes/mode_01.png            one grid per mode (modes=k): leading modes, then
+        modes/lost_01.png            lost and gained modes with compare_to (captions in
+        modes/captions.txt           captions.txt); modes.csv instead for text samples
 """
 
 from __future__ import annotations
@@ -38,6 +41,13 @@ def write_media_folder(folder: Path, media: Media) -> list[Path]:
     if media.copies is not None and media.copies.pairs:
         files["copies.png"] = png_bytes(media.copies.hwc())
         files["copies.csv"] = media.copies.csv().encode()
+    for panel in media.mode_panels:
+        files[f"modes/{panel.name}.png"] = png_bytes(panel.hwc())
+    if media.mode_panels:
+        captions = "".join(f"{panel.name}.png: {panel.caption}\n" for panel in media.mode_panels)
+        files["modes/captions.txt"] = captions.encode()
+    if media.mode_table is not None:
+        files["modes.csv"] = media.mode_table.csv().encode()
     written = []
     for name, data in files.items():
         path = folder / name

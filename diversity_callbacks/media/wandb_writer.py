@@ -18,9 +18,10 @@ if TYPE_CHECKING:  # pragma: no cover
 def log_to_wandb(
     logger: WandbLogger, scalars: Mapping[str, float], media: Media, step: int
 ) -> None:
-    """Log ``{prefix}/samples`` (captioned grids), ``/table``, ``/spectrum`` and, with a reference
-    set, ``/copies`` (one captioned image per sample-training pair) and the histogram
-    ``/nn_similarity``, with the scalars."""
+    """Log ``{prefix}/samples`` (captioned grids), ``/table``, ``/spectrum``, the mode grids
+    (``/modes``, ``/lost_modes``, ``/gained_modes``, captioned with their shares) or
+    ``/mode_table``, and with a reference set ``/copies`` (one captioned image per
+    sample-training pair) and the histogram ``/nn_similarity``, with the scalars."""
     import wandb
 
     prefix = media.prefix
@@ -43,4 +44,11 @@ def log_to_wandb(
                 wandb.Image(pair.permute(1, 2, 0).numpy(), caption=caption)
                 for pair, caption in zip(media.copies.pairs, media.copies.captions, strict=True)
             ]
+    for panel in media.mode_panels:  # {prefix}/modes, /lost_modes, /gained_modes
+        image = wandb.Image(panel.hwc(), caption=panel.caption)
+        row.setdefault(f"{prefix}/{panel.group}", []).append(image)
+    if media.mode_table is not None:
+        row[f"{prefix}/mode_table"] = wandb.Table(
+            columns=media.mode_table.columns, data=media.mode_table.rows
+        )
     logger.log_metrics(row, step=step)

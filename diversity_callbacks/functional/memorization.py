@@ -12,7 +12,12 @@ space. Every score here is a function of those neighbours:
   average, ``d_1 / (alpha * mean(d_1..d_k)) < delta``, counts as memorized;
 - **authenticity** (Alaa et al., ICML 2022, as dgm-eval computes it): a sample is authentic
   when it lies farther from its nearest training sample ``j`` than ``j`` lies from its own
-  nearest other training sample; the share of authentic samples.
+  nearest other training sample; the share of authentic samples;
+- **KEN novelty** against the training set (Zhang et al., ICML 2024): the positive part of
+  ``C_gen - eta C_ref``, the samples' and the training set's cosine-kernel covariances (trace
+  1): its mass is the share of the samples in directions the training set lacks (what the
+  model draws that is not in the training data), its KEN score that mass times the entropy of
+  the novel eigenvalues (:mod:`~diversity_callbacks.functional.novelty`).
 
 Distances are Euclidean between unit-normalised rows (``d^2 = 2 - 2 cos``), so that one search
 serves every score; for an embedder that already returns unit vectors (CLIP) they are the plain
@@ -47,8 +52,10 @@ MEMORIZATION_KEYS = (
     "nn_similarity_q99",
     "l2_memorization",
     "authenticity",
+    "novel_mass",
+    "ken_novelty",
 )
-"""The keys :func:`memorization_scores` returns at its default quantiles."""
+"""The keys :class:`~diversity_callbacks.MemorizationScore` logs at its default quantiles."""
 
 PAIR_BYTES = 1 << 25
 """Bytes of the float64 rows gathered at once to recompute the chosen neighbours' values."""
@@ -215,6 +222,42 @@ def authenticity(distances: Tensor, reference_distances: Tensor) -> Tensor:
         tensor(0.3333, dtype=torch.float64)
     """
     return (reference_distances < distances).to(torch.float64).mean()
+
+
+def unit_moment(rows: Tensor, chunk_rows: int = 4096) -> Tensor:
+    """``sum x x^T`` (float64, ``(D, D)``) of the unit-normalised rows, chunk by chunk: the
+    cosine kernel's covariance up to its trace (the number of rows)."""
+    moment = rows.new_zeros((rows.shape[1], rows.shape[1]), dtype=torch.float64)
+    for start in range(0, rows.shape[0], chunk_rows):
+        unit = unit_rows(rows[start : start + chunk_rows], "rows", torch.float64)
+        moment += unit.T @ unit
+    return moment
+
+
+def ken_novelty(
+    sample_moment: Tensor, reference_moment: Tensor, eta: float = 1.0
+) -> tuple[float, float]:
+    """KEN novelty of the samples against the training set: ``(mass, score)`` of the positive
+    part of ``C_gen - eta C_ref`` (each moment normalised to trace 1 here).
+
+    Args:
+        sample_moment: ``(D, D)`` ``sum x x^T`` of the samples' unit rows (:func:`unit_moment`).
+        reference_moment: the same of the training set.
+        eta: weight of the training set: a direction is novel where the samples' share exceeds
+            ``eta`` times the training set's.
+
+    Examples:
+        >>> e = torch.eye(4, dtype=torch.float64)
+        >>> samples, train = unit_moment(e), unit_moment(e[[0, 1]])
+        >>> [round(v, 4) for v in ken_novelty(samples, train)]  # half off it, in 2 modes: ln 2 / 2
+        [0.5, 0.3466]
+    """
+    from diversity_callbacks.functional.novelty import covariance_novelty, ken_score
+
+    a = sample_moment / sample_moment.trace()
+    b = reference_moment / reference_moment.trace()
+    positive, _ = covariance_novelty(a, b, eta, 1, None)
+    return ken_score(positive)
 
 
 def quantile_key(q: float) -> str:

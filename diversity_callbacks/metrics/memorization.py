@@ -13,10 +13,13 @@ from torchmetrics.utilities import dim_zero_cat
 
 from diversity_callbacks._validation import check_positive, check_positive_int
 from diversity_callbacks.functional.memorization import (
+    ken_novelty,
     memorization_scores,
     nearest_neighbours,
+    unit_moment,
     unit_rows,
 )
+from diversity_callbacks.functional.novelty import check_eta
 
 DEFAULT_COPY_THRESHOLD = 0.95
 """Nearest-neighbour cosine similarity from which a sample counts as a copy (measured in
@@ -50,6 +53,7 @@ class MemorizationScore(Metric):
         delta: a sample whose calibrated l2 distance is below it counts as memorized.
         chunk_size: samples per similarity block (memory ``chunk_size x m``); default fits
             256 MiB.
+        novelty_eta: KEN's weight of the training set in ``C_gen - eta C_ref``.
         search_dtype: dtype of the search (float32: the speed of a bare ``matmul``).
         kwargs: torchmetrics ``Metric`` options.
 
@@ -82,6 +86,7 @@ class MemorizationScore(Metric):
         delta: float = 1 / 3,
         chunk_size: int | None = None,
         search_dtype: torch.dtype = torch.float32,
+        novelty_eta: float = 1.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -107,6 +112,13 @@ class MemorizationScore(Metric):
         # sample's neighbour; kept across resets (the reference does not change).
         nan = torch.full((unit.shape[0],), float("nan"), dtype=torch.float64)
         self.register_buffer("reference_nn_distance", nan, persistent=False)
+        self.novelty_eta = check_eta(novelty_eta)
+        # KEN novelty: the training set's cosine covariance once; the samples' as a float64 sum,
+        # summed across ranks (exact whatever the split).
+        self.register_buffer("reference_moment", unit_moment(reference), persistent=False)
+        dim = unit.shape[1]
+        moment = torch.zeros(dim, dim, dtype=torch.float64)
+        self.add_state("sample_moment", default=moment, dist_reduce_fx="sum")
         for name in _STATES:
             self.add_state(name, default=[], dist_reduce_fx="cat")
         self._add_empty_rows()
@@ -134,6 +146,7 @@ class MemorizationScore(Metric):
             embeddings.to(self.reference.device), self.reference, self.k, chunk_size=self.chunk_size
         )
         nearest = found.indices[:, 0]
+        self.sample_moment += unit_moment(embeddings.to(self.reference.device))
         self.similarity.append(found.similarities[:, 0])
         self.distances.append(found.distances)
         self.index.append(nearest)
@@ -161,7 +174,8 @@ class MemorizationScore(Metric):
 
         Returns:
             float64 scalars: ``copy_rate``, ``nn_similarity_mean``, ``nn_similarity_q50``...,
-            ``l2_memorization`` and ``authenticity``.
+            ``l2_memorization``, ``authenticity``, and the KEN novelty against the training set
+            (``novel_mass``, ``ken_novelty``).
         """
         similarity = dim_zero_cat(self.similarity)
         if similarity.numel() == 0:
@@ -171,7 +185,7 @@ class MemorizationScore(Metric):
             )
         self.nearest_similarities = similarity.cpu()
         self.nearest_indices = dim_zero_cat(self.index).cpu()
-        return memorization_scores(
+        scores = memorization_scores(
             similarity,
             dim_zero_cat(self.distances),
             dim_zero_cat(self.reference_distance),
@@ -180,3 +194,7 @@ class MemorizationScore(Metric):
             alpha=self.alpha,
             delta=self.delta,
         )
+        mass, score = ken_novelty(self.sample_moment, self.reference_moment, self.novelty_eta)
+        scores["novel_mass"] = torch.tensor(mass, dtype=torch.float64)
+        scores["ken_novelty"] = torch.tensor(score, dtype=torch.float64)
+        return scores

@@ -101,3 +101,45 @@ def test_two_gloo_ranks_equal_one_process_to_1e_12():
             scores, nearest = result[name]
             assert scores == pytest.approx(expected, rel=1e-12, abs=1e-12), name
             assert nearest == single.nearest_indices.tolist()
+
+
+def _ken_by_definition(
+    samples: torch.Tensor, train: torch.Tensor, eta: float
+) -> tuple[float, float]:
+    """KEN (Zhang et al. 2024) from its definition, in float64: the positive eigenvalues of
+    C_gen - eta C_ref, cosine-kernel covariances of trace 1; mass and mass x their entropy."""
+
+    def covariance(rows: torch.Tensor) -> torch.Tensor:
+        unit = torch.nn.functional.normalize(rows.to(torch.float64), dim=1)
+        return unit.T @ unit / unit.shape[0]
+
+    values = torch.linalg.eigvalsh(covariance(samples) - eta * covariance(train))
+    positive = values[values > 1e-12]
+    mass = float(positive.sum())
+    weights = positive / mass
+    return mass, mass * float(-(weights * weights.log()).sum())
+
+
+@pytest.mark.parametrize("eta", [1.0, 2.0])
+def test_ken_novelty_against_the_training_set_follows_its_definition(eta: float):
+    generator = torch.Generator().manual_seed(3)
+    train = torch.cat([torch.randn(60, 16, generator=generator), torch.zeros(60, 16)], dim=1)
+    off = torch.cat([torch.zeros(20, 16), torch.randn(20, 16, generator=generator)], dim=1)
+    samples = torch.cat([train[:30], off])  # 40% lies where the training set has nothing
+    metric = MemorizationScore(train, novelty_eta=eta)
+    metric.update(samples)
+    scores = metric.compute()
+    mass, score = _ken_by_definition(samples, train, eta)
+    assert float(scores["novel_mass"]) == pytest.approx(mass, abs=1e-10)
+    assert float(scores["ken_novelty"]) == pytest.approx(score, abs=1e-10)
+    assert float(scores["novel_mass"]) >= 0.4 - 1e-9
+
+
+def test_the_training_set_itself_is_not_novel_and_an_orthogonal_one_entirely():
+    generator = torch.Generator().manual_seed(4)
+    train = torch.cat([torch.randn(40, 8, generator=generator), torch.zeros(40, 8)], dim=1)
+    off = torch.cat([torch.zeros(40, 8), torch.randn(40, 8, generator=generator)], dim=1)
+    for samples, expected in ((train, 0.0), (off, 1.0)):
+        metric = MemorizationScore(train)
+        metric.update(samples)
+        assert float(metric.compute()["novel_mass"]) == pytest.approx(expected, abs=1e-9)

@@ -101,6 +101,8 @@ class ModeReference:
     indices: Tensor
     previews: dict[int, Preview] = field(default_factory=dict)
     step: int | None = None
+    moments: KernelMoments | None = field(default=None, repr=False, compare=False)
+    """Its kernel moments, kept from its own evaluation (not saved: recomputed on resume)."""
 
     def state_dict(self) -> dict[str, Any]:
         """Plain tensors, ints and strings, for a checkpoint."""
@@ -137,8 +139,8 @@ class ModeValues:
     modes: list[Mode]
     lost_modes: list[Mode]
     gained_modes: list[Mode]
-    reference: ModeReference
-    previews: dict[int, Preview]
+    reference: ModeReference | None = None  # set by ModeCollector.compute
+    previews: dict[int, Preview] = field(default_factory=dict)
 
 
 class ModeCollector:
@@ -168,7 +170,7 @@ class ModeCollector:
         if kernel.feature_map is None:
             values = self._by_kernel(kernel, everything, compare_to, device)
         else:
-            values = self._by_features(kernel, rows, indices, compare_to, device)
+            values = self._by_features(kernel, rows, indices, compare_to, device, reference)
         values.reference = reference
         # Modes below the threshold are noise and round-off; the masses still count them.
         threshold = self.options.threshold
@@ -207,10 +209,12 @@ class ModeCollector:
         indices: Tensor,
         compare_to: ModeReference | None,
         device: torch.device,
+        reference: ModeReference,
     ) -> ModeValues:
         options = self.options
         phi = kernel.features(rows)
         moments = _all_reduced(KernelMoments.of(phi), device)
+        reference.moments = moments  # what a later comparison with this evaluation needs
         covariance = moments.covariance
         values, vectors = descending_eigh(covariance)
         scalars = {"num_modes": float((values >= options.threshold).sum())}
@@ -221,7 +225,7 @@ class ModeCollector:
         if compare_to is not None:
             then_rows = compare_to.embeddings.to(device)
             then_phi = kernel.features(then_rows, "the reference's embeddings")
-            then = KernelMoments.of(then_phi)
+            then = compare_to.moments or KernelMoments.of(then_phi)
             (lost_found, lost_directions), (gained_found, gained_directions) = (
                 covariance_novelty_both_ways(
                     then.covariance,
@@ -240,7 +244,7 @@ class ModeCollector:
             gained = as_modes(gained_found, *gained_top)
             scalars["lost_mode_mass"] = ken_score(lost_found)[0]
             scalars["gained_mode_mass"] = ken_score(gained_found)[0]
-        return ModeValues(scalars, modes, lost, gained, None, {})  # type: ignore[arg-type]
+        return ModeValues(scalars, modes, lost, gained)
 
     def _by_kernel(
         self,
@@ -274,7 +278,7 @@ class ModeCollector:
             )
             gained = as_modes(found, *top_samples(now_loadings, indices, options.samples))
             scalars["gained_mode_mass"] = ken_score(found)[0]
-        return ModeValues(scalars, modes, lost, gained, None, {})  # type: ignore[arg-type]
+        return ModeValues(scalars, modes, lost, gained)
 
 
 def _all_reduced(moments: KernelMoments, device: torch.device) -> KernelMoments:

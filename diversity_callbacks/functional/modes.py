@@ -199,9 +199,13 @@ def leading_modes(
         num_modes: how many modes (fewer when the kernel's rank is smaller).
         top: samples kept per mode.
         indices: (N,) what to call the samples in :attr:`Mode.samples`; default ``0..N-1``.
-        kernel, sigma, num_features, seed, feature_map, frequencies: the kernel, as for
-            :func:`~diversity_callbacks.functional.vendi_score`
-            (:func:`~diversity_callbacks.functional.kernels.resolve_kernel`).
+        kernel: ``"cosine"`` (default), ``"linear"``, ``"gaussian"`` or a kernel callable, as
+            for :func:`~diversity_callbacks.functional.vendi_score`.
+        sigma: Gaussian bandwidth.
+        num_features: random Fourier frequencies for ``"gaussian"`` (else exact).
+        seed: seed of the random Fourier frequencies.
+        feature_map: explicit feature map ``phi(X)`` instead of ``kernel``.
+        frequencies: a published (d, m) frequency matrix for ``"gaussian"``.
 
     Returns:
         A list of :class:`Mode`; the shares are eigenvalues of ``K / n`` (they sum to 1 over

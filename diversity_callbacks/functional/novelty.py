@@ -202,8 +202,13 @@ def novelty(
         num_modes: how many novel modes to return.
         top: A's samples kept per mode, largest loading first.
         indices: (N,) what to call A's samples; default ``0..N-1``.
-        kernel, sigma, num_features, seed, feature_map, frequencies: the kernel, as for
-            :func:`~diversity_callbacks.functional.vendi_score`; both sets use the same one.
+        kernel: ``"cosine"`` (default), ``"linear"``, ``"gaussian"`` or a kernel callable, as
+            for :func:`~diversity_callbacks.functional.vendi_score`; both sets use it.
+        sigma: Gaussian bandwidth.
+        num_features: random Fourier frequencies for ``"gaussian"`` (else exact).
+        seed: seed of the random Fourier frequencies.
+        feature_map: explicit feature map ``phi(X)`` instead of ``kernel``.
+        frequencies: a published (d, m) frequency matrix for ``"gaussian"``.
 
     Returns:
         A :class:`Novelty` (mass, KEN score, modes).

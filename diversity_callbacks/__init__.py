@@ -39,6 +39,8 @@ _EXPORTS = {
     "evaluate_existing": "diversity_callbacks.evaluation.existing",
     "DiversityCallback": "diversity_callbacks.callback",
     "DiversityCollapseMonitor": "diversity_callbacks.monitor",
+    "CopyRateMonitor": "diversity_callbacks.monitor",
+    "MemorizationScore": "diversity_callbacks.metrics.memorization",
     "DiffusersSampler": "diversity_callbacks.samplers.diffusers",
     "TransformersSampler": "diversity_callbacks.samplers.transformers",
     "SentenceEmbedder": "diversity_callbacks.embedders.sentence",
@@ -69,11 +71,12 @@ if TYPE_CHECKING:  # pragma: no cover
         InformationVendiScore,
     )
     from diversity_callbacks.metrics.lexical import DistinctN, SelfBLEU  # noqa: F401
+    from diversity_callbacks.metrics.memorization import MemorizationScore  # noqa: F401
     from diversity_callbacks.metrics.per_condition import PerConditionVendiScore  # noqa: F401
     from diversity_callbacks.metrics.quality import QualityWeightedVendiScore  # noqa: F401
     from diversity_callbacks.metrics.schur import SchurComplementEntropy  # noqa: F401
     from diversity_callbacks.metrics.vendi import VendiScore  # noqa: F401
-    from diversity_callbacks.monitor import DiversityCollapseMonitor  # noqa: F401
+    from diversity_callbacks.monitor import CopyRateMonitor, DiversityCollapseMonitor  # noqa: F401
     from diversity_callbacks.prompt_removal import PromptRemover  # noqa: F401
     from diversity_callbacks.samplers.diffusers import DiffusersSampler  # noqa: F401
     from diversity_callbacks.samplers.transformers import TransformersSampler  # noqa: F401

@@ -36,6 +36,7 @@ from torchmetrics.utilities.exceptions import TorchMetricsUserError
 from diversity_callbacks._validation import check_scores
 from diversity_callbacks.evaluation.conditions import EvaluationSet
 from diversity_callbacks.evaluation.samples import SampleEmbedder
+from diversity_callbacks.functional.memorization import MEMORIZATION_KEYS
 from diversity_callbacks.functional.spectrum import order_key
 from diversity_callbacks.metrics.clip_score import EmbeddingCLIPScore
 from diversity_callbacks.metrics.conditional_vendi import (
@@ -69,6 +70,7 @@ class MetricValues:
     scalars: dict[str, float]
     per_condition: dict[str, Tensor] = field(default_factory=dict)
     spectrum: Tensor | None = None
+    copies: Any = None  # a CopiedSamples, from the memorization scores
 
 
 class EvaluationMetric:
@@ -207,6 +209,7 @@ def builtin_result_keys(orders: Sequence[float]) -> set[str]:
         "sce_image_vendi",
         "clip_score",
         "quality",
+        *MEMORIZATION_KEYS,
     }
 
 

@@ -6,6 +6,7 @@ from diversity_callbacks.metrics.conditional_vendi import (
     InformationVendiScore,
 )
 from diversity_callbacks.metrics.lexical import DistinctN, SelfBLEU
+from diversity_callbacks.metrics.memorization import MemorizationScore
 from diversity_callbacks.metrics.per_condition import PerConditionVendiScore
 from diversity_callbacks.metrics.quality import QualityWeightedVendiScore
 from diversity_callbacks.metrics.schur import SchurComplementEntropy
@@ -16,6 +17,7 @@ __all__ = [
     "DistinctN",
     "EmbeddingCLIPScore",
     "InformationVendiScore",
+    "MemorizationScore",
     "PerConditionVendiScore",
     "QualityWeightedVendiScore",
     "SchurComplementEntropy",

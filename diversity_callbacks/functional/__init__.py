@@ -13,9 +13,9 @@ from diversity_callbacks.functional.kernels import (
     random_fourier_frequencies,
     resolve_kernel,
 )
+from diversity_callbacks.functional.lexical import distinct_n, self_bleu
 from diversity_callbacks.functional.modes import KernelMoments, Mode, leading_modes
 from diversity_callbacks.functional.novelty import Novelty, novelty
-from diversity_callbacks.functional.lexical import distinct_n, self_bleu
 from diversity_callbacks.functional.per_condition import per_condition_vendi_score
 from diversity_callbacks.functional.quality import quality_weighted_vendi_score
 from diversity_callbacks.functional.schur import SchurComplementResult, schur_complement_entropy

@@ -236,12 +236,15 @@ def test_a_class_conditional_generator_gets_its_labels_and_a_per_class_vendi_sco
     assert callback.evaluation_set.names == ("cat", "dog")
 
 
-def test_an_unconditional_generator_gets_none_and_only_the_vendi_score():
+def test_an_unconditional_generator_gets_none_and_only_the_vendi_score_and_its_modes():
     callback = fit_with(UnconditionalGenerator(), tiny_data(), num_samples=10)
     row = callback.history[0]
     assert {k for k in row if k.startswith("diversity/")} == {
         "diversity/vendi_q1",
         "diversity/vendi_q2",
+        "diversity/num_modes",
+        "diversity/lost_mode_mass",
+        "diversity/gained_mode_mass",
         "diversity/eval_seconds",
     }
     assert 1.0 < row["diversity/vendi_q1"] <= 10.0

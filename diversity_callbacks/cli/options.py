@@ -9,6 +9,10 @@ import os
 
 from diversity_callbacks.cli.discovery import PROMPT_SOURCES
 
+DEFAULT_COPY_THRESHOLD = 0.95
+"""MemorizationScore's default threshold, written here so that ``--help`` imports no torch
+(a test keeps the two equal)."""
+
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """``--help`` with each option's default, where it has one that says something (not
@@ -139,6 +143,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=8.0,
         metavar="GIB",
         help="refuse the exact Gaussian kernel when it would need more than this",
+    )
+    memorization = parser.add_argument_group("memorization against training data")
+    memorization.add_argument(
+        "--reference",
+        metavar="FOLDER",
+        help="training images (a folder) or their embeddings (.pt/.npy): adds copy_rate, "
+        "nn_similarity_*, l2_memorization and authenticity, and with --plot a grid of the "
+        "most-copied images beside their nearest training image",
+    )
+    memorization.add_argument(
+        "--copy-threshold",
+        type=float,
+        default=DEFAULT_COPY_THRESHOLD,
+        metavar="COS",
+        help="nearest-neighbour cosine similarity from which an image counts as a copy",
     )
     metrics.add_argument(
         "--modes",

@@ -7,6 +7,7 @@ artifact folder the MLflow writer uploads, so both have the same layout::
         samples/00_a_red_apple.png   one grid per condition, numbered in set order
         table.csv                    condition, then one column per per-condition score
         spectrum.png                 with spectrum=True
+        copies.png, copies.csv       with a reference set: most-copied samples | training ones
         modes/mode_01.png            one grid per mode (modes=k): leading modes, then
         modes/lost_01.png            lost and gained modes with compare_to (captions in
         modes/captions.txt           captions.txt); modes.csv instead for text samples
@@ -37,6 +38,9 @@ def write_media_folder(folder: Path, media: Media) -> list[Path]:
         files["table.csv"] = media.table.csv().encode()
     if media.spectrum is not None:
         files["spectrum.png"] = png_bytes(media.spectrum)
+    if media.copies is not None and media.copies.pairs:
+        files["copies.png"] = png_bytes(media.copies.hwc())
+        files["copies.csv"] = media.copies.csv().encode()
     for panel in media.mode_panels:
         files[f"modes/{panel.name}.png"] = png_bytes(panel.hwc())
     if media.mode_panels:

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from diversity_callbacks.evaluation.conditions import EvaluationSet
 from diversity_callbacks.evaluation.evaluator import DiversityEvaluator, EvaluationResult
+from diversity_callbacks.evaluation.memorization import CopiedSamples
 from diversity_callbacks.images import make_grid
 from diversity_callbacks.media.modes import TABLE_COLUMNS, ModePanel, mode_panels, mode_table_rows
 
@@ -108,6 +109,34 @@ class Table:
 
 
 @dataclass(frozen=True)
+class CopiesGrid:
+    """The most-copied samples, each (left) beside its nearest training sample (right).
+
+    Attributes:
+        pixels: ``(3, H, W)`` uint8: one pair per row, most similar first.
+        pairs: each pair alone, ``(3, h, w)`` uint8, for loggers that caption every image.
+        captions: each pair's ``similarity 0.998 to training sample 33``.
+        similarities: every sample's nearest-neighbour similarity (for histograms).
+    """
+
+    pixels: Tensor
+    pairs: list[Tensor]
+    captions: list[str]
+    similarities: np.ndarray
+
+    def hwc(self) -> np.ndarray:
+        """The ``(H, W, 3)`` uint8 array of the whole grid."""
+        return self.pixels.permute(1, 2, 0).contiguous().numpy()
+
+    def csv(self) -> str:
+        """``rank,similarity,training_index`` of every pair shown."""
+        rows = [caption.split(" ") for caption in self.captions]
+        return "rank,similarity,training_index\n" + "".join(
+            f"{rank},{row[1]},{row[-1]}\n" for rank, row in enumerate(rows)
+        )
+
+
+@dataclass(frozen=True)
 class Media:
     """Everything an evaluation shows besides its scalars, ready for any logger.
 
@@ -118,6 +147,7 @@ class Media:
         spectrum: the eigenvalue plot as an ``(H, W, 3)`` uint8 array, when asked for.
         mode_panels: one grid per mode (leading, lost, gained), when the samples are images.
         mode_table: the top items of each mode, when the samples are texts.
+        copies: with a reference set, the most-copied samples beside their training samples.
     """
 
     prefix: str
@@ -126,6 +156,7 @@ class Media:
     spectrum: np.ndarray | None
     mode_panels: list[ModePanel] = field(default_factory=list)
     mode_table: Table | None = None
+    copies: CopiesGrid | None = None
 
 
 def render_media(evaluator: DiversityEvaluator, result: EvaluationResult) -> Media:
@@ -148,7 +179,33 @@ def render_media(evaluator: DiversityEvaluator, result: EvaluationResult) -> Med
     spectrum = None if result.spectrum is None else spectrum_plot(result.spectrum)
     mode_rows = mode_table_rows(result)
     mode_table = Table(list(TABLE_COLUMNS), mode_rows) if mode_rows else None
-    return Media(evaluator.prefix, grids, table, spectrum, mode_panels(result), mode_table)
+    copies = None if result.copies is None else copies_grid(result.copies)
+    return Media(evaluator.prefix, grids, table, spectrum, mode_panels(result), mode_table, copies)
+
+
+def copies_grid(copies: CopiedSamples) -> CopiesGrid:
+    """Lay the most-copied samples out beside their nearest training samples (black where the
+    reference holds embeddings only), every thumbnail padded to one size."""
+    thumbnails = [t for c in copies.shown for t in (c.sample, c.reference) if t is not None]
+    similarities = copies.similarities.to(torch.float64).numpy()
+    if not thumbnails:
+        return CopiesGrid(torch.zeros(3, 0, 0, dtype=torch.uint8), [], [], similarities)
+    height = max(t.shape[1] for t in thumbnails)
+    width = max(t.shape[2] for t in thumbnails)
+
+    def padded(image: Tensor | None) -> Tensor:
+        canvas = torch.zeros(3, height, width, dtype=torch.uint8)
+        if image is not None:
+            canvas[:, : image.shape[1], : image.shape[2]] = image
+        return canvas
+
+    tiles = [torch.stack([padded(c.sample), padded(c.reference)]) for c in copies.shown]
+    pairs = [make_grid(pair, nrow=2) for pair in tiles]
+    captions = [
+        f"similarity {c.similarity:.4f} to training sample {c.reference_index}"
+        for c in copies.shown
+    ]
+    return CopiesGrid(make_grid(torch.cat(tiles), nrow=2), pairs, captions, similarities)
 
 
 def caption(evaluation_set: EvaluationSet, condition: int) -> str:

@@ -3,7 +3,9 @@
 Tags: ``{prefix}/samples/00_a_red_apple`` (TensorBoard has no captions, so the tag names the
 condition), ``{prefix}/table`` (a Markdown table in the Text tab), ``{prefix}/spectrum``, one
 image per mode ``{prefix}/modes/mode_01``, ``{prefix}/lost_modes/lost_01``... with its caption
-(the share) as a text of the same tag, and ``{prefix}/mode_table`` for text samples.
+(the share) as a text of the same tag, and ``{prefix}/mode_table`` for text samples; with a
+reference set ``{prefix}/copies`` (the side-by-side grid, its similarities under the same tag in
+the Text tab) and the histogram ``{prefix}/nn_similarity``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ def log_to_tensorboard(
         writer.add_text(f"{prefix}/table", media.table.markdown(), step)
     if media.spectrum is not None:
         writer.add_image(f"{prefix}/spectrum", media.spectrum, step, dataformats="HWC")
+    if media.copies is not None:
+        writer.add_histogram(f"{prefix}/nn_similarity", media.copies.similarities, step)
+        if media.copies.pairs:
+            writer.add_image(f"{prefix}/copies", media.copies.pixels, step, dataformats="CHW")
+            writer.add_text(f"{prefix}/copies", "\n\n".join(media.copies.captions), step)
     for panel in media.mode_panels:  # no captions in TensorBoard: the share goes in a text
         writer.add_image(
             f"{prefix}/{panel.group}/{panel.name}", panel.pixels, step, dataformats="CHW"

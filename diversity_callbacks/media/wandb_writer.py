@@ -20,7 +20,8 @@ def log_to_wandb(
 ) -> None:
     """Log ``{prefix}/samples`` (captioned grids), ``/table``, ``/spectrum``, the mode grids
     (``/modes``, ``/lost_modes``, ``/gained_modes``, captioned with their shares) or
-    ``/mode_table`` with the scalars."""
+    ``/mode_table``, and with a reference set ``/copies`` (one captioned image per
+    sample-training pair) and the histogram ``/nn_similarity``, with the scalars."""
     import wandb
 
     prefix = media.prefix
@@ -36,6 +37,13 @@ def log_to_wandb(
         row[f"{prefix}/table"] = wandb.Table(columns=[kind, "samples", *scores], data=data)
     if media.spectrum is not None:
         row[f"{prefix}/spectrum"] = wandb.Image(media.spectrum, caption=SPECTRUM_CAPTION)
+    if media.copies is not None:
+        row[f"{prefix}/nn_similarity"] = wandb.Histogram(media.copies.similarities)
+        if media.copies.pairs:
+            row[f"{prefix}/copies"] = [
+                wandb.Image(pair.permute(1, 2, 0).numpy(), caption=caption)
+                for pair, caption in zip(media.copies.pairs, media.copies.captions, strict=True)
+            ]
     for panel in media.mode_panels:  # {prefix}/modes, /lost_modes, /gained_modes
         image = wandb.Image(panel.hwc(), caption=panel.caption)
         row.setdefault(f"{prefix}/{panel.group}", []).append(image)

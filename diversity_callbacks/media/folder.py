@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from diversity_callbacks.media.render import Media, png_bytes
+from diversity_callbacks.media.render import Media
 
 
 def step_folder(step: int) -> str:
@@ -29,11 +29,11 @@ def write_media_folder(folder: Path, media: Media) -> list[Path]:
             run evaluating a step again).
         media: the rendered media.
     """
-    files = {f"samples/{grid.name}.png": png_bytes(grid.hwc()) for grid in media.grids}
+    files = {f"samples/{grid.name}.png": grid.png for grid in media.grids}
     if media.table is not None:
         files["table.csv"] = media.table.csv().encode()
-    if media.spectrum is not None:
-        files["spectrum.png"] = png_bytes(media.spectrum)
+    if media.spectrum_png is not None:
+        files["spectrum.png"] = media.spectrum_png
     written = []
     for name, data in files.items():
         path = folder / name

@@ -42,6 +42,7 @@ from diversity_callbacks.metrics.conditional_vendi import (
     ConditionalVendiScore,
     InformationVendiScore,
 )
+from diversity_callbacks.metrics.lexical import DistinctN, SelfBLEU
 from diversity_callbacks.metrics.per_condition import PerConditionVendiScore
 from diversity_callbacks.metrics.quality import QualityWeightedVendiScore
 from diversity_callbacks.metrics.schur import SchurComplementEntropy
@@ -373,6 +374,34 @@ def prompt_aware_metrics(
             continue
         metric = metric_class(q=orders, **options)
         plugins[name] = EvaluationMetric(metric, inputs=("embeddings", conditions))
+    return plugins
+
+
+def lexical_metrics(
+    n: int | Sequence[int] = (1, 2, 3, 4),
+    self_bleu: bool = True,
+    *,
+    max_n: int = 4,
+    tokenizer: Callable[[str], Sequence[Any]] | None = None,
+) -> dict[str, EvaluationMetric]:
+    """Distinct-n and self-BLEU plug-ins for ``metrics=``, on the generated strings themselves.
+
+    Logged as ``distinct_1``, ``distinct_2``, ... and ``self_bleu``; exact under DDP (every
+    rank's texts are gathered). Only for generators that return strings.
+
+    Args:
+        n: the distinct-n orders.
+        self_bleu: add self-BLEU.
+        max_n: self-BLEU's highest n-gram order.
+        tokenizer: ``tokenizer(text) -> tokens``; default: whitespace-separated words.
+
+    Example:
+        >>> sorted(lexical_metrics(n=(1, 2)))
+        ['distinct', 'self_bleu']
+    """
+    plugins = {"distinct": EvaluationMetric(DistinctN(n, tokenizer), inputs=("samples",))}
+    if self_bleu:
+        plugins["self_bleu"] = EvaluationMetric(SelfBLEU(max_n, tokenizer), inputs=("samples",))
     return plugins
 
 

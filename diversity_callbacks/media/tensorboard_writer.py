@@ -1,7 +1,9 @@
 """TensorBoard: scalars, one image per condition's grid, the table as text, the spectrum image.
 
 Tags: ``{prefix}/samples/00_a_red_apple`` (TensorBoard has no captions, so the tag names the
-condition), ``{prefix}/table`` (a Markdown table in the Text tab), ``{prefix}/spectrum``.
+condition), ``{prefix}/table`` (a Markdown table in the Text tab), ``{prefix}/spectrum``, one
+image per mode ``{prefix}/modes/mode_01``, ``{prefix}/lost_modes/lost_01``... with its caption
+(the share) as a text of the same tag, and ``{prefix}/mode_table`` for text samples.
 
 The images are written as the PNG bytes :mod:`~diversity_callbacks.media.render` encoded, in
 the image summary ``SummaryWriter.add_image`` writes, rather than through ``add_image``, which
@@ -33,6 +35,13 @@ def log_to_tensorboard(
     if media.spectrum is not None:
         height, width, _ = media.spectrum.shape
         _add_png(writer, f"{prefix}/spectrum", media.spectrum_png or b"", height, width, step)
+    for panel in media.mode_panels:  # no captions in TensorBoard: the share goes in a text
+        _, height, width = panel.pixels.shape
+        tag = f"{prefix}/{panel.group}/{panel.name}"
+        _add_png(writer, tag, panel.png, height, width, step)
+        writer.add_text(tag, panel.caption, step)
+    if media.mode_table is not None:
+        writer.add_text(f"{prefix}/mode_table", media.mode_table.markdown(), step)
 
 
 def _add_png(writer: Any, tag: str, png: bytes, height: int, width: int, step: int) -> None:

@@ -5,6 +5,7 @@ from diversity_callbacks.metrics.conditional_vendi import (
     ConditionalVendiScore,
     InformationVendiScore,
 )
+from diversity_callbacks.metrics.lexical import DistinctN, SelfBLEU
 from diversity_callbacks.metrics.per_condition import PerConditionVendiScore
 from diversity_callbacks.metrics.quality import QualityWeightedVendiScore
 from diversity_callbacks.metrics.schur import SchurComplementEntropy
@@ -12,10 +13,12 @@ from diversity_callbacks.metrics.vendi import VendiScore
 
 __all__ = [
     "ConditionalVendiScore",
+    "DistinctN",
     "EmbeddingCLIPScore",
     "InformationVendiScore",
     "PerConditionVendiScore",
     "QualityWeightedVendiScore",
     "SchurComplementEntropy",
+    "SelfBLEU",
     "VendiScore",
 ]

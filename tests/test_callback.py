@@ -593,6 +593,17 @@ def test_the_state_key_tells_prompt_lists_apart_and_keeps_the_0_1_form():
     )
 
 
+def test_the_state_key_follows_a_replaced_evaluator_or_prefix():
+    """The key is cached (Lightning reads it several times a step), never stale."""
+    callback = make_callback()
+    first = callback.state_key
+    callback.evaluator.prefix = "other"
+    assert "'prefix': 'other'" in callback.state_key
+    callback.evaluator = make_callback(prompts=["a", "b"]).evaluator
+    assert callback.state_key not in (first, make_callback().state_key)
+    assert callback.state_key == make_callback(prompts=["a", "b"]).state_key
+
+
 # ---------------------------------------------------------------- configuration
 
 

@@ -25,6 +25,7 @@ from diversity_callbacks.cli.discovery import (
     run_names,
     warn_skipped,
 )
+from diversity_callbacks.cli.options import decoding_workers
 from diversity_callbacks.evaluation import _distributed
 
 GIB = 1024**3
@@ -274,7 +275,7 @@ def _image_source(
         found.files[share.start : share.stop],
         ids[share.start : share.stop],
         batch_size=args.batch_size,
-        workers=args.workers,
+        workers=decoding_workers(args.workers, len(share)),
         skip=args.on_error == "skip",
         skipped=skipped,
         conditional=bool(found.prompts),

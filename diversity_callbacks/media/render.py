@@ -2,12 +2,14 @@
 
 Nothing here imports a logging library: the writers (:mod:`~diversity_callbacks.media.writers`)
 turn a :class:`Media` into W&B, TensorBoard or MLflow calls, or into files. Every image is uint8
-RGB, the one format all of them accept unchanged.
+RGB, and is PNG-encoded once, here (:attr:`Grid.png`, :attr:`Media.spectrum_png`), whatever the
+number of loggers: encoding was most of the logging time (``docs/performance.md``).
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import re
 import struct
@@ -50,6 +52,11 @@ class Grid:
     def hwc(self) -> np.ndarray:
         """The ``(H, W, 3)`` uint8 array that image libraries expect."""
         return self.pixels.permute(1, 2, 0).contiguous().numpy()
+
+    @functools.cached_property
+    def png(self) -> bytes:
+        """The grid as a PNG file's bytes, encoded at the first use and shared by every writer."""
+        return png_bytes(self.hwc())
 
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -128,6 +135,11 @@ class CopiesGrid:
         """The ``(H, W, 3)`` uint8 array of the whole grid."""
         return self.pixels.permute(1, 2, 0).contiguous().numpy()
 
+    @functools.cached_property
+    def png(self) -> bytes:
+        """The whole grid as a PNG file's bytes, encoded once for every writer."""
+        return png_bytes(self.hwc())
+
     def csv(self) -> str:
         """``rank,similarity,training_index`` of every pair shown."""
         rows = [caption.split(" ") for caption in self.captions]
@@ -157,6 +169,11 @@ class Media:
     mode_panels: list[ModePanel] = field(default_factory=list)
     mode_table: Table | None = None
     copies: CopiesGrid | None = None
+
+    @functools.cached_property
+    def spectrum_png(self) -> bytes | None:
+        """The spectrum plot as PNG bytes (None without a spectrum), encoded once."""
+        return None if self.spectrum is None else png_bytes(self.spectrum)
 
 
 def render_media(evaluator: DiversityEvaluator, result: EvaluationResult) -> Media:
@@ -268,10 +285,19 @@ def png_bytes(image: np.ndarray) -> bytes:
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"image must be an (H, W, 3) uint8 array, got {image.dtype} {image.shape}")
     height, width, _ = image.shape
-    # Each scanline starts with filter type 0 (none); zlib does the compressing.
-    scanlines = b"".join(b"\x00" + row.tobytes() for row in np.ascontiguousarray(image))
+    # Every scanline but the first is filtered "Up" (type 2: the byte-wise difference to the row
+    # above, modulo 256), then compressed at zlib's fastest level: on photographs that is 2-3x
+    # faster and a quarter smaller than no filter at the default level, and 6-8x faster than
+    # Pillow's adaptive filters for 5-7% more bytes (docs/performance.md#logging).
+    rows = np.ascontiguousarray(image).reshape(height, width * 3)
+    filtered = np.empty((height, width * 3 + 1), dtype=np.uint8)
+    filtered[:, 0] = 2
+    filtered[0, 0] = 0  # the first row has none above: no filter
+    filtered[0, 1:] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])  # uint8 arithmetic wraps
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
-    chunks = [(b"IHDR", header), (b"IDAT", zlib.compress(scanlines)), (b"IEND", b"")]
+    idat = zlib.compress(filtered.tobytes(), 1)
+    chunks = [(b"IHDR", header), (b"IDAT", idat), (b"IEND", b"")]
     return b"\x89PNG\r\n\x1a\n" + b"".join(
         struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
         for tag, data in chunks

@@ -136,6 +136,34 @@ def write_all(scores: Sequence[RunScore], args: Any) -> None:
     if args.plot:
         written = write_plots(scores, args.plot, grids=args.grids)
         print(f"plots: {', '.join(written)}", file=screen)
+    if args.plot and args.modes:
+        folders = write_modes(scores, args.plot)
+        print(f"modes: {', '.join(folders)}", file=screen)
+
+
+def write_modes(scores: Sequence[RunScore], folder: str) -> list[str]:
+    """Each run's mode grids (or table) under ``folder/<run>/modes/``: its leading modes, and
+    for every run after the first the first run's modes it lost and the modes it gained."""
+    from diversity_callbacks.media.folder import write_media_folder
+    from diversity_callbacks.media.modes import TABLE_COLUMNS, mode_panels, mode_table_rows
+    from diversity_callbacks.media.render import Media, Table, slug
+
+    written = []
+    for score in scores:
+        result = score.evaluation
+        rows = mode_table_rows(result)
+        media = Media(
+            prefix="diversity",
+            grids=[],
+            table=None,
+            spectrum=None,
+            mode_panels=mode_panels(result),
+            mode_table=Table(list(TABLE_COLUMNS), rows) if rows else None,
+        )
+        target = Path(folder) / slug(score.name)
+        write_media_folder(target, media)
+        written.append(str(target / "modes"))
+    return written
 
 
 def output_paths(args: Any) -> list[Path]:
@@ -226,7 +254,25 @@ def write_plots(scores: Sequence[RunScore], folder: str, grids: bool = False) ->
             path = _grid(score, out / f"grid-{name}.png", plt)
             if path:
                 written.append(path)
+    for score, name in zip(scores, _unique_safe([s.name for s in scores]), strict=True):
+        if score.copies is not None and score.copies.shown:
+            written.append(_copies(score, out / f"copies-{name}.png", plt))
     return written
+
+
+def _copies(score: RunScore, path: Path, plt: Any) -> str:
+    """The most-copied images (left) beside their nearest training image (right)."""
+    shown = score.copies.shown
+    figure, axes = plt.subplots(len(shown), 2, figsize=(3.2, 1.5 * len(shown) + 0.3), squeeze=False)
+    for row, copy in enumerate(shown):
+        for column, image in enumerate((copy.sample, copy.reference)):
+            axes[row][column].axis("off")
+            if image is not None:
+                axes[row][column].imshow(image.permute(1, 2, 0).numpy())
+        axes[row][0].set_title(f"similarity {copy.similarity:.4f}", fontsize=7, loc="left")
+        axes[row][1].set_title(f"training #{copy.reference_index}", fontsize=7, loc="left")
+    figure.suptitle(f"{score.name}: most-copied images", fontsize=9)
+    return _save(figure, path)
 
 
 def _unique_safe(names: Sequence[str]) -> list[str]:

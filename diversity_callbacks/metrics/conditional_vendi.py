@@ -268,7 +268,7 @@ class _PairedVendiMetric(LazilySizedMetric):
             return
         # ranks that saw fewer (or no) labels grow to the most labels any rank saw, then sum
         classes = torch.tensor([self.label_counts.numel()], device=self.device)
-        dist.all_reduce(classes, op=dist.ReduceOp.MAX, group=process_group)
+        dist.all_reduce(classes, op=dist.ReduceOp.MAX, group=process_group or self.process_group)
         self._with_classes(int(classes), lambda: super(_PairedVendiMetric, self)._sync_dist(
             dist_sync_fn, process_group=process_group))  # fmt: skip
 

@@ -123,19 +123,16 @@ def kernel_spectrum(
     """Normalised eigenvalues of ``K / tr(K)`` for the samples' kernel matrix, descending.
 
     With a feature map and more than :data:`~diversity_callbacks.functional.kernels.ROW_BLOCK`
-    rows, the D x D moment is accumulated block by block (one block of float64 features at a
-    time) unless the features outnumber the rows.
+    rows, the D x D moment is accumulated block by block, one block of float64 features at a
+    time (with more features than rows the Gram matrix would be the smaller eigenproblem, but
+    it needs every row's features at once).
     """
     if kernel.kernel_function is not None:
         matrix = kernel.matrix(features)
         return normalized_spectrum(matrix, tolerance=tolerance, assume_symmetric=kernel.symmetric)
-    head = kernel.features(features[:ROW_BLOCK])
     if features.shape[0] <= ROW_BLOCK:
-        return feature_spectrum(head, tolerance=tolerance)
-    if head.shape[1] >= features.shape[0]:  # more features than rows: the Gram matrix is smaller
-        rest = kernel.features(features[ROW_BLOCK:])
-        return feature_spectrum(torch.cat([head, rest]), tolerance=tolerance)
-    moment = kernel.moment(features[ROW_BLOCK:], out=second_moment(head))
+        return feature_spectrum(kernel.features(features), tolerance=tolerance)
+    moment = kernel.moment(features)
     return normalized_spectrum(moment, tolerance=tolerance, assume_symmetric=True)
 
 

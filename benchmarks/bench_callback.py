@@ -20,6 +20,11 @@ download), ``tiny`` the test-sized ViT. ``--threads 1`` avoids the slowdown of m
 BLAS on an oversubscribed CPU.
 
 Run: ``python benchmarks/bench_callback.py [--steps 100 --every 50 --threads 1]`` (minutes).
+
+``--modes-only`` runs only the row of the modes (``modes=8`` with ``compare_to``): the cost of the
+leading modes and of the lost and gained modes against the metric time of the same evaluation,
+at n = 1000 samples of D = 512 (125 prompts x 8, every default metric; and unconditional, the
+Vendi score alone), measured inside each evaluation (about a minute).
 """
 
 from __future__ import annotations
@@ -145,9 +150,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="training and sampling batch")
     parser.add_argument("--embedder", choices=["vit-b-32", "tiny"], default="vit-b-32")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--modes-only", action="store_true", help="only the modes' cost row")
+    parser.add_argument("--repeats", type=int, default=2, help="evaluations per modes row")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.modes_only:
+        bench_modes(args.repeats)
+        return
 
     start = time.perf_counter()
     model_kwargs = TINY_CLIP if args.embedder == "tiny" else None
@@ -202,6 +212,44 @@ def main() -> None:
         f"one training step: {per_step * 1000:.1f} ms; one evaluation = "
         f"{statistics.mean(sum(t.values()) for t in timings) / per_step:.0f} training steps"
     )
+
+
+def bench_modes(repeats: int, num_samples: int = 1000, dim: int = 512) -> None:
+    """The modes' seconds against the rest of the metric time of the same evaluations."""
+    from diversity_callbacks import DiversityEvaluator
+
+    projection = torch.randn(3 * 8 * 8, dim, generator=torch.Generator().manual_seed(0))
+
+    class Embedder:  # a fixed random projection: D = 512 at no embedding cost
+        def embed_images(self, images: Tensor) -> Tensor:
+            return images.flatten(1) @ projection
+
+        def embed_texts(self, prompts: list[str]) -> Tensor:
+            return torch.stack([projection[hash(p) % projection.shape[0]] for p in prompts])
+
+    def sample(conditions: Any, generators: list[torch.Generator]) -> Tensor:
+        return torch.stack([torch.rand(3, 8, 8, generator=g) for g in generators])
+
+    prompts = [f"prompt {i}" for i in range(num_samples // 8)]
+    setups = {
+        "125 prompts x 8 (every default metric)": {"prompts": prompts, "samples_per_condition": 8},
+        "unconditional (Vendi score only)": {"num_samples": num_samples},
+    }
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()}")
+    print(f"n = {num_samples}, D = {dim}, modes=8 with compare_to (median of {repeats})\n")
+    print("| evaluation | metric s (without modes) | modes s | modes / metric |")
+    print("| --- | --- | --- | --- |")
+    for name, setup in setups.items():
+        evaluator = DiversityEvaluator(
+            **setup, embedder=Embedder(), value_range="[0,1]", batch_size=250, modes=8
+        )
+        earlier = evaluator.evaluate(sample, progress=False)
+        runs = [
+            evaluator.evaluate(sample, progress=False, compare_to=earlier) for _ in range(repeats)
+        ]
+        modes = statistics.median(r.timings["modes"] for r in runs)
+        rest = statistics.median(r.timings["metric"] - r.timings["modes"] for r in runs)
+        print(f"| {name} | {rest:.3f} | {modes:.3f} | {modes / rest:.1%} |")
 
 
 if __name__ == "__main__":

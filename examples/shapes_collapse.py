@@ -11,8 +11,9 @@ Runs on CPU, offline, with nothing to download:
    every ``--eval-every`` steps and logs the Vendi score, the per-prompt Vendi score and the
    Schur complement entropy, with sample grids, to W&B (offline) and a CSV file.
 
-At the end it writes ``diversity_vs_step.png`` and sample grids (a row per prompt, labelled; the
-grids before and after fine-tuning side by side in ``samples_before_after.png``) to
+At the end it writes ``diversity_vs_step.png``, sample grids (a row per prompt, labelled; the
+grids before and after fine-tuning side by side in ``samples_before_after.png``) and the modes
+before and after fine-tuning with the modes fine-tuning lost (``modes_before_after.png``) to
 ``--output-dir``, prints a
 summary and writes it to ``summary.json``. Send the W&B run to the web with
 ``wandb sync <output-dir>/wandb/offline-run-*`` (or run with ``--wandb-mode online``).
@@ -43,7 +44,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the `shapes` h
 from shapes.data import PROMPTS, ShapesDataset, draw_shapes
 from shapes.embedder import PixelEmbedder
 from shapes.model import ShapesVAE
-from shapes.plot import labelled_grid, plot_run, read_metrics_csv, side_by_side
+from shapes.plot import labelled_grid, plot_modes, plot_run, read_metrics_csv, side_by_side
 
 from diversity_callbacks import DiversityCallback, DiversityCollapseMonitor, DiversityEvaluator
 from diversity_callbacks.images import make_grid
@@ -142,6 +143,7 @@ class Milestones(L.Callback):
         self.finetune_start = finetune_start
         self.output_dir = output_dir
         self.seeds = seeds
+        self.results: dict[str, Any] = {}  # moment -> EvaluationResult, with its modes
 
     def on_train_start(self, trainer: L.Trainer, pl_module: ShapesVAE) -> None:
         self._milestone(trainer, pl_module, "start")
@@ -160,11 +162,17 @@ class Milestones(L.Callback):
             titles = [f"before fine-tuning (step {self.finetune_start})"]
             titles.append(f"after fine-tuning (step {trainer.global_step})")
             side_by_side(grids, titles, os.path.join(self.output_dir, "samples_before_after.png"))
+            plot_modes(
+                self.results["before_finetune"],
+                self.results["after_finetune"],
+                os.path.join(self.output_dir, "modes_before_after.png"),
+            )
 
     def _milestone(self, trainer: L.Trainer, pl_module: ShapesVAE, moment: str) -> None:
         history = self.diversity.history
         if not history or history[-1]["global_step"] != trainer.global_step:
             self.diversity.evaluate(trainer, pl_module)  # a collective: every rank calls it
+        self.results[moment] = self.diversity.last_result
         if trainer.is_global_zero:
             self._save_grid(trainer, pl_module, moment)
 
@@ -266,6 +274,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         value_range="[0,1]",
         vendi_orders=(1, 2),
         seed=args.seed,
+        compare_to=args.pretrain_steps,  # lost modes: since the end of pre-training
     )
     collapse = DiversityCollapseMonitor(
         diversity, reference="best", mode="stop" if args.stop_on_collapse else "warn", **COLLAPSE

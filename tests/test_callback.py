@@ -169,6 +169,9 @@ def test_unchanged_model_gives_identical_scores_at_every_evaluation():
         "diversity/per_prompt_vendi_q2",
         "diversity/per_prompt_vendi_qinf",
         "diversity/clip_score",
+        "diversity/num_modes",
+        "diversity/lost_mode_mass",
+        "diversity/gained_mode_mass",
         *(
             f"diversity/{name}_{q}"
             for name in ("cond_vendi", "info_vendi")

@@ -119,7 +119,10 @@ def test_mlflow_file_store_holds_metrics_and_media_artifacts_per_evaluated_step(
     for step in steps:
         folder = f"diversity/step_{step:06d}"
         listed = {a.path for a in client.list_artifacts(logger.run_id, folder)}
-        assert listed == {f"{folder}/samples", f"{folder}/table.csv", f"{folder}/spectrum.png"}
+        expected = {"samples", "table.csv", "spectrum.png", "modes"}  # modes: one grid per mode
+        assert listed == {f"{folder}/{name}" for name in expected}
+        modes = {a.path for a in client.list_artifacts(logger.run_id, f"{folder}/modes")}
+        assert f"{folder}/modes/mode_01.png" in modes and f"{folder}/modes/captions.txt" in modes
         grids = {a.path for a in client.list_artifacts(logger.run_id, f"{folder}/samples")}
         assert grids == {f"{folder}/samples/{name}.png" for name in GRID_NAMES}
     local = Path(client.download_artifacts(logger.run_id, f"diversity/step_{steps[-1]:06d}"))

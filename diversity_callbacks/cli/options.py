@@ -140,6 +140,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="GIB",
         help="refuse the exact Gaussian kernel when it would need more than this",
     )
+    metrics.add_argument(
+        "--modes",
+        type=_positive_int,
+        metavar="K",
+        help="with --plot: write the K leading modes of each run (a grid per mode) and the "
+        "modes of the first run lost and gained in each other run, under DIR/<run>/modes/",
+    )
     outputs = parser.add_argument_group("outputs")
     outputs.add_argument(
         "--json", metavar="FILE", help="write every score (and per prompt); '-': standard output"

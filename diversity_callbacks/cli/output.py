@@ -136,6 +136,34 @@ def write_all(scores: Sequence[RunScore], args: Any) -> None:
     if args.plot:
         written = write_plots(scores, args.plot, grids=args.grids)
         print(f"plots: {', '.join(written)}", file=screen)
+    if args.plot and args.modes:
+        folders = write_modes(scores, args.plot)
+        print(f"modes: {', '.join(folders)}", file=screen)
+
+
+def write_modes(scores: Sequence[RunScore], folder: str) -> list[str]:
+    """Each run's mode grids (or table) under ``folder/<run>/modes/``: its leading modes, and
+    for every run after the first the first run's modes it lost and the modes it gained."""
+    from diversity_callbacks.media.folder import write_media_folder
+    from diversity_callbacks.media.modes import TABLE_COLUMNS, mode_panels, mode_table_rows
+    from diversity_callbacks.media.render import Media, Table, slug
+
+    written = []
+    for score in scores:
+        result = score.evaluation
+        rows = mode_table_rows(result)
+        media = Media(
+            prefix="diversity",
+            grids=[],
+            table=None,
+            spectrum=None,
+            mode_panels=mode_panels(result),
+            mode_table=Table(list(TABLE_COLUMNS), rows) if rows else None,
+        )
+        target = Path(folder) / slug(score.name)
+        write_media_folder(target, media)
+        written.append(str(target / "modes"))
+    return written
 
 
 def output_paths(args: Any) -> list[Path]:

@@ -49,6 +49,7 @@ class RunScore:
         skipped: ``(path, reason)`` of every image left out.
         seconds: wall seconds of reading, embedding and computing.
         files: the run's image files by prompt number (for ``--grids``).
+        evaluation: the evaluation's result, with its modes (for ``--modes``).
     """
 
     name: str
@@ -62,6 +63,7 @@ class RunScore:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     files: dict[int, list[str]] = field(default_factory=dict)
+    evaluation: Any = None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,7 +92,9 @@ def run(args: argparse.Namespace) -> int:
             if image_embedder is None:
                 image_embedder = _image_embedder(args, device)
             embedder = image_embedder
-        scores.append(score_run(found, embedder, args, device, rank, world_size, progress))
+        # --modes: every run after the first is compared with the first (lost, gained modes)
+        first = scores[0].evaluation if scores else None
+        scores.append(score_run(found, embedder, args, device, rank, world_size, progress, first))
     if rank == 0:
         output.write_all(scores, args)
     return 0
@@ -102,6 +106,8 @@ def check_options(args: argparse.Namespace) -> None:
 
     if args.grids and not args.plot:
         raise InputError("--grids needs --plot DIR (the folder the grids are written to)")
+    if args.modes and not args.plot:
+        raise InputError("--modes needs --plot DIR (the folder the mode grids are written to)")
     if args.embedder and args.model_config:
         raise InputError(
             f"--model-config configures the open_clip model of --model; it cannot apply to "
@@ -132,8 +138,10 @@ def score_run(
     rank: int,
     world_size: int,
     progress: bool,
+    compare_to: Any = None,
 ) -> RunScore:
-    """Score one run on this rank's share of it (a collective: every rank calls it)."""
+    """Score one run on this rank's share of it (a collective: every rank calls it); with
+    ``--modes``, also its modes lost and gained since ``compare_to`` (the first run's result)."""
     from diversity_callbacks.evaluation.errors import EvaluationError
     from diversity_callbacks.evaluation.existing import evaluate_existing
 
@@ -155,6 +163,8 @@ def score_run(
                 progress=progress,
                 total=source.total,
                 description=f"{found.name}: embedding",
+                compare_to=compare_to,
+                previews=bool(args.modes),
             )
             break
         except EvaluationError as error:
@@ -178,6 +188,7 @@ def score_run(
         skipped=[tuple(item) for item in all_skipped],
         seconds=result.scalars[f"{evaluator.prefix}/eval_seconds"],
         files=_files_by_prompt(found),
+        evaluation=result if args.modes else None,
     )
 
 
@@ -321,6 +332,7 @@ def build_evaluator(
         "embedder": embedder,
         "value_range": value_range,
         "batch_size": args.batch_size,
+        "modes": args.modes or 0,
         "vendi_orders": list(args.vendi_orders),
         "vendi_kernel": args.vendi_kernel,
         "vendi_sigma": args.vendi_sigma,

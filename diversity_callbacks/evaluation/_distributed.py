@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import Tensor
 
 
 def rank_and_world_size() -> tuple[int, int]:
@@ -27,6 +28,16 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     packed = torch.tensor([int(flag)], device=_collective_device(device))
     dist.all_reduce(packed, op=dist.ReduceOp.MAX)
     return bool(packed.item())
+
+
+def all_reduce_sum(tensor: Tensor, device: torch.device) -> Tensor:
+    """``tensor`` summed over every rank, on ``tensor``'s device (a collective)."""
+    _, world_size = rank_and_world_size()
+    if world_size == 1:
+        return tensor
+    packed = tensor.to(_collective_device(device), copy=True)
+    dist.all_reduce(packed, op=dist.ReduceOp.SUM)
+    return packed.to(tensor.device)
 
 
 def all_gather_objects(item: Any) -> list[Any]:

@@ -54,8 +54,16 @@ from diversity_callbacks.evaluation.metrics import (
     quality_metric,
     sce_metric,
 )
+from diversity_callbacks.evaluation.modes import (
+    MODE_KEYS,
+    ModeCollector,
+    ModeOptions,
+    ModeReference,
+    Preview,
+)
 from diversity_callbacks.evaluation.samples import SampleEmbedder, thumbnails_of
 from diversity_callbacks.evaluation.sharding import LockStep, Stopped, lockstep_calls, pad_call
+from diversity_callbacks.functional.modes import Mode
 from diversity_callbacks.functional.spectrum import Order, parse_orders
 from diversity_callbacks.images import ValueRange
 
@@ -82,6 +90,15 @@ class EvaluationResult:
         thumbnails: uint8 ``(3, h, w)`` images by sample index, gathered on rank 0, when asked for.
         timings: seconds this rank spent ``sampling``, ``embedding`` and on the ``metric``.
         num_samples: samples this rank drew.
+        modes: the leading modes (``modes=k``), largest share first, the same on every rank:
+            ``.share`` (an eigenvalue of ``K / n``) and ``.samples`` (indices into the
+            evaluation set, largest loading first).
+        lost_modes: with ``compare_to``, the modes of the earlier evaluation that this one
+            lacks; their ``.samples`` index the earlier evaluation (the same seeds).
+        gained_modes: with ``compare_to``, this evaluation's modes that the earlier one lacked.
+        mode_reference: what a later ``evaluate(..., compare_to=this_result)`` compares with.
+        mode_previews: thumbnails (or texts) of the samples the modes show, on rank 0.
+        compared_to: the reference the lost and gained modes were measured against.
     """
 
     scalars: dict[str, float]
@@ -90,6 +107,12 @@ class EvaluationResult:
     thumbnails: dict[int, Tensor] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     num_samples: int = 0
+    modes: list[Mode] = field(default_factory=list)
+    lost_modes: list[Mode] = field(default_factory=list)
+    gained_modes: list[Mode] = field(default_factory=list)
+    mode_reference: ModeReference | None = None
+    mode_previews: dict[int, Preview] = field(default_factory=dict)
+    compared_to: ModeReference | None = None
 
     @classmethod
     def merge(
@@ -165,6 +188,11 @@ class DiversityEvaluator:
         metrics: more metrics by name: torchmetrics ``Metric`` objects taking the embeddings, or
             :class:`~diversity_callbacks.EvaluationMetric` wrappers declaring other inputs.
         spectrum: also return the eigenvalues of the Vendi kernel.
+        modes: the leading modes of the Vendi kernel per evaluation (``result.modes``, the
+            ``num_modes`` scalar), and with ``evaluate(..., compare_to=...)`` the modes lost and
+            gained since then (``lost_mode_mass``, ``gained_mode_mass``); 0: off.
+        mode_options: ``samples`` per mode (16), the share ``threshold`` of ``num_modes``
+            (0.01), KEN's ``eta`` (1.0), the ``preview_size`` of kept thumbnails (48 px).
         max_thumbnail_conditions: thumbnails of the first this many conditions, ...
         max_thumbnails_per_condition: ... and of the first this many samples of each.
         thumbnail_size: longest side of a thumbnail, in pixels.
@@ -207,6 +235,8 @@ class DiversityEvaluator:
         info_vendi: bool | None = None,
         metrics: Mapping[str, Any] | None = None,
         spectrum: bool = False,
+        modes: int = 0,
+        mode_options: Mapping[str, Any] | None = None,
         max_thumbnail_conditions: int = 16,
         max_thumbnails_per_condition: int = 64,
         thumbnail_size: int = 128,
@@ -244,6 +274,7 @@ class DiversityEvaluator:
         if not isinstance(prefix, str) or not prefix:
             raise ValueError(f"`prefix` must be a non-empty string, got {prefix!r}")
         self.prefix = prefix
+        self.mode_options = _mode_options(modes, mode_options)
         # Built here so that bad settings fail at construction; SCE waits for the embedder.
         self.metrics = builtin_metrics(
             self.evaluation_set, self.vendi_orders, self.kernel_kwargs, per_condition, spectrum
@@ -255,6 +286,7 @@ class DiversityEvaluator:
             *self.metrics,
             *self.prompt_aware,
             *builtin_result_keys(self.vendi_orders),
+            *MODE_KEYS,
             TIMING_KEY,
         }
         for name, metric in (metrics or {}).items():
@@ -382,6 +414,7 @@ class DiversityEvaluator:
         thumbnails: bool = False,
         progress: bool = True,
         step: int | None = None,
+        compare_to: EvaluationResult | ModeReference | None = None,
     ) -> EvaluationResult:
         """Sample, embed and score the evaluation set; every rank must call it.
 
@@ -396,6 +429,8 @@ class DiversityEvaluator:
             thumbnails: keep uint8 thumbnails of the first conditions' images, on rank 0.
             progress: show a progress bar on rank 0.
             step: the training step, named in error messages.
+            compare_to: an earlier result of this evaluator (or its ``mode_reference``): with
+                ``modes``, also find the modes lost and gained since then.
 
         Returns:
             The :class:`EvaluationResult`, the same scalars on every rank.
@@ -404,6 +439,7 @@ class DiversityEvaluator:
             EvaluationError: on every rank, when any rank failed to sample, embed or compute.
         """
         device = torch.device(device) if device is not None else _device_of(module)
+        reference = self.mode_reference_of(compare_to)
         with self.exclusive():
             self.prepare(device)
             self.check_ranks_agree()
@@ -417,7 +453,7 @@ class DiversityEvaluator:
                 _raise_if_any_failed(
                     draw.error, device, f"{where} while sampling or embedding", draw.failure_agreed
                 )
-                result = self._compute(draw, device, where)
+                result = self._compute(draw, device, where, reference, step)
             finally:
                 self.reset()  # the next evaluation starts empty, whatever happened here
         result.scalars[f"{self.prefix}/{TIMING_KEY}"] = time.perf_counter() - start
@@ -453,6 +489,36 @@ class DiversityEvaluator:
         for metric in self.metrics.values():
             metric.reset()
 
+    def mode_reference_of(
+        self, compare_to: EvaluationResult | ModeReference | None
+    ) -> ModeReference | None:
+        """The reference to compare with, checked: ``compare_to`` needs ``modes``."""
+        if compare_to is None:
+            return None
+        if self.mode_options is None:
+            raise ValueError("`compare_to` needs the evaluator's `modes` >= 1, got modes=0")
+        if isinstance(compare_to, EvaluationResult):
+            if compare_to.mode_reference is None:
+                raise ValueError(
+                    "`compare_to` must be a result of an evaluator with `modes` >= 1 (it keeps "
+                    "what the comparison needs), got a result without `mode_reference`"
+                )
+            return compare_to.mode_reference
+        if not isinstance(compare_to, ModeReference):
+            raise TypeError(
+                "`compare_to` must be an EvaluationResult or a ModeReference, got "
+                f"{type(compare_to).__name__}"
+            )
+        return compare_to
+
+    def new_mode_collector(
+        self, previews: bool, offset_by_rank: bool = False
+    ) -> ModeCollector | None:
+        """This evaluation's collector of the modes' samples, None without ``modes``."""
+        if self.mode_options is None:
+            return None
+        return ModeCollector(self.mode_options, previews, offset_by_rank)
+
     def _draw(
         self,
         sample_fn: SampleFn,
@@ -468,6 +534,7 @@ class DiversityEvaluator:
         calls = lockstep_calls(module, self.evaluation_set, self.batch_size)
         images = self.sample_embedder.value_range is not None
         draw = _Draw(sum(map(len, batches)), thumbnails={} if thumbnails and images else None)
+        draw.modes = self.new_mode_collector(thumbnails)
         bar = _progress_bar(batches, f"{self.prefix}: sampling", progress and rank == 0)
         context = precision_context or nullcontext
         lockstep = LockStep(device)
@@ -509,18 +576,22 @@ class DiversityEvaluator:
         samples = self.sample_embedder.check_samples(samples, len(batch))
         _synchronize(device)
         draw.seconds["sampling"] += time.perf_counter() - start
-        self._embed(samples, batch, device, draw)
+        update_metrics(self, samples, self.evaluation_set.condition_ids(batch, device), draw, batch)
         if draw.thumbnails is not None:
             draw.thumbnails.update(
                 thumbnails_of(samples, batch, self.evaluation_set, *self.thumbnail_limits)
             )
 
-    def _embed(self, samples: Any, batch: range, device: torch.device, draw: _Draw) -> None:
-        """Embed one batch and update every metric (see :func:`update_metrics`)."""
-        update_metrics(self, samples, self.evaluation_set.condition_ids(batch, device), draw)
-
-    def _compute(self, draw: _Draw, device: torch.device, where: str) -> EvaluationResult:
-        """Collective: every rank computes every metric; then rank 0 gathers the thumbnails."""
+    def _compute(
+        self,
+        draw: _Draw,
+        device: torch.device,
+        where: str,
+        reference: ModeReference | None = None,
+        step: int | None = None,
+    ) -> EvaluationResult:
+        """Collective: every rank computes every metric and the modes; then rank 0 gathers the
+        thumbnails."""
         start = time.perf_counter()
         values: dict[str, MetricValues] = {}
         error: EvaluationError | None = None
@@ -538,15 +609,47 @@ class DiversityEvaluator:
                     break
         _raise_if_any_failed(error, device, f"{where} while computing the metrics")
         result = EvaluationResult.merge(values, self.prefix, draw.num_samples)
+        if draw.modes is not None:
+            self._add_modes(result, draw, device, where, reference, step)
         if draw.thumbnails is not None:
             result.thumbnails = _distributed.gather_to_rank_zero(draw.thumbnails)
         draw.seconds["metric"] += time.perf_counter() - start
         result.timings = dict(draw.seconds)
         return result
 
+    def _add_modes(
+        self,
+        result: EvaluationResult,
+        draw: _Draw,
+        device: torch.device,
+        where: str,
+        reference: ModeReference | None,
+        step: int | None,
+    ) -> None:
+        """Collective: the modes, and those lost and gained since ``reference``, into ``result``
+        (with the Vendi score's kernel: its random features, if any, are the same)."""
+        start = time.perf_counter()
+        error: EvaluationError | None = None
+        try:
+            values = draw.modes.compute(self.metrics["vendi"].metric.kernel, device, reference)
+        except Exception as exc:
+            error = EvaluationError(f"modes: {exc}")
+            error.__cause__ = exc
+        _raise_if_any_failed(error, device, f"{where} while computing the modes")
+        values.reference.step = step
+        result.scalars.update({f"{self.prefix}/{k}": v for k, v in values.scalars.items()})
+        result.modes, result.lost_modes = values.modes, values.lost_modes
+        result.gained_modes, result.compared_to = values.gained_modes, reference
+        result.mode_reference, result.mode_previews = values.reference, values.previews
+        draw.seconds["modes"] = time.perf_counter() - start
+
 
 def update_metrics(
-    evaluator: DiversityEvaluator, samples: Any, condition_ids: Tensor, draw: _Draw
+    evaluator: DiversityEvaluator,
+    samples: Any,
+    condition_ids: Tensor,
+    draw: _Draw,
+    indices: range,
 ) -> None:
     """Embed one checked batch (and its prompts, when a metric takes them); update every metric.
 
@@ -558,6 +661,7 @@ def update_metrics(
         samples: a batch checked by ``evaluator.sample_embedder.check_samples``.
         condition_ids: ``(B,)`` long: each sample's condition number.
         draw: this rank's running record (timings, prompt embeddings, sample count).
+        indices: the batch's sample indices (what the modes call the samples).
     """
     start = time.perf_counter()
     device = condition_ids.device
@@ -576,6 +680,8 @@ def update_metrics(
     draw.seconds["embedding"] += updated - start
     for metric in evaluator.metrics.values():
         metric.update(embedded)
+    if draw.modes is not None:
+        draw.modes.add(embedded.embeddings, indices, samples)
     _synchronize(device)
     draw.seconds["metric"] += time.perf_counter() - updated
 
@@ -589,9 +695,23 @@ class _Draw:
     failure_agreed: bool = False  # every rank already knows that some rank failed
     thumbnails: dict[int, Tensor] | None = None  # None: not asked for
     prompt_rows: dict[int, Tensor] = field(default_factory=dict)
+    modes: ModeCollector | None = None  # None: no modes asked for
     seconds: dict[str, float] = field(
         default_factory=lambda: {"sampling": 0.0, "embedding": 0.0, "metric": 0.0}
     )
+
+
+def _mode_options(modes: int, options: Mapping[str, Any] | None) -> ModeOptions | None:
+    """The checked mode settings; None when ``modes`` is 0."""
+    if isinstance(modes, bool) or not isinstance(modes, int) or modes < 0:
+        raise ValueError(f"`modes` must be an integer >= 0 (0: off), got {modes!r}")
+    options = dict(options or {})
+    unknown = sorted(set(options) - {"samples", "threshold", "eta", "preview_size"})
+    if unknown:
+        raise ValueError(
+            f"`mode_options` takes samples, threshold, eta and preview_size, got {unknown}"
+        )
+    return ModeOptions(modes, **options) if modes else None
 
 
 def _progress_bar(batches: list[range], description: str, enabled: bool) -> tqdm:

@@ -45,6 +45,7 @@ from diversity_callbacks.evaluation.evaluator import (
     _raise_if_any_failed,
     update_metrics,
 )
+from diversity_callbacks.evaluation.modes import ModeReference
 
 ExistingBatch = tuple[Any, "Tensor | Sequence[int] | None"]
 """``(samples, condition_ids)``: a batch in the evaluator's ``value_range`` (or of any kind with
@@ -61,6 +62,8 @@ def evaluate_existing(
     progress: bool = True,
     total: int | None = None,
     description: str | None = None,
+    compare_to: EvaluationResult | ModeReference | None = None,
+    previews: bool = False,
 ) -> EvaluationResult:
     """Embed and score samples that already exist; every rank must call it.
 
@@ -77,6 +80,10 @@ def evaluate_existing(
         progress: show a progress bar on rank 0 (only on a terminal).
         total: number of batches, for the progress bar.
         description: the progress bar's label.
+        compare_to: with the evaluator's ``modes``, an earlier result (or its
+            ``mode_reference``): also find the modes lost and gained since then. The modes'
+            sample indices count the samples in batch order (rank 0's first under DDP).
+        previews: keep thumbnails (texts for strings) of the samples the modes show.
 
     Returns:
         The :class:`~diversity_callbacks.EvaluationResult`, the same scalars on every rank;
@@ -106,11 +113,15 @@ def evaluate_existing(
             "a scorer of embeddings (quality_input='embeddings')"
         )
     device = torch.device(device) if device is not None else torch.device("cpu")
+    reference = evaluator.mode_reference_of(compare_to)
     with evaluator.exclusive():
         evaluator.prepare(device)
         evaluator.check_ranks_agree()
         start = time.perf_counter()
-        result = _score(evaluator, iter(batches), device, progress, total, description)
+        draw = _Draw(modes=evaluator.new_mode_collector(previews, offset_by_rank=True))
+        result = _score(
+            evaluator, iter(batches), device, progress, total, description, draw, reference
+        )
     result.scalars[f"{evaluator.prefix}/{TIMING_KEY}"] = time.perf_counter() - start
     return result
 
@@ -122,10 +133,11 @@ def _score(
     progress: bool,
     total: int | None,
     description: str | None,
+    draw: _Draw,
+    reference: ModeReference | None,
 ) -> EvaluationResult:
     """Read, embed and compute; the metrics are emptied afterwards, whatever happened."""
     rank, _ = _distributed.rank_and_world_size()
-    draw = _Draw()
     bar = tqdm(
         total=total,
         desc=description or f"{evaluator.prefix}: embedding",
@@ -141,7 +153,7 @@ def _score(
         _raise_if_any_failed(draw.error, device, " while reading or embedding the samples")
         if draw.error is None:
             evaluator.sample_embedder.warn_on_range()
-        return evaluator._compute(draw, device, "")
+        return evaluator._compute(draw, device, "", reference)
     finally:
         bar.close()
         evaluator.reset()  # the next evaluation starts empty, whatever happened here
@@ -169,7 +181,7 @@ def _read_and_update(
             samples = evaluator.sample_embedder.check_samples(samples, rows)
             ids = _condition_ids(evaluator, condition_ids, rows, device)
             if rows:
-                update_metrics(evaluator, samples, ids, draw)
+                update_metrics(evaluator, samples, ids, draw, range(seen, seen + rows))
         except Exception as error:
             wrapped = EvaluationError(
                 f"batch {index} (after {seen} samples): {type(error).__name__}: {error}"

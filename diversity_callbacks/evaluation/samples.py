@@ -184,12 +184,16 @@ def thumbnails_of(
     ]
     if not keep:
         return {}
-    images = images[keep]
+    pixels = thumbnails(images[keep], size)
+    return {batch[j]: pixels[n] for n, j in enumerate(keep)}
+
+
+def thumbnails(images: Tensor, size: int) -> Tensor:
+    """uint8 CPU copies of (B, 3, H, W) images in [0, 1], longest side at most ``size``."""
     longest = max(images.shape[-2:])
     if longest > size:
         shape = [max(1, round(s * size / longest)) for s in images.shape[-2:]]
         images = torch.nn.functional.interpolate(
             images.float(), size=shape, mode="bilinear", antialias=True, align_corners=False
         ).clamp_(0, 1)
-    pixels = to_uint8(images).cpu()
-    return {batch[j]: pixels[n] for n, j in enumerate(keep)}
+    return to_uint8(images).cpu()

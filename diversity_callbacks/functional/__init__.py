@@ -13,6 +13,8 @@ from diversity_callbacks.functional.kernels import (
     random_fourier_frequencies,
     resolve_kernel,
 )
+from diversity_callbacks.functional.modes import KernelMoments, Mode, leading_modes
+from diversity_callbacks.functional.novelty import Novelty, novelty
 from diversity_callbacks.functional.per_condition import per_condition_vendi_score
 from diversity_callbacks.functional.quality import quality_weighted_vendi_score
 from diversity_callbacks.functional.schur import SchurComplementResult, schur_complement_entropy
@@ -25,14 +27,19 @@ from diversity_callbacks.functional.spectrum import (
 from diversity_callbacks.functional.vendi import vendi_score, vendi_score_from_kernel
 
 __all__ = [
+    "KernelMoments",
+    "Mode",
+    "Novelty",
     "RandomFourierFeatures",
     "SchurComplementResult",
     "conditional_vendi_score",
     "embedding_clip_score",
     "gaussian_kernel",
     "information_vendi_score",
+    "leading_modes",
     "normalize_rows",
     "normalized_spectrum",
+    "novelty",
     "order_key",
     "per_condition_vendi_score",
     "quality_weighted_vendi_score",

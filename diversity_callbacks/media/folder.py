@@ -7,6 +7,9 @@ artifact folder the MLflow writer uploads, so both have the same layout::
         samples/00_a_red_apple.png   one grid per condition, numbered in set order
         table.csv                    condition, then one column per per-condition score
         spectrum.png                 with spectrum=True
+        modes/mode_01.png            one grid per mode (modes=k): leading modes, then
+        modes/lost_01.png            lost and gained modes with compare_to (captions in
+        modes/captions.txt           captions.txt); modes.csv instead for text samples
 """
 
 from __future__ import annotations
@@ -34,6 +37,13 @@ def write_media_folder(folder: Path, media: Media) -> list[Path]:
         files["table.csv"] = media.table.csv().encode()
     if media.spectrum is not None:
         files["spectrum.png"] = png_bytes(media.spectrum)
+    for panel in media.mode_panels:
+        files[f"modes/{panel.name}.png"] = png_bytes(panel.hwc())
+    if media.mode_panels:
+        captions = "".join(f"{panel.name}.png: {panel.caption}\n" for panel in media.mode_panels)
+        files["modes/captions.txt"] = captions.encode()
+    if media.mode_table is not None:
+        files["modes.csv"] = media.mode_table.csv().encode()
     written = []
     for name, data in files.items():
         path = folder / name

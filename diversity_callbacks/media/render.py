@@ -12,7 +12,7 @@ import io
 import re
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,7 @@ from torch import Tensor
 from diversity_callbacks.evaluation.conditions import EvaluationSet
 from diversity_callbacks.evaluation.evaluator import DiversityEvaluator, EvaluationResult
 from diversity_callbacks.images import make_grid
+from diversity_callbacks.media.modes import TABLE_COLUMNS, ModePanel, mode_panels, mode_table_rows
 
 GRID_COLUMNS = 8
 """Samples per row of a condition's grid."""
@@ -100,7 +101,8 @@ class Table:
             return "| " + " | ".join(cells) + " |"
 
         body = [
-            [_markdown_cell(row[0]), *(f"{value:.4g}" for value in row[1:])] for row in self.rows
+            [_markdown_cell(row[0]), *(_markdown_value(value) for value in row[1:])]
+            for row in self.rows
         ]
         return "\n".join([line(self.columns), line(["---"] * len(self.columns)), *map(line, body)])
 
@@ -114,12 +116,16 @@ class Media:
         grids: one grid per condition that has thumbnails, in condition order.
         table: per-condition scores, for prompts and classes (None when unconditional or empty).
         spectrum: the eigenvalue plot as an ``(H, W, 3)`` uint8 array, when asked for.
+        mode_panels: one grid per mode (leading, lost, gained), when the samples are images.
+        mode_table: the top items of each mode, when the samples are texts.
     """
 
     prefix: str
     grids: list[Grid]
     table: Table | None
     spectrum: np.ndarray | None
+    mode_panels: list[ModePanel] = field(default_factory=list)
+    mode_table: Table | None = None
 
 
 def render_media(evaluator: DiversityEvaluator, result: EvaluationResult) -> Media:
@@ -140,7 +146,9 @@ def render_media(evaluator: DiversityEvaluator, result: EvaluationResult) -> Med
         ]
         table = Table([evaluation_set.kind, *result.per_condition], rows)
     spectrum = None if result.spectrum is None else spectrum_plot(result.spectrum)
-    return Media(evaluator.prefix, grids, table, spectrum)
+    mode_rows = mode_table_rows(result)
+    mode_table = Table(list(TABLE_COLUMNS), mode_rows) if mode_rows else None
+    return Media(evaluator.prefix, grids, table, spectrum, mode_panels(result), mode_table)
 
 
 def caption(evaluation_set: EvaluationSet, condition: int) -> str:
@@ -211,6 +219,10 @@ def png_bytes(image: np.ndarray) -> bytes:
         struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
         for tag, data in chunks
     )
+
+
+def _markdown_value(value: str | float) -> str:
+    return _markdown_cell(value) if isinstance(value, str) else f"{value:.4g}"
 
 
 def _markdown_cell(text: str) -> str:

@@ -18,7 +18,9 @@ if TYPE_CHECKING:  # pragma: no cover
 def log_to_wandb(
     logger: WandbLogger, scalars: Mapping[str, float], media: Media, step: int
 ) -> None:
-    """Log ``{prefix}/samples`` (captioned grids), ``/table`` and ``/spectrum`` with the scalars."""
+    """Log ``{prefix}/samples`` (captioned grids), ``/table``, ``/spectrum``, the mode grids
+    (``/modes``, ``/lost_modes``, ``/gained_modes``, captioned with their shares) or
+    ``/mode_table`` with the scalars."""
     import wandb
 
     prefix = media.prefix
@@ -34,4 +36,11 @@ def log_to_wandb(
         row[f"{prefix}/table"] = wandb.Table(columns=[kind, "samples", *scores], data=data)
     if media.spectrum is not None:
         row[f"{prefix}/spectrum"] = wandb.Image(media.spectrum, caption=SPECTRUM_CAPTION)
+    for panel in media.mode_panels:  # {prefix}/modes, /lost_modes, /gained_modes
+        image = wandb.Image(panel.hwc(), caption=panel.caption)
+        row.setdefault(f"{prefix}/{panel.group}", []).append(image)
+    if media.mode_table is not None:
+        row[f"{prefix}/mode_table"] = wandb.Table(
+            columns=media.mode_table.columns, data=media.mode_table.rows
+        )
     logger.log_metrics(row, step=step)

@@ -7,7 +7,9 @@ import csv
 import os
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
@@ -129,3 +131,48 @@ def side_by_side(paths: Sequence[str], titles: Sequence[str], path: str) -> None
         draw.text((left + image.width / 2, title_height / 2), title, "black", font, anchor="mm")
         left += image.width + gap
     picture.save(path)
+
+
+def plot_modes(before: Any, after: Any, path: str, max_modes: int = 5) -> None:
+    """The leading modes before and after fine-tuning and the modes lost in between, as one PNG.
+
+    Three columns of captioned mode grids (from the results' ``mode_previews``): the modes of
+    ``before``, those of ``after``, and ``after``'s lost modes (the samples of ``before`` on
+    the top row, the same seeds after fine-tuning below).
+    """
+    from diversity_callbacks.media.modes import mode_panels
+
+    panels = mode_panels(after)
+    columns = [
+        (f"modes at step {before.mode_reference.step}", mode_panels(before)),
+        (f"modes at step {after.mode_reference.step}", [p for p in panels if p.group == "modes"]),
+        ("lost modes: then (top), same seeds now", [p for p in panels if p.group == "lost_modes"]),
+    ]
+    scale, caption_height, title_height, gap = 2, 22, 40, 28
+    font, title_font = ImageFont.load_default(size=16), ImageFont.load_default(size=22)
+    images = []
+    for title, shown in columns:
+        grids = [_upscaled(p.hwc(), scale) for p in shown[:max_modes]]
+        width = max([g.width for g in grids] + [320])
+        height = title_height + sum(caption_height + g.height + 8 for g in grids)
+        column = Image.new("RGB", (width, height), "white")
+        draw = ImageDraw.Draw(column)
+        draw.text((width / 2, title_height / 2), title, "black", title_font, anchor="mm")
+        top = title_height
+        for panel, grid in zip(shown, grids, strict=False):
+            draw.text((4, top + 4), panel.caption.split(" (")[0], "black", font)
+            column.paste(grid, (0, top + caption_height))
+            top += caption_height + grid.height + 8
+        images.append(column)
+    width = sum(image.width for image in images) + gap * (len(images) - 1)
+    picture = Image.new("RGB", (width, max(image.height for image in images)), "white")
+    left = 0
+    for image in images:
+        picture.paste(image, (left, 0))
+        left += image.width + gap
+    picture.save(path)
+
+
+def _upscaled(pixels: np.ndarray, scale: int) -> Image.Image:
+    image = Image.fromarray(pixels)
+    return image.resize((image.width * scale, image.height * scale), Image.NEAREST)

@@ -20,7 +20,14 @@ A second table times ``diversity-callbacks --help`` in a fresh interpreter (``py
 diversity_callbacks score --help``, best of ``--repeats``): the command line parses before
 torch, torchmetrics or Lightning are imported, so the answer comes at once (target: 0.5 s).
 
-Run: ``python benchmarks/bench_cli.py [--images 96] [--workers 1] [--repeats 3]``.
+A third table measures the rule behind ``--workers``' default (none below
+``WORKERS_FROM`` images): the main process's decoding time per image of this size, and what
+starting DataLoader workers costs before their first batch arrives (the same files, ``--batch``
+images, 0 and 2 workers, fastest of ``--repeats``); workers can pay only once they save more
+decoding than their start-up.
+
+Run: ``python benchmarks/bench_cli.py [--images 96] [--size 256] [--workers 1 auto] [--repeats 3]``
+(``auto``: the command's default for that many images).
 """
 
 from __future__ import annotations
@@ -35,16 +42,24 @@ import subprocess
 import sys
 import tempfile
 import time
+import timeit
 from pathlib import Path
 
 import torch
 from PIL import Image
 
 from diversity_callbacks.cli import main as cli_main
+from diversity_callbacks.cli.loading import decode_image, image_batches
+from diversity_callbacks.cli.options import WORKERS_FROM, decoding_workers
 from diversity_callbacks.embedders import CLIPEmbedder
 
-SIZE = 256
 BATCH = 32
+TINY_VIT = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+"""``--tiny``: the test-sized ViT, where decoding and workers weigh most against the embedder."""
 
 
 def generator_like(count: int, size: int, seed: int = 0) -> torch.Tensor:
@@ -70,8 +85,13 @@ def bare_pass(embedder: CLIPEmbedder, images: torch.Tensor) -> tuple[float, floa
     return time.perf_counter() - start, cpu_seconds() - cpu
 
 
-def score_pass(folder: Path, workers: int, out: Path) -> tuple[float, float, float]:
+def score_pass(
+    folder: Path, workers: str, out: Path, model_kwargs: dict | None
+) -> tuple[float, float, float]:
     """(run seconds from the command's JSON, whole command wall and CPU seconds)."""
+    flags = [] if workers == "auto" else ["--workers", workers]
+    if model_kwargs:
+        flags += ["--model-config", json.dumps(model_kwargs)]
     start, cpu = time.perf_counter(), cpu_seconds()
     with contextlib.redirect_stdout(io.StringIO()):  # the command's own table
         status = cli_main(
@@ -84,8 +104,7 @@ def score_pass(folder: Path, workers: int, out: Path) -> tuple[float, float, flo
                 "none",
                 "--batch-size",
                 str(BATCH),
-                "--workers",
-                str(workers),
+                *flags,
                 "--no-progress",
                 "--json",
                 str(out),
@@ -96,6 +115,26 @@ def score_pass(folder: Path, workers: int, out: Path) -> tuple[float, float, flo
         raise SystemExit(f"score failed with status {status}")
     (run,) = json.loads(out.read_text())["runs"]
     return run["seconds"], whole, whole_cpu
+
+
+def first_batch_seconds(files: list[Path], workers: int) -> float:
+    """Seconds from building the command's image loader to its first batch of BATCH files."""
+    start = time.perf_counter()
+    batches = image_batches(
+        files[:BATCH],
+        [0] * len(files[:BATCH]),
+        batch_size=BATCH,
+        workers=workers,
+        skip=False,
+        skipped=[],
+        conditional=False,
+        run="bench",
+        current=[],
+    )
+    next(batches)
+    seconds = time.perf_counter() - start
+    batches.close()
+    return seconds
 
 
 def help_seconds() -> float:
@@ -112,38 +151,55 @@ def help_seconds() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=96, help="number of images (default 96)")
+    parser.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
     parser.add_argument(
-        "--workers", type=int, default=1, help="score's DataLoader workers (default 1)"
+        "--workers",
+        nargs="+",
+        default=["1"],
+        help="score's --workers, one row each; auto: the command's default (default 1)",
     )
     parser.add_argument(
         "--repeats", type=int, default=3, help="alternating passes of each (default 3)"
     )
+    parser.add_argument("--tiny", action="store_true", help="the test-sized ViT, not ViT-B-32")
     args = parser.parse_args()
 
-    images = generator_like(args.images, SIZE)
+    images = generator_like(args.images, args.size)
     floats = images.float() / 255
-    embedder = CLIPEmbedder("ViT-B-32", pretrained=None, batch_size=BATCH)
+    model_kwargs = TINY_VIT if args.tiny else None
+    model = "ViT-B-32" + (" (test-sized)" if args.tiny else "")
+    embedder = CLIPEmbedder(
+        "ViT-B-32", pretrained=None, batch_size=BATCH, model_kwargs=model_kwargs
+    )
     embedder.embed_images(floats[:2])  # first-call set-up outside the timing
-    bare, bare_cpu, run, whole, whole_cpu = [], [], [], [], []
+    bare, bare_cpu = [], []
+    scored: dict[str, list[tuple[float, float, float]]] = {w: [] for w in args.workers}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "images"
         folder.mkdir()
         for index, image in enumerate(images):
             Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{index:05d}.png")
+        files = sorted(folder.iterdir())
         for _ in range(args.repeats):
             wall, cpu = bare_pass(embedder, floats)
             bare.append(wall)
             bare_cpu.append(cpu)
-            seconds, total, total_cpu = score_pass(folder, args.workers, Path(tmp) / "scores.json")
-            run.append(seconds)
-            whole.append(total)
-            whole_cpu.append(total_cpu)
+            for workers in args.workers:
+                scored[workers].append(
+                    score_pass(folder, workers, Path(tmp) / "scores.json", model_kwargs)
+                )
+        first = files[:BATCH]
+        decode = min(timeit.repeat(lambda: [decode_image(str(f)) for f in first], number=1))
+        decode /= len(first)
+        startup = {
+            w: min(first_batch_seconds(files, w) for _ in range(args.repeats)) for w in (0, 2)
+        }
     n = args.images
     load = os.getloadavg()[0]
     print(
-        f"{n} images of {SIZE} x {SIZE}, ViT-B-32 (random weights), fp32, batch {BATCH}; "
-        f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, score --workers "
-        f"{args.workers}; load average {load:.1f}; best of {args.repeats} alternating passes"
+        f"{n} images of {args.size} x {args.size}, {model} (random weights), fp32, batch "
+        f"{BATCH}; {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}; load average "
+        f"{load:.1f}; best of {args.repeats} alternating passes"
     )
     print()
     print("| path | images/s (wall) | ratio to bare | images per CPU-second | ratio to bare |")
@@ -152,14 +208,32 @@ def main() -> None:
         f"| bare `embed_images` on decoded tensors | {n / min(bare):.2f} | 1.00 | "
         f"{n / min(bare_cpu):.2f} | 1.00 |"
     )
+    for workers, passes in scored.items():
+        run, whole, whole_cpu = (min(p[i] for p in passes) for i in range(3))
+        chosen = decoding_workers(None if workers == "auto" else int(workers), n)
+        named = f"--workers {workers}" + (f" ({chosen})" if workers == "auto" else "")
+        print(
+            f"| `score {named}`: run (read, decode, embed, metrics) | {n / run:.2f} | "
+            f"**{min(bare) / run:.2f}** | | |"
+        )
+        print(
+            f"| `score {named}`: whole command (+ model build, file discovery) | "
+            f"{n / whole:.2f} | {min(bare) / whole:.2f} | {n / whole_cpu:.2f} | "
+            f"{min(bare_cpu) / whole_cpu:.2f} |"
+        )
+    print()
+    per_image = decode
+    extra = startup[2] - startup[0]
+    print("| decoding (main process) | per image ms | first batch, 0 workers s | 2 workers s |")
+    print("| --- | ---: | ---: | ---: |")
     print(
-        f"| `score`: run (read, decode, embed, metrics) | {n / min(run):.2f} | "
-        f"**{min(bare) / min(run):.2f}** | | |"
+        f"| {args.size} x {args.size} PNG | {per_image * 1e3:.2f} | {startup[0]:.3f} | "
+        f"{startup[2]:.3f} |"
     )
     print(
-        f"| `score`: whole command (+ model build, file discovery) | {n / min(whole):.2f} | "
-        f"{min(bare) / min(whole):.2f} | {n / min(whole_cpu):.2f} | "
-        f"{min(bare_cpu) / min(whole_cpu):.2f} |"
+        f"\nstarting 2 workers costs {extra:.2f} s before their first batch = the decoding of "
+        f"{extra / per_image:.0f} images of this size in the main process (default: workers from "
+        f"{WORKERS_FROM} images)"
     )
     print()
     print("| command | seconds (wall, fresh interpreter) |")

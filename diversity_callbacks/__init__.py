@@ -39,7 +39,15 @@ _EXPORTS = {
     "evaluate_existing": "diversity_callbacks.evaluation.existing",
     "DiversityCallback": "diversity_callbacks.callback",
     "DiversityCollapseMonitor": "diversity_callbacks.monitor",
+    "CopyRateMonitor": "diversity_callbacks.monitor",
+    "MemorizationScore": "diversity_callbacks.metrics.memorization",
     "DiffusersSampler": "diversity_callbacks.samplers.diffusers",
+    "TransformersSampler": "diversity_callbacks.samplers.transformers",
+    "SentenceEmbedder": "diversity_callbacks.embedders.sentence",
+    "DistinctN": "diversity_callbacks.metrics.lexical",
+    "SelfBLEU": "diversity_callbacks.metrics.lexical",
+    "lexical_metrics": "diversity_callbacks.evaluation.metrics",
+    "DiversityTrainerCallback": "diversity_callbacks.integrations.hf",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -48,22 +56,30 @@ if TYPE_CHECKING:  # pragma: no cover
     from diversity_callbacks.callback import DiversityCallback  # noqa: F401
     from diversity_callbacks.embedders.base import FunctionEmbedder, ImageEmbedder, TextEmbedder  # noqa: F401
     from diversity_callbacks.embedders.clip import CLIPEmbedder  # noqa: F401
+    from diversity_callbacks.embedders.sentence import SentenceEmbedder  # noqa: F401
     from diversity_callbacks.evaluation.errors import EvaluationError  # noqa: F401
     from diversity_callbacks.evaluation.evaluator import DiversityEvaluator, EvaluationResult  # noqa: F401
     from diversity_callbacks.evaluation.existing import evaluate_existing  # noqa: F401
-    from diversity_callbacks.evaluation.metrics import EvaluationMetric  # noqa: F401
+    from diversity_callbacks.evaluation.metrics import (
+        EvaluationMetric,  # noqa: F401
+        lexical_metrics,  # noqa: F401
+    )
+    from diversity_callbacks.integrations.hf import DiversityTrainerCallback  # noqa: F401
     from diversity_callbacks.metrics.clip_score import EmbeddingCLIPScore  # noqa: F401
     from diversity_callbacks.metrics.conditional_vendi import (  # noqa: F401
         ConditionalVendiScore,
         InformationVendiScore,
     )
+    from diversity_callbacks.metrics.lexical import DistinctN, SelfBLEU  # noqa: F401
+    from diversity_callbacks.metrics.memorization import MemorizationScore  # noqa: F401
     from diversity_callbacks.metrics.per_condition import PerConditionVendiScore  # noqa: F401
     from diversity_callbacks.metrics.quality import QualityWeightedVendiScore  # noqa: F401
     from diversity_callbacks.metrics.schur import SchurComplementEntropy  # noqa: F401
     from diversity_callbacks.metrics.vendi import VendiScore  # noqa: F401
-    from diversity_callbacks.monitor import DiversityCollapseMonitor  # noqa: F401
+    from diversity_callbacks.monitor import CopyRateMonitor, DiversityCollapseMonitor  # noqa: F401
     from diversity_callbacks.prompt_removal import PromptRemover  # noqa: F401
     from diversity_callbacks.samplers.diffusers import DiffusersSampler  # noqa: F401
+    from diversity_callbacks.samplers.transformers import TransformersSampler  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

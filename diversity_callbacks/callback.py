@@ -166,7 +166,7 @@ class DiversityCallback(Callback):
         ``metric`` (updates, sync, compute, gathering images) and ``logging``."""
         self._last_step = -1
         self._step_seen = 0
-        self._state_key = self._build_state_key()
+        self._state_key_of: tuple[Any, str, str] = (None, "", "")  # (set, prefix, key)
 
     # ------------------------------------------------------------------ identity and state
 
@@ -180,7 +180,13 @@ class DiversityCallback(Callback):
         """Identifies the evaluation set and its keys, so that two instances keep separate
         states in a checkpoint; the cadence is left out, so it may change on resume. The other
         settings that change the numbers are checked on resume instead (:attr:`settings`)."""
-        return self._state_key
+        # Lightning reads it about six times a step: built once per evaluation set and prefix,
+        # rebuilt when either is replaced (the set itself is frozen).
+        evaluation_set, prefix, key = self._state_key_of
+        if evaluation_set is not self.evaluation_set or prefix != self.evaluator.prefix:
+            key = self._build_state_key()
+            self._state_key_of = (self.evaluation_set, self.evaluator.prefix, key)
+        return key
 
     def _build_state_key(self) -> str:
         evaluation_set = self.evaluation_set

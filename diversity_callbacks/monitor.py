@@ -200,7 +200,7 @@ class DiversityCollapseMonitor(Callback):
         new_rows = history[self._judged :]
         for index, row in enumerate(new_rows, start=self._judged):
             value, threshold = self._value(row), self.threshold(before=index)
-            self._below = self._below + 1 if not value >= threshold else 0
+            self._below = self._below + 1 if self._crossed(value, threshold) else 0
             if self._below == self.patience:
                 self.collapse_step = int(row["step"])
                 self._alert(trainer, self._message(row, value, threshold))
@@ -208,6 +208,10 @@ class DiversityCollapseMonitor(Callback):
         # Only on a new evaluation: a run resumed after a stop trains until the next one decides.
         if new_rows and self.mode == "stop" and self._below >= self.patience:
             trainer.should_stop = True
+
+    def _crossed(self, value: float, threshold: float) -> bool:
+        """Whether ``value`` is on the wrong side of ``threshold`` (below; NaN counts)."""
+        return not value >= threshold
 
     def _value(self, row: dict[str, float]) -> float:
         if self.monitor not in row:
@@ -243,6 +247,67 @@ class DiversityCollapseMonitor(Callback):
                 )
 
 
+class CopyRateMonitor(DiversityCollapseMonitor):
+    r"""Stop training, or alert, when the copy rate (or another memorization score) rises
+    above a value: a fine-tune that starts returning its training images.
+
+    The same rules as :class:`DiversityCollapseMonitor`, the other way round: after each new
+    evaluation of ``diversity`` (which needs ``reference=``) the monitored value is compared
+    with ``max_value``; above it for ``patience`` evaluations in a row, the monitor warns, alerts
+    W&B and, with ``mode="stop"``, stops training. NaN counts as above.
+
+    Args:
+        diversity: the callback whose evaluations are judged (with a reference set).
+        monitor: the key judged; default ``"{prefix}/copy_rate"``.
+        max_value: fire above this value (a share in [0, 1] for the copy rate).
+        patience: consecutive evaluations above it before the monitor fires.
+        mode: ``"stop"`` or ``"warn"``.
+
+    Examples:
+        >>> import torch
+        >>> from diversity_callbacks import CopyRateMonitor, DiversityCallback
+        >>> training_images = torch.rand(20, 3, 32, 32) * 2 - 1  # or a folder, a Dataset...
+        >>> diversity = DiversityCallback(num_samples=64, reference=training_images)
+        >>> CopyRateMonitor(diversity, max_value=0.05).monitor
+        'diversity/copy_rate'
+    """
+
+    def __init__(
+        self,
+        diversity: DiversityCallback,
+        monitor: str | None = None,
+        *,
+        max_value: float = 0.05,
+        patience: int = 1,
+        mode: Literal["stop", "warn"] = "stop",
+    ) -> None:
+        if not isinstance(diversity, DiversityCallback):
+            raise TypeError(
+                f"`diversity` must be a DiversityCallback, got {type(diversity).__name__}"
+            )
+        key = monitor if monitor is not None else f"{diversity.evaluator.prefix}/copy_rate"
+        try:
+            super().__init__(diversity, key, min_value=max_value, patience=patience, mode=mode)
+        except (TypeError, ValueError) as error:  # in this class's argument's name
+            raise type(error)(str(error).replace("min_value", "max_value")) from None
+
+    @property
+    def max_value(self) -> float:
+        """The value above which an evaluation counts."""
+        assert self.min_value is not None
+        return self.min_value
+
+    def _crossed(self, value: float, threshold: float) -> bool:
+        return not value <= threshold
+
+    def _message(self, row: dict[str, float], value: float, threshold: float) -> str:
+        action = "stopping training" if self.mode == "stop" else "training goes on (mode='warn')"
+        return (
+            f"Memorization: {self.monitor} = {value:.4g} at step {int(row['step'])} has been "
+            f"above max_value={threshold:.4g} for {self.patience} evaluation(s) in a row; {action}"
+        )
+
+
 def _thresholds(
     min_value: float | None, min_fraction: float | None
 ) -> tuple[float | None, float | None]:
@@ -266,4 +331,4 @@ def _thresholds(
     return None, float(min_fraction)
 
 
-__all__ = ["DiversityCollapseMonitor"]
+__all__ = ["CopyRateMonitor", "DiversityCollapseMonitor"]

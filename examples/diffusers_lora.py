@@ -11,9 +11,17 @@ evaluation: its UNet is the module's, with the LoRA adapters being trained, so t
 score, per-prompt Vendi score and SCE follow the fine-tuning. Values go to W&B (offline by
 default, ``wandb sync <output-dir>/wandb/offline-run-*`` to upload) and a CSV file.
 
+``--dreambooth N`` trains DreamBooth-style instead: a handful of instance images (the first N
+shapes, each with its caption), seen over and over for many steps, and the callback compares
+every sample with them (``reference=``): ``diversity/copy_rate`` rises as the fine-tune starts
+returning its instance images (the tiny offline run then embeds with the pixel features of
+``examples/shapes``, which do tell two shape pictures apart). ``--full-unet`` trains every UNet
+weight rather than LoRA adapters, as DreamBooth does.
+
 Usage::
 
     python examples/diffusers_lora.py                       # tiny, CPU, offline
+    python examples/diffusers_lora.py --dreambooth 4 --full-unet --steps 400 --eval-every 50
     python examples/diffusers_lora.py --model stable-diffusion-v1-5/stable-diffusion-v1-5 \\
         --resolution 512 --precision bf16-mixed --weights-dtype bf16 --steps 1000 --eval-every 250
 """
@@ -70,6 +78,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--dataset-size", type=int, default=256)
+    parser.add_argument(
+        "--dreambooth",
+        type=int,
+        default=None,
+        metavar="N",
+        help="DreamBooth-style: train on the first N images only, and log the copy rate",
+    )
+    parser.add_argument(
+        "--full-unet", action="store_true", help="train every UNet weight (not LoRA adapters)"
+    )
     parser.add_argument("--precision", default="32-true", help="Trainer precision, e.g. bf16-mixed")
     parser.add_argument(
         "--weights-dtype",
@@ -87,6 +105,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--wandb-project", default="diversity-callbacks-examples")
     args = parser.parse_args(argv)
     positive = ("steps", "eval_every", "prompts", "samples_per_prompt", "resolution")
+    if args.dreambooth is not None and args.dreambooth < 1:
+        parser.error(f"--dreambooth must be >= 1, got {args.dreambooth}")
     for name in (*positive, "lora_rank", "batch_size", "dataset_size", "threads"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -183,7 +203,9 @@ class LoRAFineTuning(L.LightningModule):
     being trained.
     """
 
-    def __init__(self, pipeline: Any, rank: int = 4, lr: float = 1e-3) -> None:
+    def __init__(
+        self, pipeline: Any, rank: int = 4, lr: float = 1e-3, full_unet: bool = False
+    ) -> None:
         from peft import LoraConfig
 
         super().__init__()
@@ -192,6 +214,10 @@ class LoRAFineTuning(L.LightningModule):
         self.text_encoder, self.tokenizer = pipeline.text_encoder, pipeline.tokenizer
         self.noise_scheduler = pipeline.scheduler
         self.requires_grad_(False)
+        self.lr = lr
+        if full_unet:  # DreamBooth's setting: every UNet weight trains
+            self.unet.requires_grad_(True)
+            return
         self.unet.add_adapter(
             LoraConfig(
                 r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=LORA_TARGETS
@@ -199,7 +225,6 @@ class LoRAFineTuning(L.LightningModule):
         )
         for parameter in self.lora_parameters():
             parameter.data = parameter.data.float()  # fp32 LoRA weights on fp16/bf16 models
-        self.lr = lr
 
     def lora_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.unet.parameters() if p.requires_grad]
@@ -233,21 +258,45 @@ class LoRAFineTuning(L.LightningModule):
         return torch.optim.AdamW(self.lora_parameters(), lr=self.lr)
 
 
-def caption_data(args: argparse.Namespace) -> DataLoader:
-    """The shapes images at ``--resolution`` with their prompts as captions."""
-    shapes = ShapesDataset(args.dataset_size, seed=args.seed)
+def training_pairs(args: argparse.Namespace) -> list[tuple[Tensor, str]]:
+    """The shapes images at ``--resolution`` in [0, 1] with their prompts as captions; with
+    ``--dreambooth N`` the first N only (the instance images)."""
+    shapes = ShapesDataset(args.dreambooth or args.dataset_size, seed=args.seed)
     images = nn.functional.interpolate(shapes.images, size=args.resolution, mode="bilinear")
-    pairs = [(image, PROMPTS[int(i)]) for image, i in zip(images, shapes.prompt_index, strict=True)]
+    return [(image, PROMPTS[int(i)]) for image, i in zip(images, shapes.prompt_index, strict=True)]
+
+
+def caption_data(args: argparse.Namespace) -> DataLoader:
+    """Batches of the training pairs; the few instance images of ``--dreambooth`` repeated so
+    that every batch is full."""
+    pairs = training_pairs(args)
+    if args.dreambooth:
+        pairs = pairs * max(1, -(-args.batch_size // len(pairs)))
     return DataLoader(pairs, batch_size=args.batch_size, shuffle=True, drop_last=True)
 
 
 def build_callback(args: argparse.Namespace) -> DiversityCallback:
-    """Diversity of ``--prompts`` x ``--samples-per-prompt`` samples every ``--eval-every``."""
-    embedder = (
-        CLIPEmbedder() if args.model else CLIPEmbedder(pretrained=None, model_kwargs=TINY_CLIP)
-    )
+    """Diversity of ``--prompts`` x ``--samples-per-prompt`` samples every ``--eval-every``;
+    with ``--dreambooth``, of the instance prompts, against the instance images."""
+    prompts = list(PROMPTS[: args.prompts])
+    if args.model:
+        embedder: Any = CLIPEmbedder()
+    elif args.dreambooth:
+        from shapes.embedder import PixelEmbedder
+
+        embedder = PixelEmbedder()
+    else:
+        embedder = CLIPEmbedder(pretrained=None, model_kwargs=TINY_CLIP)
+    memorization: dict[str, Any] = {}
+    if args.dreambooth:
+        pairs = training_pairs(args)
+        prompts = list(dict.fromkeys(caption for _, caption in pairs))
+        memorization = {
+            "reference": torch.stack([image for image, _ in pairs]),  # [0, 1], as sampled
+            "reference_cache_dir": Path(args.output_dir) / "reference_cache",
+        }
     return DiversityCallback(
-        list(PROMPTS[: args.prompts]),
+        prompts,
         samples_per_condition=args.samples_per_prompt,
         every_n_train_steps=args.eval_every,
         sample_fn=DiffusersSampler(
@@ -259,6 +308,7 @@ def build_callback(args: argparse.Namespace) -> DiversityCallback:
         ),
         embedder=embedder,
         batch_size=8,
+        **memorization,
     )
 
 
@@ -268,7 +318,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     L.seed_everything(args.seed, verbose=False)
     os.makedirs(args.output_dir, exist_ok=True)
-    model = LoRAFineTuning(load_pipeline(args), rank=args.lora_rank, lr=args.lr)
+    model = LoRAFineTuning(
+        load_pipeline(args), rank=args.lora_rank, lr=args.lr, full_unet=args.full_unet
+    )
     diversity = build_callback(args)
     loggers: list[Any] = [CSVLogger(args.output_dir, name="csv", version="")]
     if args.wandb_mode != "disabled":

@@ -17,7 +17,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch import Tensor
 
 from diversity_callbacks import DiversityCallback, EvaluationError
-from diversity_callbacks.evaluation.evaluator import _eval_mode
+from diversity_callbacks.evaluation.evaluator import eval_mode
 from tests.lightning_helpers import (
     PROMPTS,
     QUIET,
@@ -108,7 +108,7 @@ def test_sampling_sees_eval_mode_no_grad_and_the_trainer_precision():
 def test_eval_mode_restores_each_submodule_mode_also_on_error():
     module = TinyGenerator().train()
     module.net[2].eval()  # a frozen dropout must stay in eval mode afterwards
-    with pytest.raises(KeyError), _eval_mode(module):
+    with pytest.raises(KeyError), eval_mode(module):
         assert not any(m.training for m in module.modules())
         raise KeyError("boom")
     assert module.training and module.net[0].training and not module.net[2].training
@@ -591,6 +591,17 @@ def test_the_state_key_tells_prompt_lists_apart_and_keeps_the_0_1_form():
         "DiversityCallback{'prefix': 'diversity', 'prompts': 'fcd127ffa101', "
         "'samples_per_prompt': 3, 'seed': 0}"
     )
+
+
+def test_the_state_key_follows_a_replaced_evaluator_or_prefix():
+    """The key is cached (Lightning reads it several times a step), never stale."""
+    callback = make_callback()
+    first = callback.state_key
+    callback.evaluator.prefix = "other"
+    assert "'prefix': 'other'" in callback.state_key
+    callback.evaluator = make_callback(prompts=["a", "b"]).evaluator
+    assert callback.state_key not in (first, make_callback().state_key)
+    assert callback.state_key == make_callback(prompts=["a", "b"]).state_key
 
 
 # ---------------------------------------------------------------- configuration

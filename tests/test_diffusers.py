@@ -339,3 +339,29 @@ def test_the_lora_example_runs_offline_and_its_samples_follow_the_training(tmp_p
     assert list((tmp_path / "wandb").glob("offline-run-*"))
     header = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"diversity/sce", "diversity/vendi_q1", "train/loss"} <= set(header)
+
+
+@pytest.mark.slow  # a whole (short) training run of the example
+def test_the_dreambooth_option_trains_on_the_instance_images_and_logs_the_copy_rate(
+    tmp_path: Path,
+):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "diffusers_lora", REPO / "examples/diffusers_lora.py"
+    )
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    threads = torch.get_num_threads()
+    args = ["--dreambooth", "3", "--full-unet", "--steps", "2", "--eval-every", "2"]
+    args += ["--samples-per-prompt", "2", "--batch-size", "4", "--wandb-mode", "disabled"]
+    try:
+        summary = example.main([*args, "--output-dir", str(tmp_path), "--threads", str(threads)])
+    finally:
+        torch.set_num_threads(threads)
+    assert len(example.training_pairs(example.parse_args(args))) == 3
+    history = summary["history"]
+    assert [row["global_step"] for row in history] == [0, 2]
+    assert all(0 <= row["diversity/copy_rate"] <= 1 for row in history)
+    assert "diversity/authenticity" in history[-1]
+    assert list((tmp_path / "reference_cache").glob("*.pt"))  # embedded once, cached

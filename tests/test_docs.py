@@ -30,6 +30,8 @@ ELSEWHERE = {
         "tests/test_diffusers.py",
         "test_the_readme_snippet_runs_as_written",
     ),
+    # the tiny GPT-2, its tokenizer and the random sentence embedder are built there
+    "docs/text.md": ("tests/integrations/test_hf.py", "test_the_text_page_runs_as_written"),
     # its shell commands make the files its Python blocks read, and the output is compared
     "docs/cli.md": (
         "tests/test_cli_docs.py",

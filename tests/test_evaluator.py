@@ -236,12 +236,15 @@ def test_a_class_conditional_generator_gets_its_labels_and_a_per_class_vendi_sco
     assert callback.evaluation_set.names == ("cat", "dog")
 
 
-def test_an_unconditional_generator_gets_none_and_only_the_vendi_score():
+def test_an_unconditional_generator_gets_none_and_only_the_vendi_score_and_its_modes():
     callback = fit_with(UnconditionalGenerator(), tiny_data(), num_samples=10)
     row = callback.history[0]
     assert {k for k in row if k.startswith("diversity/")} == {
         "diversity/vendi_q1",
         "diversity/vendi_q2",
+        "diversity/num_modes",
+        "diversity/lost_mode_mass",
+        "diversity/gained_mode_mass",
         "diversity/eval_seconds",
     }
     assert 1.0 < row["diversity/vendi_q1"] <= 10.0
@@ -275,6 +278,19 @@ def test_a_text_generator_is_evaluated_with_a_string_embedder_and_loses_diversit
 def test_unconditional_samples_per_condition_does_not_apply():
     evaluation_set = EvaluationSet.from_arguments(num_samples=5, samples_per_condition=3)
     assert evaluation_set.num_samples == 5 and evaluation_set.conditions_for([0, 1], "cpu") is None
+
+
+def test_an_evaluation_set_hashes_its_conditions_once(monkeypatch: pytest.MonkeyPatch):
+    """The callback's state key holds the digest and Lightning reads it several times a step:
+    hashing 10,000 prompts each time cost 0.66 ms a read."""
+    from diversity_callbacks.evaluation import conditions
+
+    calls = []
+    sha1 = conditions.hashlib.sha1
+    monkeypatch.setattr(conditions.hashlib, "sha1", lambda data: calls.append(1) or sha1(data))
+    evaluation_set = EvaluationSet.from_arguments(prompts=["a", "b"], samples_per_condition=2)
+    assert {evaluation_set.digest() for _ in range(6)} == {"fcd127ffa101"}
+    assert len(calls) == 1
 
 
 # ---------------------------------------------------------------- metrics as plug-ins

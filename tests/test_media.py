@@ -185,6 +185,44 @@ def test_a_registered_writer_receives_scalars_and_media_at_the_step(monkeypatch,
     assert media.spectrum is None  # spectrum=False
 
 
+def test_each_image_is_png_encoded_once_for_all_loggers_and_the_media_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    """Encoding was most of the logging time: W&B and TensorBoard get the PNG bytes
+    :mod:`~diversity_callbacks.media.render` made, Pillow encodes nothing again."""
+    wandb = pytest.importorskip("wandb")
+    from diversity_callbacks import DiversityEvaluator
+    from diversity_callbacks.media import publish, render
+
+    evaluator = DiversityEvaluator(
+        PROMPTS, 2, embedder=PixelEmbedder(), value_range="[0,1]", spectrum=True
+    )
+    result = evaluator.evaluate(
+        lambda conditions, generators: torch.stack(
+            [torch.rand(3, 8, 8, generator=g) for g in generators]
+        ),
+        thumbnails=True,
+    )
+    encoded = []
+    png_bytes = render.png_bytes
+    monkeypatch.setattr(render, "png_bytes", lambda image: encoded.append(1) or png_bytes(image))
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("an image was encoded again by Pillow")
+
+    monkeypatch.setattr(Image.Image, "save", refuse)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    loggers = [
+        L.pytorch.loggers.WandbLogger(save_dir=tmp_path, offline=True, project="tests"),
+        TensorBoardLogger(tmp_path, name="tb"),
+        MLFlowLogger(tracking_uri=f"file:{tmp_path / 'mlruns'}"),
+    ]
+    publish(loggers, evaluator, result, 0, media_dir=tmp_path / "media")
+    wandb.finish()
+    assert len(encoded) == len(PROMPTS) + 1  # one grid per prompt, and the spectrum
+    assert len(list((tmp_path / "wandb").glob("offline-run-*/files/media/images/**/*.png"))) == 4
+
+
 @pytest.mark.parametrize(
     ("logger_type", "writer", "message"),
     [

@@ -148,3 +148,21 @@ def test_compare_to_needs_modes_and_a_result_that_has_them() -> None:
 def test_bad_mode_settings_are_named(options: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         DiversityEvaluator(num_samples=4, embedder=lambda x: x, value_range=None, **options)
+
+
+def test_the_modes_take_the_vendi_scores_second_moment(monkeypatch) -> None:
+    from diversity_callbacks.evaluation import modes
+
+    expected, _ = baseline_and_dropped()
+    own = modes.KernelMoments.of
+
+    def only_the_reference(phi: torch.Tensor) -> modes.KernelMoments:
+        assert phi.shape[0] != 600, "the current samples' moment was computed again"
+        return own(phi)
+
+    monkeypatch.setattr(modes.KernelMoments, "of", staticmethod(only_the_reference))
+    before, _ = baseline_and_dropped()
+    assert [m.share for m in before.modes] == pytest.approx([m.share for m in expected.modes])
+    assert [m.samples.tolist() for m in before.modes] == [
+        m.samples.tolist() for m in expected.modes
+    ]

@@ -9,6 +9,32 @@ import os
 
 from diversity_callbacks.cli.discovery import PROMPT_SOURCES
 
+DEFAULT_COPY_THRESHOLD = 0.95
+"""MemorizationScore's default threshold, written here so that ``--help`` imports no torch
+(a test keeps the two equal)."""
+
+
+WORKERS_FROM = 1000
+"""Images per process from which ``--workers`` defaults to worker processes. Below it, starting
+the workers and sharing the cores with them costs more than decoding in the main process saves
+(500 small images: 0.63 of the bare embedder with 2 workers, 0.98 without; docs/performance.md)."""
+
+MAX_WORKERS = 4
+"""The most decoding processes ``--workers`` defaults to (never more than the CPUs)."""
+
+
+def decoding_workers(requested: int | None, images: int) -> int:
+    """The DataLoader workers decoding ``images`` files: ``--workers`` when given, else none
+    below :data:`WORKERS_FROM` images and up to :data:`MAX_WORKERS` (the CPU count) above.
+
+    Examples:
+        >>> decoding_workers(None, 500), decoding_workers(3, 500)
+        (0, 3)
+    """
+    if requested is not None:
+        return requested
+    return 0 if images < WORKERS_FROM else min(MAX_WORKERS, os.cpu_count() or 1)
+
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """``--help`` with each option's default, where it has one that says something (not
@@ -68,8 +94,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     embedding.add_argument(
         "--workers",
         type=_non_negative_int,
-        default=min(4, os.cpu_count() or 1),
-        help="DataLoader processes decoding images (0: decode in the main process)",
+        help="DataLoader processes decoding images (0: decode in the main process); default: "
+        f"none for a share of fewer than {WORKERS_FROM} images, up to {MAX_WORKERS} above",
     )
     metrics = parser.add_argument_group("metrics (as DiversityEvaluator's options)")
     metrics.add_argument(
@@ -139,6 +165,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=8.0,
         metavar="GIB",
         help="refuse the exact Gaussian kernel when it would need more than this",
+    )
+    memorization = parser.add_argument_group("memorization against training data")
+    memorization.add_argument(
+        "--reference",
+        metavar="FOLDER",
+        help="training images (a folder) or their embeddings (.pt/.npy): adds copy_rate, "
+        "nn_similarity_*, l2_memorization and authenticity, and with --plot a grid of the "
+        "most-copied images beside their nearest training image",
+    )
+    memorization.add_argument(
+        "--copy-threshold",
+        type=float,
+        default=DEFAULT_COPY_THRESHOLD,
+        metavar="COS",
+        help="nearest-neighbour cosine similarity from which an image counts as a copy",
     )
     metrics.add_argument(
         "--modes",

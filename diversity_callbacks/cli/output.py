@@ -254,7 +254,25 @@ def write_plots(scores: Sequence[RunScore], folder: str, grids: bool = False) ->
             path = _grid(score, out / f"grid-{name}.png", plt)
             if path:
                 written.append(path)
+    for score, name in zip(scores, _unique_safe([s.name for s in scores]), strict=True):
+        if score.copies is not None and score.copies.shown:
+            written.append(_copies(score, out / f"copies-{name}.png", plt))
     return written
+
+
+def _copies(score: RunScore, path: Path, plt: Any) -> str:
+    """The most-copied images (left) beside their nearest training image (right)."""
+    shown = score.copies.shown
+    figure, axes = plt.subplots(len(shown), 2, figsize=(3.2, 1.5 * len(shown) + 0.3), squeeze=False)
+    for row, copy in enumerate(shown):
+        for column, image in enumerate((copy.sample, copy.reference)):
+            axes[row][column].axis("off")
+            if image is not None:
+                axes[row][column].imshow(image.permute(1, 2, 0).numpy())
+        axes[row][0].set_title(f"similarity {copy.similarity:.4f}", fontsize=7, loc="left")
+        axes[row][1].set_title(f"training #{copy.reference_index}", fontsize=7, loc="left")
+    figure.suptitle(f"{score.name}: most-copied images", fontsize=9)
+    return _save(figure, path)
 
 
 def _unique_safe(names: Sequence[str]) -> list[str]:

@@ -25,6 +25,7 @@ from diversity_callbacks.cli.discovery import (
     run_names,
     warn_skipped,
 )
+from diversity_callbacks.cli.options import decoding_workers
 from diversity_callbacks.evaluation import _distributed
 
 GIB = 1024**3
@@ -49,6 +50,8 @@ class RunScore:
         skipped: ``(path, reason)`` of every image left out.
         seconds: wall seconds of reading, embedding and computing.
         files: the run's image files by prompt number (for ``--grids``).
+        copies: with ``--reference``, the most-copied images beside their training images
+            (for ``--plot``).
         evaluation: the evaluation's result, with its modes (for ``--modes``).
     """
 
@@ -63,6 +66,7 @@ class RunScore:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     files: dict[int, list[str]] = field(default_factory=dict)
+    copies: Any = None
     evaluation: Any = None
 
 
@@ -106,6 +110,8 @@ def check_options(args: argparse.Namespace) -> None:
 
     if args.grids and not args.plot:
         raise InputError("--grids needs --plot DIR (the folder the grids are written to)")
+    if args.reference and not Path(args.reference).exists():
+        raise InputError(f"--reference {args.reference!r} does not exist")
     if args.modes and not args.plot:
         raise InputError("--modes needs --plot DIR (the folder the mode grids are written to)")
     if args.embedder and args.model_config:
@@ -188,6 +194,7 @@ def score_run(
         skipped=[tuple(item) for item in all_skipped],
         seconds=result.scalars[f"{evaluator.prefix}/eval_seconds"],
         files=_files_by_prompt(found),
+        copies=result.copies,
         evaluation=result if args.modes else None,
     )
 
@@ -268,7 +275,7 @@ def _image_source(
         found.files[share.start : share.stop],
         ids[share.start : share.stop],
         batch_size=args.batch_size,
-        workers=args.workers,
+        workers=decoding_workers(args.workers, len(share)),
         skip=args.on_error == "skip",
         skipped=skipped,
         conditional=bool(found.prompts),
@@ -339,6 +346,7 @@ def build_evaluator(
         "vendi_num_features": args.vendi_num_features,
         "sce_kwargs": sce_kwargs,
         "clip_score": clip_score,
+        **_reference_options(args, value_range),
         **{
             name: _switch(
                 choice,
@@ -364,6 +372,23 @@ def build_evaluator(
         return DiversityEvaluator(num_samples=1, per_condition=False, sce=False, **options)
     except (TypeError, ValueError) as error:
         raise InputError(str(error)) from error
+
+
+def _reference_options(args: argparse.Namespace, value_range: str | None) -> dict[str, Any]:
+    """The evaluator's ``reference=`` and threshold from ``--reference``; a folder of training
+    images needs an image run (an embeddings run has no image embedder to embed them with)."""
+    if not args.reference:
+        return {}
+    if value_range is None and Path(args.reference).is_dir():
+        raise InputError(
+            f"--reference {args.reference!r} is a folder of images, but the run is a file of "
+            "embeddings, which has no image embedder: give --reference the training set's "
+            "embeddings (.pt/.npy) made by the same embedder"
+        )
+    return {
+        "reference": args.reference,
+        "memorization_kwargs": {"threshold": args.copy_threshold},
+    }
 
 
 def check_kernel_memory(args: argparse.Namespace, found: Run, rows: int) -> None:

@@ -4,7 +4,12 @@ from diversity_callbacks.evaluation.conditions import EvaluationSet, sample_seed
 from diversity_callbacks.evaluation.errors import EvaluationError
 from diversity_callbacks.evaluation.evaluator import DiversityEvaluator, EvaluationResult, SampleFn
 from diversity_callbacks.evaluation.existing import ExistingBatch, evaluate_existing
-from diversity_callbacks.evaluation.metrics import EmbeddedBatch, EvaluationMetric, MetricValues
+from diversity_callbacks.evaluation.metrics import (
+    EmbeddedBatch,
+    EvaluationMetric,
+    MetricValues,
+    lexical_metrics,
+)
 
 __all__ = [
     "DiversityEvaluator",
@@ -17,5 +22,6 @@ __all__ = [
     "MetricValues",
     "SampleFn",
     "evaluate_existing",
+    "lexical_metrics",
     "sample_seed",
 ]

@@ -20,6 +20,7 @@ kind                   the generator receives, per batch        built from
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -189,7 +190,15 @@ class EvaluationSet:
         return f"{'prompts' if self.kind == 'prompt' else 'classes'} {shown}{more}"
 
     def digest(self) -> str:
-        """A short hash of the conditions, to tell evaluation sets apart in checkpoints."""
+        """A short hash of the conditions, to tell evaluation sets apart in checkpoints.
+
+        Computed once per set: the set is frozen, and Lightning reads the callback's
+        ``state_key`` (which holds it) several times a training step.
+        """
+        return self._digest
+
+    @functools.cached_property
+    def _digest(self) -> str:
         if self.kind == "prompt" and not any("\n" in p for p in self.conditions):
             text = "\n".join(self.conditions)  # the form of 0.1.0 checkpoints: kept, they resume
         else:

@@ -42,6 +42,7 @@ from diversity_callbacks._validation import check_positive_int
 from diversity_callbacks.evaluation import _distributed
 from diversity_callbacks.evaluation.conditions import Conditions, EvaluationSet
 from diversity_callbacks.evaluation.errors import EvaluationError
+from diversity_callbacks.evaluation.memorization import CopiedSamples, MemorizationPlugin
 from diversity_callbacks.evaluation.metrics import (
     EmbeddedBatch,
     MetricValues,
@@ -60,7 +61,9 @@ from diversity_callbacks.evaluation.modes import (
     ModeOptions,
     ModeReference,
     Preview,
+    SharedMoment,
 )
+from diversity_callbacks.evaluation.reference import ReferenceSet
 from diversity_callbacks.evaluation.samples import SampleEmbedder, thumbnails_of
 from diversity_callbacks.evaluation.sharding import LockStep, Stopped, lockstep_calls, pad_call
 from diversity_callbacks.functional.modes import Mode
@@ -87,6 +90,8 @@ class EvaluationResult:
         per_condition: per-condition columns (``"vendi_q1"``..., ``"clip_score"``), each
             ``(num_conditions,)``.
         spectrum: eigenvalues of ``K / n`` (descending), when asked for.
+        copies: with a ``reference``: every sample's nearest training sample and similarity,
+            and the most-copied samples beside theirs (on rank 0).
         thumbnails: uint8 ``(3, h, w)`` images by sample index, gathered on rank 0, when asked for.
         timings: seconds this rank spent ``sampling``, ``embedding`` and on the ``metric``.
         num_samples: samples this rank drew.
@@ -104,6 +109,7 @@ class EvaluationResult:
     scalars: dict[str, float]
     per_condition: dict[str, Tensor] = field(default_factory=dict)
     spectrum: Tensor | None = None
+    copies: CopiedSamples | None = None
     thumbnails: dict[int, Tensor] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     num_samples: int = 0
@@ -139,6 +145,8 @@ class EvaluationResult:
             result.per_condition.update(value.per_condition)
             if value.spectrum is not None:
                 result.spectrum = value.spectrum
+            if value.copies is not None:
+                result.copies = value.copies
         return result
 
 
@@ -187,6 +195,16 @@ class DiversityEvaluator:
         info_vendi: the Information-Vendi score (``info_vendi_q1``, ...); ``None`` as above.
         metrics: more metrics by name: torchmetrics ``Metric`` objects taking the embeddings, or
             :class:`~diversity_callbacks.EvaluationMetric` wrappers declaring other inputs.
+        reference: training samples to score memorization against (``copy_rate``,
+            ``nn_similarity_*``, ``l2_memorization``, ``authenticity``): a tensor of samples in
+            ``value_range``, a ``Dataset`` or ``DataLoader``, a folder of images, or a
+            ``.pt``/``.npy`` file of embeddings. Embedded once, at :meth:`prepare`, and cached
+            on disk (see :class:`~diversity_callbacks.evaluation.reference.ReferenceSet`).
+        memorization_kwargs: keyword arguments of
+            :class:`~diversity_callbacks.MemorizationScore` (``threshold``, ``quantiles``,
+            ``k``, ``alpha``, ``delta``, ``chunk_size``).
+        reference_cache_dir: where the reference embeddings are cached; ``False``: nowhere.
+        max_copies_shown: most-copied samples shown beside their nearest training sample.
         spectrum: also return the eigenvalues of the Vendi kernel.
         modes: the leading modes of the Vendi kernel per evaluation (``result.modes``, the
             ``num_modes`` scalar), and with ``evaluate(..., compare_to=...)`` the modes lost and
@@ -234,6 +252,10 @@ class DiversityEvaluator:
         cond_vendi: bool | None = None,
         info_vendi: bool | None = None,
         metrics: Mapping[str, Any] | None = None,
+        reference: Any = None,
+        memorization_kwargs: Mapping[str, Any] | None = None,
+        reference_cache_dir: str | os.PathLike | bool | None = None,
+        max_copies_shown: int = 16,
         spectrum: bool = False,
         modes: int = 0,
         mode_options: Mapping[str, Any] | None = None,
@@ -271,6 +293,18 @@ class DiversityEvaluator:
             check_positive_int(max_thumbnails_per_condition, "max_thumbnails_per_condition"),
             check_positive_int(thumbnail_size, "thumbnail_size"),
         )
+        self.reference = (
+            None
+            if reference is None
+            else ReferenceSet(reference, cache_dir=reference_cache_dir, batch_size=batch_size)
+        )
+        self.memorization_kwargs = dict(memorization_kwargs or {})
+        if self.memorization_kwargs and self.reference is None:
+            raise ValueError(
+                "`memorization_kwargs` need a `reference` set to compare with, got "
+                f"{sorted(self.memorization_kwargs)} and reference=None"
+            )
+        self.max_copies_shown = check_positive_int(max_copies_shown, "max_copies_shown")
         if not isinstance(prefix, str) or not prefix:
             raise ValueError(f"`prefix` must be a non-empty string, got {prefix!r}")
         self.prefix = prefix
@@ -288,6 +322,7 @@ class DiversityEvaluator:
             *builtin_result_keys(self.vendi_orders),
             *MODE_KEYS,
             TIMING_KEY,
+            "memorization",
         }
         for name, metric in (metrics or {}).items():
             if name in taken:
@@ -309,8 +344,9 @@ class DiversityEvaluator:
         """Every input some metric's ``update`` takes."""
         return {name for metric in self.metrics.values() for name in metric.inputs}
 
-    def prepare(self, device: torch.device | str = "cpu") -> None:
-        """Build the default embedder (if none was given) and move metrics and embedder.
+    def prepare(self, device: torch.device | str = "cpu", progress: bool = True) -> None:
+        """Build the default embedder (if none was given), embed the reference set (once; a
+        collective under DDP) and move metrics and embedder.
 
         :meth:`evaluate` calls it; call it earlier to fail early (the callback does at setup).
         """
@@ -326,6 +362,25 @@ class DiversityEvaluator:
             metric.to(device)
         if isinstance(self.embedder, torch.nn.Module):
             self.embedder.to(device)
+        if self.reference is not None and "memorization" not in self.metrics:
+            self.metrics["memorization"] = self._memorization_plugin(device, progress)
+            self.metrics["memorization"].to(device)
+
+    def _memorization_plugin(self, device: torch.device, progress: bool) -> MemorizationPlugin:
+        """The memorization scores against the reference set, embedded here."""
+        assert self.reference is not None
+        value_range = self.sample_embedder.value_range
+        with torch.inference_mode(False), torch.no_grad():
+            embeddings = self.reference.embeddings(self.sample_embedder, device, progress)
+        return MemorizationPlugin(
+            self.reference,
+            embeddings,
+            images=value_range is not None,
+            value_range=value_range,
+            shown=self.max_copies_shown,
+            thumbnail_size=self.thumbnail_limits[2],
+            options=self.memorization_kwargs,
+        )
 
     def _check_text_inputs(self) -> None:
         """Refuse a plug-in taking prompt embeddings that the embedder cannot make, now rather
@@ -351,6 +406,8 @@ class DiversityEvaluator:
             **{f"vendi_{name}": repr(value) for name, value in self.kernel_kwargs.items()},
             "sce_kwargs": repr(sorted(self.sce_kwargs.items())),
             "metrics": repr(list(self.metrics)),
+            "reference": "none" if self.reference is None else f"{len(self.reference)} rows",
+            "memorization_kwargs": repr(sorted(self.memorization_kwargs.items())),
             "value_range": repr(self.sample_embedder.value_range),
             "prefix": repr(self.prefix),
         }
@@ -441,7 +498,7 @@ class DiversityEvaluator:
         device = torch.device(device) if device is not None else _device_of(module)
         reference = self.mode_reference_of(compare_to)
         with self.exclusive():
-            self.prepare(device)
+            self.prepare(device, progress)
             self.check_ranks_agree()
             start = time.perf_counter()
             try:
@@ -538,7 +595,7 @@ class DiversityEvaluator:
         bar = _progress_bar(batches, f"{self.prefix}: sampling", progress and rank == 0)
         context = precision_context or nullcontext
         lockstep = LockStep(device)
-        with isolate_rng(), _eval_mode(module), lockstep.watching():
+        with isolate_rng(), eval_mode(module), lockstep.watching():
             for index in range(calls):
                 try:
                     if index < len(batches):
@@ -631,7 +688,11 @@ class DiversityEvaluator:
         start = time.perf_counter()
         error: EvaluationError | None = None
         try:
-            values = draw.modes.compute(self.metrics["vendi"].metric.kernel, device, reference)
+            vendi = self.metrics["vendi"].metric
+            shared = None
+            if vendi.streams_moments:  # the same features' moment, summed by the Vendi score
+                shared = SharedMoment(vendi.second_moment, int(vendi.num_samples))
+            values = draw.modes.compute(vendi.kernel, device, reference, shared)
         except Exception as exc:
             error = EvaluationError(f"modes: {exc}")
             error.__cause__ = exc
@@ -768,7 +829,7 @@ def _device_of(module: torch.nn.Module | None) -> torch.device:
 
 
 @contextmanager
-def _eval_mode(module: torch.nn.Module | None) -> Iterator[None]:
+def eval_mode(module: torch.nn.Module | None) -> Iterator[None]:
     """Put every submodule in eval mode; restore each one's own mode on exit, also on error."""
     if module is None:
         yield

@@ -36,12 +36,14 @@ from torchmetrics.utilities.exceptions import TorchMetricsUserError
 from diversity_callbacks._validation import check_scores
 from diversity_callbacks.evaluation.conditions import EvaluationSet
 from diversity_callbacks.evaluation.samples import SampleEmbedder
+from diversity_callbacks.functional.memorization import MEMORIZATION_KEYS
 from diversity_callbacks.functional.spectrum import order_key
 from diversity_callbacks.metrics.clip_score import EmbeddingCLIPScore
 from diversity_callbacks.metrics.conditional_vendi import (
     ConditionalVendiScore,
     InformationVendiScore,
 )
+from diversity_callbacks.metrics.lexical import DistinctN, SelfBLEU
 from diversity_callbacks.metrics.per_condition import PerConditionVendiScore
 from diversity_callbacks.metrics.quality import QualityWeightedVendiScore
 from diversity_callbacks.metrics.schur import SchurComplementEntropy
@@ -68,6 +70,7 @@ class MetricValues:
     scalars: dict[str, float]
     per_condition: dict[str, Tensor] = field(default_factory=dict)
     spectrum: Tensor | None = None
+    copies: Any = None  # a CopiedSamples, from the memorization scores
 
 
 class EvaluationMetric:
@@ -206,6 +209,7 @@ def builtin_result_keys(orders: Sequence[float]) -> set[str]:
         "sce_image_vendi",
         "clip_score",
         "quality",
+        *MEMORIZATION_KEYS,
     }
 
 
@@ -373,6 +377,34 @@ def prompt_aware_metrics(
             continue
         metric = metric_class(q=orders, **options)
         plugins[name] = EvaluationMetric(metric, inputs=("embeddings", conditions))
+    return plugins
+
+
+def lexical_metrics(
+    n: int | Sequence[int] = (1, 2, 3, 4),
+    self_bleu: bool = True,
+    *,
+    max_n: int = 4,
+    tokenizer: Callable[[str], Sequence[Any]] | None = None,
+) -> dict[str, EvaluationMetric]:
+    """Distinct-n and self-BLEU plug-ins for ``metrics=``, on the generated strings themselves.
+
+    Logged as ``distinct_1``, ``distinct_2``, ... and ``self_bleu``; exact under DDP (every
+    rank's texts are gathered). Only for generators that return strings.
+
+    Args:
+        n: the distinct-n orders.
+        self_bleu: add self-BLEU.
+        max_n: self-BLEU's highest n-gram order.
+        tokenizer: ``tokenizer(text) -> tokens``; default: whitespace-separated words.
+
+    Example:
+        >>> sorted(lexical_metrics(n=(1, 2)))
+        ['distinct', 'self_bleu']
+    """
+    plugins = {"distinct": EvaluationMetric(DistinctN(n, tokenizer), inputs=("samples",))}
+    if self_bleu:
+        plugins["self_bleu"] = EvaluationMetric(SelfBLEU(max_n, tokenizer), inputs=("samples",))
     return plugins
 
 

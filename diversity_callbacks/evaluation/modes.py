@@ -33,7 +33,7 @@ from diversity_callbacks.functional.modes import (
     KernelMoments,
     Mode,
     as_modes,
-    descending_eigh,
+    descending_eigvalsh,
     keep_leading,
     kernel_modes,
     top_samples,
@@ -131,6 +131,14 @@ class ModeReference:
         return cls(embeddings, indices.long(), dict(state.get("previews") or {}), state.get("step"))
 
 
+@dataclass(frozen=True)
+class SharedMoment:
+    """Another metric's sum of ``phi phi^T`` over this rank's ``count`` samples (same kernel)."""
+
+    second: Tensor
+    count: int
+
+
 @dataclass
 class ModeValues:
     """The modes part of an evaluation's result (scalars without the prefix)."""
@@ -161,16 +169,24 @@ class ModeCollector:
             self.previews.update(_previews(samples, indices, self.options.preview_size))
 
     def compute(
-        self, kernel: ResolvedKernel, device: torch.device, compare_to: ModeReference | None
+        self,
+        kernel: ResolvedKernel,
+        device: torch.device,
+        compare_to: ModeReference | None,
+        shared: SharedMoment | None = None,
     ) -> ModeValues:
-        """Collective: the modes, the reference for later evaluations, and the comparison."""
+        """Collective: the modes, the reference for later evaluations, and the comparison.
+
+        ``shared``: the Vendi metric's own second moment of this rank's samples under
+        ``kernel``; used instead of a second D x D product when it holds exactly these samples.
+        """
         rows, indices = self._local(device)
         everything = _gathered(rows, indices)
         reference = ModeReference(everything[0].cpu(), everything[1].cpu())
         if kernel.feature_map is None:
             values = self._by_kernel(kernel, everything, compare_to, device)
         else:
-            values = self._by_features(kernel, rows, indices, compare_to, device, reference)
+            values = self._by_features(kernel, rows, indices, compare_to, device, reference, shared)
         values.reference = reference
         # Modes below the threshold are noise and round-off; the masses still count them.
         threshold = self.options.threshold
@@ -210,15 +226,18 @@ class ModeCollector:
         compare_to: ModeReference | None,
         device: torch.device,
         reference: ModeReference,
+        shared: SharedMoment | None,
     ) -> ModeValues:
         options = self.options
         phi = kernel.features(rows)
-        moments = _all_reduced(KernelMoments.of(phi), device)
+        moments = _all_reduced(_local_moments(phi, shared), device)
         reference.moments = moments  # what a later comparison with this evaluation needs
         covariance = moments.covariance
-        values, vectors = descending_eigh(covariance)
+        values = descending_eigvalsh(covariance)
         scalars = {"num_modes": float((values >= options.threshold).sum())}
-        shares, directions = keep_leading(values, vectors, options.num_modes, moments.first)
+        shares, directions = keep_leading(
+            covariance, values, options.num_modes, moments.first, options.threshold
+        )
         modes = as_modes(shares, *_top_of_ranks(phi @ directions, indices, options.samples))
         lost: list[Mode] = []
         gained: list[Mode] = []
@@ -234,6 +253,7 @@ class ModeCollector:
                     options.num_modes,
                     then.first,
                     moments.first,
+                    options.threshold,
                 )
             )
             lost_top = top_samples(
@@ -279,6 +299,15 @@ class ModeCollector:
             gained = as_modes(found, *top_samples(now_loadings, indices, options.samples))
             scalars["gained_mode_mass"] = ken_score(found)[0]
         return ModeValues(scalars, modes, lost, gained)
+
+
+def _local_moments(phi: Tensor, shared: SharedMoment | None) -> KernelMoments:
+    """This rank's moments: the shared second moment when it holds these very samples (the
+    D x D product is the largest cost after the eigenvalues), else computed from ``phi``."""
+    dim = phi.shape[1]
+    if shared is None or shared.count != phi.shape[0] or shared.second.shape != (dim, dim):
+        return KernelMoments.of(phi)
+    return KernelMoments(shared.second.to(phi.device, torch.float64), phi.to(torch.float64).sum(0))
 
 
 def _all_reduced(moments: KernelMoments, device: torch.device) -> KernelMoments:

@@ -13,6 +13,17 @@ from diversity_callbacks.functional.kernels import (
     random_fourier_frequencies,
     resolve_kernel,
 )
+from diversity_callbacks.functional.lexical import distinct_n, self_bleu
+from diversity_callbacks.functional.memorization import (
+    NearestNeighbours,
+    authenticity,
+    calibrated_l2,
+    copy_rate,
+    ken_novelty,
+    l2_memorization,
+    memorization_scores,
+    nearest_neighbours,
+)
 from diversity_callbacks.functional.modes import KernelMoments, Mode, leading_modes
 from diversity_callbacks.functional.novelty import Novelty, novelty
 from diversity_callbacks.functional.per_condition import per_condition_vendi_score
@@ -29,14 +40,23 @@ from diversity_callbacks.functional.vendi import vendi_score, vendi_score_from_k
 __all__ = [
     "KernelMoments",
     "Mode",
+    "NearestNeighbours",
     "Novelty",
     "RandomFourierFeatures",
     "SchurComplementResult",
+    "authenticity",
+    "calibrated_l2",
     "conditional_vendi_score",
+    "copy_rate",
+    "distinct_n",
     "embedding_clip_score",
     "gaussian_kernel",
     "information_vendi_score",
+    "ken_novelty",
+    "l2_memorization",
     "leading_modes",
+    "memorization_scores",
+    "nearest_neighbours",
     "normalize_rows",
     "normalized_spectrum",
     "novelty",
@@ -48,6 +68,7 @@ __all__ = [
     "resolve_kernel",
     "schur_block_score",
     "schur_complement_entropy",
+    "self_bleu",
     "vendi_from_spectrum",
     "vendi_score",
     "vendi_score_from_kernel",

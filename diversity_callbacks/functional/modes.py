@@ -22,6 +22,7 @@ sums across ranks like the second.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -94,6 +95,102 @@ def descending_eigh(matrix: Tensor) -> tuple[Tensor, Tensor]:
     return values.flip(0), vectors.flip(1)
 
 
+RITZ_TOLERANCE = 1e-11
+"""Largest residual ``|M v - lambda v|`` (relative to the largest ``|lambda|``) an eigenvector
+from subspace iteration may keep; a larger one falls back to a full ``eigh``."""
+
+
+def extreme_eigenvectors(
+    matrix: Tensor, values: Tensor, largest: int, smallest: int = 0
+) -> tuple[Tensor, Tensor]:
+    """Eigenvectors of the ``largest`` and the ``smallest`` eigenvalues of a symmetric matrix.
+
+    The spectrum alone (``eigvalsh``) is a third of a full ``eigh`` and the modes need only a
+    few vectors, so they come from a seeded subspace iteration when ``values`` predict that it
+    converges in fewer matrix products than the matrix has columns, checked afterwards (Ritz
+    values equal to ``values``, residuals below :data:`RITZ_TOLERANCE`); otherwise, or when
+    the check fails, from ``eigh``.
+
+    Args:
+        matrix: (D, D) symmetric, float64.
+        values: (D,) its eigenvalues, descending.
+        largest: how many vectors of the largest eigenvalues.
+        smallest: how many of the smallest (most negative first).
+
+    Returns:
+        ``(D, largest)`` and ``(D, smallest)`` vectors (columns), unoriented.
+    """
+    matrix = (matrix + matrix.T) / 2
+    found = _subspace_vectors(matrix, values, largest, smallest)
+    if found is None:
+        vectors = descending_eigh(matrix)[1]
+        found = vectors[:, :largest], vectors.flip(1)[:, :smallest]
+    return found
+
+
+def _block_size(values: Tensor, largest: int, smallest: int) -> tuple[int, int] | None:
+    """``(block, iterations)`` of the cheapest subspace iteration that resolves the wanted
+    eigenvectors to round-off, or None when it would cost more than ``eigh``."""
+    dim = values.shape[0]
+    magnitudes = values.abs()
+    wanted = torch.cat([torch.arange(largest), dim - 1 - torch.arange(smallest)])
+    order = torch.argsort(magnitudes, descending=True, stable=True)
+    position = torch.empty_like(order)
+    position[order] = torch.arange(dim)
+    need = int(position[wanted].max()) + 1  # the block reaches the smallest wanted |value|
+    weakest = float(magnitudes[wanted].min())
+    ranked = magnitudes[order]
+    best: tuple[int, int] | None = None
+    for block in range(need, min(dim, need + 32)):
+        ratio = float(ranked[block]) / weakest  # convergence factor per product
+        if ratio >= 1:
+            continue
+        iterations = 2 + (1 if ratio == 0 else math.ceil(math.log(1e-13) / math.log(ratio)))
+        if iterations * block <= dim and (best is None or iterations * block < best[0] * best[1]):
+            best = (block, iterations)
+    return best
+
+
+def _subspace_vectors(
+    matrix: Tensor, values: Tensor, largest: int, smallest: int
+) -> tuple[Tensor, Tensor] | None:
+    """The wanted eigenvectors by seeded subspace iteration and Rayleigh-Ritz, None when the
+    spectrum says it would be slow or the result misses :data:`RITZ_TOLERANCE`."""
+    if largest + smallest == 0:
+        return matrix[:, :0], matrix[:, :0]
+    plan = _block_size(values, largest, smallest)
+    if plan is None:
+        return None
+    block, iterations = plan
+    generator = torch.Generator(device=matrix.device).manual_seed(0)
+    start = torch.randn(
+        matrix.shape[0], block, generator=generator, dtype=matrix.dtype, device=matrix.device
+    )
+    basis = torch.linalg.qr(start).Q
+    for _ in range(iterations):
+        basis = torch.linalg.qr(matrix @ basis).Q
+    ritz, rotation = torch.linalg.eigh(basis.T @ matrix @ basis)
+    vectors = basis @ rotation  # ascending Ritz values
+    top = vectors.flip(1)[:, :largest]
+    bottom = vectors[:, :smallest]
+    chosen = torch.cat([top, bottom], 1)
+    expected = torch.cat([values[:largest], values.flip(0)[:smallest]])
+    got = torch.cat([ritz.flip(0)[:largest], ritz[:smallest]])
+    scale = float(values.abs().max())
+    residual = (matrix @ chosen - chosen * expected).norm(dim=0)
+    if bool((residual > RITZ_TOLERANCE * scale).any()) or bool(
+        ((got - expected).abs() > RITZ_TOLERANCE * scale).any()
+    ):
+        return None
+    return top, bottom
+
+
+def descending_eigvalsh(matrix: Tensor) -> Tensor:
+    """Eigenvalues (descending) of a symmetric matrix, in float64."""
+    matrix = matrix.to(torch.float64)
+    return torch.linalg.eigvalsh((matrix + matrix.T) / 2).flip(0)
+
+
 def leading_directions(
     matrix: Tensor, num_modes: int, first: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
@@ -107,23 +204,30 @@ def leading_directions(
     Returns:
         ``(values (k,), vectors (D, k))``, largest value first, ``k <= num_modes``.
     """
-    return keep_leading(*descending_eigh(matrix), num_modes, first)
+    return keep_leading(matrix, descending_eigvalsh(matrix), num_modes, first)
 
 
 def keep_leading(
-    values: Tensor, vectors: Tensor, num_modes: int, first: Tensor | None = None
+    matrix: Tensor,
+    values: Tensor,
+    num_modes: int,
+    first: Tensor | None = None,
+    threshold: float = 0.0,
 ) -> tuple[Tensor, Tensor]:
-    """The first ``num_modes`` of a descending eigendecomposition of a PSD matrix, oriented.
+    """The first ``num_modes`` eigenpairs of a PSD matrix with descending eigenvalues
+    ``values``, oriented.
 
     Eigenvalues at or below ``D * eps`` times the largest (round-off of zero) are dropped, as
-    for the Vendi score's spectrum. ``first``: (D,) first moment: each eigenvector's sign is
-    chosen so that ``first . v >= 0`` (the loadings of the set sum to >= 0); ``None``: its
-    largest entry is positive.
+    for the Vendi score's spectrum, and so are those below ``threshold`` (modes nobody is shown
+    need no vector). ``first``: (D,) first moment: each eigenvector's sign is chosen so that
+    ``first . v >= 0`` (the loadings of the set sum to >= 0); ``None``: its largest entry is
+    positive.
     """
     check_positive_int(num_modes, "num_modes")
     floor = default_tolerance(values.shape[0]) * float(values[0])
-    keep = min(num_modes, int((values > floor).sum()))
-    return values[:keep], orient(vectors[:, :keep], first)
+    keep = min(num_modes, int(((values > floor) & (values >= threshold)).sum()))
+    vectors = extreme_eigenvectors(matrix.to(torch.float64), values, keep)[0]
+    return values[:keep], orient(vectors, first)
 
 
 def orient(vectors: Tensor, first: Tensor | None) -> Tensor:

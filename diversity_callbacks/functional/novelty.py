@@ -44,6 +44,8 @@ from diversity_callbacks.functional.modes import (
     Mode,
     as_modes,
     descending_eigh,
+    descending_eigvalsh,
+    extreme_eigenvectors,
     orient,
     top_samples,
 )
@@ -93,10 +95,10 @@ def positive_part(
     eigenvectors (columns, oriented by ``first`` as in
     :func:`~diversity_callbacks.functional.modes.orient`)."""
     check_positive_int(num_modes, "num_modes")
-    values, vectors = descending_eigh(difference)
+    values = descending_eigvalsh(difference)
     positive = values[values > floor]
     keep = min(num_modes, positive.numel())
-    return positive, orient(vectors[:, :keep], first)
+    return positive, orient(extreme_eigenvectors(difference, values, keep)[0], first)
 
 
 def covariance_novelty(
@@ -122,11 +124,14 @@ def covariance_novelty_both_ways(
     num_modes: int,
     first_a: Tensor,
     first_b: Tensor,
+    threshold: float = 0.0,
 ) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
     """:func:`covariance_novelty` of A against B and of B against A.
 
     At ``eta = 1`` the second difference is the first negated: one eigendecomposition gives
     both (B's novel modes are the first's negative eigenpairs), half the work of two calls.
+    Directions are returned only for novel masses of at least ``threshold`` (all positive
+    eigenvalues are returned).
     """
     if eta != 1.0:
         return (
@@ -136,13 +141,13 @@ def covariance_novelty_both_ways(
     check_positive_int(num_modes, "num_modes")
     floor = default_tolerance(covariance_a.shape[0])
     difference = covariance_a.to(torch.float64) - covariance_b.to(torch.float64)
-    values, vectors = descending_eigh(difference)
+    values = descending_eigvalsh(difference)
     a_positive = values[values > floor]
     b_positive = -values.flip(0)[-values.flip(0) > floor]
-    a_keep, b_keep = min(num_modes, a_positive.numel()), min(num_modes, b_positive.numel())
-    a_vectors = orient(vectors[:, :a_keep], first_a)
-    b_vectors = orient(vectors.flip(1)[:, :b_keep], first_b)
-    return (a_positive, a_vectors), (b_positive, b_vectors)
+    a_keep = min(num_modes, int((a_positive >= threshold).sum()))
+    b_keep = min(num_modes, int((b_positive >= threshold).sum()))
+    a_vectors, b_vectors = extreme_eigenvectors(difference, values, a_keep, b_keep)
+    return (a_positive, orient(a_vectors, first_a)), (b_positive, orient(b_vectors, first_b))
 
 
 def kernel_novelty(

@@ -200,6 +200,40 @@ def _effective_rtol(rtol: float | None, text_eps: float) -> float:
     return text_eps * text_eps if rtol is None else rtol
 
 
+def _group_rows(rows: Tensor) -> tuple[Tensor, Tensor]:
+    """Group identical rows: ``(first, inverse)`` with ``rows[first][inverse]`` equal to ``rows``.
+
+    ``first`` holds the index of each group's first row, ``inverse`` each row's group. The key is
+    a hash of the rows' float64 bytes (integer arithmetic, so equal rows hash alike wherever they
+    sit), then verified: a collision falls back to sorting the rows, so the grouping is exact.
+    Hashing is a fraction of what ``torch.unique(rows, dim=0)`` costs (a lexicographic sort of
+    the rows); two groups may hold rows that compare equal but differ in bytes (``0.0`` and
+    ``-0.0``), which the grouped path accepts (see :func:`_schur_from_groups`).
+    """
+    bits = rows.to(torch.float64).contiguous().view(torch.int64)
+    weights = torch.randint(
+        -(2**62), 2**62, (rows.shape[1],), generator=torch.Generator().manual_seed(0)
+    ).to(rows.device)
+    _, inverse = torch.unique((bits * weights).sum(1), return_inverse=True)
+    first = _first_members(inverse)
+    if not torch.equal(rows[first][inverse], rows):
+        _, inverse = torch.unique(rows, dim=0, return_inverse=True)
+        first = _first_members(inverse)
+    return first, inverse
+
+
+def _first_members(inverse: Tensor) -> Tensor:
+    """Index of the first row of each group, from each row's group."""
+    rows = torch.arange(inverse.numel(), device=inverse.device)
+    first = torch.full((int(inverse.max()) + 1,), inverse.numel(), device=inverse.device)
+    return first.scatter_reduce_(0, inverse, rows, "amin")
+
+
+def _prefers_grouped(num_prompts: int, text_dim: int) -> bool:
+    """Whether the grouped path (P x P on the text side) beats the D_T x D_T blocks."""
+    return 2 * num_prompts <= text_dim
+
+
 def _kept_directions(gram: Tensor, rtol: float, size: int) -> tuple[Tensor, Tensor, Tensor]:
     """Eigenvalues and eigenvectors of ``C_TT`` (or a Gram matrix with its nonzero eigenvalues)
     and the mask of the directions above the cut-off ``tau``.
@@ -331,7 +365,7 @@ def _schur_from_features(
     if path == "auto":
         if num_samples < image_dim:
             path = "dual"
-        elif 2 * phi_prompts.shape[0] <= phi_prompts.shape[1]:
+        elif _prefers_grouped(*phi_prompts.shape):
             path = "grouped"
         else:
             path = "primal"
@@ -357,18 +391,59 @@ def _schur_grouped(
     rtol: float,
     compute_image_vendi: bool,
 ) -> SchurComplementResult:
-    """The path over P distinct prompts; see the module docstring for the derivation."""
-    num_samples, image_dim = phi_image.shape
-    num_prompts, text_dim = phi_prompts.shape
+    """The path over P distinct prompts, from the rows: per-prompt counts and image sums."""
+    num_prompts = phi_prompts.shape[0]
     counts = torch.bincount(prompt_index, minlength=num_prompts).to(torch.float64)
-    sums = phi_image.new_zeros(num_prompts, image_dim).index_add_(0, prompt_index, phi_image)
+    sums = phi_image.new_zeros(num_prompts, phi_image.shape[1]).index_add_(
+        0, prompt_index, phi_image
+    )
+    return _schur_from_groups(
+        phi_prompts,
+        counts,
+        sums,
+        second_moment(phi_image),
+        phi_image.shape[0],
+        rtol=rtol,
+        compute_image_vendi=compute_image_vendi,
+    )
+
+
+def _schur_from_groups(
+    phi_prompts: Tensor,
+    counts: Tensor,
+    image_sums: Tensor,
+    image_image: Tensor,
+    num_samples: int,
+    *,
+    rtol: float,
+    compute_image_vendi: bool = True,
+) -> SchurComplementResult:
+    """Scores from P prompt groups; see the module docstring ("grouped") for the derivation.
+
+    The text side never forms a D_T x D_T matrix: its kept directions come from the P x P Gram
+    matrix of the prompts weighted by their counts, so only ``C_II`` is D_I x D_I.
+
+    Args:
+        phi_prompts: (P, D_T) kernel features of the prompts. Two groups may hold the same
+            prompt: the derivation only needs one prompt per group (the duplicate direction has
+            eigenvalue zero and is cut).
+        counts: (P,) float64 number of samples of each group.
+        image_sums: (P, D_I) float64 sums of the image features of each group.
+        image_image: (D_I, D_I) float64 ``sum phi_i phi_i^T`` over all n samples; overwritten
+            (with ``n L_img``), so that the largest matrix is never copied.
+        num_samples: n.
+        rtol: cut-off on ``C_TT`` relative to its trace.
+        compute_image_vendi: ``False`` skips the images' spectrum; ``image_vendi`` is then NaN.
+    """
+    image_dim = image_image.shape[0]
+    text_dim = phi_prompts.shape[1]
     weighted = phi_prompts * torch.sqrt(counts / num_samples)[:, None]
     prompt_gram = weighted @ weighted.T  # same nonzero eigenvalues as C_TT
     _, basis, kept = _kept_directions(prompt_gram, rtol, max(text_dim, num_samples))
     # rows of Z: the images' mean features per prompt, in the prompts' kept eigenbasis
-    means = sums / torch.sqrt(counts * num_samples)[:, None]
+    means = image_sums / torch.sqrt(counts * num_samples)[:, None]
     whitened = basis[:, kept].T @ means
-    image_image = second_moment(phi_image).div_(num_samples)
+    image_image = image_image.div_(num_samples)
     image_trace = float(torch.trace(image_image))
     # The images' spectrum first: L_img = C_II - Z^T Z then reuses C_II's 8 D^2 bytes.
     image_vendi = _image_vendi(image_image, compute_image_vendi)
@@ -544,7 +619,8 @@ def schur_complement_entropy(
     _check_shared_map(resolved, image_features, text_features)
     # Map each distinct prompt once: with P prompts of many images each, featurising all n
     # text rows would cost as much as the images.
-    prompts, prompt_index = torch.unique(text_features, dim=0, return_inverse=True)
+    first, prompt_index = _group_rows(text_features)
+    prompts = text_features[first]
     return _schur_from_features(
         resolved.features(prompts, "text_features"),
         prompt_index,

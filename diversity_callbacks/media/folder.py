@@ -7,6 +7,7 @@ artifact folder the MLflow writer uploads, so both have the same layout::
         samples/00_a_red_apple.png   one grid per condition, numbered in set order
         table.csv                    condition, then one column per per-condition score
         spectrum.png                 with spectrum=True
+        copies.png, copies.csv       with a reference set: most-copied samples | training ones
         modes/mode_01.png            one grid per mode (modes=k): leading modes, then
         modes/lost_01.png            lost and gained modes with compare_to (captions in
         modes/captions.txt           captions.txt); modes.csv instead for text samples
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from diversity_callbacks.media.render import Media, png_bytes
+from diversity_callbacks.media.render import Media
 
 
 def step_folder(step: int) -> str:
@@ -32,13 +33,16 @@ def write_media_folder(folder: Path, media: Media) -> list[Path]:
             run evaluating a step again).
         media: the rendered media.
     """
-    files = {f"samples/{grid.name}.png": png_bytes(grid.hwc()) for grid in media.grids}
+    files = {f"samples/{grid.name}.png": grid.png for grid in media.grids}
     if media.table is not None:
         files["table.csv"] = media.table.csv().encode()
-    if media.spectrum is not None:
-        files["spectrum.png"] = png_bytes(media.spectrum)
+    if media.spectrum_png is not None:
+        files["spectrum.png"] = media.spectrum_png
+    if media.copies is not None and media.copies.pairs:
+        files["copies.png"] = media.copies.png
+        files["copies.csv"] = media.copies.csv().encode()
     for panel in media.mode_panels:
-        files[f"modes/{panel.name}.png"] = png_bytes(panel.hwc())
+        files[f"modes/{panel.name}.png"] = panel.png
     if media.mode_panels:
         captions = "".join(f"{panel.name}.png: {panel.caption}\n" for panel in media.mode_panels)
         files["modes/captions.txt"] = captions.encode()

@@ -14,6 +14,7 @@ preview (strings) give one :class:`~diversity_callbacks.media.render.Table` row 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,6 +51,13 @@ class ModePanel:
     def hwc(self) -> np.ndarray:
         """The ``(H, W, 3)`` uint8 array that image libraries expect."""
         return self.pixels.permute(1, 2, 0).contiguous().numpy()
+
+    @functools.cached_property
+    def png(self) -> bytes:
+        """The grid as PNG bytes, encoded at the first use and shared by every writer."""
+        from diversity_callbacks.media.render import png_bytes  # render imports this module
+
+        return png_bytes(self.hwc())
 
 
 def mode_panels(result: EvaluationResult) -> list[ModePanel]:

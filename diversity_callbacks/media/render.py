@@ -2,12 +2,14 @@
 
 Nothing here imports a logging library: the writers (:mod:`~diversity_callbacks.media.writers`)
 turn a :class:`Media` into W&B, TensorBoard or MLflow calls, or into files. Every image is uint8
-RGB, the one format all of them accept unchanged.
+RGB, and is PNG-encoded once, here (:attr:`Grid.png`, :attr:`Media.spectrum_png`), whatever the
+number of loggers: encoding was most of the logging time (``docs/performance.md``).
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import re
 import struct
@@ -21,6 +23,7 @@ from torch import Tensor
 
 from diversity_callbacks.evaluation.conditions import EvaluationSet
 from diversity_callbacks.evaluation.evaluator import DiversityEvaluator, EvaluationResult
+from diversity_callbacks.evaluation.memorization import CopiedSamples
 from diversity_callbacks.images import make_grid
 from diversity_callbacks.media.modes import TABLE_COLUMNS, ModePanel, mode_panels, mode_table_rows
 
@@ -49,6 +52,11 @@ class Grid:
     def hwc(self) -> np.ndarray:
         """The ``(H, W, 3)`` uint8 array that image libraries expect."""
         return self.pixels.permute(1, 2, 0).contiguous().numpy()
+
+    @functools.cached_property
+    def png(self) -> bytes:
+        """The grid as a PNG file's bytes, encoded at the first use and shared by every writer."""
+        return png_bytes(self.hwc())
 
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -108,6 +116,39 @@ class Table:
 
 
 @dataclass(frozen=True)
+class CopiesGrid:
+    """The most-copied samples, each (left) beside its nearest training sample (right).
+
+    Attributes:
+        pixels: ``(3, H, W)`` uint8: one pair per row, most similar first.
+        pairs: each pair alone, ``(3, h, w)`` uint8, for loggers that caption every image.
+        captions: each pair's ``similarity 0.998 to training sample 33``.
+        similarities: every sample's nearest-neighbour similarity (for histograms).
+    """
+
+    pixels: Tensor
+    pairs: list[Tensor]
+    captions: list[str]
+    similarities: np.ndarray
+
+    def hwc(self) -> np.ndarray:
+        """The ``(H, W, 3)`` uint8 array of the whole grid."""
+        return self.pixels.permute(1, 2, 0).contiguous().numpy()
+
+    @functools.cached_property
+    def png(self) -> bytes:
+        """The whole grid as a PNG file's bytes, encoded once for every writer."""
+        return png_bytes(self.hwc())
+
+    def csv(self) -> str:
+        """``rank,similarity,training_index`` of every pair shown."""
+        rows = [caption.split(" ") for caption in self.captions]
+        return "rank,similarity,training_index\n" + "".join(
+            f"{rank},{row[1]},{row[-1]}\n" for rank, row in enumerate(rows)
+        )
+
+
+@dataclass(frozen=True)
 class Media:
     """Everything an evaluation shows besides its scalars, ready for any logger.
 
@@ -118,6 +159,7 @@ class Media:
         spectrum: the eigenvalue plot as an ``(H, W, 3)`` uint8 array, when asked for.
         mode_panels: one grid per mode (leading, lost, gained), when the samples are images.
         mode_table: the top items of each mode, when the samples are texts.
+        copies: with a reference set, the most-copied samples beside their training samples.
     """
 
     prefix: str
@@ -126,6 +168,12 @@ class Media:
     spectrum: np.ndarray | None
     mode_panels: list[ModePanel] = field(default_factory=list)
     mode_table: Table | None = None
+    copies: CopiesGrid | None = None
+
+    @functools.cached_property
+    def spectrum_png(self) -> bytes | None:
+        """The spectrum plot as PNG bytes (None without a spectrum), encoded once."""
+        return None if self.spectrum is None else png_bytes(self.spectrum)
 
 
 def render_media(evaluator: DiversityEvaluator, result: EvaluationResult) -> Media:
@@ -148,7 +196,33 @@ def render_media(evaluator: DiversityEvaluator, result: EvaluationResult) -> Med
     spectrum = None if result.spectrum is None else spectrum_plot(result.spectrum)
     mode_rows = mode_table_rows(result)
     mode_table = Table(list(TABLE_COLUMNS), mode_rows) if mode_rows else None
-    return Media(evaluator.prefix, grids, table, spectrum, mode_panels(result), mode_table)
+    copies = None if result.copies is None else copies_grid(result.copies)
+    return Media(evaluator.prefix, grids, table, spectrum, mode_panels(result), mode_table, copies)
+
+
+def copies_grid(copies: CopiedSamples) -> CopiesGrid:
+    """Lay the most-copied samples out beside their nearest training samples (black where the
+    reference holds embeddings only), every thumbnail padded to one size."""
+    thumbnails = [t for c in copies.shown for t in (c.sample, c.reference) if t is not None]
+    similarities = copies.similarities.to(torch.float64).numpy()
+    if not thumbnails:
+        return CopiesGrid(torch.zeros(3, 0, 0, dtype=torch.uint8), [], [], similarities)
+    height = max(t.shape[1] for t in thumbnails)
+    width = max(t.shape[2] for t in thumbnails)
+
+    def padded(image: Tensor | None) -> Tensor:
+        canvas = torch.zeros(3, height, width, dtype=torch.uint8)
+        if image is not None:
+            canvas[:, : image.shape[1], : image.shape[2]] = image
+        return canvas
+
+    tiles = [torch.stack([padded(c.sample), padded(c.reference)]) for c in copies.shown]
+    pairs = [make_grid(pair, nrow=2) for pair in tiles]
+    captions = [
+        f"similarity {c.similarity:.4f} to training sample {c.reference_index}"
+        for c in copies.shown
+    ]
+    return CopiesGrid(make_grid(torch.cat(tiles), nrow=2), pairs, captions, similarities)
 
 
 def caption(evaluation_set: EvaluationSet, condition: int) -> str:
@@ -211,10 +285,19 @@ def png_bytes(image: np.ndarray) -> bytes:
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"image must be an (H, W, 3) uint8 array, got {image.dtype} {image.shape}")
     height, width, _ = image.shape
-    # Each scanline starts with filter type 0 (none); zlib does the compressing.
-    scanlines = b"".join(b"\x00" + row.tobytes() for row in np.ascontiguousarray(image))
+    # Every scanline but the first is filtered "Up" (type 2: the byte-wise difference to the row
+    # above, modulo 256), then compressed at zlib's fastest level: on photographs that is 2-3x
+    # faster and a quarter smaller than no filter at the default level, and 6-8x faster than
+    # Pillow's adaptive filters for 5-7% more bytes (docs/performance.md#logging).
+    rows = np.ascontiguousarray(image).reshape(height, width * 3)
+    filtered = np.empty((height, width * 3 + 1), dtype=np.uint8)
+    filtered[:, 0] = 2
+    filtered[0, 0] = 0  # the first row has none above: no filter
+    filtered[0, 1:] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])  # uint8 arithmetic wraps
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
-    chunks = [(b"IHDR", header), (b"IDAT", zlib.compress(scanlines)), (b"IEND", b"")]
+    idat = zlib.compress(filtered.tobytes(), 1)
+    chunks = [(b"IHDR", header), (b"IDAT", idat), (b"IEND", b"")]
     return b"\x89PNG\r\n\x1a\n" + b"".join(
         struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
         for tag, data in chunks

@@ -1,10 +1,18 @@
 """Conditional-Vendi and Information-Vendi as torchmetrics metrics (arXiv 2411.02817).
 
-Both scores need the joint kernel of all pairs (sample, condition), so the metric keeps every
-float64 embedding with its condition in "cat" list states and gathers them once per
-``compute``: the result is that of the functional form on all ranks' rows, whatever the shares
-(uneven or empty ranks included). The kind of condition (embeddings or integer labels) is fixed
-by the first ``update``.
+Two ways to hold the samples, as for ``VendiScore``:
+
+- streaming (``num_features`` given): every kernel through its explicit feature map, so the
+  states are float64 second moments summed batch by batch and across ranks: the conditions'
+  (D' x D', or the count of each class label), the joint kernel's (D_joint x D_joint, or one
+  D x D block per class label: the label kernel makes the joint kernel block-diagonal) and,
+  for Information-Vendi, the samples'. Their size does not grow with the number of samples;
+  ranks with uneven or no shares add up exactly;
+- exact (default): every float64 embedding with its condition in "cat" list states, gathered
+  once per ``compute`` (the joint kernel of all pairs needs them all).
+
+Either way the result is that of the functional form on all ranks' rows. The kind of condition
+(embeddings or integer labels) is fixed by the first ``update``.
 """
 
 from __future__ import annotations
@@ -13,8 +21,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
+from torch.nn import Module
+from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
+from torchmetrics.utilities.distributed import gather_all_tensors
 
 from diversity_callbacks._validation import check_features
 from diversity_callbacks.functional.conditional_vendi import (
@@ -22,16 +34,24 @@ from diversity_callbacks.functional.conditional_vendi import (
     check_conditions,
     conditional_vendi_score,
     information_vendi_score,
+    paired_kernels,
+    paired_scores,
 )
+from diversity_callbacks.functional.kernels import second_moment
 from diversity_callbacks.functional.spectrum import Order, check_tolerance, parse_orders
-from diversity_callbacks.metrics._base import Dims, LazilySizedMetric
+from diversity_callbacks.metrics._base import Dims, LazilySizedMetric, unsized_moment
 
 _LABELS = 0
 """Condition dimension recorded for integer labels (condition embeddings have D' >= 1)."""
 
+PENDING_LABELLED_ROWS = 8192
+"""Labelled rows held back before they are added to their labels' D x D blocks: a batch of
+1024 rows over 50 labels gives about 20 rows a label, too few for a GEMM to run at speed (each
+block is read and written whole); 8192 give about 160. Bounded (8192 x D floats), whatever n."""
+
 
 class _PairedVendiMetric(LazilySizedMetric):
-    """Rows of samples and of their conditions, scored together by a functional form."""
+    """Samples and their conditions, scored together by a functional form."""
 
     is_differentiable = False
     higher_is_better = True
@@ -39,6 +59,8 @@ class _PairedVendiMetric(LazilySizedMetric):
     plot_lower_bound = 1.0
     num_dims = 2  # the samples' feature dimension and the conditions' (0 for labels)
     _score: Callable[..., Tensor | dict[str, Tensor]]
+    _needs_image: bool
+    """Whether the score needs the samples' own kernel (Information-Vendi does)."""
 
     def __init__(
         self,
@@ -72,44 +94,205 @@ class _PairedVendiMetric(LazilySizedMetric):
             condition_features=torch.eye(1, dtype=torch.float64),
             **self._feature_options(),
         )
-        self.add_state("rows", default=[], dist_reduce_fx="cat")
-        self.add_state("conditions", default=[], dist_reduce_fx="cat")
+        self.streams_moments = num_features is not None
+        self._classes = 0  # labels that zero states get while a sync or merge grows them
+        self._pending: list[tuple[Tensor, Tensor]] = []  # labelled rows held back
+        if self.streams_moments:
+            self._add_moment_states()
+        else:
+            self.add_state("rows", default=[], dist_reduce_fx="cat")
+            self.add_state("conditions", default=[], dist_reduce_fx="cat")
+
+    def _add_moment_states(self) -> None:
+        """Sum states: the conditions' moment (or class counts), the joint's, the samples'."""
+        self.add_state("condition_moment", default=unsized_moment(), dist_reduce_fx="sum")
+        self.add_state(
+            "label_counts", default=torch.zeros(0, dtype=torch.float64), dist_reduce_fx="sum"
+        )
+        self.add_state("joint_moment", default=unsized_moment(), dist_reduce_fx="sum")
+        if self._needs_image:
+            self.add_state("image_moment", default=unsized_moment(), dist_reduce_fx="sum")
+        # the feature maps hide the input dimensions: kept to refuse others after a merge
+        self.add_state("input_dims", default=torch.zeros(2, dtype=torch.long), dist_reduce_fx="max")
 
     def update(self, features: Tensor, conditions: Tensor) -> None:
         """Add ``(N, D)`` sample features and their ``(N, D')`` condition features or ``(N,)``
         integer labels; the kind of condition and both dimensions stay as in the first update."""
         dims = self._dims_of(self.metric_state)
-        check_features(features, "features", dim=None if dims is None else dims[0])
         labelled = isinstance(conditions, Tensor) and not conditions.is_floating_point()
         check_conditions(
             features,
             None if labelled else conditions,
             conditions if labelled else None,
         )
+        if dims is not None and features.shape[1] != dims[0]:
+            check_features(features, "features", dim=dims[0])  # raises, naming the dimension
         condition_dim = _LABELS if labelled else conditions.shape[1]
         if dims is not None and dims[1] != condition_dim:
             raise ValueError(
                 f"`conditions` must be {_describe_kind(dims[1])} as in earlier updates, got "
                 f"{_describe_kind(condition_dim)}"
             )
+        if self.streams_moments:
+            self._add_moments(features.to(self.device), conditions.to(self.device), dims)
+            return
         self.rows.append(features.to(self.device, torch.float64, copy=True))
         dtype = torch.long if labelled else torch.float64
         self.conditions.append(conditions.to(self.device, dtype, copy=True))
 
+    def _add_moments(self, features: Tensor, conditions: Tensor, dims: Dims | None) -> None:
+        labelled = not conditions.is_floating_point()
+        if labelled and conditions.numel() and int(conditions.min()) < 0:
+            raise ValueError(
+                "`conditions` must be class labels >= 0 with num_features= (each label indexes "
+                f"its block of the joint kernel's moment), got {int(conditions.min())}"
+            )
+        if dims is None:
+            self._allocate((features.shape[1], _LABELS if labelled else conditions.shape[1]))
+        if features.shape[0] == 0:
+            return
+        kernels = self._kernels(labelled)
+        if labelled:
+            self._grow(int(conditions.max()) + 1)
+            phi = kernels.image.features(features)
+            self.label_counts.index_add_(
+                0, conditions, torch.ones_like(conditions, dtype=torch.float64)
+            )
+            self._pending.append((phi, conditions))
+            if sum(rows.shape[0] for rows, _ in self._pending) >= PENDING_LABELLED_ROWS:
+                self._flush()
+        else:
+            paired = kernels.features(features, conditions, need_image=self._needs_image)
+            phi = paired.image
+            second_moment(paired.condition, out=self.condition_moment)
+            second_moment(paired.joint, out=self.joint_moment)
+        if self._needs_image:
+            second_moment(phi, out=self.image_moment)
+
+    def _flush(self) -> None:
+        """Add the labelled rows held back to their labels' blocks of the joint moment."""
+        if self._pending:
+            phi, labels = (torch.cat(part) for part in zip(*self._pending, strict=True))
+            self._pending = []
+            _add_label_moments(self.joint_moment, phi, labels)
+
+    # Every way the states leave the metric, or are replaced, first adds the rows held back.
+
+    def sync(self, *args: Any, **kwargs: Any) -> None:
+        """torchmetrics' ``sync`` (also inside ``compute``), the held-back rows added first."""
+        self._flush()
+        super().sync(*args, **kwargs)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Score of this batch alone; its samples are also added to the states."""
+        self._flush()  # forward sets the states aside and resets: held-back rows would be lost
+        return super().forward(*args, **kwargs)
+
+    def merge_state(self, incoming_state: dict[str, Any] | Metric) -> None:
+        """Add another metric's states (or a dict of states) to this one's."""
+        if isinstance(incoming_state, _PairedVendiMetric):
+            incoming_state._flush()
+        self._flush()
+        super().merge_state(incoming_state)
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> Any:
+        """The module's state dict, the held-back rows added to the states first."""
+        self._flush()
+        return super().state_dict(*args, **kwargs)
+
+    def reset(self) -> None:
+        """Forget every sample, the held-back ones too."""
+        self._pending = []
+        super().reset()
+
+    def _apply(self, fn: Callable, exclude_state: Sequence[str] = ()) -> Module:
+        self._flush()
+        return super()._apply(fn, exclude_state=exclude_state)
+
     def compute(self) -> Tensor | dict[str, Tensor]:
         """The score over every rank's samples (a collective: call it on all ranks)."""
+        if self.streams_moments:
+            return self._compute_from_moments()
         rows = dim_zero_cat(self.rows) if len(self.rows) else None
         if rows is None or rows.shape[0] == 0:
-            raise ValueError(
-                f"{type(self).__name__}.compute() needs at least one sample, got none: call "
-                "update() with (N, D) features and their conditions first"
-            )
+            raise ValueError(self._no_sample_message())
         conditions = dim_zero_cat(self.conditions)
         key = "condition_ids" if conditions.ndim == 1 else "condition_features"
         options = self._feature_options() if key == "condition_features" else self._label_options()
         return type(self)._score(rows, q=self.orders if self._as_dict else self.orders[0], **{
             key: conditions
         }, **options)  # fmt: skip
+
+    def _compute_from_moments(self) -> Tensor | dict[str, Tensor]:
+        dims = self._dims_of(self.metric_state)
+        self._flush()
+        if dims is None or not bool(self.joint_moment.diagonal(dim1=-2, dim2=-1).sum() > 0):
+            raise ValueError(self._no_sample_message())
+        if dims[1] == _LABELS:
+            present = self.label_counts > 0  # an unseen label's block is zero: no eigenvalues
+            grams = {
+                "condition": torch.diag(self.label_counts[present]),
+                "joint": self.joint_moment[present],
+            }
+        else:
+            grams = {"condition": self.condition_moment, "joint": self.joint_moment}
+        if self._needs_image:
+            grams["image"] = self.image_moment
+        scores = paired_scores(grams, self.orders, self.options["tolerance"])
+        return scores if self._as_dict else next(iter(scores.values()))
+
+    def _no_sample_message(self) -> str:
+        return (
+            f"{type(self).__name__}.compute() needs at least one sample, got none: call "
+            "update() with (N, D) features and their conditions first"
+        )
+
+    def _kernels(self, labelled: bool) -> Any:
+        options = self._feature_options()
+        return paired_kernels(
+            options["kernel"], options["sigma"], options["condition_kernel"],
+            options["condition_sigma"], options["num_features"], options["seed"],
+            labelled=labelled,
+        )  # fmt: skip
+
+    def _grow(self, classes: int) -> None:
+        """Room for labels below ``classes``: zero blocks and counts appended."""
+        grown = _grown(
+            {"label_counts": self.label_counts, "joint_moment": self.joint_moment}, classes
+        )
+        self.label_counts, self.joint_moment = grown["label_counts"], grown["joint_moment"]
+
+    def _sync_dist(self, dist_sync_fn: Any = gather_all_tensors, process_group: Any = None) -> None:
+        if not self.streams_moments:
+            super()._sync_dist(dist_sync_fn, process_group=process_group)
+            return
+        # ranks that saw fewer (or no) labels grow to the most labels any rank saw, then sum
+        classes = torch.tensor([self.label_counts.numel()], device=self.device)
+        dist.all_reduce(classes, op=dist.ReduceOp.MAX, group=process_group)
+        self._with_classes(int(classes), lambda: super(_PairedVendiMetric, self)._sync_dist(
+            dist_sync_fn, process_group=process_group))  # fmt: skip
+
+    def _reduce_states(self, incoming_state: dict[str, Any]) -> None:
+        if not self.streams_moments:
+            super()._reduce_states(incoming_state)
+            return
+        counts = incoming_state.get("label_counts", self.label_counts)
+        classes = max(self.label_counts.numel(), counts.numel())
+        if incoming_state.get("joint_moment", self.joint_moment).ndim == 3:
+            incoming_state = _grown(incoming_state, classes)
+        self._with_classes(classes, lambda: super(_PairedVendiMetric, self)._reduce_states(
+            incoming_state))  # fmt: skip
+
+    def _with_classes(self, classes: int, add: Callable[[], None]) -> None:
+        """Run ``add`` (a sync or a merge) with labelled states, this one's and any zero ones
+        allocated meanwhile, grown to ``classes`` labels."""
+        self._classes = classes
+        try:
+            if self._dims_of(self.metric_state) is not None and self.joint_moment.ndim == 3:
+                self._grow(classes)
+            add()
+        finally:
+            self._classes = 0
 
     @classmethod
     def _refuse_legacy(cls, legacy: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -131,6 +314,10 @@ class _PairedVendiMetric(LazilySizedMetric):
         return dict(self.options)
 
     def _dims_of(self, states: Mapping[str, Any]) -> Dims | None:
+        if self.streams_moments:
+            if tuple(states["joint_moment"].shape) == (0, 0):
+                return None
+            return tuple(int(d) for d in states["input_dims"])
         rows, conditions = states["rows"], states["conditions"]
         rows = [rows] if isinstance(rows, Tensor) else rows
         conditions = [conditions] if isinstance(conditions, Tensor) else conditions
@@ -141,6 +328,8 @@ class _PairedVendiMetric(LazilySizedMetric):
 
     def _zero_states(self, dims: Dims) -> dict[str, Any]:
         dim, condition_dim = dims
+        if self.streams_moments:
+            return self._zero_moments(dim, condition_dim)
         if condition_dim == _LABELS:
             condition = torch.zeros(0, dtype=torch.long, device=self.device)
         else:
@@ -149,6 +338,56 @@ class _PairedVendiMetric(LazilySizedMetric):
             "rows": [torch.zeros(0, dim, dtype=torch.float64, device=self.device)],
             "conditions": [condition],
         }
+
+    def _zero_moments(self, dim: int, condition_dim: int) -> dict[str, Any]:
+        """Zero moments of the feature dimensions that inputs of these dimensions map to."""
+        labelled = condition_dim == _LABELS
+        kernels = self._kernels(labelled)
+        one = torch.ones(1, dim, dtype=torch.float64, device=self.device)
+
+        def zeros(*shape: int) -> Tensor:
+            return torch.zeros(*shape, dtype=torch.float64, device=self.device)
+
+        image_dim = kernels.image.features(one).shape[1]
+        classes = self._classes
+        states = {"input_dims": torch.tensor([dim, condition_dim], device=self.device)}
+        if labelled:
+            states.update(
+                condition_moment=zeros(0, 0), label_counts=zeros(classes),
+                joint_moment=zeros(classes, image_dim, image_dim),
+            )  # fmt: skip
+        else:
+            paired = kernels.features(one, torch.ones(1, condition_dim, dtype=torch.float64,
+                                      device=self.device), need_image=False)  # fmt: skip
+            states.update(
+                condition_moment=zeros(paired.condition.shape[1], paired.condition.shape[1]),
+                label_counts=zeros(0),
+                joint_moment=zeros(paired.joint.shape[1], paired.joint.shape[1]),
+            )
+        if self._needs_image:
+            states["image_moment"] = zeros(image_dim, image_dim)
+        return states
+
+
+def _grown(state: dict[str, Any], classes: int) -> dict[str, Any]:
+    """A labelled state with zero blocks and counts appended up to ``classes`` labels."""
+    counts, joint = state["label_counts"], state["joint_moment"]
+    missing = classes - counts.numel()
+    if missing <= 0:
+        return state
+    return {
+        **state,
+        "label_counts": torch.cat([counts, counts.new_zeros(missing)]),
+        "joint_moment": torch.cat([joint, joint.new_zeros(missing, *joint.shape[1:])]),
+    }
+
+
+def _add_label_moments(out: Tensor, phi: Tensor, labels: Tensor) -> None:
+    """Add each label's rows' second moment to its (D, D) block of ``out``, grouping once."""
+    present, index, counts = torch.unique(labels, return_inverse=True, return_counts=True)
+    rows = phi[torch.argsort(index, stable=True)]
+    for label, block in zip(present.tolist(), rows.split(counts.tolist()), strict=True):
+        second_moment(block, out=out[label])
 
 
 class ConditionalVendiScore(_PairedVendiMetric):
@@ -191,6 +430,7 @@ class ConditionalVendiScore(_PairedVendiMetric):
     """
 
     _score = staticmethod(conditional_vendi_score)
+    _needs_image = False
 
     @classmethod
     def _refuse_legacy(cls, legacy: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -226,6 +466,7 @@ class InformationVendiScore(_PairedVendiMetric):
     """
 
     _score = staticmethod(information_vendi_score)
+    _needs_image = True
 
 
 def _describe_kind(condition_dim: int) -> str:

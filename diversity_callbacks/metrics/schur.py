@@ -14,7 +14,10 @@ from diversity_callbacks.functional.schur import (
     _check_rtol,
     _check_shared_map,
     _effective_rtol,
+    _group_rows,
+    _prefers_grouped,
     _resolve_feature_map,
+    _schur_from_groups,
     _schur_from_moments,
     _text_precision,
 )
@@ -31,14 +34,25 @@ class SchurComplementEntropy(LazilySizedMetric):
 
     Splits the images' kernel covariance into the part their prompts explain (``text_part``) and
     the rest (``sce``, the model's intrinsic diversity); see
-    :func:`~diversity_callbacks.functional.schur_complement_entropy` for the definitions. The
-    states are the three float64 kernel covariance sums ``sum phi_t phi_t^T``,
-    ``sum phi_t phi_i^T``, ``sum phi_i phi_i^T`` and a count: exact, independent of the number of
-    samples, summed across DDP ranks (uneven and empty ranks included). Their size is
-    ``D_T^2 + D_T D_I + D_I^2`` doubles: 6 MiB for 512-d cosine features, 572 MiB for the
-    published Gaussian setting (2 x 2500 random features). A last state keeps the precision of
-    the text features seen (the coarsest, also across ranks and merges), which sets the cut-off
-    on ``C_TT`` as in the functional form.
+    :func:`~diversity_callbacks.functional.schur_complement_entropy` for the definitions.
+
+    A callback's text rows are a few prompts, each repeated over several seeds, so the metric
+    keeps one group per distinct prompt (identical text rows, found by a hash of their bytes and
+    then compared): the prompt, its kernel features, its number of samples and the sum of its
+    images' kernel features, gathered across DDP ranks and merged by prompt. With the float64
+    sum ``sum phi_i phi_i^T`` over all images, that is all the Schur complement needs
+    (``compute`` works in the P-dimensional span of the prompts, see the functional form's
+    "grouped" path), and each batch costs one D_I x D_I product and the features of its
+    distinct prompts only. Beyond ``D_T / 2`` distinct prompts on a rank the groups are folded
+    into the float64 sums ``sum phi_t phi_t^T`` and ``sum phi_t phi_i^T``, and ``compute`` uses
+    the D x D blocks: the state stays bounded whatever the prompts. Every state is exact and
+    independent of the batching, summed or gathered across DDP ranks (uneven and empty ranks
+    included). The sums hold ``D_T^2 + D_T D_I + D_I^2`` doubles (6 MiB for 512-d cosine
+    features, 572 MiB for the published Gaussian setting, 2 x 2500 random features), the groups
+    at most ``D_T / 2`` rows of ``d_T + D_T + 1 + D_I`` doubles. A last state keeps the
+    precision of the text features seen (the coarsest, also across ranks and merges), which sets
+    the cut-off on ``C_TT`` as in the functional form. States saved before the groups existed
+    load and give the same scores.
 
     Args:
         kernel: ``"cosine"`` (default, as for the functional form and the Vendi score:
@@ -110,6 +124,8 @@ class SchurComplementEntropy(LazilySizedMetric):
         self.compute_image_vendi = compute_image_vendi
         for name in ("text_text", "text_image", "image_image"):
             self.add_state(name, default=unsized_moment(), dist_reduce_fx="sum")
+        # One row per distinct prompt: [text row | phi_t | count | sum of phi_i] (float64).
+        self.add_state("prompt_groups", default=[], dist_reduce_fx="cat")
         # The input dimensions live in the states, so loaded or merged states still refuse
         # features of another size (random features would otherwise map them silently).
         self.add_state("input_dims", default=torch.zeros(2, dtype=torch.long), dist_reduce_fx="max")
@@ -131,7 +147,10 @@ class SchurComplementEntropy(LazilySizedMetric):
         _check_shared_map(self.kernel, image_features, text_features)
         if image_features.shape[0] == 0:
             return
-        phi_text = self.kernel.features(text_features.to(self.device), "text_features")
+        # Featurise each distinct prompt of the batch once (a callback repeats each prompt).
+        first, group = _group_rows(text_features)
+        prompts = text_features[first].to(self.device)
+        phi_text = self.kernel.features(prompts, "text_features")
         phi_image = self.kernel.features(image_features.to(self.device), "image_features")
         dims = (
             text_features.shape[1],
@@ -147,11 +166,33 @@ class SchurComplementEntropy(LazilySizedMetric):
                 f"metric's states hold {held[2:]}: every update must use the same embedder and "
                 "kernel"
             )
-        second_moment(phi_text, out=self.text_text)
-        self.text_image.addmm_(phi_text.T, phi_image)
+        group = group.to(self.device)
+        counts = torch.bincount(group, minlength=first.numel()).to(torch.float64)
+        sums = phi_image.new_zeros(first.numel(), dims[3]).index_add_(0, group, phi_image)
+        groups = torch.cat([prompts.to(torch.float64), phi_text, counts[:, None], sums], dim=1)
+        self._add_groups(groups, dims)
         second_moment(phi_image, out=self.image_image)
         self.num_samples += image_features.shape[0]
-        self.text_eps.clamp_min_(_text_precision(text_features))
+        self.text_eps.clamp_min_(_text_precision(prompts))  # the distinct rows' values suffice
+
+    def _add_groups(self, groups: Tensor, dims: Dims) -> None:
+        """Merge a batch's prompt groups into this rank's; fold them into the sums past D_T / 2."""
+        merged = _merge_groups(torch.cat([self._stored_groups(dims), groups]), dims)
+        if not _prefers_grouped(merged.shape[0], dims[2]):
+            phi_text, counts, sums = _split_groups(merged, dims)
+            second_moment(phi_text * counts.sqrt()[:, None], out=self.text_text)
+            self.text_image.addmm_(phi_text.T, sums)
+            merged = merged[:0]
+        self.prompt_groups = [merged]
+
+    def _stored_groups(self, dims: Dims) -> Tensor:
+        """This rank's (or, once synced, every rank's) prompt groups as one tensor."""
+        chunks = self.prompt_groups
+        if isinstance(chunks, Tensor):  # torchmetrics gathered the chunks into one tensor
+            return chunks
+        width = _group_width(dims)
+        empty = torch.zeros(0, width, dtype=torch.float64, device=self.device)
+        return torch.cat([empty, *chunks])  # no chunks in states saved before the groups
 
     def compute(self) -> dict[str, Tensor]:
         """``{"sce", "text_part", "image_vendi"}`` over every pair seen on every rank (a collective)."""
@@ -161,14 +202,29 @@ class SchurComplementEntropy(LazilySizedMetric):
                 f"{type(self).__name__}.compute() needs at least one sample, got none: call "
                 "update(image_features, text_features) first"
             )
-        result = _schur_from_moments(
-            self.text_text,
-            self.text_image,
-            self.image_image,
-            num_samples,
-            rtol=_effective_rtol(self.rtol, float(self.text_eps)),
-            compute_image_vendi=self.compute_image_vendi,
-        )
+        dims = self._dims_of(self.metric_state)
+        rtol = _effective_rtol(self.rtol, float(self.text_eps))
+        groups = _merge_groups(self._stored_groups(dims), dims)
+        phi_text, counts, sums = _split_groups(groups, dims)
+        if _prefers_grouped(groups.shape[0], dims[2]) and not bool(self.text_text.any()):
+            result = _schur_from_groups(
+                phi_text,
+                counts,
+                sums,
+                self.image_image.clone(),
+                num_samples,
+                rtol=rtol,
+                compute_image_vendi=self.compute_image_vendi,
+            )
+        else:  # groups folded into the sums (many prompts), or states saved before the groups
+            result = _schur_from_moments(
+                second_moment(phi_text * counts.sqrt()[:, None], out=self.text_text.clone()),
+                torch.addmm(self.text_image, phi_text.T, sums),
+                self.image_image,
+                num_samples,
+                rtol=rtol,
+                compute_image_vendi=self.compute_image_vendi,
+            )
         return result._asdict()
 
     def _state_settings(self) -> dict[str, Any]:
@@ -187,8 +243,35 @@ class SchurComplementEntropy(LazilySizedMetric):
             return torch.zeros(rows, cols, dtype=torch.float64, device=self.device)
 
         return {
+            "prompt_groups": [zeros(0, _group_width(dims))],
             "text_text": zeros(text_dim, text_dim),
             "text_image": zeros(text_dim, image_dim),
             "image_image": zeros(image_dim, image_dim),
             "input_dims": torch.tensor([text_input_dim, image_input_dim], device=self.device),
         }
+
+
+def _group_width(dims: Dims) -> int:
+    """Columns of a prompt group: text row, its kernel features, the count, the images' sum."""
+    text_input_dim, _, text_dim, image_dim = dims
+    return text_input_dim + text_dim + 1 + image_dim
+
+
+def _merge_groups(groups: Tensor, dims: Dims) -> Tensor:
+    """One row per distinct prompt: counts and image sums added, the first features kept."""
+    if groups.shape[0] == 0:
+        return groups
+    first, group = _group_rows(groups[:, : dims[0]])
+    additive = dims[0] + dims[2]  # the count and the images' sum
+    merged = groups[first]
+    merged[:, additive:] = torch.zeros_like(merged[:, additive:]).index_add_(
+        0, group, groups[:, additive:]
+    )
+    return merged
+
+
+def _split_groups(groups: Tensor, dims: Dims) -> tuple[Tensor, Tensor, Tensor]:
+    """``(phi_t, counts, image sums)`` of the groups."""
+    start = dims[0]
+    count = start + dims[2]
+    return groups[:, start:count], groups[:, count], groups[:, count + 1 :]

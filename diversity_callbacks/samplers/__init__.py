@@ -7,5 +7,6 @@ only when the adapter is used.
 """
 
 from diversity_callbacks.samplers.diffusers import DiffusersSampler
+from diversity_callbacks.samplers.transformers import TransformersSampler
 
-__all__ = ["DiffusersSampler"]
+__all__ = ["DiffusersSampler", "TransformersSampler"]

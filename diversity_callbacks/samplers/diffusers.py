@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from diversity_callbacks._validation import check_positive_int
+from diversity_callbacks.samplers._contract import check_batch, split_call
 
 _INSTALL = 'pip install "diversity-callbacks[diffusers]"'
 # Set by the sampler itself; passing them in `call_kwargs` would break the contract.
@@ -98,14 +99,8 @@ class DiffusersSampler:
     def __call__(self, *args: Any) -> Tensor:
         """``sampler(prompts, generators)`` (the evaluator's contract) or
         ``sampler(pl_module, prompts, generators)`` (the callback's)."""
-        if len(args) == 3:
-            return self.sample(args[1], args[2], module=args[0])
-        if len(args) == 2:
-            return self.sample(args[0], args[1])
-        raise TypeError(
-            "DiffusersSampler takes (prompts, generators) or (pl_module, prompts, generators), "
-            f"got {len(args)} arguments"
-        )
+        module, prompts, generators = split_call("DiffusersSampler", args)
+        return self.sample(prompts, generators, module=module)
 
     def sample(
         self,
@@ -120,7 +115,7 @@ class DiffusersSampler:
             generators: one generator per sample, all on the device to sample on.
             module: the LightningModule holding the pipeline, when ``pipeline`` is a name.
         """
-        _check_batch(prompts, generators)
+        check_batch(prompts, generators, "DiffusersSampler", "text-to-image pipelines")
         pipeline = self.resolve(module)
         _move_to(pipeline, generators[0].device)
         options = dict(self.call_kwargs)
@@ -204,33 +199,6 @@ def _check_options(
         raise TypeError(
             f"{name} ({type(pipeline).__name__}) has no call argument {unknown}: the options of "
             f"its call are {valid}"
-        )
-
-
-def _check_batch(prompts: Any, generators: Any) -> None:
-    """Refuse what the pipelines would take and get wrong, or fail on deep inside: not a list
-    of prompts, no prompt, one generator for all samples, or a generator count that differs."""
-    if not isinstance(prompts, (list, tuple)) or not all(isinstance(p, str) for p in prompts):
-        raise TypeError(
-            "DiffusersSampler draws text-to-image pipelines: the conditions must be a list "
-            f"of prompts (give the callback `prompts=`), got {type(prompts).__name__}"
-        )
-    if not prompts:
-        raise ValueError("`prompts` must hold at least one prompt, got an empty list")
-    if not isinstance(generators, (list, tuple)) or not all(
-        isinstance(g, torch.Generator) for g in generators
-    ):
-        got = type(generators).__name__
-        if isinstance(generators, (list, tuple)):
-            got = f"a list holding {sorted({type(g).__name__ for g in generators})}"
-        raise TypeError(
-            "`generators` must be a list of torch.Generator, one per prompt (a single generator "
-            f"would make every sample share one noise stream), got {got}"
-        )
-    if len(generators) != len(prompts):
-        raise ValueError(
-            f"`generators` must hold one generator per prompt, {len(prompts)} in all, got "
-            f"{len(generators)}"
         )
 
 

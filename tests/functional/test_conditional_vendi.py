@@ -263,3 +263,30 @@ def test_the_0_1_positional_call_names_the_per_condition_score():
 def test_bad_arguments_are_named(kwargs, error, match):
     with pytest.raises(error, match=match):
         conditional_vendi_score(torch.randn(4, 3), **kwargs)
+
+
+def test_distinct_rows_that_project_alike_are_still_told_apart(monkeypatch):
+    """Conditions are grouped by one projection, then checked: rows the projection cannot tell
+    apart fall back to an exact row-wise grouping."""
+    from diversity_callbacks.functional import conditional_vendi as module
+
+    rows = torch.randn(5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    rows = torch.cat([rows, rows[:2]])
+    distinct, inverse, counts = module._distinct_rows(rows)
+    assert torch.equal(distinct[inverse], rows) and counts.tolist().count(2.0) == 2
+    # a projection under which every row collides: the check must catch it
+    group = module._unique_with_first
+    monkeypatch.setattr(module, "_unique_with_first", lambda values: group(0 * values))
+    distinct, inverse, counts = module._distinct_rows(rows)
+    assert torch.equal(distinct[inverse], rows)
+    assert distinct.shape[0] == 5 and sorted(counts.tolist()) == [1.0, 1.0, 1.0, 2.0, 2.0]
+
+
+def test_repeated_prompts_give_the_score_of_their_n_x_n_kernels():
+    """The exact conditions' kernel is built on the distinct prompts, weighted by their counts."""
+    generator = torch.Generator().manual_seed(9)
+    images = torch.randn(24, 6, generator=generator, dtype=torch.float64)
+    prompts = torch.randn(4, 5, generator=generator, dtype=torch.float64)[torch.arange(24) % 4]
+    for kwargs in ({}, {"condition_kernel": "gaussian", "condition_sigma": 1.3}):
+        for q in ORDERS:
+            _assert_matches_reference(images, {"t": prompts}, q, kwargs)

@@ -92,3 +92,64 @@ def test_fewer_modes_than_asked_when_the_rank_is_lower() -> None:
 def test_bad_input_is_named(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         leading_modes(torch.randn(5, 3), **kwargs)
+
+
+def spectrum_matrix(values: list[float], dim: int = 64, rest: float = 1e-3) -> torch.Tensor:
+    """A symmetric (dim, dim) matrix with these leading eigenvalues (the others evenly from
+    ``rest`` down to ``-rest``) in a random basis."""
+    rest = torch.linspace(rest, -rest, dim - len(values), dtype=torch.float64)
+    spectrum = torch.cat([torch.tensor(values, dtype=torch.float64), rest])
+    basis = torch.linalg.qr(torch.randn(dim, dim, dtype=torch.float64)).Q
+    return (basis * spectrum) @ basis.T
+
+
+def same_columns(a: torch.Tensor, b: torch.Tensor) -> None:
+    """Equal up to each column's sign."""
+    assert torch.allclose((a.T @ b).diagonal().abs(), torch.ones(a.shape[1], dtype=a.dtype))
+
+
+def test_few_eigenvectors_come_from_subspace_iteration_equal_to_eigh(monkeypatch) -> None:
+    from diversity_callbacks.functional import modes
+
+    torch.manual_seed(0)
+    matrix = spectrum_matrix([0.4, 0.25, -0.3, -0.1])
+    values = modes.descending_eigvalsh(matrix)
+    exact = modes.descending_eigh(matrix)[1]
+
+    def no_eigh(matrix: torch.Tensor) -> None:
+        raise AssertionError("eigh was called: the subspace iteration should have sufficed")
+
+    monkeypatch.setattr(modes, "descending_eigh", no_eigh)
+    top, bottom = modes.extreme_eigenvectors(matrix, values, 2, 2)
+    same_columns(top, exact[:, :2])
+    same_columns(bottom, exact.flip(1)[:, :2])
+
+
+def test_a_slow_spectrum_falls_back_to_eigh(monkeypatch) -> None:
+    from diversity_callbacks.functional import modes
+
+    torch.manual_seed(0)
+    matrix = spectrum_matrix([0.30], rest=0.29)  # every other |value| near: slow to converge
+    values = modes.descending_eigvalsh(matrix)
+    calls = []
+    full = modes.descending_eigh
+
+    def counted(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        calls.append(1)
+        return full(m)
+
+    monkeypatch.setattr(modes, "descending_eigh", counted)
+    top, _ = modes.extreme_eigenvectors(matrix, values, 1)
+    assert calls == [1]
+    exact = torch.linalg.eigh(matrix)[1].flip(1)[:, :1]
+    same_columns(top, exact)
+
+
+def test_modes_below_the_threshold_get_no_vector() -> None:
+    from diversity_callbacks.functional.modes import descending_eigvalsh, keep_leading
+
+    torch.manual_seed(0)
+    matrix = spectrum_matrix([0.5, 0.3, 0.005])
+    values = descending_eigvalsh(matrix)
+    shares, vectors = keep_leading(matrix, values, 8, threshold=0.01)
+    assert shares.tolist() == pytest.approx([0.5, 0.3]) and vectors.shape == (64, 2)

@@ -133,3 +133,134 @@ def test_two_gloo_ranks_with_uneven_and_empty_shares_equal_one_process():
         expected = METRICS[name][1](images.double(), q=ORDERS, **given, **kwargs)
         for order, value in expected.items():
             assert result[order] == pytest.approx(float(value), rel=1e-9), (key, order)
+
+
+# The streaming path (num_features=): float64 sum states whose size does not grow with n.
+
+STREAMING = {
+    "gaussian_pair": dict(OPTIONS["streaming"]),
+    "cosine_tensor": {"num_features": 8},
+    "labels_gaussian": {"kernel": "gaussian", "sigma": 2.0, "num_features": 16},
+    "labels_cosine": {"num_features": 1},
+}
+
+
+def _streamed(name: str, metric_class: type, rows: torch.Tensor) -> tuple[Any, dict[str, Any]]:
+    """A streaming metric and the conditions of ``rows`` for the case ``name``."""
+    images, texts, labels = _data(30)
+    conditions = labels[rows] if name.startswith("labels") else texts[rows]
+    return metric_class(q=ORDERS, **STREAMING[name]), images[rows], conditions
+
+
+@pytest.mark.parametrize("name", METRICS)
+@pytest.mark.parametrize("case", STREAMING)
+def test_streaming_states_are_sums_of_a_size_independent_of_the_samples(name, case):
+    metric_class, _ = METRICS[name]
+    metric, images, conditions = _streamed(case, metric_class, torch.arange(30))
+    metric.update(images[:10], conditions[:10])
+    shapes = {key: tuple(value.shape) for key, value in metric.metric_state.items()}
+    metric.update(images[10:], conditions[10:])
+    if case.startswith("labels"):  # labels 0..2 are all in the first ten rows
+        assert set(conditions[:10].tolist()) == set(conditions.tolist())
+    assert {key: tuple(value.shape) for key, value in metric.metric_state.items()} == shapes
+    assert not hasattr(metric, "rows")
+    assert all(
+        fx in ("sum", "max") or getattr(fx, "__name__", "") in ("dim_zero_sum", "dim_zero_max")
+        for fx in metric._reductions.values()
+    )
+    assert all(value.dtype in (torch.float64, torch.long) for value in metric.metric_state.values())
+
+
+@pytest.mark.filterwarnings("ignore:The ``compute`` method of metric .* was called before")
+@pytest.mark.parametrize("name", METRICS)
+@pytest.mark.parametrize("case", STREAMING)
+def test_streaming_merge_state_with_other_labels_equals_one_metric(name, case):
+    metric_class, _ = METRICS[name]
+    images, _, labels = _data(30)
+    order = torch.argsort(labels, stable=True)  # the first part lacks the largest labels
+    whole, _, _ = _streamed(case, metric_class, order)
+    first, first_images, first_conditions = _streamed(case, metric_class, order[:9])
+    second, second_images, second_conditions = _streamed(case, metric_class, order[9:])
+    whole.update(images[order], _streamed(case, metric_class, order)[2])
+    first.update(first_images, first_conditions)
+    second.update(second_images, second_conditions)
+    fresh = metric_class(q=ORDERS, **STREAMING[case])
+    fresh.merge_state(second)  # a fresh metric takes the larger label set
+    fresh.merge_state(first)
+    first.merge_state(second)
+    first.merge_state(metric_class(q=ORDERS, **STREAMING[case]))  # an empty one adds nothing
+    expected = whole.compute()
+    for merged in (first, fresh):
+        result = merged.compute()
+        for key in expected:
+            assert float(result[key]) == pytest.approx(float(expected[key]), rel=1e-9), key
+
+
+@pytest.mark.parametrize("name", METRICS)
+def test_streaming_forward_with_a_new_label_keeps_the_earlier_samples(name):
+    metric_class, score = METRICS[name]
+    images, _, labels = _data(30)
+    metric = metric_class(q=ORDERS, **STREAMING["labels_gaussian"])
+    metric(images[:12], labels[:12].clamp_max(1))
+    metric(images[12:], labels[12:] + 3)  # labels 3..5: new blocks
+    conditions = torch.cat([labels[:12].clamp_max(1), labels[12:] + 3])
+    expected = score(images.double(), condition_ids=conditions, q=ORDERS,
+                     **STREAMING["labels_gaussian"])  # fmt: skip
+    result = metric.compute()
+    for key in expected:
+        assert float(result[key]) == pytest.approx(float(expected[key]), rel=1e-9), key
+
+
+@pytest.mark.filterwarnings("ignore:The ``compute`` method of metric .* was called before")
+def test_streaming_state_dict_round_trip_into_a_fresh_metric():
+    images, _, labels = _data(30)
+    metric = InformationVendiScore(q=ORDERS, **STREAMING["labels_cosine"])
+    metric.update(images[:20], labels[:20])
+    metric.persistent(True)
+    restored = InformationVendiScore(q=ORDERS, **STREAMING["labels_cosine"])
+    restored.load_state_dict(metric.state_dict())
+    restored.update(images[20:], labels[20:])
+    expected = information_vendi_score(images.double(), condition_ids=labels, q=ORDERS,
+                                       **STREAMING["labels_cosine"])  # fmt: skip
+    for key, value in restored.compute().items():
+        assert float(value) == pytest.approx(float(expected[key]), rel=1e-9), key
+
+
+def test_streaming_refuses_negative_labels():
+    metric = ConditionalVendiScore(num_features=1)
+    with pytest.raises(ValueError, match=r"class labels >= 0 with num_features=.*got -1"):
+        metric.update(torch.randn(3, 4), torch.tensor([0, -1, 2]))
+
+
+def _label_shares(rank: int, world_size: int) -> dict[str, Any]:
+    """Rank 0 sees labels 0 and 1, rank 1 labels 4 and 5 (uneven), or nothing at all."""
+    images, _, labels = _data(30)
+    labels = torch.where(labels > 0, labels + 3, labels)  # 0, 4, 5
+    results = {}
+    for case in ("labels_gaussian", "labels_cosine"):
+        for name, (metric_class, _) in METRICS.items():
+            for empty in (None, 0, 1):
+                metric = metric_class(q=ORDERS, **STREAMING[case])
+                mine = (labels <= 1) if rank == 0 else (labels > 1)
+                if rank != empty:
+                    metric.update(images[mine], labels[mine])
+                values = metric.compute()
+                results[f"{case}/{name}/{empty}"] = {k: v.item() for k, v in values.items()}
+    return results
+
+
+@pytest.mark.timeout(300)
+def test_streaming_on_two_gloo_ranks_with_different_labels_equals_one_process():
+    ranks = run_distributed(_label_shares)
+    assert ranks[0] == ranks[1]
+    images, _, labels = _data(30)
+    labels = torch.where(labels > 0, labels + 3, labels)
+    for key, result in ranks[0].items():
+        case, name, empty = key.split("/")
+        keep = torch.ones(30, dtype=torch.bool)
+        if empty != "None":
+            keep = (labels > 1) if empty == "0" else (labels <= 1)
+        expected = METRICS[name][1](images[keep].double(), condition_ids=labels[keep], q=ORDERS,
+                                    **STREAMING[case])  # fmt: skip
+        for order, value in expected.items():
+            assert result[order] == pytest.approx(float(value), rel=1e-9), (key, order)

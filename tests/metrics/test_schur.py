@@ -9,6 +9,7 @@ import torch
 
 from diversity_callbacks import SchurComplementEntropy
 from diversity_callbacks.functional import normalize_rows, schur_complement_entropy, vendi_score
+from diversity_callbacks.functional import schur as schur_functional
 from diversity_callbacks.functional.schur import DegenerateSchurComplementWarning
 from tests.distributed import run_distributed
 
@@ -258,3 +259,80 @@ def test_merge_state_refuses_a_metric_with_other_kernel_settings(mine, theirs, m
     same.update(images, texts)
     first.merge_state(same)  # equal settings (equal frequencies by content) merge
     assert int(first.num_samples) == 16
+
+
+def test_each_distinct_prompt_of_a_batch_is_featurised_once():
+    images, prompts = pairs()  # 6 prompts x 10 images
+    rows = []
+
+    def counting(x):
+        rows.append(x.shape[0])
+        return normalize_rows(x)
+
+    metric = SchurComplementEntropy(feature_map=counting)
+    metric.update(images[:30], prompts[:30])
+    metric.update(images[30:], prompts[30:])
+    assert sorted(rows) == [3, 3, 30, 30]  # 3 distinct prompts per batch (was 30 text rows)
+    assert_same(metric.compute(), expected({"kernel": "cosine"}), rtol=1e-10)
+
+
+def test_many_distinct_prompts_fold_into_the_dense_sums():
+    # 20 prompts of 12-d cosine features: past D_T / 2 = 6 groups the text side is D x D
+    images, prompts = pairs(num_prompts=20, per_prompt=5)
+    metric = SchurComplementEntropy()
+    for start in range(0, 100, 17):
+        metric.update(images[start : start + 17], prompts[start : start + 17])
+        assert metric.prompt_groups[0].shape[0] <= 6
+    assert bool(metric.text_text.any())
+    reference = schur_complement_entropy(images, prompts, path="primal")
+    assert_same(metric.compute(), reference._asdict(), rtol=1e-10)
+
+
+def old_format_states(images, prompts):
+    """The states as 0.2 saved them: the three D x D sums, no prompt groups."""
+    phi_t, phi_i = normalize_rows(prompts.double()), normalize_rows(images.double())
+    return {
+        "text_text": phi_t.T @ phi_t,
+        "text_image": phi_t.T @ phi_i,
+        "image_image": phi_i.T @ phi_i,
+        "input_dims": torch.tensor([prompts.shape[1], images.shape[1]]),
+        "num_samples": torch.tensor(images.shape[0]),
+        "text_eps": torch.tensor(2.0**-10, dtype=torch.float64),
+    }
+
+
+def test_states_saved_before_the_prompt_groups_load_and_keep_their_scores():
+    images, prompts = pairs()
+    metric = SchurComplementEntropy()
+    metric.persistent(True)
+    metric.load_state_dict(old_format_states(images[:40], prompts[:40]))
+    reference = schur_complement_entropy(images[:40], prompts[:40], path="primal")
+    assert_same(metric.compute(), reference._asdict(), rtol=1e-10)
+    metric.update(images[40:], prompts[40:])  # new samples join the loaded sums
+    assert_same(metric.compute(), expected({"kernel": "cosine"}), rtol=1e-10)
+
+
+def test_grouping_is_exact_even_when_hashes_collide(monkeypatch):
+    rows = torch.tensor([[1.0, 2.0], [3.0, 4.0], [1.0, 2.0], [0.0, 5.0], [3.0, 4.0]])
+    first, group = schur_functional._group_rows(rows)
+    assert torch.equal(rows[first][group], rows) and first.numel() == 3
+    # every weight zero: all rows hash alike, and the check falls back to sorting the rows
+    monkeypatch.setattr(schur_functional.torch, "randint", lambda *a, **k: torch.zeros(2).long())
+    first, group = schur_functional._group_rows(rows)
+    assert torch.equal(rows[first][group], rows) and first.numel() == 3
+
+
+def distributed_fold(rank: int, world_size: int) -> dict[str, torch.Tensor]:
+    """Rank 0 folds its 20 prompts into the sums, rank 1 keeps its 4 as groups."""
+    images, prompts = pairs(num_prompts=24, per_prompt=4)
+    metric = SchurComplementEntropy()
+    rows = slice(0, 80) if rank == 0 else slice(80, 96)
+    metric.update(images[rows], prompts[rows])
+    return metric.compute()
+
+
+def test_ddp_mixes_folded_and_grouped_ranks():
+    images, prompts = pairs(num_prompts=24, per_prompt=4)
+    reference = schur_complement_entropy(images, prompts, path="primal")._asdict()
+    for result in run_distributed(distributed_fold):
+        assert_same(result, reference, rtol=1e-9)

@@ -148,11 +148,127 @@ def case_rff_error(n: int, num_features: list[int]) -> dict[str, Any]:
     return {"exact": {key: float(value) for key, value in exact.items()}, "errors": errors}
 
 
+class PeakRss:
+    """Peak growth of the resident set during a ``with`` block, sampled every millisecond.
+
+    Lets one process time several methods interleaved and still give each its own memory.
+    """
+
+    def __init__(self) -> None:
+        self.peak_mib = 0.0
+
+    @staticmethod
+    def _rss_mib() -> float:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    def _sample(self) -> None:
+        while not self._done.is_set():
+            self.peak_mib = max(self.peak_mib, self._rss_mib() - self._start)
+            time.sleep(0.001)
+
+    def __enter__(self) -> PeakRss:
+        import threading
+
+        self._start, self._done = self._rss_mib(), threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+        self.peak_mib = max(self.peak_mib, self._rss_mib() - self._start)
+
+
+def interleaved(runs: dict[str, Any], repeats: int, budget_s: float = 60.0) -> dict[str, Any]:
+    """Best wall and CPU time, value and peak memory growth of each run, interleaved per repeat.
+
+    CPU time (``process_time``: the seconds all of this process's threads ran) is what load from
+    other processes changes least; the wall time is what a user waits.
+    """
+    results = {name: {"seconds": math.inf, "cpu": math.inf, "memory_mib": 0.0} for name in runs}
+    spent = 0.0
+    for _ in range(repeats):
+        for name, run in runs.items():
+            with PeakRss() as peak:
+                start, cpu = time.perf_counter(), time.process_time()
+                value = float(run())
+                seconds = time.perf_counter() - start
+                cpu = time.process_time() - cpu
+            result = results[name]
+            result["seconds"] = min(result["seconds"], seconds)
+            result["cpu"] = min(result["cpu"], cpu)
+            result["memory_mib"] = max(result["memory_mib"], peak.peak_mib)
+            result["value"] = value
+            spent += seconds
+        if spent > budget_s:
+            break
+    return results
+
+
+def case_cosine(n: int, batch: int) -> dict[str, Any]:
+    """Cosine at large n: score_dual, the functional form and the metric class, interleaved."""
+    from vendi_score import vendi
+
+    from diversity_callbacks import VendiScore
+    from diversity_callbacks.functional import vendi_score
+
+    data = make_data(n)
+    array = data.numpy()
+    metric = VendiScore(kernel="cosine")
+
+    def metric_run() -> Any:
+        metric.reset()
+        for rows in data.split(batch):
+            metric.update(rows)
+        return metric.compute()
+
+    runs = {
+        "score_dual": lambda: vendi.score_dual(array, q=1),
+        "functional": lambda: vendi_score(data, q=1),
+        "metric": metric_run,
+    }
+    for run in runs.values():  # warm-up: BLAS initialisation and first allocations
+        run()
+    return interleaved(runs, repeats=5 if n <= 50_000 else 3)
+
+
+def case_gaussian(n: int) -> dict[str, Any]:
+    """Exact Gaussian: the functional form and the metric class against a bare eigvalsh of K."""
+    import torch
+
+    from diversity_callbacks import VendiScore
+    from diversity_callbacks.functional import gaussian_kernel, vendi_score
+
+    data = make_data(n)
+    metric = VendiScore(kernel="gaussian", sigma=SIGMA)
+    kernel = gaussian_kernel(data, sigma=SIGMA)
+
+    def metric_run() -> Any:
+        metric.reset()
+        for rows in data.split(BATCH):
+            metric.update(rows)
+        return metric.compute()
+
+    runs = {
+        "eigvalsh": lambda: torch.linalg.eigvalsh(kernel)[-1],
+        "functional": lambda: vendi_score(data, q=1, kernel="gaussian", sigma=SIGMA),
+        "metric": metric_run,
+    }
+    vendi_score(data[:50], kernel="gaussian", sigma=SIGMA)
+    result = interleaved(runs, repeats=3 if n <= 5000 else 1)
+    result["matrix_mib"] = n * n * 8 / 2**20
+    return result
+
+
 CASES = {
     "table": case_table,
     "streaming": case_streaming,
     "rff": case_rff,
     "rff_error": case_rff_error,
+    "cosine": case_cosine,
+    "gaussian": case_gaussian,
 }
 
 
@@ -240,10 +356,114 @@ def part_rff(n: int, exact_n: int, num_features: list[int]) -> None:
     )
 
 
+def _timing_cells(peer: dict[str, float], ours: dict[str, float], ratio: Any) -> list[str]:
+    """``wall s``, ``CPU s`` and the ratio of each, formatted for a table row."""
+    return [
+        f"{ours['seconds']:.3f}",
+        f"{ratio(peer['seconds'], ours['seconds']):.2f}x",
+        f"{ours['cpu']:.3f}",
+        f"{ratio(peer['cpu'], ours['cpu']):.2f}x",
+    ]
+
+
+def part_cosine(sizes: list[int], batch: int) -> None:
+    rows = []
+    for n in sizes:
+        result = in_subprocess("cosine", n, batch)
+        peer = result["score_dual"]
+        row = [f"{n:,}", f"{peer['seconds']:.3f}", f"{peer['cpu']:.3f}"]
+        for name in ("functional", "metric"):
+            row += _timing_cells(peer, result[name], lambda theirs, ours: theirs / ours)
+        row += [
+            f"{result[name]['memory_mib']:.0f}" for name in ("score_dual", "functional", "metric")
+        ]
+        row.append(
+            f"{max(abs(result[name]['value'] / peer['value'] - 1) for name in ('functional', 'metric')):.1e}"
+        )
+        row.append(f"{os.getloadavg()[0]:.1f}")
+        rows.append(row)
+    header = [
+        "n",
+        "peer s",
+        "peer CPU s",
+        "functional s",
+        "speed-up",
+        "CPU s",
+        "CPU speed-up",
+        "metric s",
+        "speed-up",
+        "CPU s",
+        "CPU speed-up",
+        "peer +MiB",
+        "functional +MiB",
+        "metric +MiB",
+        "|rel diff|",
+        "load",
+    ]
+    print_table(
+        f"Cosine Vendi at large n, d = {DIM}, q = 1, float64 rows: peer vendi-score's score_dual; "
+        f"functional vendi_score; metric VendiScore (update in batches of {batch:,} + compute)",
+        header,
+        rows,
+    )
+
+
+def part_gaussian(sizes: list[int]) -> None:
+    rows = []
+    for n in sizes:
+        result = in_subprocess("gaussian", n)
+        bare, matrix = result["eigvalsh"], result["matrix_mib"]
+        row = [f"{n:,}", f"{bare['seconds']:.3f}", f"{bare['cpu']:.3f}"]
+        for name in ("functional", "metric"):
+            row += _timing_cells(bare, result[name], lambda limit, ours: ours / limit)
+        row += [
+            f"{result[name]['memory_mib'] / matrix:.2f}"
+            for name in ("eigvalsh", "functional", "metric")
+        ]
+        row.append(f"{os.getloadavg()[0]:.1f}")
+        rows.append(row)
+    header = [
+        "n",
+        "eigvalsh(K) s",
+        "CPU s",
+        "functional s",
+        "/ eigvalsh",
+        "CPU s",
+        "CPU / eigvalsh",
+        "metric s",
+        "/ eigvalsh",
+        "CPU s",
+        "CPU / eigvalsh",
+        "eigvalsh +K",
+        "functional +K",
+        "metric +K",
+        "load",
+    ]
+    print_table(
+        f"Exact Gaussian (sigma = {SIGMA:g}), q = 1, d = {DIM}: against a bare float64 "
+        "torch.linalg.eigvalsh of the n x n kernel K (memory: peak growth in n x n float64 matrices)",
+        header,
+        rows,
+    )
+
+
+PARTS = ("table", "streaming", "cosine", "gaussian", "rff")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, about a minute")
     parser.add_argument("--case", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        choices=PARTS,
+        default=list(PARTS),
+        help="which tables to print (default: all)",
+    )
+    parser.add_argument(
+        "--batch", type=int, default=BATCH, help="rows per VendiScore.update in the cosine table"
+    )
     args = parser.parse_args()
     if args.case:
         name, *case_args = json.loads(args.case)
@@ -255,14 +475,22 @@ def main() -> None:
         f"{os.cpu_count()} CPUs, torch {torch.__version__} with {torch.get_num_threads()} threads, "
         f"load average {os.getloadavg()[0]:.1f} at the start"
     )
-    if args.quick:
-        part_table([1000, 2000])
-        part_streaming(20_000)
-        part_rff(10_000, 1000, [256, 1024])
-    else:
-        part_table([1000, 5000, 10_000])
-        part_streaming(100_000)
-        part_rff(50_000, 5000, [1024, 2048, 4096])
+    quick = {
+        "table": lambda: part_table([1000, 2000]),
+        "streaming": lambda: part_streaming(20_000),
+        "cosine": lambda: part_cosine([1000, 10_000, 50_000], args.batch),
+        "gaussian": lambda: part_gaussian([1000, 2000]),
+        "rff": lambda: part_rff(10_000, 1000, [256, 1024]),
+    }
+    full = {
+        "table": lambda: part_table([1000, 5000, 10_000]),
+        "streaming": lambda: part_streaming(100_000),
+        "cosine": lambda: part_cosine([1000, 10_000, 50_000, 200_000], args.batch),
+        "gaussian": lambda: part_gaussian([1000, 2000, 5000, 10_000]),
+        "rff": lambda: part_rff(50_000, 5000, [1024, 2048, 4096]),
+    }
+    for part in args.parts:
+        (quick if args.quick else full)[part]()
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end (other processes share the CPUs)")
 
 

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from diversity_callbacks._validation import check_features
 from diversity_callbacks.functional.kernels import (
+    ROW_BLOCK,
     FeatureMap,
     KernelSpec,
     ResolvedKernel,
@@ -119,14 +120,24 @@ def vendi_score_from_kernel(
 def kernel_spectrum(
     features: Tensor, kernel: ResolvedKernel, *, tolerance: float | None = None
 ) -> Tensor:
-    """Normalised eigenvalues of ``K / tr(K)`` for the samples' kernel matrix, descending."""
+    """Normalised eigenvalues of ``K / tr(K)`` for the samples' kernel matrix, descending.
+
+    With a feature map and more than :data:`~diversity_callbacks.functional.kernels.ROW_BLOCK`
+    rows, the D x D moment is accumulated block by block, one block of float64 features at a
+    time (with more features than rows the Gram matrix would be the smaller eigenproblem, but
+    it needs every row's features at once).
+    """
     if kernel.kernel_function is not None:
-        return normalized_spectrum(kernel.matrix(features), tolerance=tolerance)
-    return feature_spectrum(kernel.features(features), tolerance=tolerance)
+        matrix = kernel.matrix(features)
+        return normalized_spectrum(matrix, tolerance=tolerance, assume_symmetric=kernel.symmetric)
+    if features.shape[0] <= ROW_BLOCK:
+        return feature_spectrum(kernel.features(features), tolerance=tolerance)
+    moment = kernel.moment(features)
+    return normalized_spectrum(moment, tolerance=tolerance, assume_symmetric=True)
 
 
 def feature_spectrum(phi: Tensor, *, tolerance: float | None = None) -> Tensor:
     """Spectrum of ``phi phi^T`` from the smaller of the Gram matrix and the second moment."""
     phi = phi.to(torch.float64)
     gram = second_moment(phi.T if phi.shape[0] <= phi.shape[1] else phi)
-    return normalized_spectrum(gram, tolerance=tolerance)
+    return normalized_spectrum(gram, tolerance=tolerance, assume_symmetric=True)

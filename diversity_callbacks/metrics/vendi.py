@@ -15,7 +15,6 @@ from diversity_callbacks.functional.kernels import (
     KernelSpec,
     check_columns,
     resolve_kernel,
-    second_moment,
 )
 from diversity_callbacks.functional.spectrum import (
     Order,
@@ -116,15 +115,13 @@ class VendiScore(LazilySizedMetric):
         if features.shape[0] == 0:
             return
         if self.streams_moments:
-            phi = self.kernel.features(features.to(self.device))
+            features = features.to(self.device)
             if dims is None:
-                self._allocate((features.shape[1], phi.shape[1]))
-            elif dims[1] != phi.shape[1]:
-                raise ValueError(
-                    f"`features` map to {phi.shape[1]} kernel features, but the metric's state "
-                    f"holds {dims[1]}: every update must use the same embedder and kernel"
-                )
-            second_moment(phi, out=self.second_moment)
+                moment = self.kernel.moment(features)
+                self._allocate((features.shape[1], moment.shape[0]))
+                self.second_moment.copy_(moment)
+            else:
+                self.kernel.moment(features, out=self.second_moment)
         else:
             check_columns(features)  # the kernel function would only see them at compute
             # A copy even when already float64: the caller may reuse the batch's buffer.
@@ -154,10 +151,12 @@ class VendiScore(LazilySizedMetric):
                 "update() with (N, D) features first"
             )
         if self.streams_moments:
-            return normalized_spectrum(self.second_moment, tolerance=self.tolerance)
-        rows = dim_zero_cat(self.rows)
-        gram = self.kernel.matrix(rows)
-        return normalized_spectrum(gram, tolerance=self.tolerance)
+            moment = self.second_moment
+            return normalized_spectrum(moment, tolerance=self.tolerance, assume_symmetric=True)
+        gram = self.kernel.matrix(dim_zero_cat(self.rows))
+        return normalized_spectrum(
+            gram, tolerance=self.tolerance, assume_symmetric=self.kernel.symmetric
+        )
 
     def plot(
         self,

@@ -8,6 +8,7 @@ import pytest
 import torch
 from scipy.spatial.distance import cdist
 
+from diversity_callbacks.functional import kernels
 from diversity_callbacks.functional.kernels import (
     RandomFourierFeatures,
     gaussian_kernel,
@@ -284,3 +285,51 @@ def test_the_vendi_score_names_zero_columns_and_bad_callables() -> None:
         VendiScore(feature_map=lambda x: x[0]).update(torch.randn(5, 3))
     with pytest.raises(ValueError, match="`seed` must be an integer"):
         VendiScore(kernel="gaussian", sigma=1.0, num_features=4, seed=None)
+
+
+def test_normalize_rows_writes_into_a_given_buffer() -> None:
+    features = torch.randn(5, 4)
+    buffer = torch.empty(5, 4, dtype=torch.float64)
+    assert normalize_rows(features, out=buffer) is buffer
+    torch.testing.assert_close(
+        buffer, features.double() / features.double().norm(dim=1, keepdim=True)
+    )
+
+
+@pytest.mark.parametrize("kernel", ["cosine", "linear"])
+def test_moment_streams_blocks_of_rows_into_the_full_product(
+    kernel: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kernels, "ROW_BLOCK", 4)  # 11 rows: blocks of 4, 4 and 3
+    resolved = resolve_kernel(kernel)
+    features = torch.randn(11, 3)
+    phi = resolved.features(features)
+    out = torch.eye(3, dtype=torch.float64)
+    assert resolved.moment(features, out=out) is out
+    torch.testing.assert_close(out, torch.eye(3, dtype=torch.float64) + phi.T @ phi)
+
+
+def test_moment_names_a_zero_row_by_its_index_in_the_whole_input(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(kernels, "ROW_BLOCK", 4)
+    features = torch.randn(11, 3)
+    features[9] = 0
+    with pytest.raises(ValueError, match="all-zero row at index 9"):
+        resolve_kernel("cosine").moment(features)
+
+
+def test_moment_refuses_features_of_another_dimension_than_out() -> None:
+    resolved = resolve_kernel(feature_map=lambda x: torch.cat([x, x], dim=1))
+    with pytest.raises(ValueError, match="map to 6 kernel features, but the moment"):
+        resolved.moment(torch.randn(4, 3), out=torch.zeros(3, 3, dtype=torch.float64))
+
+
+def test_only_the_built_in_gaussian_is_marked_symmetric() -> None:
+    assert resolve_kernel("gaussian", sigma=1.0).symmetric
+    assert not resolve_kernel(lambda x, y: x @ y.T).symmetric
+
+
+def test_second_moment_of_a_transposed_view_is_the_gram_matrix() -> None:
+    phi = torch.randn(4, 6, dtype=torch.float64)
+    torch.testing.assert_close(second_moment(phi.T), phi @ phi.T, rtol=0, atol=1e-12)

@@ -182,3 +182,19 @@ def test_symmetric_eigenvalues_read_the_lower_triangle_like_eigvalsh() -> None:
     matrix = lower + 100.0 * torch.ones(6, 6, dtype=torch.float64).triu(1)  # upper: ignored
     expected = torch.linalg.eigvalsh(lower + lower.tril(-1).T)
     torch.testing.assert_close(symmetric_eigenvalues(matrix), expected, rtol=0, atol=1e-12)
+
+
+def test_a_symmetric_by_construction_matrix_is_read_from_its_lower_triangle() -> None:
+    x = torch.randn(6, 3, dtype=torch.float64)
+    gram = x @ x.T
+    garbage = gram.tril() + torch.rand(6, 6, dtype=torch.float64).triu(1) * 50
+    torch.testing.assert_close(
+        normalized_spectrum(garbage, assume_symmetric=True), normalized_spectrum(gram)
+    )
+
+
+def test_an_asymmetric_matrix_is_averaged_with_its_transpose_by_default() -> None:
+    x = torch.randn(6, 3, dtype=torch.float64)
+    skew = torch.randn(6, 6, dtype=torch.float64).triu(1) * 0.01
+    gram = x @ x.T
+    torch.testing.assert_close(normalized_spectrum(gram + skew - skew.T), normalized_spectrum(gram))

@@ -243,3 +243,19 @@ def test_exact_gaussian_is_full_rank_beyond_the_input_dimension() -> None:
     assert scores["q0"].item() == 10
     assert scores["q2"].item() == pytest.approx(vendi.score_K(kernel, q=2), rel=1e-10)
     torch.testing.assert_close(gaussian_kernel(features, sigma=0.9), torch.from_numpy(kernel))
+
+
+@pytest.mark.parametrize("kernel", ["cosine", "linear"])
+def test_more_rows_than_a_block_stream_into_the_same_score(
+    kernel: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from diversity_callbacks.functional import kernels, vendi
+
+    features = torch.randn(40, 5, dtype=torch.float64)
+    phi = normalize_rows(features) if kernel == "cosine" else features
+    expected = vendi_score_from_kernel(phi @ phi.T, q=[1, 2])
+    for module in (kernels, vendi):
+        monkeypatch.setattr(module, "ROW_BLOCK", 16)  # 40 rows: three blocks
+    scores = vendi_score(features, q=[1, 2], kernel=kernel)
+    for key, value in expected.items():
+        assert scores[key].item() == pytest.approx(value.item(), rel=1e-12)

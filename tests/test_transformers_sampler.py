@@ -5,6 +5,7 @@ adapter being the one sampled, and the errors."""
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -185,7 +186,8 @@ def evaluator() -> DiversityEvaluator:
 
 
 def scores(sharded: bool, world_size: int, folder: str) -> dict[str, float]:
-    tokenizer = char_tokenizer(Path(folder) / f"tokenizer{world_size}")
+    # one folder per process: two ranks writing and reading the same files race
+    tokenizer = char_tokenizer(Path(folder) / f"tokenizer{world_size}-{os.getpid()}")
     model = tiny_gpt2()
     if sharded:
         from torch.distributed.device_mesh import init_device_mesh

@@ -160,8 +160,12 @@ class DiversityTrainerCallback(TrainerCallback):
             return None
         scalars = dict(result.scalars)
         # Trainer.log itself, not a subclass's: TRL's trainers flush their own running averages
-        # into whatever is logged, which would move them into this row.
+        # into whatever is logged, which would move them into this row. Its on_log clears
+        # control.should_log, which DefaultFlowCallback set for this step: restored, or the
+        # trainer would drop its own loss row at every evaluated step.
+        should_log = self.trainer.control.should_log
         Trainer.log(self.trainer, dict(scalars))
+        self.trainer.control.should_log = should_log
         self.history.append({"step": state.global_step, "epoch": state.epoch or 0.0, **scalars})
         return scalars
 

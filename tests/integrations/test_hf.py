@@ -59,6 +59,8 @@ def test_the_trainer_adapter_logs_what_the_lightning_callback_logs(tmp_path: Pat
     # through Trainer.log: in log_history and in the report_to loggers
     logged = [row for row in trainer.state.log_history if "diversity/vendi_q1" in row]
     assert [row["step"] for row in logged] == [0, 2, 4]
+    # the trainer's own loss rows survive our logging at the same steps
+    assert [row["step"] for row in trainer.state.log_history if "loss" in row] == [2, 4]
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     (events,) = {p.parent for p in (tmp_path / "out").rglob("events.out.tfevents.*")}

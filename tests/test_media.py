@@ -192,7 +192,7 @@ def test_each_image_is_png_encoded_once_for_all_loggers_and_the_media_dir(
     :mod:`~diversity_callbacks.media.render` made, Pillow encodes nothing again."""
     wandb = pytest.importorskip("wandb")
     from diversity_callbacks import DiversityEvaluator
-    from diversity_callbacks.media import publish, render
+    from diversity_callbacks.media import picture, publish, render
 
     evaluator = DiversityEvaluator(
         PROMPTS, 2, embedder=PixelEmbedder(), value_range="[0,1]", spectrum=True
@@ -204,8 +204,11 @@ def test_each_image_is_png_encoded_once_for_all_loggers_and_the_media_dir(
         thumbnails=True,
     )
     encoded = []
-    png_bytes = render.png_bytes
-    monkeypatch.setattr(render, "png_bytes", lambda image: encoded.append(1) or png_bytes(image))
+    png_bytes = picture.png_bytes
+    for module in (picture, render):  # the pictures' encoder, and the spectrum's
+        monkeypatch.setattr(
+            module, "png_bytes", lambda image: encoded.append(1) or png_bytes(image)
+        )
 
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("an image was encoded again by Pillow")

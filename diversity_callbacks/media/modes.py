@@ -14,10 +14,8 @@ preview (strings) give one :class:`~diversity_callbacks.media.render.Table` row 
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -25,6 +23,7 @@ from diversity_callbacks.evaluation.evaluator import EvaluationResult
 from diversity_callbacks.evaluation.modes import Preview
 from diversity_callbacks.functional.modes import Mode
 from diversity_callbacks.images import make_grid
+from diversity_callbacks.media.picture import Picture
 
 MODE_GROUPS = ("modes", "lost_modes", "gained_modes")
 MODE_COLUMNS = 8
@@ -33,7 +32,7 @@ TABLE_COLUMNS = ["group", "mode", "share", "rank", "sample", "text", "same seed 
 
 
 @dataclass(frozen=True)
-class ModePanel:
+class ModePanel(Picture):
     """The grid of one mode.
 
     Attributes:
@@ -47,17 +46,6 @@ class ModePanel:
     name: str
     caption: str
     pixels: Tensor
-
-    def hwc(self) -> np.ndarray:
-        """The ``(H, W, 3)`` uint8 array that image libraries expect."""
-        return self.pixels.permute(1, 2, 0).contiguous().numpy()
-
-    @functools.cached_property
-    def png(self) -> bytes:
-        """The grid as PNG bytes, encoded at the first use and shared by every writer."""
-        from diversity_callbacks.media.render import png_bytes  # render imports this module
-
-        return png_bytes(self.hwc())
 
 
 def mode_panels(result: EvaluationResult) -> list[ModePanel]:

@@ -2,7 +2,7 @@
 
 Nothing here imports a logging library: the writers (:mod:`~diversity_callbacks.media.writers`)
 turn a :class:`Media` into W&B, TensorBoard or MLflow calls, or into files. Every image is uint8
-RGB, and is PNG-encoded once, here (:attr:`Grid.png`, :attr:`Media.spectrum_png`), whatever the
+RGB, and is PNG-encoded once (:attr:`~diversity_callbacks.media.picture.Picture.png`, :attr:`Media.spectrum_png`), whatever the
 number of loggers: encoding was most of the logging time (``docs/performance.md``).
 """
 
@@ -12,8 +12,6 @@ import csv
 import functools
 import io
 import re
-import struct
-import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +24,7 @@ from diversity_callbacks.evaluation.evaluator import DiversityEvaluator, Evaluat
 from diversity_callbacks.evaluation.memorization import CopiedSamples
 from diversity_callbacks.images import make_grid
 from diversity_callbacks.media.modes import TABLE_COLUMNS, ModePanel, mode_panels, mode_table_rows
+from diversity_callbacks.media.picture import Picture, png_bytes
 
 GRID_COLUMNS = 8
 """Samples per row of a condition's grid."""
@@ -34,7 +33,7 @@ SPECTRUM_CAPTION = "eigenvalues of K/n"
 
 
 @dataclass(frozen=True)
-class Grid:
+class Grid(Picture):
     """The thumbnails of one condition's samples, tiled.
 
     Attributes:
@@ -48,15 +47,6 @@ class Grid:
     name: str
     caption: str
     pixels: Tensor
-
-    def hwc(self) -> np.ndarray:
-        """The ``(H, W, 3)`` uint8 array that image libraries expect."""
-        return self.pixels.permute(1, 2, 0).contiguous().numpy()
-
-    @functools.cached_property
-    def png(self) -> bytes:
-        """The grid as a PNG file's bytes, encoded at the first use and shared by every writer."""
-        return png_bytes(self.hwc())
 
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -116,7 +106,7 @@ class Table:
 
 
 @dataclass(frozen=True)
-class CopiesGrid:
+class CopiesGrid(Picture):
     """The most-copied samples, each (left) beside its nearest training sample (right).
 
     Attributes:
@@ -130,15 +120,6 @@ class CopiesGrid:
     pairs: list[Tensor]
     captions: list[str]
     similarities: np.ndarray
-
-    def hwc(self) -> np.ndarray:
-        """The ``(H, W, 3)`` uint8 array of the whole grid."""
-        return self.pixels.permute(1, 2, 0).contiguous().numpy()
-
-    @functools.cached_property
-    def png(self) -> bytes:
-        """The whole grid as a PNG file's bytes, encoded once for every writer."""
-        return png_bytes(self.hwc())
 
     def csv(self) -> str:
         """``rank,similarity,training_index`` of every pair shown."""
@@ -273,35 +254,6 @@ def spectrum_plot(spectrum: Tensor) -> np.ndarray:
     figure.tight_layout()
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    """Encode an ``(H, W, 3)`` uint8 array as PNG, with the standard library alone.
-
-    Examples:
-        >>> png_bytes(np.zeros((2, 2, 3), dtype=np.uint8))[:8]
-        b'\\x89PNG\\r\\n\\x1a\\n'
-    """
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"image must be an (H, W, 3) uint8 array, got {image.dtype} {image.shape}")
-    height, width, _ = image.shape
-    # Every scanline but the first is filtered "Up" (type 2: the byte-wise difference to the row
-    # above, modulo 256), then compressed at zlib's fastest level: on photographs that is 2-3x
-    # faster and a quarter smaller than no filter at the default level, and 6-8x faster than
-    # Pillow's adaptive filters for 5-7% more bytes (docs/performance.md#logging).
-    rows = np.ascontiguousarray(image).reshape(height, width * 3)
-    filtered = np.empty((height, width * 3 + 1), dtype=np.uint8)
-    filtered[:, 0] = 2
-    filtered[0, 0] = 0  # the first row has none above: no filter
-    filtered[0, 1:] = rows[0]
-    np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])  # uint8 arithmetic wraps
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
-    idat = zlib.compress(filtered.tobytes(), 1)
-    chunks = [(b"IHDR", header), (b"IDAT", idat), (b"IEND", b"")]
-    return b"\x89PNG\r\n\x1a\n" + b"".join(
-        struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-        for tag, data in chunks
-    )
 
 
 def _markdown_value(value: str | float) -> str:

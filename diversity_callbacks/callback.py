@@ -19,14 +19,18 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 
-from diversity_callbacks._deprecations import check_current_key, renamed_key, renamed_options
-from diversity_callbacks._validation import check_positive_int
 from diversity_callbacks.evaluation.conditions import Conditions, sample_seed
 from diversity_callbacks.evaluation.errors import EvaluationError
 from diversity_callbacks.evaluation.evaluator import DiversityEvaluator, EvaluationResult
 from diversity_callbacks.evaluation.modes import ModeReference
 from diversity_callbacks.functional.spectrum import order_key
 from diversity_callbacks.media.loggers import publish, wants_media
+from diversity_callbacks.utilities.checks import check_positive_int
+from diversity_callbacks.utilities.deprecations import (
+    check_current_key,
+    renamed_key,
+    renamed_options,
+)
 
 SampleFn = Callable[[LightningModule, Conditions, list[torch.Generator]], Any]
 """``sample_fn(pl_module, conditions, generators) -> samples``: see :class:`DiversityCallback`."""

@@ -17,9 +17,9 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_warn
 
-from diversity_callbacks._deprecations import check_current_key
-from diversity_callbacks._validation import check_positive_int
 from diversity_callbacks.callback import ROW_FIELDS, DiversityCallback, checked_state_entry
+from diversity_callbacks.utilities.checks import check_positive_int
+from diversity_callbacks.utilities.deprecations import check_current_key
 
 
 class DiversityCollapseMonitor(Callback):

@@ -31,7 +31,6 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from diversity_callbacks._validation import check_features, check_paired
 from diversity_callbacks.functional.kernels import (
     KERNEL_NAMES,
     FeatureMap,
@@ -47,6 +46,7 @@ from diversity_callbacks.functional.schur import (
     _resolve_feature_map,
     _text_precision,
 )
+from diversity_callbacks.utilities.checks import check_features, check_paired
 
 RemovalMode = Literal["defocus", "focus"]
 

@@ -26,7 +26,7 @@ from diversity_callbacks.cli.discovery import (
     warn_skipped,
 )
 from diversity_callbacks.cli.options import decoding_workers
-from diversity_callbacks.evaluation import _distributed
+from diversity_callbacks.utilities import distributed
 
 GIB = 1024**3
 KERNEL_COPIES = 3
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_options(args)
     device = _launch(args)
-    rank, world_size = _distributed.rank_and_world_size()
+    rank, world_size = distributed.rank_and_world_size()
     progress = not args.no_progress and rank == 0
     names = run_names(args.runs, args.names)
     outputs = output.output_paths(args)
@@ -175,7 +175,7 @@ def score_run(
             break
         except EvaluationError as error:
             _skip_failed_batch(found, source.current, error, args.on_error, world_size, skipped)
-    all_skipped = [item for part in _distributed.all_gather_objects(skipped) for item in part]
+    all_skipped = [item for part in distributed.all_gather_objects(skipped) for item in part]
     all_skipped = list(dict.fromkeys(map(tuple, all_skipped)))
     metrics = {
         key.split("/", 1)[1]: value
@@ -186,7 +186,7 @@ def score_run(
         name=found.name,
         path=str(found.path),
         source=found.source,
-        num_images=sum(_distributed.all_gather_objects(result.num_samples)),
+        num_images=sum(distributed.all_gather_objects(result.num_samples)),
         metrics=metrics,
         prompts=list(found.prompts),
         counts=_counts(found, excluded={path for path, _ in all_skipped}),

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from diversity_callbacks.embedders._preprocess import TensorPreprocess
 from diversity_callbacks.embedders.base import check_prompts
+from diversity_callbacks.embedders.preprocess import TensorPreprocess
 from diversity_callbacks.images import ValueRange, check_images, value_range_bounds
 
 if TYPE_CHECKING:  # pragma: no cover

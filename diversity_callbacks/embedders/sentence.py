@@ -10,8 +10,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from diversity_callbacks._validation import check_positive_int
 from diversity_callbacks.embedders.base import check_embeddings, check_prompts
+from diversity_callbacks.utilities.checks import check_positive_int
 
 _INSTALL = 'pip install "diversity-callbacks[text]"'
 

@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 import torch
 
-from diversity_callbacks._validation import check_positive_int
+from diversity_callbacks.utilities.checks import check_positive_int
 
 ConditionKind = Literal["prompt", "class", "none"]
 Conditions = list[str] | torch.Tensor | None

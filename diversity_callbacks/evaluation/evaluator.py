@@ -37,9 +37,6 @@ from lightning.pytorch.utilities.seed import isolate_rng
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from diversity_callbacks._deprecations import renamed_arguments
-from diversity_callbacks._validation import check_positive_int
-from diversity_callbacks.evaluation import _distributed
 from diversity_callbacks.evaluation.conditions import Conditions, EvaluationSet
 from diversity_callbacks.evaluation.errors import EvaluationError
 from diversity_callbacks.evaluation.memorization import CopiedSamples, MemorizationPlugin
@@ -69,6 +66,9 @@ from diversity_callbacks.evaluation.sharding import LockStep, Stopped, lockstep_
 from diversity_callbacks.functional.modes import Mode
 from diversity_callbacks.functional.spectrum import Order, parse_orders
 from diversity_callbacks.images import ValueRange
+from diversity_callbacks.utilities import distributed
+from diversity_callbacks.utilities.checks import check_positive_int
+from diversity_callbacks.utilities.deprecations import renamed_arguments
 
 _RUNNING = threading.Lock()  # makes every evaluator's check-and-set of ``_running`` atomic
 
@@ -422,9 +422,9 @@ class DiversityEvaluator:
             EvaluationError: on every rank, naming the first rank whose :meth:`settings`
                 differ from rank 0's, and how.
         """
-        if self._ranks_agree or _distributed.rank_and_world_size()[1] == 1:
+        if self._ranks_agree or distributed.rank_and_world_size()[1] == 1:
             return
-        ranks = _distributed.all_gather_objects(self.settings())
+        ranks = distributed.all_gather_objects(self.settings())
         for rank, theirs in enumerate(ranks):
             differing = [
                 f"{name} {ranks[0].get(name)} on rank 0, {theirs.get(name)} on rank {rank}"
@@ -586,7 +586,7 @@ class DiversityEvaluator:
         progress: bool,
     ) -> _Draw:
         """Sample and embed this rank's share; a failure is caught and kept, not raised."""
-        rank, world_size = _distributed.rank_and_world_size()
+        rank, world_size = distributed.rank_and_world_size()
         batches = self.evaluation_set.batches(rank, world_size, self.batch_size)
         calls = lockstep_calls(module, self.evaluation_set, self.batch_size)
         images = self.sample_embedder.value_range is not None
@@ -669,7 +669,7 @@ class DiversityEvaluator:
         if draw.modes is not None:
             self._add_modes(result, draw, device, where, reference, step)
         if draw.thumbnails is not None:
-            result.thumbnails = _distributed.gather_to_rank_zero(draw.thumbnails)
+            result.thumbnails = distributed.gather_to_rank_zero(draw.thumbnails)
         draw.seconds["metric"] += time.perf_counter() - start
         result.timings = dict(draw.seconds)
         return result
@@ -808,9 +808,9 @@ def _raise_if_any_failed(
 
     ``agreed``: every rank already learned (from a collective) that some rank failed.
     """
-    if not agreed and not _distributed.any_rank(error is not None, device):
+    if not agreed and not distributed.any_rank(error is not None, device):
         return
-    reasons = _distributed.all_gather_objects(None if error is None else str(error))
+    reasons = distributed.all_gather_objects(None if error is None else str(error))
     if error is not None:
         error.args = (f"diversity evaluation failed{stage}: {error}",)
         raise error

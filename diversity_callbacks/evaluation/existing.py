@@ -34,8 +34,6 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from diversity_callbacks._validation import as_long_tensor
-from diversity_callbacks.evaluation import _distributed
 from diversity_callbacks.evaluation.errors import EvaluationError
 from diversity_callbacks.evaluation.evaluator import (
     TIMING_KEY,
@@ -46,6 +44,8 @@ from diversity_callbacks.evaluation.evaluator import (
     update_metrics,
 )
 from diversity_callbacks.evaluation.modes import ModeReference
+from diversity_callbacks.utilities import distributed
+from diversity_callbacks.utilities.checks import as_long_tensor
 
 ExistingBatch = tuple[Any, "Tensor | Sequence[int] | None"]
 """``(samples, condition_ids)``: a batch in the evaluator's ``value_range`` (or of any kind with
@@ -137,7 +137,7 @@ def _score(
     reference: ModeReference | None,
 ) -> EvaluationResult:
     """Read, embed and compute; the metrics are emptied afterwards, whatever happened."""
-    rank, _ = _distributed.rank_and_world_size()
+    rank, _ = distributed.rank_and_world_size()
     bar = tqdm(
         total=total,
         desc=description or f"{evaluator.prefix}: embedding",

@@ -16,10 +16,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diversity_callbacks.evaluation import _distributed
 from diversity_callbacks.evaluation.metrics import EmbeddedBatch, EvaluationMetric, MetricValues
 from diversity_callbacks.evaluation.reference import ReferenceSet, shrink_to_uint8
 from diversity_callbacks.metrics.memorization import MemorizationScore
+from diversity_callbacks.utilities import distributed
 
 
 @dataclass
@@ -110,8 +110,8 @@ class MemorizationPlugin(EvaluationMetric):
             self.metric.nearest_similarities, self.metric.nearest_indices, self.metric.threshold
         )
         if "samples" in self.inputs:  # the same on every rank: the gather is collective
-            rank, _ = _distributed.rank_and_world_size()
-            gathered = _distributed.gather_to_rank_zero({rank: self._top})
+            rank, _ = distributed.rank_and_world_size()
+            gathered = distributed.gather_to_rank_zero({rank: self._top})
             if rank == 0:
                 every = [row for part in sorted(gathered) for row in gathered[part]]
                 top = sorted(every, key=lambda row: -row[0])[: self.shown]

@@ -33,7 +33,6 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.exceptions import TorchMetricsUserError
 
-from diversity_callbacks._validation import check_scores
 from diversity_callbacks.evaluation.conditions import EvaluationSet
 from diversity_callbacks.evaluation.samples import SampleEmbedder
 from diversity_callbacks.functional.memorization import MEMORIZATION_KEYS
@@ -48,6 +47,7 @@ from diversity_callbacks.metrics.per_condition import PerConditionVendiScore
 from diversity_callbacks.metrics.quality import QualityWeightedVendiScore
 from diversity_callbacks.metrics.schur import SchurComplementEntropy
 from diversity_callbacks.metrics.vendi import VendiScore
+from diversity_callbacks.utilities.checks import check_scores
 
 MetricInput = Literal["embeddings", "condition_ids", "condition_embeddings", "samples"]
 QualityInput = Literal["samples", "embeddings"]

@@ -25,8 +25,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diversity_callbacks._validation import check_positive, check_positive_int
-from diversity_callbacks.evaluation import _distributed
 from diversity_callbacks.evaluation.samples import thumbnails
 from diversity_callbacks.functional.kernels import ResolvedKernel
 from diversity_callbacks.functional.modes import (
@@ -44,6 +42,8 @@ from diversity_callbacks.functional.novelty import (
     ken_score,
     kernel_novelty,
 )
+from diversity_callbacks.utilities import distributed
+from diversity_callbacks.utilities.checks import check_positive, check_positive_int
 
 MODE_KEYS = ("num_modes", "lost_mode_mass", "gained_mode_mass")
 """The scalars of the modes, after the prefix."""
@@ -199,7 +199,7 @@ class ModeCollector:
 
     def _local(self, device: torch.device) -> tuple[Tensor, Tensor]:
         dims = {int(r.shape[1]) for r in self.rows}
-        agreed = {d for part in _distributed.all_gather_objects(sorted(dims)) for d in part}
+        agreed = {d for part in distributed.all_gather_objects(sorted(dims)) for d in part}
         if len(agreed) != 1:
             raise ValueError(
                 f"the modes need one embedding dimension on every rank, got {sorted(agreed)}"
@@ -208,8 +208,8 @@ class ModeCollector:
         rows = torch.cat(self.rows) if self.rows else torch.zeros(0, dim)
         indices = torch.cat(self.indices) if self.indices else torch.zeros(0, dtype=torch.long)
         if self.offset_by_rank:  # existing batches: rank r's samples follow the lower ranks'
-            rank, _ = _distributed.rank_and_world_size()
-            counts = _distributed.all_gather_objects(rows.shape[0])
+            rank, _ = distributed.rank_and_world_size()
+            counts = distributed.all_gather_objects(rows.shape[0])
             indices = indices + sum(counts[:rank])
             self._shift_previews(sum(counts[:rank]))
         return rows.to(device), indices.to(device)
@@ -313,15 +313,15 @@ def _local_moments(phi: Tensor, shared: SharedMoment | None) -> KernelMoments:
 def _all_reduced(moments: KernelMoments, device: torch.device) -> KernelMoments:
     """The moments summed over every rank (a collective)."""
     return KernelMoments(
-        _distributed.all_reduce_sum(moments.second, device),
-        _distributed.all_reduce_sum(moments.first, device),
+        distributed.all_reduce_sum(moments.second, device),
+        distributed.all_reduce_sum(moments.first, device),
     )
 
 
 def _top_of_ranks(loadings: Tensor, indices: Tensor, top: int) -> tuple[Tensor, Tensor]:
     """The top samples of every rank's own loadings, gathered and merged (a collective)."""
     local = top_samples(loadings, indices, top)
-    parts = _distributed.all_gather_objects(tuple(part.cpu() for part in local))
+    parts = distributed.all_gather_objects(tuple(part.cpu() for part in local))
     if len(parts) == 1:
         return local
     samples = torch.cat([part[0] for part in parts], 1)
@@ -339,7 +339,7 @@ def _merge_tops(samples: Tensor, values: Tensor, top: int) -> tuple[Tensor, Tens
 
 def _gathered(rows: Tensor, indices: Tensor) -> tuple[Tensor, Tensor]:
     """Every rank's rows and indices, in index order, on every rank (a collective)."""
-    parts = _distributed.all_gather_objects((rows.cpu(), indices.cpu()))
+    parts = distributed.all_gather_objects((rows.cpu(), indices.cpu()))
     all_rows = torch.cat([part[0] for part in parts])
     all_indices = torch.cat([part[1] for part in parts])
     order = torch.argsort(all_indices)
@@ -360,7 +360,7 @@ def _gathered_previews(
     if previews is None:
         return {}
     kept = previews if wanted is None else {i: p for i, p in previews.items() if i in wanted}
-    return _distributed.gather_to_rank_zero(kept)
+    return distributed.gather_to_rank_zero(kept)
 
 
 def _previews(samples: Any, indices: range, size: int) -> dict[int, Preview]:

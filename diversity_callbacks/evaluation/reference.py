@@ -26,9 +26,9 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from diversity_callbacks.embedders.base import check_embeddings
-from diversity_callbacks.evaluation import _distributed
 from diversity_callbacks.evaluation.samples import SampleEmbedder
 from diversity_callbacks.images import decode_image_file, to_uint8, to_unit_range
+from diversity_callbacks.utilities import distributed
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 EMBEDDING_SUFFIXES = (".pt", ".pth", ".npy")
@@ -148,9 +148,9 @@ class ReferenceSet:
                 path = self.cache_dir / f"{key}.pt"
             # Every rank must take the same branch: embedding is a collective.
             cached = path is not None and path.is_file()
-            if _distributed.any_rank(not cached, device):
+            if distributed.any_rank(not cached, device):
                 self.embedded = self._embed(sample_embedder, device, progress)
-                if path is not None and _distributed.rank_and_world_size()[0] == 0:
+                if path is not None and distributed.rank_and_world_size()[0] == 0:
                     path.parent.mkdir(parents=True, exist_ok=True)
                     partial = path.with_suffix(f".{os.getpid()}.tmp")
                     torch.save(self.embedded, partial)
@@ -163,7 +163,7 @@ class ReferenceSet:
         self, sample_embedder: SampleEmbedder, device: torch.device, progress: bool
     ) -> Tensor:
         """Embed this rank's contiguous share, then gather every rank's in rank order."""
-        rank, world_size = _distributed.rank_and_world_size()
+        rank, world_size = distributed.rank_and_world_size()
         total = len(self)
         share = range(rank * total // world_size, (rank + 1) * total // world_size)
         batches = [share[i : i + self.batch_size] for i in range(0, len(share), self.batch_size)]
@@ -187,7 +187,7 @@ class ReferenceSet:
         bar.close()
         self.embed_calls += 1
         mine = torch.cat(parts) if parts else None
-        gathered = [part for part in _distributed.all_gather_objects(mine) if part is not None]
+        gathered = [part for part in distributed.all_gather_objects(mine) if part is not None]
         return torch.cat(gathered).to(torch.float32)
 
     def _batch_samples(

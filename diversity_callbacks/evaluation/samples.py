@@ -13,10 +13,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diversity_callbacks._validation import check_dense
 from diversity_callbacks.embedders.base import check_embeddings
 from diversity_callbacks.evaluation.conditions import EvaluationSet
 from diversity_callbacks.images import ValueRange, to_uint8, to_unit_range, value_range_bounds
+from diversity_callbacks.utilities.checks import check_dense
 
 
 class SampleEmbedder:

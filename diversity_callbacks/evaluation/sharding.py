@@ -26,8 +26,8 @@ from typing import Any
 import torch
 from torch.nn.modules.module import register_module_forward_pre_hook
 
-from diversity_callbacks.evaluation import _distributed
 from diversity_callbacks.evaluation.conditions import EvaluationSet
+from diversity_callbacks.utilities import distributed
 
 
 def sharding_of(module: torch.nn.Module | None) -> str | None:
@@ -61,7 +61,7 @@ def lockstep_calls(
     Raises:
         NotImplementedError: for sharded setups other than FSDP, naming them and what to do.
     """
-    rank, world_size = _distributed.rank_and_world_size()
+    rank, world_size = distributed.rank_and_world_size()
     kind = sharding_of(module)
     if kind is not None and not kind.startswith("FSDP") and world_size > 1:
         raise NotImplementedError(
@@ -99,7 +99,7 @@ class LockStep:
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
-        self.distributed = _distributed.rank_and_world_size()[1] > 1
+        self.distributed = distributed.rank_and_world_size()[1] > 1
         self.agreed_failure = False  # an any_rank(...) already returned True on every rank
         self._checked = True  # this call's collective is made
         self._thread = threading.get_ident()
@@ -139,7 +139,7 @@ class LockStep:
             self._agree(failed=False)
 
     def _agree(self, failed: bool) -> None:
-        if _distributed.any_rank(failed, self.device):
+        if distributed.any_rank(failed, self.device):
             self.agreed_failure = True
             raise Stopped
 

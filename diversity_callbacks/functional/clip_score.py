@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from diversity_callbacks._validation import check_features, check_paired
+from diversity_callbacks.utilities.checks import check_features, check_paired
 
 
 def embedding_clip_score(image_embeddings: Tensor, text_embeddings: Tensor) -> Tensor:

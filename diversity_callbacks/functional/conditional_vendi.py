@@ -35,7 +35,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diversity_callbacks._validation import check_features, check_paired
 from diversity_callbacks.functional.kernels import (
     ResolvedKernel,
     fourier_features,
@@ -52,6 +51,7 @@ from diversity_callbacks.functional.spectrum import (
     symmetric_eigenvalues,
     vendi_from_spectrum,
 )
+from diversity_callbacks.utilities.checks import check_features, check_paired
 
 UNIT_DIAGONAL_KERNELS: tuple[str, ...] = ("cosine", "gaussian")
 """Kernels the definition allows: ``k(x, x) = 1``, so the joint kernel's trace is n."""

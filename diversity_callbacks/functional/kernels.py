@@ -22,7 +22,7 @@ import numpy
 import torch
 from torch import Tensor
 
-from diversity_callbacks._validation import check_positive, check_positive_int
+from diversity_callbacks.utilities.checks import check_positive, check_positive_int
 
 KernelName = Literal["cosine", "linear", "gaussian"]
 FeatureMap = Callable[[Tensor], Tensor]

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from diversity_callbacks._validation import check_features, check_positive_int
+from diversity_callbacks.utilities.checks import check_features, check_positive_int
 
 SEARCH_BYTES = 1 << 28
 """Bytes of the similarity block of one search chunk (256 MiB): the default ``chunk_size`` is

@@ -29,10 +29,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from diversity_callbacks._validation import check_features, check_positive_int
 from diversity_callbacks.functional.kernels import FeatureMap, KernelSpec, resolve_kernel
 from diversity_callbacks.functional.kernels import second_moment as _second_moment
 from diversity_callbacks.functional.spectrum import default_tolerance
+from diversity_callbacks.utilities.checks import check_features, check_positive_int
 
 DEFAULT_TOP = 16
 """Samples kept per mode: enough for a 4 x 4 grid."""

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from diversity_callbacks._validation import check_features, check_positive, check_positive_int
 from diversity_callbacks.functional.kernels import (
     FeatureMap,
     KernelSpec,
@@ -51,6 +50,7 @@ from diversity_callbacks.functional.modes import (
 )
 from diversity_callbacks.functional.modes import _indices as sample_indices
 from diversity_callbacks.functional.spectrum import default_tolerance
+from diversity_callbacks.utilities.checks import check_features, check_positive, check_positive_int
 
 
 @dataclass(frozen=True)

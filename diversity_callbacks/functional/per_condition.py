@@ -22,7 +22,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diversity_callbacks._validation import check_features, check_positive_int
 from diversity_callbacks.functional.kernels import (
     FeatureMap,
     KernelSpec,
@@ -36,6 +35,7 @@ from diversity_callbacks.functional.spectrum import (
     parse_orders,
     vendi_from_spectrum,
 )
+from diversity_callbacks.utilities.checks import check_features, check_positive_int
 
 _ROWS_PER_CHUNK = 2048
 """Rows gathered at once: bounds compute's working copies (rows, features, Gram matrices) to a

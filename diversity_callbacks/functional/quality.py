@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diversity_callbacks._validation import check_features, check_scores
 from diversity_callbacks.functional.spectrum import Order
 from diversity_callbacks.functional.vendi import vendi_score
+from diversity_callbacks.utilities.checks import check_features, check_scores
 
 
 def quality_weighted_vendi_score(

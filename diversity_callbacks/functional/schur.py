@@ -66,7 +66,6 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor
 
-from diversity_callbacks._validation import check_features, check_paired
 from diversity_callbacks.functional.kernels import (
     FeatureMap,
     KernelName,
@@ -82,6 +81,7 @@ from diversity_callbacks.functional.spectrum import (
     symmetric_eigenvalues,
     vendi_from_spectrum,
 )
+from diversity_callbacks.utilities.checks import check_features, check_paired
 
 _SchurPath = Literal["auto", "primal", "dual", "grouped"]
 _SCHUR_PATHS: tuple[str, ...] = ("auto", "primal", "dual", "grouped")

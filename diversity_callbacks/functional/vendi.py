@@ -12,7 +12,6 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from diversity_callbacks._validation import check_features
 from diversity_callbacks.functional.kernels import (
     ROW_BLOCK,
     FeatureMap,
@@ -28,6 +27,7 @@ from diversity_callbacks.functional.spectrum import (
     parse_orders,
     vendi_orders,
 )
+from diversity_callbacks.utilities.checks import check_features
 
 
 def vendi_score(

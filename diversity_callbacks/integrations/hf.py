@@ -18,9 +18,9 @@ from typing import Any, Literal
 
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from diversity_callbacks._validation import check_positive_int
 from diversity_callbacks.evaluation.errors import EvaluationError
 from diversity_callbacks.evaluation.evaluator import DiversityEvaluator
+from diversity_callbacks.utilities.checks import check_positive_int
 
 
 class DiversityTrainerCallback(TrainerCallback):

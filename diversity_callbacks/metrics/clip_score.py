@@ -8,9 +8,9 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from diversity_callbacks._validation import check_positive_int
 from diversity_callbacks.functional.clip_score import embedding_clip_score
 from diversity_callbacks.functional.per_condition import check_condition_ids
+from diversity_callbacks.utilities.checks import check_positive_int
 
 
 class EmbeddingCLIPScore(Metric):

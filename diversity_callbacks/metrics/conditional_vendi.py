@@ -28,7 +28,6 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 from torchmetrics.utilities.distributed import gather_all_tensors
 
-from diversity_callbacks._validation import check_features
 from diversity_callbacks.functional.conditional_vendi import (
     LEGACY_MESSAGE,
     check_conditions,
@@ -39,7 +38,8 @@ from diversity_callbacks.functional.conditional_vendi import (
 )
 from diversity_callbacks.functional.kernels import second_moment
 from diversity_callbacks.functional.spectrum import Order, check_tolerance, parse_orders
-from diversity_callbacks.metrics._base import Dims, LazilySizedMetric, unsized_moment
+from diversity_callbacks.metrics.base import Dims, LazilySizedMetric, unsized_moment
+from diversity_callbacks.utilities.checks import check_features
 
 _LABELS = 0
 """Condition dimension recorded for integer labels (condition embeddings have D' >= 1)."""

@@ -11,7 +11,6 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from diversity_callbacks._validation import check_positive, check_positive_int
 from diversity_callbacks.functional.memorization import (
     ken_novelty,
     memorization_scores,
@@ -20,6 +19,7 @@ from diversity_callbacks.functional.memorization import (
     unit_rows,
 )
 from diversity_callbacks.functional.novelty import check_eta
+from diversity_callbacks.utilities.checks import check_positive, check_positive_int
 
 DEFAULT_COPY_THRESHOLD = 0.95
 """Nearest-neighbour cosine similarity from which a sample counts as a copy (measured in

@@ -16,13 +16,13 @@ import torch
 from torch import Tensor
 from torchmetrics.utilities import dim_zero_cat
 
-from diversity_callbacks._validation import check_features, check_positive_int
 from diversity_callbacks.functional.per_condition import (
     check_condition_ids,
     per_condition_vendi_score,
 )
 from diversity_callbacks.functional.spectrum import Order, order_key, parse_orders
-from diversity_callbacks.metrics._base import Dims, LazilySizedMetric
+from diversity_callbacks.metrics.base import Dims, LazilySizedMetric
+from diversity_callbacks.utilities.checks import check_features, check_positive_int
 
 
 class PerConditionVendiScore(LazilySizedMetric):

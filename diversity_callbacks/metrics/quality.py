@@ -7,8 +7,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diversity_callbacks._validation import check_features, check_scores
 from diversity_callbacks.metrics.vendi import VendiScore
+from diversity_callbacks.utilities.checks import check_features, check_scores
 
 
 class QualityWeightedVendiScore(VendiScore):

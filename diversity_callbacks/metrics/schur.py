@@ -8,7 +8,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diversity_callbacks._validation import check_features, check_paired
 from diversity_callbacks.functional.kernels import FeatureMap, KernelName, second_moment
 from diversity_callbacks.functional.schur import (
     _check_rtol,
@@ -21,12 +20,13 @@ from diversity_callbacks.functional.schur import (
     _schur_from_moments,
     _text_precision,
 )
-from diversity_callbacks.metrics._base import (
+from diversity_callbacks.metrics.base import (
     Dims,
     LazilySizedMetric,
     kernel_settings,
     unsized_moment,
 )
+from diversity_callbacks.utilities.checks import check_features, check_paired
 
 
 class SchurComplementEntropy(LazilySizedMetric):

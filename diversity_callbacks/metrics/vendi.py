@@ -9,7 +9,6 @@ import torch
 from torch import Tensor
 from torchmetrics.utilities import dim_zero_cat
 
-from diversity_callbacks._validation import check_features
 from diversity_callbacks.functional.kernels import (
     FeatureMap,
     KernelSpec,
@@ -23,12 +22,13 @@ from diversity_callbacks.functional.spectrum import (
     parse_orders,
     vendi_orders,
 )
-from diversity_callbacks.metrics._base import (
+from diversity_callbacks.metrics.base import (
     Dims,
     LazilySizedMetric,
     kernel_settings,
     unsized_moment,
 )
+from diversity_callbacks.utilities.checks import check_features
 
 
 class VendiScore(LazilySizedMetric):

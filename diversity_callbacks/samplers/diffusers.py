@@ -22,8 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diversity_callbacks._validation import check_positive_int
-from diversity_callbacks.samplers._contract import check_batch, split_call
+from diversity_callbacks.samplers.contract import check_batch, split_call
+from diversity_callbacks.utilities.checks import check_positive_int
 
 _INSTALL = 'pip install "diversity-callbacks[diffusers]"'
 # Set by the sampler itself; passing them in `call_kwargs` would break the contract.

@@ -29,11 +29,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diversity_callbacks._validation import check_positive_int
-from diversity_callbacks.evaluation import _distributed
 from diversity_callbacks.evaluation.evaluator import eval_mode
 from diversity_callbacks.evaluation.sharding import sharding_of
-from diversity_callbacks.samplers._contract import check_batch, split_call
+from diversity_callbacks.samplers.contract import check_batch, split_call
+from diversity_callbacks.utilities import distributed
+from diversity_callbacks.utilities.checks import check_positive_int
 
 _INSTALL = 'pip install "diversity-callbacks[text]"'
 
@@ -165,7 +165,7 @@ class TransformersSampler:
                 pad_id=self._pad_id(),
                 eos_ids=self._eos_ids(model) if self.decoding.stop_at_eos else (),
                 stopped=self._stopped if self.decoding.stop_strings else None,
-                synced=sharded and _distributed.rank_and_world_size()[1] > 1,
+                synced=sharded and distributed.rank_and_world_size()[1] > 1,
             )
         return [self._text(row) for row in tokens]
 
@@ -285,7 +285,7 @@ def decode_loop(
             for i in running.nonzero().flatten().tolist():
                 if stopped(new[i]):
                     running[i] = False
-        if not (_distributed.any_rank(bool(running.any()), device) if synced else running.any()):
+        if not (distributed.any_rank(bool(running.any()), device) if synced else running.any()):
             break
         inputs = token[:, None]
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from diversity_callbacks import DiversityCallback, EvaluationError
 from diversity_callbacks.evaluation.evaluator import eval_mode
-from tests.lightning_helpers import (
+from tests.helpers.trainer import (
     PROMPTS,
     QUIET,
     MeanNorm,

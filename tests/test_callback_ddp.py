@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.distributed import launch_script
-from tests.lightning_helpers import PROMPTS, history_rows
+from tests.helpers.distributed import launch_script
+from tests.helpers.trainer import PROMPTS, history_rows
 
 pytestmark = pytest.mark.slow  # two launches of a DDP training run, one process per rank
 

@@ -12,8 +12,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from diversity_callbacks import DiversityCallback, FunctionEmbedder
-from tests.lightning_helpers import QUIET
-from tests.mode_helpers import WEIGHTS, mode_generator
+from tests.helpers.modes import WEIGHTS, mode_generator
+from tests.helpers.trainer import QUIET
 
 DIM = 3 * 8 * 8
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from diversity_callbacks import DiversityCallback
-from tests.lightning_helpers import PROMPTS, PixelEmbedder, TinyGenerator, history_rows, tiny_data
+from tests.helpers.trainer import PROMPTS, PixelEmbedder, TinyGenerator, history_rows, tiny_data
 
 wandb = pytest.importorskip("wandb")
 Image = pytest.importorskip("PIL.Image")

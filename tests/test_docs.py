@@ -1,4 +1,4 @@
-"""Every Python block of the README and of docs/ runs as written (see tests/docs.py for how).
+"""Every Python block of the README and of docs/ runs as written (see tests/helpers/docs.py for how).
 
 One test per page runs its blocks in order in one namespace, in a temporary directory. Pages
 whose blocks use names they do not define (a user's ``model``, ``prompts``...) get them from
@@ -19,22 +19,22 @@ from typing import Any
 import pytest
 import torch
 
-from tests import docs
-from tests.lightning_helpers import PROMPTS, PixelEmbedder, TinyGenerator, tiny_data
+from tests.helpers import docs
+from tests.helpers.trainer import PROMPTS, PixelEmbedder, TinyGenerator, tiny_data
 
 Namespace = dict[str, Any]
 
 ELSEWHERE = {
     # the tiny Stable Diffusion pipeline is a module-scoped fixture of that file
     "docs/integrations/diffusers.md": (
-        "tests/test_diffusers.py",
+        "tests/samplers/test_diffusers.py",
         "test_the_readme_snippet_runs_as_written",
     ),
     # the tiny GPT-2, its tokenizer and the random sentence embedder are built there
     "docs/text.md": ("tests/integrations/test_hf.py", "test_the_text_page_runs_as_written"),
     # its shell commands make the files its Python blocks read, and the output is compared
     "docs/cli.md": (
-        "tests/test_cli_docs.py",
+        "tests/cli/test_cli_docs.py",
         "test_every_block_of_the_cli_page_runs_and_shows_what_it_prints",
     ),
 }
@@ -244,7 +244,8 @@ def test_the_coverage_check_reports_blocks_no_test_would_run(tmp_path: Path, mon
     (tmp_path / "docs" / "b.md").write_text("<!-- test: skip -->\n```python\nx = 1\n```\n")
     (tmp_path / "docs" / "integrations" / "diffusers.md").write_text("```python\nx = 1\n```\n")
     (tmp_path / "tests").mkdir()
-    (tmp_path / "tests" / "test_diffusers.py").write_text(
+    (tmp_path / "tests" / "samplers").mkdir()
+    (tmp_path / "tests" / "samplers" / "test_diffusers.py").write_text(
         "def test_the_readme_snippet_runs_as_written():\n"
         '    python_blocks("docs/integrations/diffusers.md", "a section")\n'
     )

@@ -14,7 +14,7 @@ import torch
 
 from diversity_callbacks import DiversityCallback, DiversityEvaluator
 from diversity_callbacks.functional import vendi_score
-from tests.lightning_helpers import history_rows
+from tests.helpers.trainer import history_rows
 
 wandb = pytest.importorskip("wandb")
 Image = pytest.importorskip("PIL.Image")

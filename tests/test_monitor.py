@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from diversity_callbacks import DiversityCallback, DiversityCollapseMonitor
-from tests.lightning_helpers import PROMPTS, QUIET, PixelEmbedder, TinyGenerator, tiny_data
+from tests.helpers.trainer import PROMPTS, QUIET, PixelEmbedder, TinyGenerator, tiny_data
 
 EVERY = 2
 MAX_STEPS = 12

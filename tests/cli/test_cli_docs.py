@@ -15,9 +15,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from tests import docs
+from tests.helpers import docs
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "cli.md"
 BENCHMARK_QUICK = ("--images 96 --workers 1 --repeats 3", "--images 4 --workers 1 --repeats 1")
 """The benchmark block runs on 4 images once here (the page's numbers take minutes)."""

@@ -11,9 +11,9 @@ import pytest
 from diversity_callbacks.cli import main
 from diversity_callbacks.cli.options import DEFAULT_COPY_THRESHOLD
 from diversity_callbacks.metrics.memorization import DEFAULT_COPY_THRESHOLD as METRIC_DEFAULT
-from tests.cli_helpers import cell_image, save
+from tests.helpers.cli import cell_image, save
 
-CELLS = ["--embedder", "tests.cli_helpers:cell_pixels", "--workers", "0", "--no-progress"]
+CELLS = ["--embedder", "tests.helpers.cli:cell_pixels", "--workers", "0", "--no-progress"]
 
 
 @pytest.fixture(autouse=True)

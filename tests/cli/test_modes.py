@@ -8,9 +8,9 @@ import json
 import pytest
 
 from diversity_callbacks.cli import main
-from tests.cli_helpers import cell_image, save
+from tests.helpers.cli import cell_image, save
 
-CELLS = ["--embedder", "tests.cli_helpers:cell_pixels", "--workers", "0", "--no-progress"]
+CELLS = ["--embedder", "tests.helpers.cli:cell_pixels", "--workers", "0", "--no-progress"]
 
 
 def cells(folder, cells_of_images):

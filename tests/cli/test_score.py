@@ -19,11 +19,11 @@ from PIL import Image
 from diversity_callbacks import DiversityEvaluator, evaluate_existing
 from diversity_callbacks.cli import main
 from diversity_callbacks.cli.loading import decode_image
-from tests.cli_helpers import PROMPTED, ROOT, cell_image, run_console, save, write_prompted
-from tests.lightning_helpers import PixelEmbedder
+from tests.helpers.cli import PROMPTED, ROOT, cell_image, run_console, save, write_prompted
+from tests.helpers.trainer import PixelEmbedder
 
-CELLS = ["--embedder", "tests.cli_helpers:cell_pixels", "--workers", "0", "--no-progress"]
-PIXELS = ["--embedder", "tests.lightning_helpers:PixelEmbedder", "--workers", "0", "--no-progress"]
+CELLS = ["--embedder", "tests.helpers.cli:cell_pixels", "--workers", "0", "--no-progress"]
+PIXELS = ["--embedder", "tests.helpers.trainer:PixelEmbedder", "--workers", "0", "--no-progress"]
 
 
 def score_json(tmp_path: Path, *args: str) -> dict:
@@ -332,7 +332,7 @@ def test_an_embedder_from_a_python_file(tmp_path):
 
 def test_a_bad_embedder_import_path_is_named(tmp_path, capsys):
     folder = repeated_distinct(tmp_path / "run", k=2, copies=1)
-    assert main(["score", str(folder), "--embedder", "tests.cli_helpers:nothing_here"]) == 2
+    assert main(["score", str(folder), "--embedder", "tests.helpers.cli:nothing_here"]) == 2
     assert "has no attribute 'nothing_here'" in capsys.readouterr().err
     assert main(["score", str(folder), "--embedder", "no_colon"]) == 2
     assert "'module:attribute'" in capsys.readouterr().err
@@ -341,7 +341,7 @@ def test_a_bad_embedder_import_path_is_named(tmp_path, capsys):
 def test_open_clip_from_a_local_weights_file_equals_the_python_api(tmp_path):
     open_clip = pytest.importorskip("open_clip")
     from diversity_callbacks import CLIPEmbedder
-    from tests.embedders.helpers import TINY_CLIP
+    from tests.helpers.embedders import TINY_CLIP
 
     torch.manual_seed(1)
     weights = tmp_path / "tiny.bin"
@@ -648,7 +648,7 @@ class FailsOnImage:
     """Embeds like ``cell_pixels`` but fails on any batch holding a pure-white-cell-15 image."""
 
     def embed_images(self, images):
-        from tests.cli_helpers import cell_pixels
+        from tests.helpers.cli import cell_pixels
 
         features = cell_pixels(images)
         if bool((features[:, -1] > 0.99).any()):
@@ -659,7 +659,14 @@ class FailsOnImage:
 def test_a_failed_embedding_names_the_batch_files_and_skip_leaves_them_out(tmp_path, capsys):
     folder = repeated_distinct(tmp_path / "run", k=4, copies=2)
     save(cell_image(15), folder / "zz-bad.png")  # sorted last: alone in the last batch
-    args = ["score", str(folder), "--embedder", "tests.test_cli:FailsOnImage", "--workers", "0"]
+    args = [
+        "score",
+        str(folder),
+        "--embedder",
+        "tests.cli.test_score:FailsOnImage",
+        "--workers",
+        "0",
+    ]
     args += ["--no-progress", "--batch-size", "4"]
     assert main(args) == 2
     err = capsys.readouterr().err

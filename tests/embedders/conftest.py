@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.embedders.helpers import TINY_CLIP
+from tests.helpers.embedders import TINY_CLIP
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from diversity_callbacks.embedders import CLIPEmbedder, ImageEmbedder, TextEmbedder
-from tests.embedders.helpers import TINY_CLIP, generator_like
+from tests.helpers.embedders import TINY_CLIP, generator_like
 
 open_clip = pytest.importorskip("open_clip")
 

@@ -18,8 +18,8 @@ import pytest
 import torch
 from PIL import Image
 
-from diversity_callbacks.embedders._preprocess import TensorPreprocess, resize_weights
-from tests.embedders.helpers import generator_like
+from diversity_callbacks.embedders.preprocess import TensorPreprocess, resize_weights
+from tests.helpers.embedders import generator_like
 
 open_clip_transform = pytest.importorskip("open_clip.transform")
 

@@ -10,7 +10,7 @@ import torch
 pytest.importorskip("sentence_transformers")
 
 from diversity_callbacks import DiversityEvaluator, SentenceEmbedder
-from tests.text_helpers import tiny_sentence_transformer
+from tests.helpers.text import tiny_sentence_transformer
 
 
 @pytest.fixture(scope="module")

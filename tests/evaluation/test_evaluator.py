@@ -29,8 +29,8 @@ from diversity_callbacks.functional import (
     per_condition_vendi_score,
     vendi_score,
 )
-from tests.distributed import run_distributed
-from tests.lightning_helpers import (
+from tests.helpers.distributed import run_distributed
+from tests.helpers.trainer import (
     PROMPTS,
     QUIET,
     ClassConditionalGenerator,

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from diversity_callbacks import DiversityEvaluator
-from tests.distributed import run_distributed
-from tests.mode_helpers import MODE_OF_CLASS, WEIGHTS, mode_generator
+from tests.helpers.distributed import run_distributed
+from tests.helpers.modes import MODE_OF_CLASS, WEIGHTS, mode_generator
 
 SAMPLES_PER_CLASS = 6
 FEWER = {"samples_per_condition": 3}  # n = 300: for the n x n kernel and the spawned ranks

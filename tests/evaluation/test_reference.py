@@ -18,8 +18,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from diversity_callbacks import DiversityCallback, DiversityEvaluator
 from diversity_callbacks.evaluation.reference import ReferenceSet
 from diversity_callbacks.media.render import render_media
-from tests.distributed import run_distributed
-from tests.lightning_helpers import QUIET, TinyGenerator, tiny_data
+from tests.helpers.distributed import run_distributed
+from tests.helpers.trainer import QUIET, TinyGenerator, tiny_data
 
 COPIED = (4, 17, 33)
 

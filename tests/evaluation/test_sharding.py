@@ -9,8 +9,8 @@ import torch
 from torch import Tensor, nn
 
 from diversity_callbacks import DiversityEvaluator
-from tests.distributed import run_distributed
-from tests.lightning_helpers import PROMPTS, PixelEmbedder
+from tests.helpers.distributed import run_distributed
+from tests.helpers.trainer import PROMPTS, PixelEmbedder
 
 
 class Generator(nn.Module):
@@ -168,7 +168,7 @@ def test_the_callback_samples_a_module_under_lightnings_fsdp_strategies(strategy
     from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 
     from diversity_callbacks import DiversityCallback
-    from tests.lightning_helpers import TinyGenerator, tiny_data
+    from tests.helpers.trainer import TinyGenerator, tiny_data
 
     class Sharded(TinyGenerator):
         def configure_model(self) -> None:  # FSDP2: Lightning applies no wrapping of its own

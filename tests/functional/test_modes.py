@@ -8,7 +8,7 @@ import torch
 from diversity_callbacks.functional import vendi_score
 from diversity_callbacks.functional.kernels import gaussian_kernel, normalize_rows
 from diversity_callbacks.functional.modes import KernelMoments, leading_modes, top_samples
-from tests.mode_helpers import WEIGHTS, mode_features, mode_labels, reference_modes
+from tests.helpers.modes import WEIGHTS, mode_features, mode_labels, reference_modes
 
 
 @pytest.mark.parametrize(

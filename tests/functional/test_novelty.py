@@ -8,7 +8,7 @@ import torch
 
 from diversity_callbacks.functional.kernels import gaussian_kernel, normalize_rows
 from diversity_callbacks.functional.novelty import ken_score, novelty
-from tests.mode_helpers import WEIGHTS, mode_features, mode_labels, reference_novelty
+from tests.helpers.modes import WEIGHTS, mode_features, mode_labels, reference_novelty
 
 FEATURE_KERNELS = [
     {"kernel": "cosine"},

@@ -7,5 +7,5 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 .venv/bin/python -m pytest -v -rs \
     tests/embedders/test_clip.py::test_follows_cuda_input_and_runs_bf16_there \
-    tests/test_sharded.py::test_the_callback_samples_a_module_under_lightnings_fsdp_strategies
+    tests/evaluation/test_sharding.py::test_the_callback_samples_a_module_under_lightnings_fsdp_strategies
 .venv/bin/python benchmarks/bench_embedder.py

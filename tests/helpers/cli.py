@@ -1,6 +1,6 @@
 """Inputs for the command-line tests: image folders in every prompt layout and cheap embedders.
 
-``cell_pixels`` is importable as ``tests.cli_helpers:cell_pixels`` by ``--embedder``: 4 x 4
+``cell_pixels`` is importable as ``tests.helpers.cli:cell_pixels`` by ``--embedder``: 4 x 4
 cell averages of the raw pixels. A black image with one white 4 x 4 cell (``cell_image``) maps
 to a one-hot row, so k such images at distinct cells are exactly orthogonal under the cosine
 kernel: their Vendi score is k, whatever the number of copies of each.
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SIZE = 16
 
 

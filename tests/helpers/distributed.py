@@ -78,7 +78,7 @@ def launch_script(
     }
     done = subprocess.run(
         [sys.executable, str(script), str(out), "--devices", str(devices), *flags],
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[2],
         env=env,
         capture_output=True,
         text=True,

@@ -26,7 +26,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`\s]*)")
 MARKER = re.compile(r"^\s*<!--\s*test:\s*(?P<directive>.*?)\s*-->\s*$")
 STAND_IN = re.compile(r"stand-in(?:\s*[:(].*)?")

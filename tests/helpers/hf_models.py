@@ -10,7 +10,7 @@ import torch
 
 from diversity_callbacks import SentenceEmbedder, TransformersSampler, lexical_metrics
 from diversity_callbacks.integrations.hf import DiversityTrainerCallback
-from tests.text_helpers import PROMPTS, char_tokenizer, tiny_gpt2, tiny_sentence_transformer
+from tests.helpers.text import PROMPTS, char_tokenizer, tiny_gpt2, tiny_sentence_transformer
 
 SENTENCE = "the cat sat."
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from tests.distributed import run_distributed
+from tests.helpers.distributed import run_distributed
 
 
 def _sum_of_ranks(rank: int, world_size: int) -> tuple[int, int]:

@@ -17,9 +17,9 @@ pytest.importorskip("transformers")
 pytest.importorskip("sentence_transformers")
 
 from diversity_callbacks import DiversityCallback, TransformersSampler
-from tests.integrations.hf_helpers import evaluator_options, hf_trainer
-from tests.lightning_helpers import QUIET
-from tests.text_helpers import LanguageModule, char_tokenizer, repeated_text_data, tiny_gpt2
+from tests.helpers.hf_models import evaluator_options, hf_trainer
+from tests.helpers.text import LanguageModule, char_tokenizer, repeated_text_data, tiny_gpt2
+from tests.helpers.trainer import QUIET
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -119,7 +119,7 @@ def test_the_trainer_adapter_runs_under_torchrun_with_two_gloo_ranks(tmp_path: P
 
 
 def _free_port() -> int:
-    from tests.distributed import free_port
+    from tests.helpers.distributed import free_port
 
     return free_port()
 
@@ -127,9 +127,9 @@ def _free_port() -> int:
 @pytest.mark.slow  # a Lightning and a Trainer fine-tuning run
 def test_the_text_page_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     import diversity_callbacks.embedders.sentence as sentence
-    from tests.docs import run_blocks
-    from tests.integrations.hf_helpers import Sentences
-    from tests.text_helpers import PROMPTS, tiny_sentence_transformer
+    from tests.helpers.docs import run_blocks
+    from tests.helpers.hf_models import Sentences
+    from tests.helpers.text import PROMPTS, tiny_sentence_transformer
 
     folder = tiny_sentence_transformer(tmp_path / "st")
     real = sentence.SentenceEmbedder

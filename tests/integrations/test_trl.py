@@ -13,8 +13,8 @@ pytest.importorskip("sentence_transformers")
 
 from diversity_callbacks import TransformersSampler
 from diversity_callbacks.integrations.hf import DiversityTrainerCallback
-from tests.integrations.hf_helpers import evaluator_options
-from tests.text_helpers import char_tokenizer, tiny_gpt2
+from tests.helpers.hf_models import evaluator_options
+from tests.helpers.text import char_tokenizer, tiny_gpt2
 
 TRIPLES = [
     ("the cat", " sat.", " ran!"),

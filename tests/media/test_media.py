@@ -17,7 +17,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoa
 from diversity_callbacks import DiversityCallback
 from diversity_callbacks.media import WRITERS, Media, register_writer, wants_media
 from diversity_callbacks.media.render import Table, png_bytes, slug
-from tests.lightning_helpers import PROMPTS, PixelEmbedder, TinyGenerator, tiny_data
+from tests.helpers.trainer import PROMPTS, PixelEmbedder, TinyGenerator, tiny_data
 
 Image = pytest.importorskip("PIL.Image")
 

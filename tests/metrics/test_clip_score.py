@@ -9,7 +9,7 @@ import torch
 
 from diversity_callbacks.functional import embedding_clip_score
 from diversity_callbacks.metrics import EmbeddingCLIPScore
-from tests.distributed import run_distributed
+from tests.helpers.distributed import run_distributed
 
 # Rows per update call on each rank: uneven, an empty batch, a rank that never updates.
 SHARDS = {"uneven": ([7, 0, 13], [9]), "rank1_no_update": ([5, 5], [])}

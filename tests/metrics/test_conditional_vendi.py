@@ -9,7 +9,7 @@ import torch
 
 from diversity_callbacks import ConditionalVendiScore, InformationVendiScore
 from diversity_callbacks.functional import conditional_vendi_score, information_vendi_score
-from tests.distributed import run_distributed
+from tests.helpers.distributed import run_distributed
 
 ORDERS = [0.5, 1, 2, "inf"]
 METRICS = {

@@ -9,7 +9,7 @@ import pytest
 
 from diversity_callbacks import DistinctN, SelfBLEU
 from diversity_callbacks.functional import distinct_n, self_bleu
-from tests.distributed import run_distributed
+from tests.helpers.distributed import run_distributed
 
 TEXTS = [
     "the cat sat on the mat",

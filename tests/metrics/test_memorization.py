@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from diversity_callbacks.metrics.memorization import MemorizationScore
-from tests.distributed import run_distributed
+from tests.helpers.distributed import run_distributed
 
 COPIED = (4, 17, 33)
 

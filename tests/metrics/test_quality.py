@@ -9,7 +9,7 @@ import torch
 
 from diversity_callbacks.functional import quality_weighted_vendi_score
 from diversity_callbacks.metrics import QualityWeightedVendiScore
-from tests.distributed import run_distributed
+from tests.helpers.distributed import run_distributed
 
 ORDERS = [1, 2, "inf"]
 SHARDS = ([6, 0, 9], [4])  # uneven, with an empty batch

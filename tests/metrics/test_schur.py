@@ -11,7 +11,7 @@ from diversity_callbacks import SchurComplementEntropy
 from diversity_callbacks.functional import normalize_rows, schur_complement_entropy, vendi_score
 from diversity_callbacks.functional import schur as schur_functional
 from diversity_callbacks.functional.schur import DegenerateSchurComplementWarning
-from tests.distributed import run_distributed
+from tests.helpers.distributed import run_distributed
 
 GAUSSIAN = {"kernel": "gaussian", "sigma": 4.0, "num_features": 30, "seed": 3}
 

@@ -13,7 +13,7 @@ import torch
 
 from diversity_callbacks import VendiScore
 from diversity_callbacks.functional import vendi_score
-from tests.distributed import run_distributed
+from tests.helpers.distributed import run_distributed
 
 ORDERS = [0, 0.5, 1, 2, "inf"]
 KERNELS = {

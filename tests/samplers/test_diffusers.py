@@ -15,18 +15,18 @@ pytest.importorskip("diffusers")
 pytest.importorskip("peft")
 
 from diversity_callbacks import DiffusersSampler, DiversityCallback, DiversityEvaluator
-from tests.diffusers_helpers import (
+from tests.helpers.diffusion import (
     PipelineModule,
     dummy_data,
     tiny_sd_pipeline,
     tiny_sdxl_pipeline,
     write_tokenizer,
 )
-from tests.distributed import launch_script
-from tests.docs import python_blocks
-from tests.lightning_helpers import PROMPTS, QUIET, PixelEmbedder
+from tests.helpers.distributed import launch_script
+from tests.helpers.docs import python_blocks
+from tests.helpers.trainer import PROMPTS, QUIET, PixelEmbedder
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "tests" / "scripts" / "sample_diffusers.py"
 FAST = {"num_inference_steps": 2, "guidance_scale": 1.0}  # no guidance: one UNet pass per step
 

@@ -14,9 +14,9 @@ import torch
 pytest.importorskip("transformers")
 
 from diversity_callbacks import DiversityEvaluator, TransformersSampler, lexical_metrics
-from tests.distributed import run_distributed
-from tests.lightning_helpers import LetterEmbedder
-from tests.text_helpers import PROMPTS, char_tokenizer, tiny_gpt2
+from tests.helpers.distributed import run_distributed
+from tests.helpers.text import PROMPTS, char_tokenizer, tiny_gpt2
+from tests.helpers.trainer import LetterEmbedder
 
 
 def seeded(*seeds: int) -> list[torch.Generator]:

@@ -1,6 +1,6 @@
 """Evaluate a frozen tiny Stable Diffusion pipeline with DiffusersSampler during a short fit.
 
-Run by tests/test_diffusers.py as a script, because Lightning's DDP launcher re-runs
+Run by tests/samplers/test_diffusers.py as a script, because Lightning's DDP launcher re-runs
 ``sys.argv`` in one process per device: ``python sample_diffusers.py OUT --devices 2``. The
 pipeline is built from the same seed in every process and never trained, so the logged diversity
 must not depend on the number of devices. 3 prompts x 3 samples in batches of 2: one prompt's
@@ -20,8 +20,8 @@ import lightning as L
 import torch
 
 from diversity_callbacks import DiffusersSampler, DiversityCallback
-from tests.diffusers_helpers import PipelineModule, dummy_data, tiny_sd_pipeline, write_tokenizer
-from tests.lightning_helpers import PROMPTS, PixelEmbedder
+from tests.helpers.diffusion import PipelineModule, dummy_data, tiny_sd_pipeline, write_tokenizer
+from tests.helpers.trainer import PROMPTS, PixelEmbedder
 
 
 def run(out: Path, devices: int) -> dict:

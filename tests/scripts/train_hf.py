@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torch
 
-from tests.integrations.hf_helpers import hf_trainer
+from tests.helpers.hf_models import hf_trainer
 
 
 def main() -> None:

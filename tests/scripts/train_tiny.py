@@ -31,7 +31,7 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from torchmetrics.clustering import CalinskiHarabaszScore
 
 from diversity_callbacks import DiversityCallback, EvaluationMetric
-from tests.lightning_helpers import PROMPTS, MeanNorm, PixelEmbedder, TinyGenerator, tiny_data
+from tests.helpers.trainer import PROMPTS, MeanNorm, PixelEmbedder, TinyGenerator, tiny_data
 
 FAILING_PROMPT = PROMPTS[-1]
 

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from diversity_callbacks.evaluation.metrics import EmbeddedBatch, EvaluationMetric, MetricValues
 from diversity_callbacks.evaluation.reference import ReferenceSet, shrink_to_uint8
+from diversity_callbacks.evaluation.samples import SampleEmbedder
 from diversity_callbacks.metrics.memorization import MemorizationScore
 from diversity_callbacks.utilities import distributed
 
@@ -132,3 +133,29 @@ class MemorizationPlugin(EvaluationMetric):
 
     def to(self, device: torch.device) -> None:
         self.metric.to(device)
+
+
+def memorization_plugin(
+    reference: ReferenceSet,
+    sample_embedder: SampleEmbedder,
+    device: torch.device,
+    progress: bool,
+    *,
+    shown: int,
+    thumbnail_size: int,
+    options: Mapping[str, Any],
+) -> MemorizationPlugin:
+    """The memorization scores against ``reference``, embedded here by ``sample_embedder`` (once, then
+    cached)."""
+    value_range = sample_embedder.value_range
+    with torch.inference_mode(False), torch.no_grad():
+        embeddings = reference.embeddings(sample_embedder, device, progress)
+    return MemorizationPlugin(
+        reference,
+        embeddings,
+        images=value_range is not None,
+        value_range=value_range,
+        shown=shown,
+        thumbnail_size=thumbnail_size,
+        options=options,
+    )

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diversity_callbacks.evaluation.evaluator import eval_mode
+from diversity_callbacks.evaluation.sampling import eval_mode
 from diversity_callbacks.evaluation.sharding import sharding_of
 from diversity_callbacks.samplers.contract import check_batch, split_call
 from diversity_callbacks.utilities import distributed

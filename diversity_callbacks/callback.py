@@ -19,21 +19,20 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 
-from diversity_callbacks.evaluation.conditions import Conditions, sample_seed
+from diversity_callbacks.evaluation import sampling
+from diversity_callbacks.evaluation.conditions import sample_seed
 from diversity_callbacks.evaluation.errors import EvaluationError
 from diversity_callbacks.evaluation.evaluator import DiversityEvaluator, EvaluationResult
 from diversity_callbacks.evaluation.modes import ModeReference
 from diversity_callbacks.functional.spectrum import order_key
 from diversity_callbacks.media.loggers import publish, wants_media
+from diversity_callbacks.samplers.contract import bind_module
 from diversity_callbacks.utilities.checks import check_positive_int
 from diversity_callbacks.utilities.deprecations import (
     check_current_key,
     renamed_key,
     renamed_options,
 )
-
-SampleFn = Callable[[LightningModule, Conditions, list[torch.Generator]], Any]
-"""``sample_fn(pl_module, conditions, generators) -> samples``: see :class:`DiversityCallback`."""
 
 
 class DiversityCallback(Callback):
@@ -42,7 +41,11 @@ class DiversityCallback(Callback):
     Each evaluation is one :meth:`DiversityEvaluator.evaluate
     <diversity_callbacks.DiversityEvaluator.evaluate>` (its module documents the evaluation set
     and the sampling contract): for each batch the callback calls ``sample_fn(pl_module,
-    conditions, generators)``, default ``pl_module.generate(conditions, generators)``, in eval
+    conditions, generators)`` (a sampler with ``bind``, such as
+    :class:`~diversity_callbacks.DiffusersSampler`, is bound to ``pl_module`` instead: see
+    :func:`~diversity_callbacks.samplers.contract.bind_module`), default
+    ``pl_module.generate(conditions, generators)``, a
+    :data:`~diversity_callbacks.evaluation.sampling.SampleFn`, in eval
     mode, under ``no_grad``, inside the trainer's precision context, with the global RNG restored
     afterwards, so training is unchanged.
 
@@ -112,7 +115,7 @@ class DiversityCallback(Callback):
         after_validation: bool = False,
         evaluate_at_start: bool = True,
         evaluate_on_train_end: bool = True,
-        sample_fn: SampleFn | None = None,
+        sample_fn: Callable[..., Any] | None = None,
         log_images: bool = True,
         on_error: Literal["raise", "warn"] = "raise",
         media_dir: str | os.PathLike | None = None,
@@ -333,9 +336,7 @@ class DiversityCallback(Callback):
         """
         self._last_step = trainer.global_step
         sample_fn = self.sample_fn
-        generate = (
-            (lambda c, g: sample_fn(pl_module, c, g)) if sample_fn else _default_generate(pl_module)
-        )
+        generate = bind_module(sample_fn, pl_module) if sample_fn else _default_generate(pl_module)
         try:
             result = self.evaluator.evaluate(
                 generate,
@@ -486,7 +487,7 @@ def _as_tensors(scalars: Mapping[str, float]) -> dict[str, Tensor]:
     return {key: torch.tensor(value, dtype=torch.float64) for key, value in scalars.items()}
 
 
-def _default_generate(pl_module: LightningModule) -> Callable[..., Tensor]:
+def _default_generate(pl_module: LightningModule) -> sampling.SampleFn:
     generate = getattr(pl_module, "generate", None)
     if not callable(generate):
         raise AttributeError(
@@ -501,4 +502,18 @@ def _progress_bar_enabled(trainer: Trainer) -> bool:
     return bar is not None and bar.is_enabled
 
 
-__all__ = ["DiversityCallback", "SampleFn"]
+__all__ = ["DiversityCallback"]
+
+
+def __getattr__(name: str) -> Any:
+    # 0.1 exported the callback's own sampling type here; there is one now.
+    if name == "SampleFn":
+        warnings.warn(
+            "diversity_callbacks.callback.SampleFn is now diversity_callbacks.SampleFn "
+            "(sample_fn(conditions, generators)); the callback binds its sample_fn to "
+            "pl_module (diversity_callbacks.samplers.contract.bind_module)",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return sampling.SampleFn
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -118,6 +118,19 @@ class ConditionSet:
         """Whether samples belong to prompts or classes."""
         return self.kind != "none"
 
+    def checked_counts(self, counts: Sequence[int]) -> list[int]:
+        """``counts`` of existing samples, one integer >= 0 per condition, checked."""
+        counts = list(counts)
+        if len(counts) != self.num_conditions:
+            raise ValueError(
+                f"`counts` must hold one count per condition, {self.num_conditions} in all, got "
+                f"{len(counts)}"
+            )
+        for count in counts:
+            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                raise ValueError(f"`counts` must hold integers >= 0, got {count!r}")
+        return counts
+
     def values_for(self, condition_ids: Sequence[int], device: torch.device) -> Conditions:
         """What a generator receives for samples of these condition numbers (module table)."""
         if self.kind == "none":

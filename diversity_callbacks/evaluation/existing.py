@@ -25,6 +25,21 @@ With uneven conditions:
 
 Under ``torch.distributed`` every rank calls :func:`evaluate_existing` with its own share of the
 batches (possibly none); the metric states are synced and every rank gets the same result.
+
+Example:
+    >>> import torch
+    >>> from diversity_callbacks.evaluation import ConditionSet
+    >>> evaluator = DiversityEvaluator.for_existing(
+    ...     ConditionSet.from_arguments(prompts=["a cat", "a dog"]),
+    ...     counts=[3, 2],
+    ...     embedder=lambda s: s,
+    ...     value_range=None,
+    ...     vendi_kernel="linear",
+    ... )
+    >>> batches = [(torch.eye(3), [0, 0, 0]), (torch.eye(3)[:1].repeat(2, 1), [1, 1])]
+    >>> result = evaluate_existing(evaluator, batches, progress=False)
+    >>> [round(v, 6) for v in result.per_condition["vendi_q1"].tolist()]  # 3 cats, 1 dog twice
+    [3.0, 1.0]
 """
 
 from __future__ import annotations
@@ -37,11 +52,13 @@ from torch import Tensor
 
 from diversity_callbacks.evaluation.evaluator import DiversityEvaluator, EvaluationResult
 from diversity_callbacks.evaluation.modes import ModeReference
-from diversity_callbacks.evaluation.pipeline import BatchSource, run_evaluation
+from diversity_callbacks.evaluation.pipeline import BatchSource
 
 ExistingBatch = tuple[Any, "Tensor | Sequence[int] | None"]
-"""``(samples, condition_ids)``: a batch in the evaluator's ``value_range`` (or of any kind with
-``value_range=None``) and each sample's condition number (``None`` when unconditional)."""
+"""``(samples, condition_ids)``: ``samples`` as the evaluator's ``value_range`` says (``(B, 3, H,
+W)`` images, or a sequence of ``B`` samples of any kind with ``value_range=None``, e.g.
+precomputed embeddings with an identity embedder), ``condition_ids`` ``(B,)`` integers in
+``[0, num_conditions)``, or ``None`` for an unconditional evaluator."""
 
 
 def evaluate_existing(
@@ -61,12 +78,8 @@ def evaluate_existing(
         evaluator: the embedder, the metrics and their options (best built with
             :meth:`~diversity_callbacks.DiversityEvaluator.for_existing`). Its conditions are
             what ``condition_ids`` index.
-        batches: ``(samples, condition_ids)`` pairs: ``samples`` as the evaluator's
-            ``value_range`` says (``(B, 3, H, W)`` images, or a sequence of ``B`` samples of
-            any kind with ``value_range=None``, e.g. precomputed embeddings with an identity
-            embedder), ``condition_ids`` ``(B,)`` integers in ``[0, num_conditions)``, or
-            ``None`` for an unconditional evaluator. Under ``torch.distributed``, this rank's
-            share. An exception raised while iterating is reported like a failed batch.
+        batches: :data:`ExistingBatch` pairs, this rank's share under ``torch.distributed``;
+            an exception raised while iterating is reported like a failed batch.
         device: where embeddings and metric states live (default: the CPU).
         progress: show a progress bar on rank 0 (only on a terminal).
         total: number of batches, for the progress bar.
@@ -83,21 +96,6 @@ def evaluate_existing(
     Raises:
         ValueError: when a metric takes the ``"samples"`` input (a generator's samples).
         EvaluationError: on every rank, when any rank failed to read, embed or compute.
-
-    Example:
-        >>> import torch
-        >>> from diversity_callbacks.evaluation import ConditionSet
-        >>> evaluator = DiversityEvaluator.for_existing(
-        ...     ConditionSet.from_arguments(prompts=["a cat", "a dog"]),
-        ...     counts=[3, 2],
-        ...     embedder=lambda s: s,
-        ...     value_range=None,
-        ...     vendi_kernel="linear",
-        ... )
-        >>> batches = [(torch.eye(3), [0, 0, 0]), (torch.eye(3)[:1].repeat(2, 1), [1, 1])]
-        >>> result = evaluate_existing(evaluator, batches, progress=False)
-        >>> [round(v, 6) for v in result.per_condition["vendi_q1"].tolist()]  # 3 cats, 1 dog twice
-        [3.0, 1.0]
     """
     takers = [name for name, metric in evaluator.metrics.items() if "samples" in metric.inputs]
     if takers:
@@ -108,23 +106,18 @@ def evaluate_existing(
             f"{takers} take the 'samples' input; score them with evaluate(), or give `quality=` "
             "a scorer of embeddings (quality_input='embeddings')"
         )
+    source = BatchSource(
+        batches, description=description or f"{evaluator.prefix}: embedding", total=total
+    )
     device = torch.device(device) if device is not None else torch.device("cpu")
-    reference = evaluator.mode_reference_of(compare_to)
-    with evaluator.exclusive():
-        evaluator.prepare(device)
-        evaluator.check_ranks_agree()
-        source = BatchSource(
-            batches, description=description or f"{evaluator.prefix}: embedding", total=total
-        )
-        modes = evaluator.new_mode_collector(previews, offset_by_rank=True)
-        return run_evaluation(
-            source,
-            evaluator.parts,
-            device=device,
-            progress=progress,
-            modes=modes,
-            reference=reference,
-        )
+    return evaluator.run(
+        source,
+        device,
+        progress=progress,
+        previews=previews,
+        offset_by_rank=True,
+        compare_to=compare_to,
+    )
 
 
 def per_condition_counts(condition_ids: Iterable[int], num_conditions: int) -> list[int]:

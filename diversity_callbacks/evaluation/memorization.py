@@ -135,27 +135,38 @@ class MemorizationPlugin(EvaluationMetric):
         self.metric.to(device)
 
 
-def memorization_plugin(
-    reference: ReferenceSet,
-    sample_embedder: SampleEmbedder,
-    device: torch.device,
-    progress: bool,
-    *,
-    shown: int,
-    thumbnail_size: int,
-    options: Mapping[str, Any],
-) -> MemorizationPlugin:
-    """The memorization scores against ``reference``, embedded here by ``sample_embedder`` (once, then
-    cached)."""
-    value_range = sample_embedder.value_range
-    with torch.inference_mode(False), torch.no_grad():
-        embeddings = reference.embeddings(sample_embedder, device, progress)
-    return MemorizationPlugin(
-        reference,
-        embeddings,
-        images=value_range is not None,
-        value_range=value_range,
-        shown=shown,
-        thumbnail_size=thumbnail_size,
-        options=options,
-    )
+@dataclass
+class MemorizationSetup:
+    """An evaluator's memorization scores before the reference set is embedded.
+
+    Attributes:
+        reference: the training samples (embedded at the first ``plugin``).
+        options: keyword arguments of :class:`MemorizationScore`.
+        shown: how many most-copied samples to keep for the grid.
+        thumbnail_size: longest side of their thumbnails.
+    """
+
+    reference: ReferenceSet
+    options: dict[str, Any]
+    shown: int = 16
+    thumbnail_size: int = 64
+
+    def plugin(
+        self, sample_embedder: SampleEmbedder, device: torch.device, progress: bool
+    ) -> MemorizationPlugin:
+        """The memorization scores against the reference, embedded here by ``sample_embedder``
+        (once, then cached), on ``device``."""
+        value_range = sample_embedder.value_range
+        with torch.inference_mode(False), torch.no_grad():
+            embeddings = self.reference.embeddings(sample_embedder, device, progress)
+        plugin = MemorizationPlugin(
+            self.reference,
+            embeddings,
+            images=value_range is not None,
+            value_range=value_range,
+            shown=self.shown,
+            thumbnail_size=self.thumbnail_size,
+            options=self.options,
+        )
+        plugin.to(device)
+        return plugin

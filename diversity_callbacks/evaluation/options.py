@@ -15,8 +15,10 @@ from typing import Any
 from torch import Tensor
 
 from diversity_callbacks.evaluation.applicability import SWITCHES
+from diversity_callbacks.evaluation.memorization import MemorizationSetup
 from diversity_callbacks.evaluation.metrics import QualityInput
 from diversity_callbacks.evaluation.modes import ModeOptions
+from diversity_callbacks.evaluation.reference import ReferenceSet
 from diversity_callbacks.functional.spectrum import Order
 from diversity_callbacks.images import ValueRange
 from diversity_callbacks.utilities.checks import check_positive_int
@@ -25,8 +27,68 @@ from diversity_callbacks.utilities.deprecations import renamed_arguments
 
 @dataclass(frozen=True)
 class EvaluatorOptions:
-    """Every option of :class:`~diversity_callbacks.DiversityEvaluator` but the conditions,
-    ``samples_per_condition`` and ``seed``, with the same names and defaults (see there)."""
+    """Every option of :class:`~diversity_callbacks.DiversityEvaluator` but its conditions,
+    ``samples_per_condition`` and ``seed``: the evaluator's keyword arguments, as one value.
+
+    Attributes:
+        embedder: for images, ``embed_images(images in [0, 1]) -> (B, D)`` (and
+            ``embed_texts(prompts) -> (P, D)`` for SCE and CLIPScore), ``None`` for a default
+            :class:`~diversity_callbacks.CLIPEmbedder`; for other samples, ``embed_samples`` or a
+            callable. An ``nn.Module`` embedder is moved to the evaluation's device.
+        value_range: ``"[-1,1]"``, ``"[0,1]"`` or ``"uint8"`` for ``(B, 3, H, W)`` images
+            (checked, converted to ``[0, 1]``); ``None`` for samples of any other kind (text,
+            audio, molecules), handed to the embedder unchanged.
+        batch_size: samples per call of the generator.
+        vendi_orders: orders q of the Vendi score (``"inf"`` allowed).
+        vendi_kernel: ``"cosine"``, ``"linear"`` or ``"gaussian"``.
+        vendi_sigma: bandwidth of the Gaussian kernel.
+        vendi_num_features: approximate the Gaussian kernel with this many random frequencies.
+        per_condition: the Vendi score within each condition, averaged (``per_prompt_vendi_*``,
+            ``per_class_vendi_*``); ``None``: where there are 2+ samples per condition.
+            Its 0.1 name ``conditional=`` still works, with a ``FutureWarning``.
+        sce: the Schur complement entropy given the prompts and its text part; ``None``: where
+            defined (prompts, ``embed_texts``, 2+ samples per prompt).
+        sce_kwargs: keyword arguments of :class:`~diversity_callbacks.SchurComplementEntropy`.
+        clip_score: the CLIPScore of each sample against its prompt (``clip_score``, per prompt
+            in the table), from the embeddings the metrics already have; ``None``: where
+            defined (prompts and ``embed_texts`` in the images' space).
+        quality: a per-sample quality scorer (a reward model, an aesthetic score...): adds the
+            quality-weighted Vendi score ``qvendi_q1``... (mean quality times ``vendi_q1``...)
+            and the mean ``quality``. Called on each batch, it returns ``(B,)`` finite floats.
+        quality_input: what ``quality`` is called on: ``"samples"`` (images as ``(B, 3, H, W)``
+            floats in [0, 1], other samples as generated) or ``"embeddings"`` (``(B, D)``).
+        cond_vendi: the published Conditional-Vendi score (``cond_vendi_q1``, ...; prompts by the
+            cosine kernel of their text embeddings, classes by the label kernel); ``None``:
+            where defined (class labels, or prompts and ``embed_texts``).
+        info_vendi: the Information-Vendi score (``info_vendi_q1``, ...); ``None`` as above.
+        metrics: more metrics by name: torchmetrics ``Metric`` objects taking the embeddings, or
+            :class:`~diversity_callbacks.EvaluationMetric` wrappers declaring other inputs.
+        reference: training samples to score memorization against (``copy_rate``,
+            ``nn_similarity_*``, ``l2_memorization``, ``authenticity``): a tensor of samples in
+            ``value_range``, a ``Dataset`` or ``DataLoader``, a folder of images, or a
+            ``.pt``/``.npy`` file of embeddings. Embedded once, at ``DiversityEvaluator.prepare``, and cached
+            on disk (see :class:`~diversity_callbacks.evaluation.reference.ReferenceSet`).
+        memorization_kwargs: keyword arguments of
+            :class:`~diversity_callbacks.MemorizationScore` (``threshold``, ``quantiles``,
+            ``k``, ``alpha``, ``delta``, ``chunk_size``).
+        reference_cache_dir: where the reference embeddings are cached; ``False``: nowhere.
+        max_copies_shown: most-copied samples shown beside their nearest training sample.
+        spectrum: also return the eigenvalues of the Vendi kernel.
+        modes: the leading modes of the Vendi kernel per evaluation (``result.modes``, the
+            ``num_modes`` scalar), and with ``evaluate(..., compare_to=...)`` the modes lost and
+            gained since then (``lost_mode_mass``, ``gained_mode_mass``); 0: off.
+        mode_options: ``samples`` per mode (16), the share ``threshold`` of ``num_modes``
+            (0.01), KEN's ``eta`` (1.0), the ``preview_size`` of kept thumbnails (48 px).
+        max_thumbnail_conditions: thumbnails of the first this many conditions, ...
+        max_thumbnails_per_condition: ... and of the first this many samples of each.
+        thumbnail_size: longest side of a thumbnail, in pixels.
+        prefix: first part of every key of the result.
+
+    Example:
+        >>> options = EvaluatorOptions(vendi_kernel="linear", sce=False)
+        >>> options.kernel_kwargs, options.switches["sce"]
+        ({'kernel': 'linear', 'sigma': None, 'num_features': None}, False)
+    """
 
     embedder: Any = None
     value_range: ValueRange | None = "[-1,1]"
@@ -79,6 +141,24 @@ class EvaluatorOptions:
             "sigma": self.vendi_sigma,
             "num_features": self.vendi_num_features,
         }
+
+    def memorization(self) -> MemorizationSetup | None:
+        """The memorization scores' setup (None without ``reference``), checked."""
+        kwargs = dict(self.memorization_kwargs or {})
+        if self.reference is None:
+            if kwargs:
+                raise ValueError(
+                    "`memorization_kwargs` need a `reference` set to compare with, got "
+                    f"{sorted(kwargs)} and reference=None"
+                )
+            return None
+        batch_size = check_positive_int(self.batch_size, "batch_size")
+        return MemorizationSetup(
+            ReferenceSet(self.reference, cache_dir=self.reference_cache_dir, batch_size=batch_size),
+            kwargs,
+            shown=check_positive_int(self.max_copies_shown, "max_copies_shown"),
+            thumbnail_size=self.thumbnail_limits()[2],
+        )
 
     def thumbnail_limits(self) -> tuple[int, int, int]:
         """Checked ``(max_thumbnail_conditions, max_thumbnails_per_condition, thumbnail_size)``."""

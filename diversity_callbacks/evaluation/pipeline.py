@@ -17,10 +17,11 @@ rank waits in a collective that another one left.
 
 from __future__ import annotations
 
+import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +62,32 @@ class EvaluationParts:
     def inputs(self) -> set[str]:
         """Every input some metric's ``update`` takes."""
         return {name for metric in self.metrics.values() for name in metric.inputs}
+
+
+class OneAtATime:
+    """A flag held by one evaluation at a time (a flag, not a Lock: evaluators are pickled and
+    deep-copied); the check-and-set of every instance is made atomic by one process-wide lock."""
+
+    _LOCK = threading.Lock()
+
+    def __init__(self) -> None:
+        self.held = False
+
+    @contextmanager
+    def hold(self, refusal: str) -> Iterator[None]:
+        """Hold the flag until the block ends.
+
+        Raises:
+            RuntimeError: ``refusal``, when the flag is held already.
+        """
+        with self._LOCK:
+            if self.held:
+                raise RuntimeError(refusal)
+            self.held = True
+        try:
+            yield
+        finally:
+            self.held = False
 
 
 def batch_failure(index: int, seen: int, error: Exception) -> EvaluationError:

@@ -19,7 +19,7 @@ the others (:mod:`~diversity_callbacks.evaluation.sharding`).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -40,6 +40,55 @@ Training loops that hand the sampler their module (:class:`~diversity_callbacks.
 :func:`~diversity_callbacks.samplers.contract.bind_module`."""
 
 
+class PlanBatches:
+    """This rank's share of ``plan``, drawn by ``sample_fn``: iterating calls the generator.
+
+    Every rank makes as many calls as the rank with the most batches (a throw-away call pads
+    a shorter share, never yielded), each agreed with the others (:class:`LockStep`).
+    """
+
+    def __init__(
+        self,
+        plan: SamplingPlan,
+        sample_fn: SampleFn,
+        batch_size: int,
+        device: torch.device,
+        module: torch.nn.Module | None,
+        precision_context: Callable[[], AbstractContextManager] | None,
+    ) -> None:
+        rank, world_size = distributed.rank_and_world_size()
+        self.plan, self.sample_fn, self.device, self.module = plan, sample_fn, device, module
+        self.batches = plan.batches(rank, world_size, batch_size)
+        self.calls = lockstep_calls(module, plan, batch_size)
+        self.lockstep = LockStep(device)
+        self.precision_context = precision_context or nullcontext
+
+    def __iter__(self) -> Iterator[tuple[Any, Tensor]]:
+        plan, device = self.plan, self.device
+        for index in range(self.calls):
+            if index < len(self.batches):
+                batch = self.batches[index]
+                generators = plan.generators(batch, device)
+                conditions = plan.conditions_for(batch, device)
+                with self.precision_context():
+                    samples = self.lockstep.call(self.sample_fn, conditions, generators)
+                yield samples, plan.condition_ids(batch, device)
+            else:  # this rank has one batch fewer: keep its calls in step
+                with self.precision_context():
+                    self.lockstep.call(pad_call, self.sample_fn, plan, device)
+
+    @contextmanager
+    def sampling(self) -> Iterator[None]:
+        """Around the whole draw: the global RNG isolated, the module in eval mode, its
+        forwards watched for the ranks' agreement."""
+        with isolate_rng(), eval_mode(self.module), self.lockstep.watching():
+            yield
+
+    def name_failure(self, index: int, seen: int, error: Exception) -> EvaluationError:
+        """The error of call ``index``: its samples and conditions (see :func:`call_error`)."""
+        return call_error(self.plan, self.batches, index, error)
+
+
 def sampled_source(
     plan: SamplingPlan,
     sample_fn: SampleFn,
@@ -51,7 +100,8 @@ def sampled_source(
     description: str = "sampling",
     thumbnails: Callable[[Tensor, range], dict[int, Tensor]] | None = None,
 ) -> BatchSource:
-    """This rank's share of ``plan``, drawn by ``sample_fn`` batch by batch.
+    """This rank's share of ``plan``, drawn by ``sample_fn`` batch by batch (:class:`PlanBatches`),
+    as the pipeline's source.
 
     Args:
         plan: the samples to draw.
@@ -63,46 +113,17 @@ def sampled_source(
         description: the progress bar's label.
         thumbnails: picks the thumbnails to keep from each checked batch.
     """
-    rank, world_size = distributed.rank_and_world_size()
-    batches = plan.batches(rank, world_size, batch_size)
-    calls = lockstep_calls(module, plan, batch_size)
-    lockstep = LockStep(device)
-
-    @contextmanager
-    def sampling() -> Iterator[None]:
-        with ExitStack() as stack:
-            stack.enter_context(isolate_rng())
-            stack.enter_context(eval_mode(module))
-            stack.enter_context(lockstep.watching())
-            yield
-
-    def draw() -> Iterator[tuple[Any, Tensor]]:
-        context = precision_context or nullcontext
-        for index in range(calls):
-            if index < len(batches):
-                batch = batches[index]
-                generators = plan.generators(batch, device)
-                conditions = plan.conditions_for(batch, device)
-                with context():
-                    samples = lockstep.call(sample_fn, conditions, generators)
-                yield samples, plan.condition_ids(batch, device)
-            else:  # this rank has one batch fewer: keep its calls in step
-                with context():
-                    lockstep.call(pad_call, sample_fn, plan, device)
-
-    def name_failure(index: int, seen: int, error: Exception) -> EvaluationError:
-        return call_error(plan, batches, index, error)
-
+    batches = PlanBatches(plan, sample_fn, batch_size, device, module, precision_context)
     return BatchSource(
-        draw(),
+        batches,
         description=description,
-        total=len(batches),
+        total=len(batches.batches),
         stage="sampling or embedding",
-        first_index=batches[0].start if batches else 0,
+        first_index=batches.batches[0].start if batches.batches else 0,
         generated=True,
-        context=sampling,
-        name_failure=name_failure,
-        failed_elsewhere=lambda: lockstep.agreed_failure,
+        context=batches.sampling,
+        name_failure=batches.name_failure,
+        failed_elsewhere=lambda: batches.lockstep.agreed_failure,
         thumbnails=thumbnails,
     )
 

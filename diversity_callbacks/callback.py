@@ -38,7 +38,6 @@ from diversity_callbacks.evaluation.conditions import sample_seed
 from diversity_callbacks.evaluation.errors import EvaluationError
 from diversity_callbacks.evaluation.evaluator import DiversityEvaluator, EvaluationResult
 from diversity_callbacks.evaluation.modes import ModeReference
-from diversity_callbacks.functional.spectrum import order_key
 from diversity_callbacks.media.loggers import publish, wants_media
 from diversity_callbacks.samplers.contract import bind_module
 from diversity_callbacks.utilities.checks import check_positive_int
@@ -309,9 +308,8 @@ class DiversityCallback(Callback):
             return None
         if result.mode_reference is not None and self.mode_reference is None:
             # Nothing lost or gained before there is a reference: every row has the same keys
-            prefix = self.evaluator.prefix
-            for key in ("lost_mode_mass", "gained_mode_mass"):
-                result.scalars.setdefault(f"{prefix}/{key}", 0.0)
+            for name in ("lost_mode_mass", "gained_mode_mass"):
+                result.scalars.setdefault(self.evaluator.key(name), 0.0)
         self._publish(trainer, result)
         self._keep_reference(result, trainer.global_step)
         self.last_result = result
@@ -322,9 +320,7 @@ class DiversityCallback(Callback):
         if result.mode_reference is None:
             return
         if self.compare_to == "best":
-            score = result.scalars[
-                f"{self.evaluator.prefix}/vendi_{order_key(self.evaluator.vendi_orders[0])}"
-            ]
+            score = result.scalars[self.evaluator.result_keys("vendi")[0]]  # the first order
             if self._reference_score is None or score > self._reference_score:
                 self.mode_reference, self._reference_score = result.mode_reference, score
         elif self.mode_reference is None and (

@@ -49,7 +49,13 @@ from diversity_callbacks.evaluation.pipeline import (
     OneAtATime,
     run_evaluation,
 )
-from diversity_callbacks.evaluation.results import TIMING_KEY, EvaluationResult, mode_reference_of
+from diversity_callbacks.evaluation.results import (
+    TIMING_KEY,
+    EvaluationResult,
+    mode_reference_of,
+    result_key,
+    result_keys,
+)
 from diversity_callbacks.evaluation.samples import SampleEmbedder, thumbnails_of
 from diversity_callbacks.evaluation.sampling import SampleFn, device_of, eval_mode, sampled_source
 from diversity_callbacks.functional.spectrum import parse_orders
@@ -172,7 +178,7 @@ class DiversityEvaluator:
 
     @property
     def evaluation_set(self) -> SamplingPlan | None:
-        """The sampling plan (an :class:`EvaluationSet`); None for existing samples."""
+        """The sampling plan (an :class:`EvaluationSet`), None for existing samples: ``plan``."""
         return self.plan
 
     @property
@@ -189,6 +195,14 @@ class DiversityEvaluator:
     def parts(self) -> EvaluationParts:
         """What the pipeline runs on: the conditions, the embedder, the metrics, the prefix."""
         return EvaluationParts(self.conditions, self.sample_embedder, self.metrics, self.prefix)
+
+    def result_keys(self, metric: str | None = None) -> list[str]:
+        """The logged keys in display order, as the metrics declare them; ``metric``'s alone."""
+        return result_keys(self.metrics, self.prefix, self.mode_options is not None, metric)
+
+    def key(self, name: str) -> str:
+        """The logged key of ``name``: ``key("vendi_q1") == "diversity/vendi_q1"``."""
+        return result_key(self.prefix, name)
 
     def prepare(self, device: torch.device | str = "cpu", progress: bool = True) -> None:
         """Build the default embedder (if none was given), embed the reference set (once; a
@@ -323,7 +337,7 @@ class DiversityEvaluator:
         alone, prepared and checked across ranks; :meth:`evaluate` and
         :func:`~diversity_callbacks.evaluate_existing` call it. ``previews``: the modes keep
         thumbnails; ``offset_by_rank``: their indices count this rank's samples only."""
-        reference = self.mode_reference_of(compare_to)
+        reference = mode_reference_of(compare_to, self.mode_options is not None)
         with self.exclusive():
             self.prepare(device, progress)
             self.check_ranks_agree()
@@ -352,11 +366,5 @@ class DiversityEvaluator:
 
     def reset(self) -> None:
         """Empty every metric's state."""
-        for metric in self.metrics.values():
+        for metric in self.parts.metrics.values():
             metric.reset()
-
-    def mode_reference_of(
-        self, compare_to: EvaluationResult | ModeReference | None
-    ) -> ModeReference | None:
-        """The reference to compare with, checked: ``compare_to`` needs ``modes``."""
-        return mode_reference_of(compare_to, self.mode_options is not None)

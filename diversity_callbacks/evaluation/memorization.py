@@ -19,6 +19,7 @@ from torch import Tensor
 from diversity_callbacks.evaluation.metrics import EmbeddedBatch, EvaluationMetric, MetricValues
 from diversity_callbacks.evaluation.reference import ReferenceSet, shrink_to_uint8
 from diversity_callbacks.evaluation.samples import SampleEmbedder
+from diversity_callbacks.functional.memorization import MEMORIZATION_KEYS
 from diversity_callbacks.metrics.memorization import MemorizationScore
 from diversity_callbacks.utilities import distributed
 
@@ -82,7 +83,8 @@ class MemorizationPlugin(EvaluationMetric):
         options: Mapping[str, Any] | None = None,
     ) -> None:
         inputs = ("embeddings", "samples") if images else ("embeddings",)
-        super().__init__(MemorizationScore(embeddings, **dict(options or {})), inputs=inputs)
+        metric = MemorizationScore(embeddings, **dict(options or {}))
+        super().__init__(metric, inputs=inputs, logs=MEMORIZATION_KEYS)
         self.reference = reference
         self.value_range = value_range
         self.shown = shown

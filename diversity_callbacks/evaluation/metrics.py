@@ -81,6 +81,8 @@ class EvaluationMetric:
         inputs: the arguments of its ``update``, in order (see the module table).
         keys: logged name of a key of ``compute``'s dict result, instead of ``{name}_{key}``;
             ``None`` leaves that key out.
+        logs: the keys it logs, in display order (:meth:`result_keys`); default: the names
+            ``keys`` gives, else ``name``.
 
     Example:
         >>> from torchmetrics.clustering import CalinskiHarabaszScore
@@ -95,6 +97,7 @@ class EvaluationMetric:
         inputs: Sequence[MetricInput] = ("embeddings",),
         *,
         keys: Mapping[str, str | None] | None = None,
+        logs: Sequence[str] | None = None,
     ) -> None:
         if not isinstance(metric, Metric):
             raise TypeError(f"`metric` must be a torchmetrics Metric, got {type(metric).__name__}")
@@ -108,6 +111,15 @@ class EvaluationMetric:
         self.metric = metric
         self.inputs: tuple[MetricInput, ...] = inputs
         self.keys = dict(keys or {})
+        self.logs = None if logs is None else tuple(logs)
+
+    def result_keys(self, name: str) -> tuple[str, ...]:
+        """The keys this metric, registered as ``name``, logs (without the prefix), in display
+        order: as declared (``logs``), else the names ``keys`` gives, else ``name``."""
+        if self.logs is not None:
+            return self.logs
+        named = tuple(key for key in self.keys.values() if key is not None)
+        return named or (name,)
 
     def update(self, batch: EmbeddedBatch) -> None:
         """Update the metric with the inputs it declared."""
@@ -144,8 +156,8 @@ class EvaluationMetric:
 class _Vendi(EvaluationMetric):
     """The Vendi score of all samples, with the eigenvalue spectrum when asked for."""
 
-    def __init__(self, metric: VendiScore, spectrum: bool) -> None:
-        super().__init__(metric)
+    def __init__(self, metric: VendiScore, spectrum: bool, orders: Sequence[float]) -> None:
+        super().__init__(metric, logs=ordered_keys("vendi", orders))
         self.spectrum = spectrum
 
     def compute(self, name: str) -> MetricValues:
@@ -158,8 +170,9 @@ class _Vendi(EvaluationMetric):
 class _PerConditionVendi(EvaluationMetric):
     """The per-condition Vendi score: its mean is logged, its table is kept per condition."""
 
-    def __init__(self, metric: PerConditionVendiScore) -> None:
-        super().__init__(metric, inputs=("embeddings", "condition_ids"))
+    def __init__(self, metric: PerConditionVendiScore, name: str) -> None:
+        logs = ordered_keys(name, metric.orders)
+        super().__init__(metric, inputs=("embeddings", "condition_ids"), logs=logs)
 
     def compute(self, name: str) -> MetricValues:
         values = super().compute(name)
@@ -184,14 +197,19 @@ def vendi_metrics(
     except (TypeError, ValueError) as error:  # say it in the evaluator's argument names
         given = ", ".join(f"vendi_{name}={value!r}" for name, value in kernel_kwargs.items())
         raise type(error)(f"invalid Vendi kernel options ({given}): {error}") from error
-    metrics: dict[str, EvaluationMetric] = {"vendi": _Vendi(vendi, spectrum)}
+    metrics: dict[str, EvaluationMetric] = {"vendi": _Vendi(vendi, spectrum, orders)}
     if per_condition:
         name = "per_prompt_vendi" if conditions.kind == "prompt" else "per_class_vendi"
         metric = PerConditionVendiScore(
             conditions.num_conditions, q=orders, kernel_kwargs=kernel_kwargs
         )
-        metrics[name] = _PerConditionVendi(metric)
+        metrics[name] = _PerConditionVendi(metric, name)
     return metrics
+
+
+def ordered_keys(name: str, orders: Sequence[float]) -> tuple[str, ...]:
+    """The keys of a score computed at several orders: ``vendi_q1``, ``vendi_q2``..."""
+    return tuple(f"{name}_{order_key(q)}" for q in orders)
 
 
 def builtin_result_keys(orders: Sequence[float]) -> set[str]:
@@ -223,7 +241,8 @@ class _CLIPScore(EvaluationMetric):
     """CLIPScore of the samples against their prompts: the mean, and its table per prompt."""
 
     def __init__(self, metric: EmbeddingCLIPScore) -> None:
-        super().__init__(metric, inputs=("embeddings", "condition_embeddings", "condition_ids"))
+        inputs = ("embeddings", "condition_embeddings", "condition_ids")
+        super().__init__(metric, inputs=inputs, logs=("clip_score",))
 
     def update(self, batch: EmbeddedBatch) -> None:
         images, texts = batch.embeddings, batch.condition_embeddings
@@ -249,7 +268,9 @@ class _QualityVendi(EvaluationMetric):
     def __init__(
         self, metric: QualityWeightedVendiScore, scorer: Callable[[Any], Tensor], on: QualityInput
     ) -> None:
-        super().__init__(metric, inputs=("embeddings", on) if on == "samples" else ("embeddings",))
+        inputs = ("embeddings", on) if on == "samples" else ("embeddings",)
+        logs = (*ordered_keys("qvendi", metric.orders), "quality")
+        super().__init__(metric, inputs=inputs, logs=logs)
         self.scorer = scorer
         self.on = on
 
@@ -299,7 +320,9 @@ def prompt_aware_metric(
     conditions = "condition_ids" if kind == "class" else "condition_embeddings"
     options = {key: value for key, value in kernel_kwargs.items() if value is not None}
     metric = PROMPT_AWARE[name](q=orders, **options)
-    return EvaluationMetric(metric, inputs=("embeddings", conditions))
+    return EvaluationMetric(
+        metric, inputs=("embeddings", conditions), logs=ordered_keys(name, orders)
+    )
 
 
 def optional_metrics(
@@ -344,7 +367,9 @@ def lexical_metrics(
         >>> sorted(lexical_metrics(n=(1, 2)))
         ['distinct', 'self_bleu']
     """
-    plugins = {"distinct": EvaluationMetric(DistinctN(n, tokenizer), inputs=("samples",))}
+    distinct = DistinctN(n, tokenizer)
+    logs = tuple(f"distinct_{order}" for order in distinct.orders)
+    plugins = {"distinct": EvaluationMetric(distinct, inputs=("samples",), logs=logs)}
     if self_bleu:
         plugins["self_bleu"] = EvaluationMetric(SelfBLEU(max_n, tokenizer), inputs=("samples",))
     return plugins

@@ -32,7 +32,7 @@ from diversity_callbacks.evaluation.conditions import ConditionSet
 from diversity_callbacks.evaluation.errors import EvaluationError
 from diversity_callbacks.evaluation.metrics import EmbeddedBatch, EvaluationMetric, MetricValues
 from diversity_callbacks.evaluation.modes import ModeCollector, ModeReference, SharedMoment
-from diversity_callbacks.evaluation.results import TIMING_KEY, EvaluationResult
+from diversity_callbacks.evaluation.results import TIMING_KEY, EvaluationResult, result_key
 from diversity_callbacks.evaluation.samples import SampleEmbedder
 from diversity_callbacks.evaluation.sharding import Stopped
 from diversity_callbacks.utilities import distributed
@@ -202,7 +202,7 @@ def run_evaluation(
     finally:
         for metric in parts.metrics.values():
             metric.reset()  # the next evaluation starts empty, whatever happened here
-    result.scalars[f"{parts.prefix}/{TIMING_KEY}"] = time.perf_counter() - start
+    result.scalars[result_key(parts.prefix, TIMING_KEY)] = time.perf_counter() - start
     return result
 
 
@@ -396,7 +396,7 @@ def _add_modes(
         error.__cause__ = exc
     _raise_if_any_failed(error, device, f"{where} while computing the modes")
     values.reference.step = step
-    result.scalars.update({f"{parts.prefix}/{k}": v for k, v in values.scalars.items()})
+    result.scalars.update({result_key(parts.prefix, k): v for k, v in values.scalars.items()})
     result.modes, result.lost_modes = values.modes, values.lost_modes
     result.gained_modes, result.compared_to = values.gained_modes, reference
     result.mode_reference, result.mode_previews = values.reference, values.previews

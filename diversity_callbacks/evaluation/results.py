@@ -8,12 +8,35 @@ from dataclasses import dataclass, field
 from torch import Tensor
 
 from diversity_callbacks.evaluation.memorization import CopiedSamples
-from diversity_callbacks.evaluation.metrics import MetricValues
-from diversity_callbacks.evaluation.modes import ModeReference, Preview
+from diversity_callbacks.evaluation.metrics import EvaluationMetric, MetricValues
+from diversity_callbacks.evaluation.modes import MODE_KEYS, ModeReference, Preview
 from diversity_callbacks.functional.modes import Mode
 
 TIMING_KEY = "eval_seconds"
 """The key of an evaluation's wall time in :attr:`EvaluationResult.scalars` (after the prefix)."""
+
+
+def result_key(prefix: str, name: str) -> str:
+    """The logged key of ``name``: ``{prefix}/{name}``, the one place keys are built.
+
+    Example:
+        >>> result_key("diversity", "vendi_q1")
+        'diversity/vendi_q1'
+    """
+    return f"{prefix}/{name}"
+
+
+def result_keys(
+    metrics: Mapping[str, EvaluationMetric], prefix: str, modes: bool, metric: str | None = None
+) -> list[str]:
+    """Every logged key in display order: each metric's as it declares them
+    (:meth:`~diversity_callbacks.EvaluationMetric.result_keys`), then the modes' (with
+    ``modes``) and the timing's; with ``metric``, that metric's only."""
+    if metric is not None:
+        return [result_key(prefix, key) for key in metrics[metric].result_keys(metric)]
+    names = [key for name, plugin in metrics.items() for key in plugin.result_keys(name)]
+    names += [*(MODE_KEYS if modes else ()), TIMING_KEY]
+    return [result_key(prefix, name) for name in names]
 
 
 @dataclass
@@ -78,7 +101,7 @@ class EvaluationResult:
                         "one of them in `metrics` (a dict result logs {name}_{key})"
                     )
                 owners[key] = f"metric {name!r}"
-            result.scalars.update({f"{prefix}/{k}": v for k, v in value.scalars.items()})
+            result.scalars.update({result_key(prefix, k): v for k, v in value.scalars.items()})
             result.per_condition.update(value.per_condition)
             if value.spectrum is not None:
                 result.spectrum = value.spectrum

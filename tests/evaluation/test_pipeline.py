@@ -117,3 +117,46 @@ def test_a_0_1_argument_name_still_works_with_a_future_warning():
     assert "per_prompt_vendi" not in evaluator.metrics
     with pytest.raises(TypeError, match="unexpected keyword argument 'image_range'"):
         DiversityEvaluator(["a"], image_range="[0,1]")
+
+
+class TextsToo:
+    """Embeds samples as they are and prompts as one-hot rows of their first letter."""
+
+    def embed_samples(self, samples):
+        return samples
+
+    def embed_texts(self, prompts):
+        return torch.eye(5, dtype=torch.float64)[[ord(p[0]) - ord("a") for p in prompts]]
+
+
+def test_the_metrics_declare_the_logged_keys_in_the_order_they_are_logged():
+    evaluator = DiversityEvaluator(
+        ["a", "b"],
+        3,
+        embedder=TextsToo(),
+        value_range=None,
+        vendi_orders=(1, 2),
+        quality=lambda rows: rows.sum(dim=1),
+        quality_input="embeddings",
+        modes=2,
+    )
+    keys = evaluator.result_keys()
+    assert keys[:4] == [
+        "diversity/vendi_q1",
+        "diversity/vendi_q2",
+        "diversity/per_prompt_vendi_q1",
+        "diversity/per_prompt_vendi_q2",
+    ]
+    assert keys[-4:] == [
+        "diversity/num_modes",
+        "diversity/lost_mode_mass",
+        "diversity/gained_mode_mass",
+        "diversity/eval_seconds",
+    ]
+    rows = torch.eye(5, dtype=torch.float64)[[0, 1, 2, 2, 3, 4]]
+    result = evaluate_existing(evaluator, [(rows, [0, 0, 0, 1, 1, 1])], progress=False)
+    assert list(result.scalars) == [key for key in keys if key in result.scalars]
+    assert {"diversity/sce", "diversity/clip_score", "diversity/qvendi_q1"} <= set(result.scalars)
+    assert set(result.scalars) <= set(keys)
+    assert evaluator.result_keys("sce") == ["diversity/sce", "diversity/sce_text"]
+    assert evaluator.key("copy_rate") == "diversity/copy_rate"

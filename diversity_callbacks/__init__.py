@@ -20,6 +20,7 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _EXPORTS = {
+    "Kernel": "diversity_callbacks.functional.kernels",
     "VendiScore": "diversity_callbacks.metrics.vendi",
     "PerConditionVendiScore": "diversity_callbacks.metrics.per_condition",
     "ConditionalVendiScore": "diversity_callbacks.metrics.conditional_vendi",
@@ -73,6 +74,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from diversity_callbacks.evaluation.options import EvaluatorOptions  # noqa: F401
     from diversity_callbacks.evaluation.results import EvaluationResult  # noqa: F401
     from diversity_callbacks.evaluation.sampling import SampleFn  # noqa: F401
+    from diversity_callbacks.functional.kernels import Kernel  # noqa: F401
     from diversity_callbacks.integrations.hf import DiversityTrainerCallback  # noqa: F401
     from diversity_callbacks.metrics.clip_score import EmbeddingCLIPScore  # noqa: F401
     from diversity_callbacks.metrics.conditional_vendi import (  # noqa: F401

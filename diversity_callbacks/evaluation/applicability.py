@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from diversity_callbacks.evaluation.conditions import ConditionSet
+from diversity_callbacks.functional.kernels import Kernel
 from diversity_callbacks.utilities.checks import describe
 
 SWITCHES = ("per_condition", "sce", "clip_score", "cond_vendi", "info_vendi")
@@ -91,7 +92,7 @@ def applicable_metrics(
     samples_per_condition: int | Sequence[int],
     *,
     embedder: Any = None,
-    vendi_kernel: str = "cosine",
+    vendi_kernel: Kernel | str = "cosine",
     requested: Mapping[str, bool | None] | None = None,
 ) -> dict[str, MetricChoice]:
     """Decide every optional metric (see the module table); nothing is raised here.
@@ -102,7 +103,7 @@ def applicable_metrics(
             samples in each condition.
         embedder: the evaluator's embedder; ``None`` is the default
             :class:`~diversity_callbacks.CLIPEmbedder`, which embeds texts.
-        vendi_kernel: the Vendi score's kernel name.
+        vendi_kernel: the Vendi score's :class:`~diversity_callbacks.Kernel`, or its text.
         requested: the switches by name (:data:`SWITCHES`); a missing one is ``None``.
 
     Returns:
@@ -156,10 +157,11 @@ def _unmet(
     conditions: ConditionSet,
     samples_per_condition: int | Sequence[int],
     embedder: Any,
-    vendi_kernel: str,
+    vendi_kernel: Kernel | str,
 ) -> dict[str, list[tuple[Requirement, bool]]]:
     """Every requirement of every switch, with whether the evaluation meets it."""
     kind = conditions.kind
+    kernel = vendi_kernel.name if isinstance(vendi_kernel, Kernel) else vendi_kernel.split(":")[0]
     repeated, counted = _repetition(samples_per_condition)
     texts = embeds_texts(embedder)
     embedder_text = f"an embedder with embed_texts(prompts) (got {describe(embedder)})"
@@ -178,8 +180,8 @@ def _unmet(
         (Requirement("conditions", embeddable), kind != "none"),
         (Requirement("text_embedder", embeddable), kind == "class" or texts),
         (
-            Requirement("kernel", f"a cosine or Gaussian vendi_kernel (got {vendi_kernel!r})"),
-            vendi_kernel in ("cosine", "gaussian"),
+            Requirement("kernel", f"a cosine or Gaussian vendi_kernel (got {kernel!r})"),
+            kernel in ("cosine", "gaussian"),
         ),
     ]
     return {

@@ -28,6 +28,7 @@ from diversity_callbacks.evaluation.metrics import (
 from diversity_callbacks.evaluation.modes import MODE_KEYS
 from diversity_callbacks.evaluation.options import EvaluatorOptions
 from diversity_callbacks.evaluation.results import TIMING_KEY
+from diversity_callbacks.functional.kernels import Kernel
 from diversity_callbacks.utilities.checks import describe
 
 
@@ -36,6 +37,7 @@ def evaluator_metrics(
     choices: Mapping[str, MetricChoice],
     options: EvaluatorOptions,
     orders: Sequence[float],
+    kernel: Kernel,
 ) -> dict[str, EvaluationMetric]:
     """Every metric of an evaluator, built now so that bad settings fail at construction.
 
@@ -44,19 +46,16 @@ def evaluator_metrics(
             like a built-in result, or a plug-in taking prompt embeddings the embedder cannot
             make.
     """
-    kernel_kwargs = options.kernel_kwargs
     metrics = vendi_metrics(
-        conditions, orders, kernel_kwargs, choices["per_condition"].on, options.spectrum
+        conditions, orders, kernel, choices["per_condition"].on, options.spectrum
     )
     refuse_unmet(choices)
-    qvendi = quality_metric(options.quality, options.quality_input, orders, kernel_kwargs)
+    qvendi = quality_metric(options.quality, options.quality_input, orders, kernel)
     if qvendi is not None:
         metrics["qvendi"] = qvendi
     metrics.update(plug_ins(options.metrics or {}, orders, taken=set(metrics)))
     _check_text_inputs(metrics, options.embedder)
-    optional = optional_metrics(
-        conditions, choices, orders, kernel_kwargs, dict(options.sce_kwargs or {})
-    )
+    optional = optional_metrics(conditions, choices, orders, kernel, options.sce_options())
     return {**metrics, **optional}
 
 

@@ -42,7 +42,7 @@ from diversity_callbacks.evaluation.conditions import ConditionSet, EvaluationSe
 from diversity_callbacks.evaluation.errors import EvaluationError
 from diversity_callbacks.evaluation.metrics import EvaluationMetric
 from diversity_callbacks.evaluation.modes import ModeCollector, ModeReference
-from diversity_callbacks.evaluation.options import EvaluatorOptions
+from diversity_callbacks.evaluation.options import EvaluatorOptions, kernel_settings
 from diversity_callbacks.evaluation.pipeline import (
     BatchSource,
     EvaluationParts,
@@ -155,8 +155,9 @@ class DiversityEvaluator:
         self.sample_embedder = SampleEmbedder(options.value_range, options.embedder)
         self.batch_size = check_positive_int(options.batch_size, "batch_size")
         self.vendi_orders, _ = parse_orders(options.vendi_orders)
-        self.kernel_kwargs = options.kernel_kwargs
-        self.sce_kwargs = dict(options.sce_kwargs or {})
+        self.vendi_kernel = options.kernel()
+        self.kernel_kwargs = kernel_settings(self.vendi_kernel)  # by 0.1's names
+        self.sce_kwargs = options.sce_options()
         self.thumbnail_limits = options.thumbnail_limits()
         self.memorization = options.memorization()
         self.prefix = options.checked_prefix()
@@ -165,11 +166,11 @@ class DiversityEvaluator:
             conditions,
             counts,
             embedder=options.embedder,
-            vendi_kernel=options.vendi_kernel,
+            vendi_kernel=self.vendi_kernel,
             requested=options.switches,
         )
         self.metrics: dict[str, EvaluationMetric] = evaluator_metrics(
-            conditions, self.choices, options, self.vendi_orders
+            conditions, self.choices, options, self.vendi_orders, self.vendi_kernel
         )
         self._running = OneAtATime()
         self._ranks_agree = False  # every rank's settings were found equal (checked once)

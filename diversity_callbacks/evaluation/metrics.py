@@ -35,6 +35,7 @@ from torchmetrics.utilities.exceptions import TorchMetricsUserError
 
 from diversity_callbacks.evaluation.applicability import MetricChoice
 from diversity_callbacks.evaluation.conditions import ConditionSet
+from diversity_callbacks.functional.kernels import Kernel
 from diversity_callbacks.functional.memorization import MEMORIZATION_KEYS
 from diversity_callbacks.functional.spectrum import order_key
 from diversity_callbacks.metrics.clip_score import EmbeddingCLIPScore
@@ -186,23 +187,17 @@ class _PerConditionVendi(EvaluationMetric):
 def vendi_metrics(
     conditions: ConditionSet,
     orders: Sequence[float],
-    kernel_kwargs: Mapping[str, Any],
+    kernel: Kernel,
     per_condition: bool,
     spectrum: bool,
 ) -> dict[str, EvaluationMetric]:
     """The Vendi score, and with ``per_condition`` the per-condition one (logged
-    ``per_prompt_vendi_*`` or ``per_class_vendi_*``)."""
-    try:
-        vendi = VendiScore(q=orders, **kernel_kwargs)
-    except (TypeError, ValueError) as error:  # say it in the evaluator's argument names
-        given = ", ".join(f"vendi_{name}={value!r}" for name, value in kernel_kwargs.items())
-        raise type(error)(f"invalid Vendi kernel options ({given}): {error}") from error
+    ``per_prompt_vendi_*`` or ``per_class_vendi_*``), with ``kernel``."""
+    vendi = VendiScore(q=orders, kernel=kernel)
     metrics: dict[str, EvaluationMetric] = {"vendi": _Vendi(vendi, spectrum, orders)}
     if per_condition:
         name = "per_prompt_vendi" if conditions.kind == "prompt" else "per_class_vendi"
-        metric = PerConditionVendiScore(
-            conditions.num_conditions, q=orders, kernel_kwargs=kernel_kwargs
-        )
+        metric = PerConditionVendiScore(conditions.num_conditions, q=orders, kernel=kernel)
         metrics[name] = _PerConditionVendi(metric, name)
     return metrics
 
@@ -289,7 +284,7 @@ def quality_metric(
     quality: Callable[[Any], Tensor] | None,
     quality_input: QualityInput,
     orders: Sequence[float],
-    kernel_kwargs: Mapping[str, Any],
+    kernel: Kernel,
 ) -> EvaluationMetric | None:
     """The quality-weighted Vendi score with the user's per-sample scorer, if one was given."""
     if quality_input not in get_args(QualityInput):
@@ -303,7 +298,7 @@ def quality_metric(
             "`quality` must be a callable scoring a batch of samples (or of their embeddings, "
             f"with quality_input='embeddings') -> (B,) floats, got {type(quality).__name__}"
         )
-    metric = QualityWeightedVendiScore(q=orders, **kernel_kwargs)
+    metric = QualityWeightedVendiScore(q=orders, kernel=kernel)
     return _QualityVendi(metric, quality, quality_input)
 
 
@@ -312,14 +307,13 @@ PROMPT_AWARE = {"cond_vendi": ConditionalVendiScore, "info_vendi": InformationVe
 
 
 def prompt_aware_metric(
-    name: str, kind: str, orders: Sequence[float], kernel_kwargs: Mapping[str, Any]
+    name: str, kind: str, orders: Sequence[float], kernel: Kernel
 ) -> EvaluationMetric:
     """Conditional-Vendi or Information-Vendi (``name``): prompts are compared by the cosine
     kernel of their text embeddings, class labels by the label kernel; the samples' kernel is
     the Vendi score's (cosine or Gaussian)."""
     conditions = "condition_ids" if kind == "class" else "condition_embeddings"
-    options = {key: value for key, value in kernel_kwargs.items() if value is not None}
-    metric = PROMPT_AWARE[name](q=orders, **options)
+    metric = PROMPT_AWARE[name](q=orders, kernel=kernel)
     return EvaluationMetric(
         metric, inputs=("embeddings", conditions), logs=ordered_keys(name, orders)
     )
@@ -329,7 +323,7 @@ def optional_metrics(
     conditions: ConditionSet,
     choices: Mapping[str, MetricChoice],
     orders: Sequence[float],
-    kernel_kwargs: Mapping[str, Any],
+    kernel: Kernel,
     sce_kwargs: Mapping[str, Any],
 ) -> dict[str, EvaluationMetric]:
     """SCE, CLIPScore, Conditional- and Information-Vendi, those that ``choices`` turn on
@@ -341,7 +335,7 @@ def optional_metrics(
         metrics["clip_score"] = _CLIPScore(EmbeddingCLIPScore(conditions.num_conditions))
     for name in PROMPT_AWARE:
         if choices[name].on:
-            metrics[name] = prompt_aware_metric(name, conditions.kind, orders, kernel_kwargs)
+            metrics[name] = prompt_aware_metric(name, conditions.kind, orders, kernel)
     return metrics
 
 

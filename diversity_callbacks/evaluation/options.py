@@ -8,6 +8,7 @@ there); the ``score`` command builds an :class:`EvaluatorOptions` from its flags
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -19,6 +20,7 @@ from diversity_callbacks.evaluation.memorization import MemorizationSetup
 from diversity_callbacks.evaluation.metrics import QualityInput
 from diversity_callbacks.evaluation.modes import ModeOptions
 from diversity_callbacks.evaluation.reference import ReferenceSet
+from diversity_callbacks.functional.kernels import Kernel, as_kernel
 from diversity_callbacks.functional.spectrum import Order
 from diversity_callbacks.images import ValueRange
 from diversity_callbacks.utilities.checks import check_positive_int
@@ -40,15 +42,19 @@ class EvaluatorOptions:
             audio, molecules), handed to the embedder unchanged.
         batch_size: samples per call of the generator.
         vendi_orders: orders q of the Vendi score (``"inf"`` allowed).
-        vendi_kernel: ``"cosine"``, ``"linear"`` or ``"gaussian"``.
-        vendi_sigma: bandwidth of the Gaussian kernel.
-        vendi_num_features: approximate the Gaussian kernel with this many random frequencies.
+        vendi_kernel: the Vendi score's :class:`~diversity_callbacks.Kernel` (also of the
+            per-condition, quality-weighted and prompt-aware scores and of the modes), or its
+            text: ``"cosine"``, ``"linear"``, ``"gaussian:sigma=3.5,features=2048"``.
+        vendi_sigma: deprecated (``FutureWarning``): ``vendi_kernel=Kernel("gaussian", sigma=...)``.
+        vendi_num_features: deprecated (``FutureWarning``): the Kernel's ``num_features``.
         per_condition: the Vendi score within each condition, averaged (``per_prompt_vendi_*``,
             ``per_class_vendi_*``); ``None``: where there are 2+ samples per condition.
             Its 0.1 name ``conditional=`` still works, with a ``FutureWarning``.
         sce: the Schur complement entropy given the prompts and its text part; ``None``: where
             defined (prompts, ``embed_texts``, 2+ samples per prompt).
         sce_kwargs: keyword arguments of :class:`~diversity_callbacks.SchurComplementEntropy`.
+        sce_kernel: the Schur complement entropy's :class:`~diversity_callbacks.Kernel` (or its
+            text); the same as ``sce_kwargs={"kernel": ...}``; default the entropy's own.
         clip_score: the CLIPScore of each sample against its prompt (``clip_score``, per prompt
             in the table), from the embeddings the metrics already have; ``None``: where
             defined (prompts and ``embed_texts`` in the images' space).
@@ -85,21 +91,22 @@ class EvaluatorOptions:
         prefix: first part of every key of the result.
 
     Example:
-        >>> options = EvaluatorOptions(vendi_kernel="linear", sce=False)
-        >>> options.kernel_kwargs, options.switches["sce"]
-        ({'kernel': 'linear', 'sigma': None, 'num_features': None}, False)
+        >>> options = EvaluatorOptions(vendi_kernel="gaussian:sigma=2.0", sce=False)
+        >>> options.kernel(), options.switches["sce"]
+        (Kernel('gaussian', sigma=2.0), False)
     """
 
     embedder: Any = None
     value_range: ValueRange | None = "[-1,1]"
     batch_size: int = 16
     vendi_orders: Order | Sequence[Order] = (1, 2)
-    vendi_kernel: str = "cosine"
+    vendi_kernel: Kernel | str = "cosine"
     vendi_sigma: float | None = None
     vendi_num_features: int | None = None
     per_condition: bool | None = None
     sce: bool | None = None
     sce_kwargs: Mapping[str, Any] | None = None
+    sce_kernel: Kernel | str | None = None
     clip_score: bool | None = None
     quality: Callable[[Any], Tensor] | None = None
     quality_input: QualityInput = "samples"
@@ -133,14 +140,43 @@ class EvaluatorOptions:
         """The optional metrics' switches (``per_condition``, ``sce``, ...) as given."""
         return {name: getattr(self, name) for name in SWITCHES}
 
-    @property
-    def kernel_kwargs(self) -> dict[str, Any]:
-        """The Vendi score's kernel options, by the Vendi score's argument names."""
-        return {
-            "kernel": self.vendi_kernel,
-            "sigma": self.vendi_sigma,
-            "num_features": self.vendi_num_features,
-        }
+    def kernel(self) -> Kernel:
+        """The Vendi score's kernel, checked; the 0.1 ``vendi_sigma`` and
+        ``vendi_num_features`` warn (``FutureWarning``) and join it."""
+        flat = {"sigma": self.vendi_sigma, "num_features": self.vendi_num_features}
+        given = {name: value for name, value in flat.items() if value is not None}
+        shown = ", ".join(
+            f"vendi_{name}={value!r}"
+            for name, value in {"kernel": self.vendi_kernel, **flat}.items()
+        )
+        try:
+            if not given:
+                return as_kernel(self.vendi_kernel, {}, "DiversityEvaluator")
+            if isinstance(self.vendi_kernel, Kernel):
+                raise TypeError(f"give the settings in `vendi_kernel`, not also as {sorted(given)}")
+            kernel = Kernel(self.vendi_kernel, **given)
+        except (TypeError, ValueError) as error:  # in the evaluator's argument names
+            raise type(error)(f"invalid Vendi kernel options ({shown}): {error}") from error
+        warnings.warn(
+            f"{', '.join(f'`vendi_{name}`' for name in given)} is deprecated and will stop "
+            f"working in 0.3: pass vendi_kernel={kernel!r}",
+            FutureWarning,
+            stacklevel=4,
+        )
+        return kernel
+
+    def sce_options(self) -> dict[str, Any]:
+        """The keyword arguments of the Schur complement entropy, ``sce_kernel`` included."""
+        options = dict(self.sce_kwargs or {})
+        if self.sce_kernel is not None:
+            if "kernel" in options:
+                raise TypeError(
+                    "give the Schur complement entropy's kernel as `sce_kernel` or as "
+                    f"`sce_kwargs['kernel']`, not both (got {self.sce_kernel!r} and "
+                    f"{options['kernel']!r})"
+                )
+            options["kernel"] = self.sce_kernel
+        return options
 
     def memorization(self) -> MemorizationSetup | None:
         """The memorization scores' setup (None without ``reference``), checked."""
@@ -186,3 +222,21 @@ class EvaluatorOptions:
                 f"`mode_options` takes samples, threshold, eta and preview_size, got {unknown}"
             )
         return ModeOptions(modes, **options) if modes else None
+
+
+def kernel_settings(kernel: Kernel) -> dict[str, Any]:
+    """``kernel``'s settings by 0.1's names (``kernel``, ``sigma``, ``num_features``), as the
+    callback's checkpoints and the ranks' agreement hold them (so 0.1 histories resume), with
+    what 0.1 could not set (a ``seed`` other than 0, ``frequencies``, ``feature_map``) where given.
+
+    Example:
+        >>> kernel_settings(Kernel("gaussian", sigma=2.0))
+        {'kernel': 'gaussian', 'sigma': 2.0, 'num_features': None}
+    """
+    settings = {"kernel": kernel.name, "sigma": kernel.sigma, "num_features": kernel.num_features}
+    extra = {
+        name: value
+        for name, value in kernel.settings().items()
+        if name in ("frequencies", "feature_map") or (name == "seed" and value != 0)
+    }
+    return {**settings, **extra}

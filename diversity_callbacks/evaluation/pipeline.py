@@ -175,11 +175,12 @@ def run_evaluation(
         EvaluationError: on every rank, when any rank failed to read, embed or compute.
 
     Example:
+        >>> from diversity_callbacks import Kernel
         >>> from diversity_callbacks.evaluation.metrics import vendi_metrics
         >>> parts = EvaluationParts(
         ...     ConditionSet.from_arguments(),
         ...     SampleEmbedder(None, lambda s: s),
-        ...     vendi_metrics(ConditionSet.from_arguments(), [1.0], {"kernel": "linear"}, False, False),
+        ...     vendi_metrics(ConditionSet.from_arguments(), [1.0], Kernel("linear"), False, False),
         ... )
         >>> source = BatchSource([(torch.eye(3), None)], description="scoring")
         >>> result = run_evaluation(source, parts, device=torch.device("cpu"), progress=False)

@@ -16,14 +16,14 @@ from diversity_callbacks import (
 from diversity_callbacks.evaluation import BatchSource, EvaluationParts, run_evaluation
 from diversity_callbacks.evaluation.metrics import vendi_metrics
 from diversity_callbacks.evaluation.samples import SampleEmbedder
-from diversity_callbacks.functional import per_condition_vendi_score, vendi_score
+from diversity_callbacks.functional import Kernel, per_condition_vendi_score, vendi_score
 
 CPU = torch.device("cpu")
 ROWS = torch.eye(5, dtype=torch.float64)[[0, 1, 2, 3, 3]]
 
 
 def parts(conditions: ConditionSet, per_condition: bool = True) -> EvaluationParts:
-    metrics = vendi_metrics(conditions, [1.0, 2.0], {"kernel": "linear"}, per_condition, False)
+    metrics = vendi_metrics(conditions, [1.0, 2.0], Kernel("linear"), per_condition, False)
     return EvaluationParts(conditions, SampleEmbedder(None, lambda s: s), metrics)
 
 

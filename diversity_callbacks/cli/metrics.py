@@ -46,10 +46,8 @@ def build_evaluator(
         "batch_size": batch_size,
         "modes": options.modes or 0,
         "vendi_orders": list(options.vendi_orders),
-        "vendi_kernel": options.vendi_kernel,
-        "vendi_sigma": options.vendi_sigma,
-        "vendi_num_features": options.vendi_num_features,
-        "sce_kwargs": _sce_kwargs(options),
+        **_vendi_kernel(options),
+        "sce_kwargs": {} if options.sce_kernel is None else {"kernel": options.sce_kernel},
         **switches,
         **_reference_options(options, value_range),
     }
@@ -85,7 +83,7 @@ def metric_switches(
     repeated = any(count >= 2 for count in counts)
     texts = SampleEmbedder(value_range, embedder).embeds_texts
     paired = [(_PROMPTS, bool(prompts)), (_TEXT_EMBEDDER, texts)]
-    kernel = ("--vendi-kernel cosine or gaussian", options.vendi_kernel != "linear")
+    kernel = ("--vendi-kernel cosine or gaussian", options.kernel_name != "linear")
     return {
         "per_condition": _switch(
             options.per_prompt, "--per-prompt", [(_PROMPTS, bool(prompts)), (_REPEATED, repeated)]
@@ -106,14 +104,16 @@ def _switch(choice: str, flag: str, needs: list[tuple[str, bool]]) -> bool:
     return choice != "off" and not missing
 
 
-def _sce_kwargs(options: MetricOptions) -> dict[str, Any]:
-    """The SCE's kernel options that were given (the rest: the metric's defaults)."""
-    given = (
-        ("kernel", options.sce_kernel),
-        ("sigma", options.sce_sigma),
-        ("num_features", options.sce_num_features),
-    )
-    return {key: value for key, value in given if value is not None}
+def _vendi_kernel(options: MetricOptions) -> dict[str, Any]:
+    """The evaluator's Vendi kernel arguments."""
+    kernel = options.vendi_kernel
+    if kernel is None:
+        return {}
+    return {
+        "vendi_kernel": kernel.name,
+        "vendi_sigma": kernel.sigma,
+        "vendi_num_features": kernel.num_features,
+    }
 
 
 def _reference_options(options: MetricOptions, value_range: str | None) -> dict[str, Any]:
@@ -135,15 +135,16 @@ def _reference_options(options: MetricOptions, value_range: str | None) -> dict[
 
 def check_kernel_memory(options: MetricOptions, run: str, rows: int) -> None:
     """Refuse the exact Gaussian kernel when its n x n matrices would exceed the limit."""
-    if options.vendi_kernel != "gaussian" or options.vendi_num_features is not None:
+    if not options.exact_gaussian:
         return
+    sigma = float(options.vendi_kernel.sigma)  # type: ignore[union-attr, arg-type]
     needed = KERNEL_COPIES * 8 * rows * rows
     if needed > options.max_kernel_memory * GIB:
         raise InputError(
             f"run {run!r}: the exact Gaussian kernel of {rows:,} images needs about "
             f"{needed / GIB:,.1f} GiB ({KERNEL_COPIES} float64 {rows:,} x {rows:,} matrices), "
             f"above --max-kernel-memory {options.max_kernel_memory:g} GiB. Stream instead with "
-            "random Fourier features (--vendi-num-features 4096: a D x D state whatever the "
-            "number of images) or the cosine kernel (--vendi-kernel cosine), or raise "
-            "--max-kernel-memory if the machine has the memory"
+            f"random Fourier features (--vendi-kernel gaussian:sigma={sigma:g},features=4096: a "
+            "D x D state whatever the number of images) or the cosine kernel (--vendi-kernel "
+            "cosine), or raise --max-kernel-memory if the machine has the memory"
         )

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import warnings
 from dataclasses import asdict, dataclass, fields
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from diversity_callbacks.cli.errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from diversity_callbacks.functional.kernels import Kernel
 
 DEFAULT_COPY_THRESHOLD = 0.95
 """MemorizationScore's default threshold, written here so that ``--help`` imports no torch
@@ -27,6 +31,21 @@ the workers and sharing the cores with them costs more than decoding in the main
 
 MAX_WORKERS = 4
 """The most decoding processes ``--workers`` defaults to (never more than the CPUs)."""
+
+KERNEL_NAMES = ("cosine", "linear", "gaussian")
+DEFAULT_KERNEL = "cosine"
+""":data:`~diversity_callbacks.functional.kernels.KERNEL_NAMES` and its ``DEFAULT_KERNEL``,
+written here so that ``--help`` imports no torch (a test keeps them equal); the kernel's text
+itself is read by :meth:`~diversity_callbacks.Kernel.parse` alone."""
+
+DEPRECATED_KERNEL_FLAGS = {
+    "vendi_sigma": ("--vendi-sigma", "--vendi-kernel", "sigma"),
+    "vendi_num_features": ("--vendi-num-features", "--vendi-kernel", "features"),
+    "sce_sigma": ("--sce-sigma", "--sce-kernel", "sigma"),
+    "sce_num_features": ("--sce-num-features", "--sce-kernel", "features"),
+}
+"""The kernel flags of 0.1 (one release, with a FutureWarning): ``dest: (flag, the kernel flag
+that now holds the setting, its key in the kernel's text)``."""
 
 
 def decoding_workers(requested: int | None, images: int) -> int:
@@ -88,17 +107,14 @@ class MetricOptions:
 
     Attributes:
         vendi_orders: orders q of the Vendi score.
-        vendi_kernel: ``"cosine"``, ``"linear"`` or ``"gaussian"``.
-        vendi_sigma: the Gaussian bandwidth (None: the kernel's default).
-        vendi_num_features: random Fourier features of the Gaussian kernel (None: exact).
+        vendi_kernel: the Vendi scores' kernel (``--vendi-kernel``, e.g.
+            ``gaussian:sigma=3.5,features=2048``); None: the default, cosine.
         per_prompt: the per-prompt Vendi score.
         sce: the Schur complement entropy and its text part.
         clip_score: CLIPScore of each image against its prompt.
         cond_vendi: the published Conditional-Vendi score.
         info_vendi: the published Information-Vendi score.
         sce_kernel: the SCE's kernel (None: its own default).
-        sce_sigma: the SCE's Gaussian bandwidth.
-        sce_num_features: the SCE's random Fourier features.
         max_kernel_memory: GiB above which the exact Gaussian kernel is refused.
         reference: training images (a folder) or their embeddings file, for memorization.
         copy_threshold: the similarity from which an image counts as a copy.
@@ -106,21 +122,48 @@ class MetricOptions:
     """
 
     vendi_orders: tuple[float, ...] = (1.0, 2.0)
-    vendi_kernel: str = "cosine"
-    vendi_sigma: float | None = None
-    vendi_num_features: int | None = None
+    vendi_kernel: Kernel | None = None
     per_prompt: str = "auto"
     sce: str = "auto"
     clip_score: str = "auto"
     cond_vendi: str = "auto"
     info_vendi: str = "auto"
-    sce_kernel: str | None = None
-    sce_sigma: float | None = None
-    sce_num_features: int | None = None
+    sce_kernel: Kernel | None = None
     max_kernel_memory: float = 8.0
     reference: str | None = None
     copy_threshold: float = DEFAULT_COPY_THRESHOLD
     modes: int | None = None
+
+    @property
+    def kernel_name(self) -> str:
+        """The Vendi kernel's name: ``"cosine"``, ``"linear"`` or ``"gaussian"``."""
+        return DEFAULT_KERNEL if self.vendi_kernel is None else str(self.vendi_kernel.name)
+
+    @property
+    def exact_gaussian(self) -> bool:
+        """Whether the Vendi kernel is the exact Gaussian (an n x n matrix, no random features)."""
+        kernel = self.vendi_kernel
+        return (
+            kernel is not None
+            and kernel.name == "gaussian"
+            and kernel.num_features is None
+            and kernel.frequencies is None
+        )
+
+    def recorded(self) -> dict[str, Any]:
+        """The options under their flag names, as ``--json`` records them (the kernels as their
+        text, and the settings of 0.1's kernel flags)."""
+        recorded: dict[str, Any] = {}
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if field.name in ("vendi_kernel", "sce_kernel"):
+                family = field.name.split("_")[0]
+                recorded[field.name] = None if value is None else str(value)
+                recorded[f"{family}_sigma"] = getattr(value, "sigma", None)
+                recorded[f"{family}_num_features"] = getattr(value, "num_features", None)
+            else:
+                recorded[field.name] = list(value) if isinstance(value, tuple) else value
+        return recorded
 
 
 @dataclass(frozen=True)
@@ -214,7 +257,13 @@ class ScoreOptions:
             names=None if args.names is None else tuple(args.names),
             prompts=_group(PromptOptions, args),
             embedder=_group(EmbedderOptions, args),
-            metrics=_group(MetricOptions, args, vendi_orders=tuple(args.vendi_orders)),
+            metrics=_group(
+                MetricOptions,
+                args,
+                vendi_orders=tuple(args.vendi_orders),
+                vendi_kernel=kernel_option(args, "vendi"),
+                sce_kernel=kernel_option(args, "sce"),
+            ),
             outputs=_group(OutputOptions, args),
             scale=_group(ScaleOptions, args),
         )
@@ -222,18 +271,59 @@ class ScoreOptions:
     def recorded(self) -> dict[str, Any]:
         """The options as ``--json`` records them: ``{"runs": [...], "vendi_kernel": ...}``,
         one flat entry per command-line option, under its argparse name."""
-        groups = (self.prompts, self.embedder, self.metrics, self.outputs, self.scale)
-        flat: dict[str, Any] = {
+        return {
             "runs": list(self.runs),
             "names": None if self.names is None else list(self.names),
+            **asdict(self.prompts),
+            **asdict(self.embedder),
+            **self.metrics.recorded(),
+            **asdict(self.outputs),
+            **asdict(self.scale),
         }
-        for group in groups:
-            flat.update(asdict(group))  # type: ignore[call-overload]
-        flat["vendi_orders"] = list(self.metrics.vendi_orders)
-        return flat
 
 
 def _group(kind: type[Group], args: argparse.Namespace, **given: Any) -> Group:
     """One option group from the parsed options of the same names."""
-    values = {field.name: getattr(args, field.name) for field in fields(kind)}  # type: ignore[arg-type]
-    return kind(**{**values, **given})
+    names = [field.name for field in fields(kind)]  # type: ignore[arg-type]
+    return kind(**{name: given[name] if name in given else getattr(args, name) for name in names})
+
+
+def kernel_option(args: argparse.Namespace, family: str) -> Kernel | None:
+    """The kernel of ``--vendi-kernel`` or ``--sce-kernel`` (``family``), read by
+    :meth:`~diversity_callbacks.Kernel.parse`, with the settings of 0.1's ``--vendi-sigma``,
+    ``--vendi-num-features``, ``--sce-sigma`` and ``--sce-num-features`` added (each warns:
+    ``FutureWarning``). None: the metric's own default.
+
+    Raises:
+        InputError: naming the flag, for a kernel's text that cannot be read, or a setting given
+            both ways.
+    """
+    from diversity_callbacks.functional.kernels import Kernel
+
+    flag = f"--{family}-kernel"
+    text = getattr(args, f"{family}_kernel")
+    settings = []
+    for dest, (old, new, key) in DEPRECATED_KERNEL_FLAGS.items():
+        value = getattr(args, dest, None)
+        if not dest.startswith(family) or value is None:
+            continue
+        warnings.warn(
+            f"{old} is deprecated and will stop working in 0.3: give the setting in the kernel, "
+            f"{new} gaussian:{key}={value}",
+            FutureWarning,
+            stacklevel=2,
+        )
+        if text is None or f"{key}=" in text.partition(":")[2]:
+            raise InputError(
+                f"{old} {value} needs {new} gaussian without {key}= (better: {new} "
+                f"gaussian:{key}={value}), got {new} {text!r}"
+            )
+        settings.append(f"{key}={value}")
+    if text is None:
+        return None
+    if settings:
+        text += ("," if ":" in text else ":") + ",".join(settings)
+    try:
+        return Kernel.parse(text)
+    except (TypeError, ValueError) as error:
+        raise InputError(f"{flag}: {error}") from None

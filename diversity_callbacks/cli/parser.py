@@ -8,10 +8,22 @@ import argparse
 import math
 
 from diversity_callbacks.cli.discovery import PROMPT_SOURCES
-from diversity_callbacks.cli.options import DEFAULT_COPY_THRESHOLD, MAX_WORKERS, WORKERS_FROM
+from diversity_callbacks.cli.options import (
+    DEFAULT_COPY_THRESHOLD,
+    DEFAULT_KERNEL,
+    KERNEL_NAMES,
+    MAX_WORKERS,
+    WORKERS_FROM,
+)
 
 SWITCH = ("auto", "on", "off")
 """The choices of a metric that is on where it is defined (``auto``), required, or off."""
+
+KERNEL_HELP = (
+    f"{'|'.join(KERNEL_NAMES)}, with settings after ':' (sigma=S: the Gaussian bandwidth; "
+    "features=M: random Fourier features, which stream, exact without; seed=N), e.g. "
+    "gaussian:sigma=3.5,features=2048"
+)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -109,17 +121,20 @@ def add_vendi_arguments(group: argparse._ArgumentGroup) -> None:
     )
     group.add_argument(
         "--vendi-kernel",
-        choices=("cosine", "linear", "gaussian"),
-        default="cosine",
-        help="kernel of the Vendi scores",
+        type=kernel_text,
+        default=DEFAULT_KERNEL,
+        metavar="KERNEL",
+        help=f"kernel of the Vendi scores: {KERNEL_HELP}",
     )
     group.add_argument(
-        "--vendi-sigma", type=positive_float, help="bandwidth of the Gaussian kernel"
+        "--vendi-sigma",
+        type=positive_float,
+        help="deprecated (until 0.3): --vendi-kernel gaussian:sigma=S",
     )
     group.add_argument(
         "--vendi-num-features",
         type=positive_int,
-        help="random Fourier features for the Gaussian kernel (streams; exact without)",
+        help="deprecated (until 0.3): --vendi-kernel gaussian:sigma=S,features=M",
     )
 
 
@@ -160,14 +175,19 @@ def add_sce_arguments(group: argparse._ArgumentGroup) -> None:
     """The SCE's kernel, and the exact Gaussian kernel's memory guard."""
     group.add_argument(
         "--sce-kernel",
-        choices=("cosine", "linear", "gaussian"),
-        help="kernel of the Schur complement entropy (None: its own default)",
+        type=kernel_text,
+        metavar="KERNEL",
+        help="kernel of the Schur complement entropy (default: its own): " + KERNEL_HELP,
     )
     group.add_argument(
-        "--sce-sigma", type=positive_float, help="bandwidth of the SCE's Gaussian kernel"
+        "--sce-sigma",
+        type=positive_float,
+        help="deprecated (until 0.3): --sce-kernel gaussian:sigma=S",
     )
     group.add_argument(
-        "--sce-num-features", type=positive_int, help="random Fourier features of the SCE"
+        "--sce-num-features",
+        type=positive_int,
+        help="deprecated (until 0.3): --sce-kernel gaussian:sigma=S,features=M",
     )
     group.add_argument(
         "--max-kernel-memory",
@@ -268,6 +288,18 @@ def positive_float(text: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
     return value
+
+
+def kernel_text(text: str) -> str:
+    """A kernel's text whose name is a kernel's; the settings are read when the options are
+    built (:meth:`~diversity_callbacks.Kernel.parse`, which needs torch)."""
+    name = text.partition(":")[0].strip()
+    if name not in KERNEL_NAMES:
+        raise argparse.ArgumentTypeError(
+            f"must be a kernel name ({', '.join(KERNEL_NAMES)}), optionally with settings "
+            f"(e.g. gaussian:sigma=3.5,features=2048), got {text!r}"
+        )
+    return text
 
 
 def order(text: str) -> float:

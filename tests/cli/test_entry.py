@@ -199,3 +199,78 @@ def test_importing_the_main_module_runs_nothing():
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0 and done.stdout == "imported\n", done.stderr[-2000:]
+
+
+# ------------------------------------------------------------------ kernels
+
+
+def test_the_kernel_names_of_help_are_the_kernel_modules():
+    from diversity_callbacks.cli import options
+    from diversity_callbacks.functional import kernels
+
+    assert options.KERNEL_NAMES == kernels.KERNEL_NAMES
+    assert options.DEFAULT_KERNEL == kernels.DEFAULT_KERNEL
+
+
+def scores(tmp_path: Path, *flags: str) -> dict:
+    out = tmp_path / "s.json"
+    folder = tmp_path / "run"
+    if not folder.exists():
+        images(folder, cells=5)
+    assert main(["score", str(folder), *CELLS, *flags, "--json", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+def test_a_kernel_is_given_as_its_text_and_recorded_as_it(tmp_path):
+    document = scores(tmp_path, "--vendi-kernel", "gaussian:sigma=0.5,features=64,seed=3")
+    options = document["options"]
+    assert options["vendi_kernel"] == "gaussian:sigma=0.5,features=64,seed=3"
+    assert (options["vendi_sigma"], options["vendi_num_features"]) == (0.5, 64)
+    assert 1 < document["runs"][0]["metrics"]["vendi_q1"] <= 5
+
+
+def test_the_kernel_flags_of_0_1_still_work_with_a_future_warning(tmp_path):
+    text = scores(tmp_path, "--vendi-kernel", "gaussian:sigma=0.5,features=64")
+    with pytest.warns(FutureWarning, match="--vendi-sigma is deprecated") as caught:
+        flags = scores(
+            tmp_path, "--vendi-kernel", "gaussian", "--vendi-sigma", "0.5",
+            "--vendi-num-features", "64",
+        )  # fmt: skip
+    assert any("--vendi-num-features is deprecated" in str(w.message) for w in caught)
+    assert flags["runs"][0]["metrics"] == text["runs"][0]["metrics"]
+    assert flags["options"]["vendi_kernel"] == "gaussian:sigma=0.5,features=64"
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--vendi-kernel", "gaussian:sigma=x"], "--vendi-kernel: cannot read the kernel"),
+        (["--vendi-kernel", "gaussian"], "needs a bandwidth `sigma`"),
+        (["--sce-kernel", "cosine:sigma=2"], "--sce-kernel"),
+        (["--vendi-kernel", "gaussian:sigma=2", "--vendi-sigma", "3"], "--vendi-sigma 3.0 needs"),
+        (["--sce-sigma", "2"], "--sce-sigma 2.0 needs --sce-kernel gaussian"),
+    ],
+)
+def test_a_kernel_that_cannot_be_read_is_refused_naming_the_flag(tmp_path, capsys, flags, message):
+    folder = images(tmp_path / "run", cells=2)
+    with (
+        pytest.warns(FutureWarning)
+        if any("sigma" in f and "--" in f for f in flags[1:])
+        else _no_warning()
+    ):
+        assert main(["score", str(folder), *CELLS, *flags]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_kernel_name_that_is_not_a_kernel_is_refused_by_argparse(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["score", str(tmp_path), "--vendi-kernel", "gausian:sigma=1"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --vendi-kernel" in err and "cosine, linear, gaussian" in err
+
+
+def _no_warning():
+    import contextlib
+
+    return contextlib.nullcontext()

@@ -15,11 +15,26 @@ KERNEL_COPIES = 3
 """The exact Gaussian kernel's compute holds about three n x n float64 matrices at once (the
 kernel, the copy ``eigvalsh`` works on, its workspace)."""
 
-_TEXT_EMBEDDER = (
-    "an embedder of prompts (embed_texts; for embeddings files, a 'text_embeddings' key)"
-)
-_PROMPTS = "prompts (none were found)"
-_REPEATED = "a prompt with 2 or more images"
+SWITCH_FLAGS = {
+    "per_condition": "--per-prompt",
+    "sce": "--sce",
+    "clip_score": "--clip-score",
+    "cond_vendi": "--cond-vendi",
+    "info_vendi": "--info-vendi",
+}
+"""The evaluator's switch of each optional metric, and the flag that sets it."""
+
+NEEDS = {
+    "conditions": "prompts (none were found)",
+    "prompts": "prompts (none were found)",
+    "repeated": "a prompt with 2 or more images",
+    "text_embedder": (
+        "an embedder of prompts (embed_texts; for embeddings files, a 'text_embeddings' key)"
+    ),
+    "kernel": "--vendi-kernel cosine or gaussian",
+}
+"""What an optional metric lacks (:attr:`~diversity_callbacks.evaluation.applicability.
+Requirement.code`), in the command's words."""
 
 
 def build_evaluator(
@@ -30,90 +45,77 @@ def build_evaluator(
     options: MetricOptions,
     batch_size: int,
 ) -> Any:
-    """The :class:`~diversity_callbacks.DiversityEvaluator` of one run, from the options.
+    """The evaluator of one run's existing samples
+    (:meth:`~diversity_callbacks.DiversityEvaluator.for_existing`), from the options.
 
-    ``--per-prompt``, ``--sce`` and ``--clip-score`` ``auto`` turn the metric on where it is
-    defined: prompts, a prompt with two or more images (not for CLIPScore), and (SCE, CLIPScore)
-    an embedder with ``embed_texts``.
+    Args:
+        prompts: the run's prompts (empty: unconditional).
+        counts: the samples of each prompt (``[n]`` without prompts).
+        embedder: what embeds the samples.
+        value_range: ``"uint8"`` for images, None for embeddings.
+        options: the metric options.
+        batch_size: samples per embedding batch.
+
+    Raises:
+        InputError: for a metric switched ``on`` that does not apply here (naming what it
+            needs), or options the evaluator refuses.
     """
+    from diversity_callbacks.evaluation.conditions import ConditionSet
     from diversity_callbacks.evaluation.evaluator import DiversityEvaluator
+    from diversity_callbacks.evaluation.options import EvaluatorOptions
 
-    switches = metric_switches(prompts, counts, embedder, value_range, options)
-    per_condition, sce = switches.pop("per_condition"), switches.pop("sce")
-    settings: dict[str, Any] = {
-        "embedder": embedder,
-        "value_range": value_range,
-        "batch_size": batch_size,
-        "modes": options.modes or 0,
-        "vendi_orders": list(options.vendi_orders),
-        **_vendi_kernel(options),
-        "sce_kwargs": {} if options.sce_kernel is None else {"kernel": options.sce_kernel},
-        **switches,
+    conditions = ConditionSet.from_arguments(prompts=list(prompts) if prompts else None)
+    settings = EvaluatorOptions(
+        embedder=embedder,
+        value_range=value_range,  # type: ignore[arg-type]
+        batch_size=batch_size,
+        modes=options.modes or 0,
+        vendi_orders=options.vendi_orders,
+        vendi_kernel=options.vendi_kernel or "cosine",
+        sce_kernel=options.sce_kernel,
+        **metric_switches(conditions, counts, embedder, options),
         **_reference_options(options, value_range),
-    }
+    )
     try:
-        if prompts:
-            return DiversityEvaluator(
-                list(prompts),
-                samples_per_condition=2,
-                per_condition=per_condition,
-                sce=sce,
-                **settings,
-            )
-        return DiversityEvaluator(num_samples=1, per_condition=False, sce=False, **settings)
+        return DiversityEvaluator.for_existing(conditions, counts, settings)
     except (TypeError, ValueError) as error:
         raise InputError(str(error)) from error
 
 
 def metric_switches(
-    prompts: Sequence[str],
-    counts: Sequence[int],
-    embedder: Any,
-    value_range: str | None,
-    options: MetricOptions,
+    conditions: Any, counts: Sequence[int], embedder: Any, options: MetricOptions
 ) -> dict[str, bool]:
-    """Which of the prompt-aware metrics run: ``{"per_condition": ..., "sce": ...,
-    "clip_score": ..., "cond_vendi": ..., "info_vendi": ...}``.
+    """Which optional metrics run, as the package's one place decides
+    (:func:`~diversity_callbacks.evaluation.applicability.applicable_metrics`): ``auto`` where
+    they apply, ``on`` (an error where not), ``off``.
 
     Raises:
-        InputError: for a metric asked ``on`` that is not defined here, naming what it needs.
+        InputError: for a metric asked ``on`` that does not apply, naming what it needs.
     """
-    from diversity_callbacks.evaluation.samples import SampleEmbedder
+    from diversity_callbacks.evaluation.applicability import applicable_metrics
 
-    repeated = any(count >= 2 for count in counts)
-    texts = SampleEmbedder(value_range, embedder).embeds_texts
-    paired = [(_PROMPTS, bool(prompts)), (_TEXT_EMBEDDER, texts)]
-    kernel = ("--vendi-kernel cosine or gaussian", options.kernel_name != "linear")
-    return {
-        "per_condition": _switch(
-            options.per_prompt, "--per-prompt", [(_PROMPTS, bool(prompts)), (_REPEATED, repeated)]
-        ),
-        "sce": _switch(
-            options.sce, "--sce", [(_PROMPTS, bool(prompts)), (_REPEATED, repeated), paired[1]]
-        ),
-        "clip_score": _switch(options.clip_score, "--clip-score", paired),
-        "cond_vendi": _switch(options.cond_vendi, "--cond-vendi", [*paired, kernel]),
-        "info_vendi": _switch(options.info_vendi, "--info-vendi", [*paired, kernel]),
+    requested = {
+        name: {"on": True, "off": False}.get(getattr(options, _choice(name)))
+        for name in SWITCH_FLAGS
     }
+    choices = applicable_metrics(
+        conditions,
+        counts,
+        embedder=embedder,
+        vendi_kernel=options.vendi_kernel or "cosine",
+        requested=requested,
+    )
+    for name, choice in choices.items():
+        if choice.refused:
+            needs = dict.fromkeys(NEEDS[requirement.code] for requirement in choice.unmet)
+            raise InputError(f"{SWITCH_FLAGS[name]} on needs {' and '.join(needs)}")
+    return {name: choice.on for name, choice in choices.items()}
 
 
-def _switch(choice: str, flag: str, needs: list[tuple[str, bool]]) -> bool:
-    missing = [need for need, holds in needs if not holds]
-    if choice == "on" and missing:
-        raise InputError(f"{flag} on needs {' and '.join(missing)}")
-    return choice != "off" and not missing
-
-
-def _vendi_kernel(options: MetricOptions) -> dict[str, Any]:
-    """The evaluator's Vendi kernel arguments."""
-    kernel = options.vendi_kernel
-    if kernel is None:
-        return {}
-    return {
-        "vendi_kernel": kernel.name,
-        "vendi_sigma": kernel.sigma,
-        "vendi_num_features": kernel.num_features,
-    }
+def _choice(switch: str) -> str:
+    """The option holding a switch's ``auto``/``on``/``off``: ``per_condition`` is
+    ``--per-prompt``."""
+    return "per_prompt" if switch == "per_condition" else switch
 
 
 def _reference_options(options: MetricOptions, value_range: str | None) -> dict[str, Any]:

@@ -29,16 +29,10 @@ PLOT_HINT = 'pip install "diversity-callbacks[plot]"'
 
 
 def metric_keys(scores: Sequence[RunScore]) -> list[str]:
-    """Every metric of any run, in a fixed order: Vendi, per-prompt Vendi, SCE, the rest."""
-    keys = list(dict.fromkeys(key for score in scores for key in score.metrics))
-
-    def rank(key: str) -> tuple[int, str]:
-        for number, prefix in enumerate(("vendi_", "per_prompt_vendi_", "sce")):
-            if key.startswith(prefix):
-                return number, key
-        return 3, key
-
-    return sorted(keys, key=rank)
+    """Every metric of any run, in the order the metrics declare their keys
+    (:meth:`~diversity_callbacks.DiversityEvaluator.result_keys`): a run's own keys come in that
+    order, and a key only a later run has follows the keys before it."""
+    return list(dict.fromkeys(key for score in scores for key in score.metrics))
 
 
 def table(scores: Sequence[RunScore]) -> str:

@@ -27,6 +27,7 @@ from diversity_callbacks.cli.results import RunScore
 from diversity_callbacks.cli.sources import Source, read_source
 from diversity_callbacks.evaluation.errors import EvaluationError
 from diversity_callbacks.evaluation.existing import evaluate_existing, per_condition_counts
+from diversity_callbacks.evaluation.results import TIMING_KEY
 from diversity_callbacks.utilities import distributed
 
 
@@ -100,7 +101,7 @@ def score_run(
         check_kernel_memory(options.metrics, found.name, source.rows)
         evaluator = build_evaluator(
             found.prompts,
-            _counts(found),
+            _counts(found) or [source.rows],
             source.embedder,
             source.value_range,
             options.metrics,
@@ -120,19 +121,21 @@ def score_run(
             break
         except EvaluationError as error:
             found = without_failed_batch(source, error, options.scale)
-    return _run_score(source, result, evaluator.prefix, keep=bool(options.metrics.modes))
+    return _run_score(source, result, evaluator, keep=bool(options.metrics.modes))
 
 
-def _run_score(source: Source, result: Any, prefix: str, keep: bool) -> RunScore:
-    """What the outputs show of one run's result (every rank's skipped images gathered)."""
+def _run_score(source: Source, result: Any, evaluator: Any, keep: bool) -> RunScore:
+    """What the outputs show of one run's result (every rank's skipped images gathered), its
+    scores in the order the metrics declare them."""
     found = source.run
     gathered = [item for part in distributed.all_gather_objects(source.skipped) for item in part]
     skipped = list(dict.fromkeys(map(tuple, gathered)))
-    metrics = {
-        key.split("/", 1)[1]: value
-        for key, value in result.scalars.items()
-        if not key.endswith("/eval_seconds")
-    }
+    timing = evaluator.key(TIMING_KEY)
+    start = len(evaluator.key(""))  # the names as the metrics declare them, after the prefix
+    # In the metrics' declared order; a key no metric declares (none today) is kept, last.
+    keys = dict.fromkeys([*evaluator.result_keys(), *result.scalars])
+    metrics = {key[start:]: result.scalars[key] for key in keys if key in result.scalars}
+    del metrics[TIMING_KEY]
     return RunScore(
         name=found.name,
         path=str(found.path),
@@ -143,7 +146,7 @@ def _run_score(source: Source, result: Any, prefix: str, keep: bool) -> RunScore
         counts=_counts(found, excluded={path for path, _ in skipped}),
         per_prompt={key: column.tolist() for key, column in result.per_condition.items()},
         skipped=[tuple(item) for item in skipped],
-        seconds=result.scalars[f"{prefix}/eval_seconds"],
+        seconds=result.scalars[timing],
         files=_files_by_prompt(found),
         copies=result.copies,
         evaluation=result if keep else None,
@@ -220,6 +223,6 @@ def launch(scale: ScaleOptions) -> torch.device:
 
 
 def _bar(items: Sequence[Any], description: str, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
+    from diversity_callbacks.utilities.progress import progress_bar
 
-    return tqdm(items, desc=description, leave=False, disable=None if enabled else True)
+    return progress_bar(items, description=description, enabled=enabled)

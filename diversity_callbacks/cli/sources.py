@@ -52,12 +52,12 @@ def read_source(
 
 
 def share(total: int) -> range:
-    """This rank's contiguous share of ``total`` items; no padding, possibly empty (as the
-    evaluator's sets are split)."""
+    """This rank's contiguous share of ``total`` items, split as the evaluator splits a
+    sampling plan (:func:`~diversity_callbacks.evaluation.conditions.share_of`)."""
+    from diversity_callbacks.evaluation.conditions import share_of
     from diversity_callbacks.utilities import distributed
 
-    rank, world_size = distributed.rank_and_world_size()
-    return range(rank * total // world_size, (rank + 1) * total // world_size)
+    return share_of(total, *distributed.rank_and_world_size())
 
 
 def image_source(run: Run, embedder: Any, options: EmbedderOptions, scale: ScaleOptions) -> Source:

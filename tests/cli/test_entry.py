@@ -274,3 +274,46 @@ def _no_warning():
     import contextlib
 
     return contextlib.nullcontext()
+
+
+# ------------------------------------------------------------------ the evaluation core
+
+
+def test_runs_are_scored_without_a_sampling_plan(tmp_path, monkeypatch):
+    """The evaluator of existing images comes from ``for_existing``, not from a fake
+    ``samples_per_condition=2`` / ``num_samples=1`` generator evaluation."""
+    from diversity_callbacks import DiversityEvaluator
+    from tests.helpers.cli import write_prompted
+
+    def no_plan(*args, **kwargs):
+        raise AssertionError("a DiversityEvaluator with a sampling plan was built")
+
+    monkeypatch.setattr(DiversityEvaluator, "__init__", no_plan)
+    prompted = write_prompted(tmp_path / "prompted", "folders")
+    plain = images(tmp_path / "plain")
+    out = tmp_path / "s.json"
+    pixels = ["--embedder", "tests.helpers.trainer:PixelEmbedder", "--workers", "0"]
+    args = ["score", str(prompted), str(plain), *pixels, "--no-progress", "--json", str(out)]
+    assert main(args) == 0
+    prompted_run, plain_run = json.loads(out.read_text())["runs"]
+    assert {"per_prompt_vendi_q1", "sce"} <= set(prompted_run["metrics"])
+    assert set(plain_run["metrics"]) == {"vendi_q1", "vendi_q2"}
+
+
+def test_the_columns_follow_the_order_the_metrics_declare(tmp_path, capsys):
+    healthy = images(tmp_path / "healthy", cells=4)
+    collapsed = images(tmp_path / "collapsed", cells=2)
+    args = ["score", str(healthy), str(collapsed), *CELLS, "--modes", "2"]
+    assert main([*args, "--plot", str(tmp_path / "plots")]) == 0
+    header = capsys.readouterr().out.splitlines()[0].split()
+    assert header[3:] == ["vendi_q1", "vendi_q2", "num_modes", "lost_mode_mass", "gained_mode_mass"]
+
+
+def test_a_prompt_aware_metric_on_says_what_it_lacks_in_flags(tmp_path, capsys):
+    from tests.helpers.cli import write_prompted
+
+    folder = write_prompted(tmp_path / "run", "folders")
+    flags = ["--cond-vendi", "on", "--vendi-kernel", "linear"]
+    assert main(["score", str(folder), *CELLS, *flags]) == 2
+    err = capsys.readouterr().err
+    assert "--cond-vendi on needs" in err and "--vendi-kernel cosine or gaussian" in err

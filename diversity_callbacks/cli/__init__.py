@@ -11,9 +11,13 @@ so ``--help`` and option errors answer at once:
 - :mod:`~diversity_callbacks.cli.errors`: the command's errors and its exit status;
 - :mod:`~diversity_callbacks.cli.discovery`: which images a run holds and their prompts;
 - :mod:`~diversity_callbacks.cli.loading`: decoding in DataLoader workers, embeddings files;
+- :mod:`~diversity_callbacks.cli.sources`: this process's share of a run, as batches;
 - :mod:`~diversity_callbacks.cli.embedders`: open_clip by name or any import path;
+- :mod:`~diversity_callbacks.cli.metrics`: a run's evaluator, asking the package which
+  metrics apply;
 - :mod:`~diversity_callbacks.cli.score`: the runs through
   :func:`~diversity_callbacks.evaluation.existing.evaluate_existing`, on one process or many;
+- :mod:`~diversity_callbacks.cli.results`: what is known of a scored run;
 - :mod:`~diversity_callbacks.cli.output`: the table, JSON, CSV and plots.
 """
 

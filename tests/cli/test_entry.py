@@ -227,6 +227,8 @@ def test_a_kernel_is_given_as_its_text_and_recorded_as_it(tmp_path):
     assert options["vendi_kernel"] == "gaussian:sigma=0.5,features=64,seed=3"
     assert (options["vendi_sigma"], options["vendi_num_features"]) == (0.5, 64)
     assert 1 < document["runs"][0]["metrics"]["vendi_q1"] <= 5
+    other = scores(tmp_path, "--vendi-kernel", "gaussian:sigma=0.5,features=64,seed=4")
+    assert other["runs"][0]["metrics"]["vendi_q1"] != document["runs"][0]["metrics"]["vendi_q1"]
 
 
 def test_the_kernel_flags_of_0_1_still_work_with_a_future_warning(tmp_path):

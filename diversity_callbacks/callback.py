@@ -422,6 +422,12 @@ def _evaluator_of(
                 "give either `evaluator` or `prompts` and the evaluator options, got both "
                 f"(options {sorted(options)})"
             )
+        if evaluator.plan is None:
+            raise ValueError(
+                "`evaluator` scores existing samples (DiversityEvaluator.for_existing): the "
+                "callback samples the generator, so it needs one built with prompts, "
+                "class_labels or num_samples"
+            )
         return evaluator
     if hasattr(sample_fn, "value_range"):  # it knows its output
         options.setdefault("value_range", sample_fn.value_range)

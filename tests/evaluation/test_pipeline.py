@@ -8,6 +8,7 @@ import torch
 
 from diversity_callbacks import (
     ConditionSet,
+    DiversityCallback,
     DiversityEvaluator,
     EvaluationError,
     EvaluatorOptions,
@@ -90,6 +91,8 @@ def test_the_evaluator_of_existing_samples_needs_no_sampling_plan():
     assert scores == pytest.approx({k: expected.scalars[k] for k in scores}, rel=1e-12)
     with pytest.raises(TypeError, match=r"scores existing samples .* no sampling plan"):
         evaluator.evaluate(lambda conditions, generators: ROWS[: len(generators)])
+    with pytest.raises(ValueError, match=r"`evaluator` scores existing samples .* samples the"):
+        DiversityCallback(evaluator=evaluator)
 
 
 def test_counts_decide_the_optional_metrics_and_options_come_as_one_value():

@@ -1,0 +1,256 @@
+"""One harness for every metric class: functional == class == merge_state == 2-rank DDP.
+
+As torchmetrics' ``MetricTester``: a metric registers one :class:`MetricCase` (how to build it,
+its functional form, how to draw its inputs) and the harness checks that
+
+- the functional form on all rows (float64 inputs: the reference),
+- the class fed the rows in uneven batches,
+- ``merge_state`` of two metrics that each saw one half (and of a full and an empty one),
+- two gloo ranks with uneven shares, and with one rank that never calls ``update``
+
+all give the same ``compute()`` result, within the case's tolerances. The inputs of a case are
+columns (tensors or lists) of the same length, one per ``update`` argument, drawn from a seeded
+generator so that every process draws the same rows.
+
+The DDP check runs every case and every share in one 2-rank launch (process start-up dominates
+the cost): :func:`ddp_run` launches :func:`ddp_results` on each rank.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import math
+import pkgutil
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+from tests.helpers.distributed import run_distributed
+
+Columns = tuple[Any, ...]
+"""The ``update`` arguments of some rows: tensors or lists, all of the same length."""
+
+NUM_ROWS = 24
+BATCHES = (7, 1, 12, 4)
+"""Row counts of the class check's ``update`` calls (uneven, one of a single row)."""
+
+SHARES: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    "uneven": ((5, 4), (15,)),
+    "rank1_empty": ((10, 14), ()),
+    "rank0_empty": ((), (3, 21)),
+}
+"""Row counts per ``update`` call, per rank: uneven shares with different numbers of calls, and
+a rank that never calls ``update`` (rank 0's rows come first in the gathered order)."""
+
+DDP_TIMEOUT = 60
+"""Seconds a collective waits for the other rank (a broken metric can leave one rank waiting)."""
+
+CHECKS = ("batched", "merged_halves", "merged_with_empty", *(f"ddp_{share}" for share in SHARES))
+
+
+@dataclass(frozen=True)
+class MetricCase:
+    """One metric configuration, as the harness runs it.
+
+    Args:
+        metric: builds a fresh metric (called once per check and per rank).
+        functional: the functional form on all rows' (float64) columns, returning what
+            ``metric.compute()`` returns.
+        inputs: ``inputs(num_rows, generator)``: the columns of ``num_rows`` rows.
+        rtol: relative tolerance of every comparison with the functional form.
+        atol: absolute tolerance (for values that are 0 or near it).
+        xfail: check name (one of :data:`CHECKS`) -> why the metric fails it today; the check
+            is then a strict xfail: it must fail, with that reason, until someone fixes it.
+    """
+
+    metric: Callable[[], Metric]
+    functional: Callable[..., Any]
+    inputs: Callable[[int, torch.Generator], Columns]
+    rtol: float = 1e-9
+    atol: float = 1e-12
+    xfail: Mapping[str, str] = field(default_factory=dict)
+
+
+def draw(case: MetricCase, seed: int = 0) -> Columns:
+    """The case's :data:`NUM_ROWS` rows, the same in every process."""
+    columns = case.inputs(NUM_ROWS, torch.Generator().manual_seed(seed))
+    lengths = {len(column) for column in columns}
+    assert lengths == {NUM_ROWS}, f"the input columns have {lengths} rows, not {NUM_ROWS}"
+    return columns
+
+
+def as_float64(columns: Columns) -> Columns:
+    """Floating tensors widened to float64 (the reference's inputs); the rest as they are."""
+    return tuple(
+        c.double() if isinstance(c, Tensor) and c.is_floating_point() else c for c in columns
+    )
+
+
+def rows(columns: Columns, start: int, stop: int) -> Columns:
+    return tuple(column[start:stop] for column in columns)
+
+
+def fed(case: MetricCase, columns: Columns, counts: Sequence[int], start: int = 0) -> Metric:
+    """A fresh metric updated with consecutive batches of ``counts`` rows from row ``start``."""
+    metric = case.metric()
+    for count in counts:
+        metric.update(*rows(columns, start, start + count))
+        start += count
+    return metric
+
+
+def expected(case: MetricCase) -> Any:
+    return case.functional(*as_float64(draw(case)))
+
+
+def class_result(case: MetricCase, check: str) -> Any:
+    """``compute()`` of the one-process check ``check`` (batched or merged)."""
+    columns = draw(case)
+    if check == "batched":
+        return fed(case, columns, BATCHES).compute()
+    half = NUM_ROWS // 2
+    first = fed(case, columns, (half,))
+    if check == "merged_halves":
+        first.merge_state(fed(case, columns, (NUM_ROWS - half,), start=half))
+        return first.compute()
+    assert check == "merged_with_empty", check
+    full, empty = fed(case, columns, (NUM_ROWS,)), case.metric()
+    empty.merge_state(full)  # an empty metric takes the full one's states...
+    full.merge_state(case.metric())  # ...and a full one is unchanged by an empty one
+    return {"into_empty": empty.compute(), "empty_into": full.compute()}
+
+
+def ddp_runs(names: Sequence[str]) -> list[str]:
+    """The 2-rank runs of the cases ``names``: ``"name/share"`` for every share."""
+    return [f"{name}/{share}" for name in names for share in SHARES]
+
+
+def ddp_results(
+    rank: int, world_size: int, cases: Mapping[str, MetricCase], runs: Sequence[str], folder: str
+) -> None:
+    """What one rank computes in each run of :func:`ddp_runs`, saved run by run in ``folder``.
+
+    An error is saved as its message, then ends the launch: after it the ranks may wait in
+    different collectives, so :func:`ddp_run` starts a new launch for the runs after it.
+    """
+    assert world_size == 2, world_size
+    for run in runs:
+        name, share = run.rsplit("/", 1)
+        counts = SHARES[share]
+        start = 0 if rank == 0 else sum(counts[0])
+        try:
+            result = fed(cases[name], draw(cases[name]), counts[rank], start).compute()
+        except Exception as error:
+            torch.save(f"{type(error).__name__}: {error}", _saved(folder, run, rank))
+            raise
+        torch.save(result, _saved(folder, run, rank))
+
+
+def ddp_run(on_ranks: Callable[..., None], runs: Sequence[str]) -> dict[str, Any]:
+    """``{run: [rank 0's result, rank 1's]}``, or ``{run: why it failed}``, of
+    ``on_ranks(rank, world_size, runs, folder)`` (which calls :func:`ddp_results`).
+
+    One launch does every run while all goes well. A run that fails ends its launch, whether
+    by an error or by a collective mismatch (one rank gathering other sizes than the other
+    aborts the processes inside gloo, where no ``except`` reaches); the runs after it go to a
+    new launch, so that each broken run is reported on its own.
+    """
+    results: dict[str, Any] = {}
+    remaining = list(runs)
+    with tempfile.TemporaryDirectory() as folder:
+        while remaining:
+            try:
+                run_distributed(on_ranks, remaining, folder, timeout=DDP_TIMEOUT)
+                died = ""
+            except Exception as error:
+                died = f"the 2-rank launch died in this run ({error}; its stderr says why)"
+            done = 0
+            for run in remaining:
+                done += 1
+                paths = [_saved(folder, run, rank) for rank in range(2)]
+                saved = [torch.load(path, weights_only=False) for path in paths if path.exists()]
+                errors = [value for value in saved if isinstance(value, str)]
+                if len(saved) == 2 and not errors:
+                    results[run] = saved
+                    continue
+                assert died, f"{run}: the launch ended without both ranks' results"
+                results[run] = errors[0] if errors else died
+                break
+            remaining = remaining[done:]
+    return results
+
+
+def _saved(folder: str, run: str, rank: int) -> Path:
+    return Path(folder, f"{run.replace('/', '--')}.{rank}.pt")
+
+
+def assert_close(actual: Any, reference: Any, rtol: float, atol: float, where: str = "") -> None:
+    """Equal structure (dicts, sequences) and values within the tolerances; NaN equals NaN."""
+    if isinstance(actual, str):  # an error recorded by a rank
+        raise AssertionError(f"{where}: raised {actual}")
+    if isinstance(reference, Mapping):
+        assert isinstance(actual, Mapping), f"{where}: got {type(actual).__name__}, not a dict"
+        assert list(actual) == list(reference), f"{where}: keys {list(actual)} != {list(reference)}"
+        for key in reference:
+            assert_close(actual[key], reference[key], rtol, atol, f"{where}[{key!r}]")
+        return
+    if isinstance(reference, Tensor) or isinstance(actual, Tensor):
+        actual, reference = torch.as_tensor(actual), torch.as_tensor(reference)
+        torch.testing.assert_close(
+            actual.double().cpu(),
+            reference.double().cpu(),
+            rtol=rtol,
+            atol=atol,
+            equal_nan=True,
+            msg=lambda message: f"{where}: {message}",
+        )
+        return
+    if isinstance(reference, float) and math.isnan(reference):
+        assert math.isnan(actual), f"{where}: {actual} is not NaN"
+        return
+    assert actual == reference or math.isclose(actual, reference, rel_tol=rtol, abs_tol=atol), (
+        f"{where}: {actual!r} != {reference!r}"
+    )
+
+
+def public_metric_classes(package: str = "diversity_callbacks") -> set[type[Metric]]:
+    """Every public, concrete ``Metric`` subclass defined in the package.
+
+    Candidates are found by reading the sources (a class whose bases are named ``...Metric`` or
+    another package class), so that only the modules defining them are imported: importing
+    every module would pull in Lightning, diffusers and open_clip.
+    """
+    root = Path(importlib.import_module(package).__file__).parent
+    defined: dict[str, tuple[str, list[str]]] = {}  # class name -> (module, base names)
+    for info in pkgutil.walk_packages([str(root)], prefix=f"{package}."):
+        path = root.joinpath(*info.name.split(".")[1:])
+        source = path / "__init__.py" if info.ispkg else path.with_suffix(".py")
+        for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                bases = [ast.unparse(base).rsplit(".", 1)[-1] for base in node.bases]
+                defined[node.name] = (info.name, bases)
+
+    def may_be_metric(name: str, seen: frozenset[str] = frozenset()) -> bool:
+        bases = defined[name][1]
+        return any(
+            base == "Metric"
+            or (base in defined and base not in seen and may_be_metric(base, seen | {name}))
+            for base in bases
+        )
+
+    found = set()
+    for name, (module, _) in defined.items():
+        if name.startswith("_") or not may_be_metric(name):
+            continue
+        cls = getattr(importlib.import_module(module), name)
+        if issubclass(cls, Metric) and not inspect.isabstract(cls):
+            found.add(cls)
+    return found

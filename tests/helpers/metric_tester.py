@@ -6,7 +6,7 @@ its functional form, how to draw its inputs) and the harness checks that
 - the functional form on all rows (float64 inputs: the reference),
 - the class fed the rows in uneven batches,
 - ``merge_state`` of two metrics that each saw one half (and of a full and an empty one),
-- two gloo ranks with uneven shares, and with one rank that never calls ``update``
+- two gloo ranks with uneven shares, and with one rank that has no rows
 
 all give the same ``compute()`` result, within the case's tolerances. The inputs of a case are
 columns (tensors or lists) of the same length, one per ``update`` argument, drawn from a seeded
@@ -22,7 +22,6 @@ import ast
 import importlib
 import inspect
 import math
-import pkgutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,16 +38,18 @@ Columns = tuple[Any, ...]
 """The ``update`` arguments of some rows: tensors or lists, all of the same length."""
 
 NUM_ROWS = 24
-BATCHES = (7, 1, 12, 4)
-"""Row counts of the class check's ``update`` calls (uneven, one of a single row)."""
+BATCHES = (7, 0, 1, 12, 4)
+"""Row counts of the class check's ``update`` calls (uneven, an empty one, one of one row)."""
 
 SHARES: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "uneven": ((5, 4), (15,)),
     "rank1_empty": ((10, 14), ()),
     "rank0_empty": ((), (3, 21)),
+    "rank1_empty_batch": ((24,), (0,)),
 }
-"""Row counts per ``update`` call, per rank: uneven shares with different numbers of calls, and
-a rank that never calls ``update`` (rank 0's rows come first in the gathered order)."""
+"""Row counts per ``update`` call, per rank: uneven shares with different numbers of calls, a
+rank that never calls ``update`` and one whose only batch is empty (rank 0's rows come first in
+the gathered order)."""
 
 DDP_TIMEOUT = 60
 """Seconds a collective waits for the other rank (a broken metric can leave one rank waiting)."""
@@ -116,16 +117,16 @@ def class_result(case: MetricCase, check: str) -> Any:
     columns = draw(case)
     if check == "batched":
         return fed(case, columns, BATCHES).compute()
-    half = NUM_ROWS // 2
-    first = fed(case, columns, (half,))
     if check == "merged_halves":
+        half = NUM_ROWS // 2
+        first = fed(case, columns, (half,))
         first.merge_state(fed(case, columns, (NUM_ROWS - half,), start=half))
         return first.compute()
     assert check == "merged_with_empty", check
-    full, empty = fed(case, columns, (NUM_ROWS,)), case.metric()
-    empty.merge_state(full)  # an empty metric takes the full one's states...
-    full.merge_state(case.metric())  # ...and a full one is unchanged by an empty one
-    return {"into_empty": empty.compute(), "empty_into": full.compute()}
+    into_empty, empty_into = case.metric(), fed(case, columns, (NUM_ROWS,))
+    into_empty.merge_state(fed(case, columns, (NUM_ROWS,)))  # takes the full one's states
+    empty_into.merge_state(case.metric())  # is left as it was
+    return {"into_empty": into_empty.compute(), "empty_into": empty_into.compute()}
 
 
 def ddp_runs(names: Sequence[str]) -> list[str]:
@@ -193,7 +194,8 @@ def _saved(folder: str, run: str, rank: int) -> Path:
 
 
 def assert_close(actual: Any, reference: Any, rtol: float, atol: float, where: str = "") -> None:
-    """Equal structure (dicts, sequences) and values within the tolerances; NaN equals NaN."""
+    """Equal structure (dicts of the same keys in the same order) and values within the
+    tolerances; NaN equals NaN."""
     if isinstance(actual, str):  # an error recorded by a rank
         raise AssertionError(f"{where}: raised {actual}")
     if isinstance(reference, Mapping):
@@ -224,33 +226,31 @@ def assert_close(actual: Any, reference: Any, rtol: float, atol: float, where: s
 def public_metric_classes(package: str = "diversity_callbacks") -> set[type[Metric]]:
     """Every public, concrete ``Metric`` subclass defined in the package.
 
-    Candidates are found by reading the sources (a class whose bases are named ``...Metric`` or
-    another package class), so that only the modules defining them are imported: importing
+    Candidates are found by reading the sources (a class with a base named ``Metric``, or a
+    base that is such a class), so that only the modules defining them are imported: importing
     every module would pull in Lightning, diffusers and open_clip.
     """
     root = Path(importlib.import_module(package).__file__).parent
-    defined: dict[str, tuple[str, list[str]]] = {}  # class name -> (module, base names)
-    for info in pkgutil.walk_packages([str(root)], prefix=f"{package}."):
-        path = root.joinpath(*info.name.split(".")[1:])
-        source = path / "__init__.py" if info.ispkg else path.with_suffix(".py")
-        for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+    classes: dict[tuple[str, str], list[str]] = {}  # (module, class name) -> base names
+    for path in sorted(root.rglob("*.py")):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ClassDef):
                 bases = [ast.unparse(base).rsplit(".", 1)[-1] for base in node.bases]
-                defined[node.name] = (info.name, bases)
-
-    def may_be_metric(name: str, seen: frozenset[str] = frozenset()) -> bool:
-        bases = defined[name][1]
-        return any(
-            base == "Metric"
-            or (base in defined and base not in seen and may_be_metric(base, seen | {name}))
-            for base in bases
-        )
-
+                classes[module, node.name] = bases
+    metric_like = {"Metric"}
+    while True:  # names of classes with a Metric-like base, until no new one appears
+        grown = metric_like | {
+            name for (_, name), bases in classes.items() if metric_like & set(bases)
+        }
+        if grown == metric_like:
+            break
+        metric_like = grown
     found = set()
-    for name, (module, _) in defined.items():
-        if name.startswith("_") or not may_be_metric(name):
-            continue
-        cls = getattr(importlib.import_module(module), name)
-        if issubclass(cls, Metric) and not inspect.isabstract(cls):
-            found.add(cls)
+    for module, name in classes:
+        if name in metric_like and not name.startswith("_"):
+            cls = getattr(importlib.import_module(module), name)
+            if issubclass(cls, Metric) and not inspect.isabstract(cls):
+                found.add(cls)
     return found

@@ -20,6 +20,7 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _EXPORTS = {
+    "Kernel": "diversity_callbacks.functional.kernels",
     "VendiScore": "diversity_callbacks.metrics.vendi",
     "PerConditionVendiScore": "diversity_callbacks.metrics.per_condition",
     "ConditionalVendiScore": "diversity_callbacks.metrics.conditional_vendi",
@@ -64,6 +65,7 @@ if TYPE_CHECKING:  # pragma: no cover
         EvaluationMetric,  # noqa: F401
         lexical_metrics,  # noqa: F401
     )
+    from diversity_callbacks.functional.kernels import Kernel  # noqa: F401
     from diversity_callbacks.integrations.hf import DiversityTrainerCallback  # noqa: F401
     from diversity_callbacks.metrics.clip_score import EmbeddingCLIPScore  # noqa: F401
     from diversity_callbacks.metrics.conditional_vendi import (  # noqa: F401

@@ -26,27 +26,28 @@ from __future__ import annotations
 
 import os
 import pickle
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
 from diversity_callbacks.functional.kernels import (
     KERNEL_NAMES,
-    FeatureMap,
+    REMOVER_KERNEL,
+    Kernel,
+    KernelArgument,
     KernelName,
     RandomFourierFeatures,
+    as_kernel,
     second_moment,
 )
 from diversity_callbacks.functional.schur import (
-    _check_rtol,
-    _check_shared_map,
-    _effective_rtol,
-    _regression_map,
-    _resolve_feature_map,
-    _text_precision,
+    _schur_check_inputs,
+    check_rtol,
+    fitted_rtol,
+    regression_map,
+    resolve_explicit,
 )
-from diversity_callbacks.utilities.checks import check_features, check_paired
 
 RemovalMode = Literal["defocus", "focus"]
 
@@ -55,18 +56,19 @@ class PromptRemover:
     """Fit the prompt-to-image map on reference pairs; remove or keep the prompt's part of images.
 
     Args:
-        kernel: representation of both fit and transform: ``"linear"`` (raw embeddings,
-            default; see the module docstring), ``"cosine"`` (L2-normalised rows) or
-            ``"gaussian"`` (random Fourier features, needs ``sigma`` or ``frequencies``).
-        sigma: Gaussian bandwidth.
-        num_features: random Fourier frequencies m (2m output features; default 2500).
-        seed: seed of the frequency draw.
-        frequencies: a (d, m) frequency matrix already divided by ``sigma``.
-        feature_map: explicit feature map shared by text and images, instead of ``kernel``
-            (such a remover cannot be saved).
+        kernel: representation of both fit and transform, a :class:`~diversity_callbacks.Kernel`
+            or its text: ``"linear"`` (raw embeddings, default; see the module docstring),
+            ``"cosine"`` (L2-normalised rows), ``"gaussian:sigma=6"`` (random Fourier features,
+            2500 frequencies unless told) or ``Kernel(feature_map=phi)`` (such a remover cannot
+            be saved).
         rtol: eigenvalue cut-off on ``C_TT`` relative to its trace, as in
             :func:`~diversity_callbacks.functional.schur_complement_entropy`; default from the
             precision of the text features given to :meth:`fit`.
+        deprecated: the 0.1 kernel arguments (``sigma``, ``num_features``, ``seed``,
+            ``frequencies``, ``feature_map``), with a ``FutureWarning``.
+
+    Attributes:
+        kernel: the kernel's name (``None`` for a feature map), as saved with the map.
 
     Examples:
         >>> import torch
@@ -81,26 +83,15 @@ class PromptRemover:
 
     def __init__(
         self,
-        kernel: KernelName | None = None,
+        kernel: KernelArgument = None,
         *,
-        sigma: float | None = None,
-        num_features: int | None = None,
-        seed: int = 0,
-        frequencies: Tensor | None = None,
-        feature_map: FeatureMap | None = None,
         rtol: float | None = None,
+        **deprecated: Any,
     ) -> None:
-        kernel = "linear" if kernel is None and feature_map is None else kernel
-        self.kernel = kernel
-        self.rtol = _check_rtol(rtol)
-        self._resolved = _resolve_feature_map(
-            kernel,
-            sigma=sigma,
-            num_features=num_features,
-            seed=seed,
-            frequencies=frequencies,
-            feature_map=feature_map,
-        )
+        value = as_kernel(kernel, deprecated, "PromptRemover", default=REMOVER_KERNEL)
+        self.kernel: KernelName | None = value.name
+        self.rtol = check_rtol(rtol)
+        self._resolved = resolve_explicit(value, "PromptRemover")
         self.feature_map = self._resolved.feature_map
         self.gamma: Tensor | None = None
         """(D_T, D_I) float64 map ``C_TT^+ C_TI``, set by :meth:`fit`."""
@@ -113,8 +104,8 @@ class PromptRemover:
         phi_image, phi_text = self._features(image_features, text_features, check_fitted=False)
         if phi_image.shape[0] == 0:
             raise ValueError("`image_features` must have at least one row to fit, got shape (0, D)")
-        self.fitted_rtol = _effective_rtol(self.rtol, _text_precision(text_features))
-        self.gamma = _regression_map(
+        self.fitted_rtol = fitted_rtol(self.rtol, text_features)
+        self.gamma = regression_map(
             second_moment(phi_text),
             phi_text.T @ phi_image,
             rtol=self.fitted_rtol,
@@ -145,10 +136,9 @@ class PromptRemover:
                 "PromptRemover is not fitted: call fit(image_features, text_features)"
             )
         image_dim, text_dim = self._input_dims if check_fitted else (None, None)
-        check_features(image_features, "image_features", dim=image_dim)
-        check_features(text_features, "text_features", dim=text_dim)
-        check_paired(image_features, text_features, "image_features", "text_features")
-        _check_shared_map(self._resolved, image_features, text_features)
+        _schur_check_inputs(
+            image_features, text_features, self._resolved, image_dim=image_dim, text_dim=text_dim
+        )
         return (
             self._resolved.features(image_features, "image_features"),
             self._resolved.features(text_features, "text_features"),
@@ -198,7 +188,9 @@ class PromptRemover:
             ) from None
         # A file of the wrong shape or with NaN would load and fail, or return NaN, only later.
         kernel = _check_saved_state(state, problem)
-        remover = cls(kernel, rtol=float(state["rtol"]), frequencies=state.get("frequencies"))
+        remover = cls(
+            Kernel(kernel, frequencies=state.get("frequencies")), rtol=float(state["rtol"])
+        )
         remover.gamma = state["gamma"].to(torch.float64)
         remover.fitted_rtol = float(state["rtol"])
         image_dim, text_dim = state["input_dims"].tolist()

@@ -6,6 +6,7 @@ from diversity_callbacks.functional.conditional_vendi import (
     information_vendi_score,
 )
 from diversity_callbacks.functional.kernels import (
+    Kernel,
     RandomFourierFeatures,
     gaussian_kernel,
     normalize_rows,
@@ -38,6 +39,7 @@ from diversity_callbacks.functional.spectrum import (
 from diversity_callbacks.functional.vendi import vendi_score, vendi_score_from_kernel
 
 __all__ = [
+    "Kernel",
     "KernelMoments",
     "Mode",
     "NearestNeighbours",

@@ -36,10 +36,11 @@ import torch
 from torch import Tensor
 
 from diversity_callbacks.functional.kernels import (
+    Kernel,
+    KernelArgument,
     ResolvedKernel,
     fourier_features,
     random_fourier_frequencies,
-    resolve_kernel,
     second_moment,
 )
 from diversity_callbacks.functional.spectrum import (
@@ -111,7 +112,7 @@ def conditional_vendi_score(
     condition_features: Tensor | None = None,
     condition_ids: Tensor | None = None,
     q: Order | Sequence[Order] = 1.0,
-    kernel: str = "cosine",
+    kernel: KernelArgument = "cosine",
     sigma: float | None = None,
     condition_kernel: str = "cosine",
     condition_sigma: float | None = None,
@@ -132,7 +133,9 @@ def conditional_vendi_score(
         condition_ids: ``(N,)`` integer label of each sample's condition; the label kernel is 1
             on equal labels and 0 otherwise.
         q: order >= 0, ``"inf"``, or a sequence of orders (order 2 is the Conditional-RKE).
-        kernel: the samples' kernel, ``"cosine"`` or ``"gaussian"``.
+        kernel: the samples' kernel, ``"cosine"`` or ``"gaussian"``, or a
+            :class:`~diversity_callbacks.functional.Kernel` of either (or its text), which then
+            also gives ``sigma``, ``num_features`` and ``seed``.
         sigma: the samples' Gaussian bandwidth, ``k = exp(-|x - y|^2 / (2 sigma^2))``.
         condition_kernel: the conditions' kernel for ``condition_features``, ``"cosine"`` or
             ``"gaussian"``.
@@ -171,7 +174,7 @@ def information_vendi_score(
     condition_features: Tensor | None = None,
     condition_ids: Tensor | None = None,
     q: Order | Sequence[Order] = 1.0,
-    kernel: str = "cosine",
+    kernel: KernelArgument = "cosine",
     sigma: float | None = None,
     condition_kernel: str = "cosine",
     condition_sigma: float | None = None,
@@ -240,7 +243,7 @@ def _grams(
     condition_features: Tensor | None,
     condition_ids: Tensor | None,
     q: Order | Sequence[Order],
-    kernel: str,
+    kernel: KernelArgument,
     sigma: float | None,
     condition_kernel: str,
     condition_sigma: float | None,
@@ -251,6 +254,7 @@ def _grams(
     need_image: bool,
 ) -> tuple[dict[str, Any], list[float], bool]:
     """Check the inputs; return the kernels' Gram forms ("image", "condition", "joint")."""
+    kernel, sigma, num_features, seed = unpack_kernel(kernel, sigma, num_features, seed)
     orders, as_dict = parse_orders(q)
     check_tolerance(tolerance)
     conditions = check_conditions(features, condition_features, condition_ids)
@@ -463,12 +467,35 @@ def _resolve(
     if kernel == "cosine" and sigma is not None:
         raise ValueError(f"`{sigma_name}` only applies to {name}='gaussian', got {name}='cosine'")
     gaussian = kernel == "gaussian"
-    return resolve_kernel(
+    return Kernel(
         kernel,
         sigma=sigma if gaussian else None,
         num_features=num_features if gaussian else None,
         seed=seed,
-    )
+    ).resolve()
+
+
+def unpack_kernel(
+    kernel: KernelArgument, sigma: float | None, num_features: int | None, seed: int
+) -> tuple[Any, float | None, int | None, int]:
+    """``(name, sigma, num_features, seed)`` of the samples' kernel given as a
+    :class:`~diversity_callbacks.functional.Kernel` (or its text): the options these scores
+    share with the conditions' kernel (``num_features``, ``seed``). Names pass through."""
+    if isinstance(kernel, str) and ":" in kernel:
+        kernel = Kernel.parse(kernel)
+    if not isinstance(kernel, Kernel):
+        return kernel, sigma, num_features, seed
+    if (sigma, num_features, seed) != (None, None, 0):
+        raise TypeError(
+            "give the samples' kernel settings in the Kernel, not also as `sigma`, "
+            f"`num_features` or `seed`, got kernel={kernel!r}"
+        )
+    if kernel.feature_map is not None or kernel.frequencies is not None:
+        raise ValueError(
+            f"`kernel` must be a cosine or Gaussian kernel by name and settings (k(x, x) = 1), "
+            f"got {kernel!r}"
+        )
+    return kernel.name, kernel.sigma, kernel.num_features, kernel.seed
 
 
 def _label_grams(

@@ -11,12 +11,14 @@ Everything is computed in float64: kernel entries and moments are sums of many p
 
 from __future__ import annotations
 
+import hashlib
 import math
 import sys
+import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import pairwise
-from typing import Literal
+from typing import Any, Literal
 
 import numpy
 import torch
@@ -453,79 +455,334 @@ def _describe(value: object) -> str:
     return type(value).__name__
 
 
-def resolve_kernel(
-    kernel: KernelSpec | None = None,
-    *,
-    sigma: float | None = None,
-    num_features: int | None = None,
-    seed: int = 0,
-    feature_map: FeatureMap | None = None,
-    frequencies: Tensor | None = None,
-) -> ResolvedKernel:
-    """Turn the user-facing kernel arguments into a feature map or a kernel function.
+DEFAULT_KERNEL: KernelName = "cosine"
+"""The kernel of every score (Vendi, per-condition Vendi, SCE, modes, novelty) when none is
+given: ``k(x, x) = 1``, as the scores' definitions ask, and no bandwidth to choose (docs/metrics.md,
+"Kernel defaults")."""
+REMOVER_KERNEL: KernelName = "linear"
+""":class:`~diversity_callbacks.PromptRemover`'s kernel when none is given: its output stays in the
+embedding space, and what it removes is exactly the part linear in the prompt (docs/metrics.md)."""
+EXPLICIT_NUM_FEATURES = 2500
+"""Random Fourier frequencies of a Gaussian kernel that must have an explicit feature map (the
+Schur complement entropy, the prompt remover): the published method's 2 x 2500 features."""
 
-    The one place where kernel names are read: the Vendi score and the Schur complement entropy
-    (functional forms, metrics, :class:`~diversity_callbacks.PromptRemover`) all resolve here.
+_PARSE_KEYS = {
+    "sigma": "sigma",
+    "features": "num_features",
+    "num_features": "num_features",
+    "seed": "seed",
+}
+"""The settings a kernel's text may give, by their name in the text."""
+_ACCEPTED = (
+    "a kernel name (cosine, linear, gaussian), optionally followed by ':' and comma-separated "
+    "key=value settings: sigma=<number>, features=<int>, seed=<int> (e.g. "
+    "'gaussian:sigma=3.5,features=2048')"
+)
+
+
+@dataclass(frozen=True, eq=False)
+class Kernel:
+    """A similarity kernel as one value: what every score, metric and the CLI take as ``kernel``.
+
+    Validated when built (each error names the argument, what it expects and what it got), it
+    resolves itself to the representation used to compute (:meth:`resolve`), gives the settings
+    that decide a metric's states (:meth:`settings`, compared by ``merge_state``) and parses from
+    the CLI's text (:meth:`parse`; ``str(kernel)`` gives that text back for the built-in kernels).
+    Two kernels are equal when their settings are (frequencies are compared by content).
 
     Args:
-        kernel: ``"cosine"`` (default; rows L2-normalised, then inner products), ``"linear"``
-            (inner products of the raw rows), ``"gaussian"`` (needs ``sigma``; exact unless
-            ``num_features`` or ``frequencies`` is given, then approximated by seeded random
-            Fourier features), or a callable ``k(X, Y) -> (N, M)`` kernel matrix.
-        sigma: Gaussian bandwidth.
-        num_features: number of random Fourier frequencies m (2m features) for ``"gaussian"``.
-        seed: seed of the random Fourier frequencies (an int in [0, 2^64)); the same on every
-            rank.
-        feature_map: a callable ``phi(X) -> (N, D)``; the kernel is then ``phi(x) . phi(y)``.
-            Pass either ``kernel`` or ``feature_map``.
+        name: ``"cosine"`` (rows L2-normalised, then inner products; the default), ``"linear"``
+            (inner products of the raw rows), ``"gaussian"`` (``exp(-|x - y|^2 / (2 sigma^2))``,
+            exact unless ``num_features`` or ``frequencies`` is given) or a callable
+            ``k(X, Y) -> (N, M)`` kernel matrix. ``None`` with a ``feature_map``.
+        sigma: the Gaussian bandwidth, in the units of the features (required for
+            ``"gaussian"`` unless ``frequencies`` is given).
+        num_features: approximate the Gaussian with this many seeded random Fourier frequencies
+            m (2m features), so that its moments stream and sum across ranks.
+        seed: seed of the random Fourier frequencies, an int in [0, 2^64); the same on every rank.
         frequencies: a (d, m) random Fourier frequency matrix already divided by ``sigma``, to
-            reuse a published draw exactly (``"gaussian"`` only; ``sigma`` is then optional).
+            reuse a published draw exactly (``"gaussian"`` only, instead of ``num_features``).
+        feature_map: a callable ``phi(X) -> (N, D)``; the kernel is then ``phi(x) . phi(y)``
+            (instead of ``name``).
 
     Examples:
-        >>> resolve_kernel("gaussian", sigma=2.0, num_features=8).feature_map
+        >>> Kernel.parse("gaussian:sigma=3.5,features=2048")
+        Kernel('gaussian', sigma=3.5, num_features=2048)
+        >>> str(Kernel("gaussian", sigma=3.5, num_features=2048))
+        'gaussian:sigma=3.5,features=2048'
+        >>> Kernel("gaussian", sigma=2.0, num_features=8).resolve().feature_map
         RandomFourierFeatures(sigma=2.0, num_features=8, seed=0)
     """
-    seed = check_seed(seed)
-    if feature_map is not None:
-        if kernel is not None:
+
+    name: KernelName | KernelFunction | None = None
+    sigma: float | None = None
+    num_features: int | None = None
+    seed: int = 0
+    frequencies: Tensor | None = None
+    feature_map: FeatureMap | None = None
+
+    def __post_init__(self) -> None:
+        check_seed(self.seed)
+        if self.feature_map is not None:
+            self._check_feature_map()
+            return
+        if self.name is None:
+            object.__setattr__(self, "name", DEFAULT_KERNEL)
+        if callable(self.name):
+            self._refuse_gaussian_settings("the `kernel` callable")
+        elif self.name not in KERNEL_NAMES:
             raise ValueError(
-                f"pass either `kernel` or `feature_map`, got kernel={kernel!r} and a feature_map"
+                f"`kernel` must be one of {KERNEL_NAMES} or a callable, got {self.name!r}"
             )
-        if not callable(feature_map):
-            raise TypeError(f"`feature_map` must be callable, got {type(feature_map).__name__}")
-        return ResolvedKernel(feature_map, None, "`feature_map`")
-    kernel = "cosine" if kernel is None else kernel
-    if callable(kernel):
-        return ResolvedKernel(None, kernel, "the `kernel` callable")
-    if kernel not in KERNEL_NAMES:
-        raise ValueError(f"`kernel` must be one of {KERNEL_NAMES} or a callable, got {kernel!r}")
-    label = f"kernel={kernel!r}"
-    if kernel != "gaussian":
-        for arg, value in (("sigma", sigma), ("num_features", num_features)):
-            if value is not None:
+        elif self.name != "gaussian":
+            self._refuse_gaussian_settings(f"kernel={self.name!r}")
+        else:
+            self._check_gaussian()
+
+    def _check_feature_map(self) -> None:
+        if self.name is not None:
+            raise ValueError(
+                f"pass either `kernel` or `feature_map`, got kernel={self.name!r} and a feature_map"
+            )
+        if not callable(self.feature_map):
+            raise TypeError(
+                f"`feature_map` must be callable, got {type(self.feature_map).__name__}"
+            )
+        self._refuse_gaussian_settings("a `feature_map`")
+
+    def _refuse_gaussian_settings(self, kind: str) -> None:
+        """``sigma``, ``num_features`` and ``frequencies`` are settings of the Gaussian alone."""
+        for arg in ("sigma", "num_features", "frequencies"):
+            if getattr(self, arg) is not None:
+                raise ValueError(f"`{arg}` only applies to kernel='gaussian', got {kind}")
+
+    def _check_gaussian(self) -> None:
+        if self.frequencies is not None:
+            if self.num_features is not None:
                 raise ValueError(
-                    f"`{arg}` only applies to kernel='gaussian', got kernel={kernel!r}"
+                    "pass either `num_features` or `frequencies` (whose columns are the "
+                    f"frequencies), got num_features={self.num_features!r} and frequencies"
                 )
-        if frequencies is not None:
-            raise ValueError(f"`frequencies` only applies to kernel='gaussian', got {label}")
-        return ResolvedKernel(normalize_rows if kernel == "cosine" else _as_float64, None, label)
-    if frequencies is not None:
-        if num_features is not None:
+            _check_frequencies(self.frequencies)
+        elif self.sigma is None:
             raise ValueError(
-                "pass either `num_features` or `frequencies` (whose columns are the frequencies), "
-                f"got num_features={num_features!r} and frequencies"
+                "kernel='gaussian' needs a bandwidth `sigma` > 0, got None (there is no automatic "
+                'rule; see docs/metrics.md, "Choosing a kernel and sigma", for values used with '
+                "CLIP embeddings)"
             )
-        features = RandomFourierFeatures(sigma=sigma, frequencies=frequencies, seed=seed)
-        return ResolvedKernel(features, None, label)
-    if sigma is None:
+        if self.sigma is not None:
+            object.__setattr__(self, "sigma", check_sigma(self.sigma))
+        if self.num_features is not None:
+            check_positive_int(self.num_features, "num_features")
+
+    @property
+    def label(self) -> str:
+        """How messages name the kernel: ``kernel='cosine'``, ``feature_map``..."""
+        if self.feature_map is not None:
+            return "`feature_map`"
+        return "the `kernel` callable" if callable(self.name) else f"kernel={self.name!r}"
+
+    def resolve(self) -> ResolvedKernel:
+        """The feature map or kernel function to compute with (a fresh frequency cache)."""
+        if self.feature_map is not None:
+            return ResolvedKernel(self.feature_map, None, self.label)
+        if callable(self.name):
+            return ResolvedKernel(None, self.name, self.label)
+        if self.name != "gaussian":
+            feature_map = normalize_rows if self.name == "cosine" else _as_float64
+            return ResolvedKernel(feature_map, None, self.label)
+        if self.frequencies is not None:
+            features = RandomFourierFeatures(
+                sigma=self.sigma, frequencies=self.frequencies, seed=self.seed
+            )
+            return ResolvedKernel(features, None, self.label)
+        if self.num_features is None:
+            return ResolvedKernel(None, _ExactGaussian(self.sigma), self.label, symmetric=True)
+        features = RandomFourierFeatures(self.sigma, self.num_features, self.seed)
+        return ResolvedKernel(features, None, self.label)
+
+    def explicit(self, owner: str) -> Kernel:
+        """This kernel with an explicit feature map: the exact Gaussian becomes its
+        :data:`EXPLICIT_NUM_FEATURES` random features; a kernel callable has none (``owner``,
+        what needs the map, is named in the error)."""
+        if callable(self.name):
+            raise ValueError(
+                f"{owner} needs an explicit feature map shared by text and images: pass a kernel "
+                "name ('cosine', 'linear', 'gaussian') or `feature_map=`, got the kernel callable "
+                f"{self.name!r}"
+            )
+        if self.name == "gaussian" and self.num_features is None and self.frequencies is None:
+            return replace(self, num_features=EXPLICIT_NUM_FEATURES)
+        return self
+
+    def settings(self) -> dict[str, Any]:
+        """What decides a metric's states, for ``merge_state`` to compare (as in 0.1): the feature
+        map, or the frequencies by digest, or the name, ``sigma`` and (where random features are
+        drawn) ``num_features`` and ``seed``."""
+        if self.feature_map is not None:
+            return {"feature_map": self.feature_map}
+        if self.frequencies is not None:  # by content: two copies of one matrix agree
+            return {"frequencies": _digest(self.frequencies)}
+        settings: dict[str, Any] = {"kernel": self.name}
+        if self.sigma is not None:
+            settings["sigma"] = self.sigma
+        if self.num_features is not None:
+            settings.update(num_features=self.num_features, seed=self.seed)
+        return settings
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Kernel):
+            return NotImplemented
+        return self.settings() == other.settings()
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.settings().items()))
+
+    @classmethod
+    def parse(cls, text: str) -> Kernel:
+        """A kernel from its text, as the CLI takes it: ``"cosine"``, ``"linear"``,
+        ``"gaussian:sigma=3.5"``, ``"gaussian:sigma=3.5,features=2048,seed=1"``.
+
+        Raises:
+            ValueError: naming the text, the part that is wrong and what is accepted.
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"`kernel` text must be a str, got {type(text).__name__}")
+        name, _, rest = text.strip().partition(":")
+        options: dict[str, Any] = {}
+        for part in rest.split(",") if rest.strip() else ():
+            key, equals, value = (piece.strip() for piece in part.partition("="))
+            options.update(_parsed_option(text, part, key if equals else None, value))
+        try:
+            return cls(name.strip(), **options)
+        except (TypeError, ValueError) as error:
+            raise ValueError(
+                f"cannot read the kernel {text!r}: {error}; accepted: {_ACCEPTED}"
+            ) from None
+
+    def __str__(self) -> str:
+        if self.feature_map is not None:
+            return f"feature_map={self.feature_map!r}"
+        if callable(self.name):
+            return f"kernel={self.name!r}"
+        parts = [f"sigma={self.sigma!r}"] if self.sigma is not None else []
+        if self.frequencies is not None:
+            parts.append(f"frequencies={_digest(self.frequencies)}")
+        if self.num_features is not None:
+            parts.append(f"features={self.num_features}")
+        if self.seed:
+            parts.append(f"seed={self.seed}")
+        return ":".join([self.name, ",".join(parts)]) if parts else self.name
+
+    def __repr__(self) -> str:
+        given = [repr(self.name)] if self.name is not None else []
+        for arg in ("sigma", "num_features"):
+            if getattr(self, arg) is not None:
+                given.append(f"{arg}={getattr(self, arg)!r}")
+        if self.seed:
+            given.append(f"seed={self.seed}")
+        if self.frequencies is not None:
+            given.append(f"frequencies=<{_digest(self.frequencies)}>")
+        if self.feature_map is not None:
+            given.append(f"feature_map={self.feature_map!r}")
+        return f"Kernel({', '.join(given)})"
+
+
+def _parsed_option(text: str, part: str, key: str | None, value: str) -> dict[str, Any]:
+    """One ``key=value`` of a kernel's text as a :class:`Kernel` argument."""
+    argument = _PARSE_KEYS.get(key or "")
+    convert = float if argument == "sigma" else int
+    try:
+        if argument is None:
+            raise ValueError
+        return {argument: convert(value)}
+    except ValueError:
+        expected = "a number" if argument == "sigma" else "an integer"
+        if key is None:
+            problem = "expected key=value"
+        else:
+            problem = f"{key} must be {expected}" if argument else f"unknown setting {key!r}"
         raise ValueError(
-            "kernel='gaussian' needs a bandwidth `sigma` > 0, got None (there is no automatic rule; "
-            'see docs/metrics.md, "Choosing a kernel and sigma", for values used with CLIP embeddings)'
+            f"cannot read the kernel {text!r}: bad part {part.strip()!r} ({problem}); "
+            f"accepted: {_ACCEPTED}"
+        ) from None
+
+
+def _digest(frequencies: Tensor) -> str:
+    """``(d, m) sha1 0123456789ab``: a frequency matrix by its shape and content."""
+    digest = hashlib.sha1(frequencies.detach().cpu().double().numpy().tobytes()).hexdigest()
+    return f"{tuple(frequencies.shape)} sha1 {digest[:12]}"
+
+
+KernelArgument = Kernel | KernelSpec | None
+"""What a score's ``kernel`` argument takes: a :class:`Kernel`, its text (a name, or
+``"gaussian:sigma=3.5"``), a kernel callable, or None for the score's default."""
+
+FLAT_KERNEL_OPTIONS = ("sigma", "num_features", "seed", "frequencies", "feature_map")
+"""The kernel arguments of 0.1, now settings of :class:`Kernel` (deprecated: one release)."""
+
+
+def as_kernel(
+    kernel: KernelArgument,
+    options: dict[str, Any],
+    owner: str,
+    *,
+    default: KernelName = DEFAULT_KERNEL,
+    strict: bool = True,
+) -> Kernel:
+    """The :class:`Kernel` of a score's ``kernel`` argument and its 0.1 flat kernel arguments.
+
+    ``options`` holds the caller's keyword arguments: the flat ones (:data:`FLAT_KERNEL_OPTIONS`)
+    are taken out of it and warn once (``FutureWarning``); with ``strict``, any other keyword is a
+    ``TypeError``, as Python raises for an unexpected keyword. ``owner`` names the caller.
+    """
+    flat = {name: options.pop(name) for name in FLAT_KERNEL_OPTIONS if name in options}
+    if strict and options:
+        raise TypeError(f"{owner}() got an unexpected keyword argument {next(iter(options))!r}")
+    # None is what 0.1 defaulted to, except for the seed (an int), so a None seed still fails.
+    given = {name: value for name, value in flat.items() if value is not None or name == "seed"}
+    if isinstance(kernel, Kernel):
+        if given:
+            raise TypeError(
+                f"{owner}: give the kernel's settings in the Kernel, not also as {sorted(given)}"
+            )
+        return kernel
+    if not given:
+        if kernel is None:
+            return Kernel(default)
+        # A bare name is built directly, so that its errors read as they did in 0.1.
+        return (
+            Kernel(kernel) if kernel in KERNEL_NAMES or callable(kernel) else Kernel.parse(kernel)
         )
-    sigma = check_sigma(sigma)
-    if num_features is None:
-        return ResolvedKernel(None, _ExactGaussian(sigma), label, symmetric=True)
-    return ResolvedKernel(RandomFourierFeatures(sigma, num_features, seed), None, label)
+    if kernel is None and "feature_map" not in given:
+        kernel = default
+    value = Kernel(kernel, **given)
+    warnings.warn(
+        f"{owner}: passing {', '.join(f'`{name}`' for name in given)} beside `kernel` is "
+        f"deprecated and will stop working in 0.3: pass kernel={value!r}",
+        FutureWarning,
+        stacklevel=3,
+    )
+    return value
+
+
+def resolve_kernel(kernel: KernelArgument = None, **options: Any) -> ResolvedKernel:
+    """Turn a score's ``kernel`` argument into a feature map or a kernel function.
+
+    The one place where kernel arguments are read: the Vendi score, the Schur complement entropy,
+    the modes and :class:`~diversity_callbacks.PromptRemover` all resolve through it.
+
+    Args:
+        kernel: a :class:`Kernel`, its text (``"cosine"``, the default; ``"linear"``;
+            ``"gaussian:sigma=3.5"``...) or a kernel callable ``k(X, Y) -> (N, M)``.
+        options: the 0.1 flat kernel arguments (``sigma``, ``num_features``, ``seed``,
+            ``frequencies``, ``feature_map``), deprecated: settings of :class:`Kernel` now.
+
+    Examples:
+        >>> resolve_kernel(Kernel("gaussian", sigma=2.0, num_features=8)).feature_map
+        RandomFourierFeatures(sigma=2.0, num_features=8, seed=0)
+    """
+    return as_kernel(kernel, options, "resolve_kernel").resolve()
 
 
 def _as_float64(features: Tensor) -> Tensor:

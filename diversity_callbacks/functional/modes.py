@@ -25,11 +25,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from diversity_callbacks.functional.kernels import FeatureMap, KernelSpec, resolve_kernel
+from diversity_callbacks.functional.kernels import KernelArgument, as_kernel
 from diversity_callbacks.functional.kernels import second_moment as _second_moment
 from diversity_callbacks.functional.spectrum import default_tolerance
 from diversity_callbacks.utilities.checks import check_features, check_positive_int
@@ -289,12 +290,8 @@ def leading_modes(
     *,
     top: int = DEFAULT_TOP,
     indices: Tensor | Sequence[int] | None = None,
-    kernel: KernelSpec | None = None,
-    sigma: float | None = None,
-    num_features: int | None = None,
-    seed: int = 0,
-    feature_map: FeatureMap | None = None,
-    frequencies: Tensor | None = None,
+    kernel: KernelArgument = None,
+    **deprecated: Any,
 ) -> list[Mode]:
     """The leading modes of a sample set, largest share first.
 
@@ -303,13 +300,9 @@ def leading_modes(
         num_modes: how many modes (fewer when the kernel's rank is smaller).
         top: samples kept per mode.
         indices: (N,) what to call the samples in :attr:`Mode.samples`; default ``0..N-1``.
-        kernel: ``"cosine"`` (default), ``"linear"``, ``"gaussian"`` or a kernel callable, as
-            for :func:`~diversity_callbacks.functional.vendi_score`.
-        sigma: Gaussian bandwidth.
-        num_features: random Fourier frequencies for ``"gaussian"`` (else exact).
-        seed: seed of the random Fourier frequencies.
-        feature_map: explicit feature map ``phi(X)`` instead of ``kernel``.
-        frequencies: a published (d, m) frequency matrix for ``"gaussian"``.
+        kernel: a :class:`~diversity_callbacks.functional.Kernel`, its text (``"cosine"``, the
+            default) or a kernel callable.
+        deprecated: the 0.1 kernel arguments, with a ``FutureWarning``.
 
     Returns:
         A list of :class:`Mode`; the shares are eigenvalues of ``K / n`` (they sum to 1 over
@@ -322,15 +315,8 @@ def leading_modes(
     """
     check_features(features)
     check_positive_int(top, "top")
-    indices = _indices(indices, features.shape[0])
-    resolved = resolve_kernel(
-        kernel,
-        sigma=sigma,
-        num_features=num_features,
-        seed=seed,
-        feature_map=feature_map,
-        frequencies=frequencies,
-    )
+    indices = sample_indices(indices, features.shape[0])
+    resolved = as_kernel(kernel, deprecated, "leading_modes").resolve()
     if resolved.feature_map is None:
         shares, loadings = kernel_modes(resolved.matrix(features), num_modes)
     else:
@@ -341,7 +327,7 @@ def leading_modes(
     return as_modes(shares, *top_samples(loadings, indices, top))
 
 
-def _indices(indices: Tensor | Sequence[int] | None, rows: int) -> Tensor:
+def sample_indices(indices: Tensor | Sequence[int] | None, rows: int) -> Tensor:
     """The samples' names: ``0..rows-1`` by default, else ``rows`` integers."""
     if indices is None:
         return torch.arange(rows)
@@ -365,5 +351,6 @@ __all__ = [
     "leading_directions",
     "leading_modes",
     "orient",
+    "sample_indices",
     "top_samples",
 ]

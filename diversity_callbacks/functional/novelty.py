@@ -27,16 +27,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from diversity_callbacks.functional.kernels import (
-    FeatureMap,
-    KernelSpec,
-    ResolvedKernel,
-    resolve_kernel,
-)
+from diversity_callbacks.functional.kernels import KernelArgument, ResolvedKernel, as_kernel
 from diversity_callbacks.functional.modes import (
     DEFAULT_TOP,
     KernelMoments,
@@ -46,9 +42,9 @@ from diversity_callbacks.functional.modes import (
     descending_eigvalsh,
     extreme_eigenvectors,
     orient,
+    sample_indices,
     top_samples,
 )
-from diversity_callbacks.functional.modes import _indices as sample_indices
 from diversity_callbacks.functional.spectrum import default_tolerance
 from diversity_callbacks.utilities.checks import check_features, check_positive, check_positive_int
 
@@ -188,12 +184,8 @@ def novelty(
     num_modes: int = 8,
     top: int = DEFAULT_TOP,
     indices: Tensor | Sequence[int] | None = None,
-    kernel: KernelSpec | None = None,
-    sigma: float | None = None,
-    num_features: int | None = None,
-    seed: int = 0,
-    feature_map: FeatureMap | None = None,
-    frequencies: Tensor | None = None,
+    kernel: KernelArgument = None,
+    **deprecated: Any,
 ) -> Novelty:
     """The modes of set A that set B lacks (KEN), with A's samples that show them.
 
@@ -207,13 +199,9 @@ def novelty(
         num_modes: how many novel modes to return.
         top: A's samples kept per mode, largest loading first.
         indices: (N,) what to call A's samples; default ``0..N-1``.
-        kernel: ``"cosine"`` (default), ``"linear"``, ``"gaussian"`` or a kernel callable, as
-            for :func:`~diversity_callbacks.functional.vendi_score`; both sets use it.
-        sigma: Gaussian bandwidth.
-        num_features: random Fourier frequencies for ``"gaussian"`` (else exact).
-        seed: seed of the random Fourier frequencies.
-        feature_map: explicit feature map ``phi(X)`` instead of ``kernel``.
-        frequencies: a published (d, m) frequency matrix for ``"gaussian"``.
+        kernel: the :class:`~diversity_callbacks.functional.Kernel` of both sets, its text
+            (``"cosine"``, the default) or a kernel callable.
+        deprecated: the 0.1 kernel arguments, with a ``FutureWarning``.
 
     Returns:
         A :class:`Novelty` (mass, KEN score, modes).
@@ -228,21 +216,8 @@ def novelty(
     check_features(features_a, "features_a")
     eta, top = check_eta(eta), check_positive_int(top, "top")
     indices = sample_indices(indices, features_a.shape[0])
-    resolved = resolve_kernel(
-        kernel,
-        sigma=sigma,
-        num_features=num_features,
-        seed=seed,
-        feature_map=feature_map,
-        frequencies=frequencies,
-    )
-    if (features_b is None) == (covariance_b is None):
-        raise ValueError(
-            "give exactly one of `features_b` and `covariance_b`, got "
-            f"{'both' if features_b is not None else 'neither'}"
-        )
-    if features_b is not None:
-        check_features(features_b, "features_b", dim=features_a.shape[1])
+    resolved = as_kernel(kernel, deprecated, "novelty").resolve()
+    _check_set_b(features_a, features_b, covariance_b)
     if resolved.feature_map is None:
         return _kernel_route(resolved, features_a, features_b, eta, num_modes, top, indices)
     phi = resolved.features(features_a, "features_a")
@@ -255,6 +230,19 @@ def novelty(
         moments.covariance, covariance_b, eta, num_modes, moments.first
     )
     return novelty_result(positive, *top_samples(phi @ directions, indices, top))
+
+
+def _check_set_b(
+    features_a: Tensor, features_b: Tensor | None, covariance_b: Tensor | None
+) -> None:
+    """Set B is given once: as (M, d) features like A's, or as its covariance."""
+    if (features_b is None) == (covariance_b is None):
+        raise ValueError(
+            "give exactly one of `features_b` and `covariance_b`, got "
+            f"{'both' if features_b is not None else 'neither'}"
+        )
+    if features_b is not None:
+        check_features(features_b, "features_b", dim=features_a.shape[1])
 
 
 def novelty_result(positive: Tensor, samples: Tensor, loadings: Tensor) -> Novelty:

@@ -22,12 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diversity_callbacks.functional.kernels import (
-    FeatureMap,
-    KernelSpec,
-    ResolvedKernel,
-    resolve_kernel,
-)
+from diversity_callbacks.functional.kernels import KernelArgument, ResolvedKernel, as_kernel
 from diversity_callbacks.functional.spectrum import (
     Order,
     check_tolerance,
@@ -49,12 +44,9 @@ def per_condition_vendi_score(
     q: Order | Sequence[Order] = 1.0,
     *,
     num_conditions: int | None = None,
-    kernel: KernelSpec | None = None,
-    sigma: float | None = None,
-    num_features: int | None = None,
-    seed: int = 0,
-    feature_map: FeatureMap | None = None,
+    kernel: KernelArgument = None,
     tolerance: float | None = None,
+    **deprecated: Any,
 ) -> Tensor:
     """Vendi score of each condition's samples.
 
@@ -63,12 +55,10 @@ def per_condition_vendi_score(
         condition_ids: ``(N,)`` integer condition of each sample (a prompt's or class's number).
         q: order or sequence of orders of the Vendi score.
         num_conditions: number of conditions; default ``condition_ids.max() + 1``.
-        kernel: kernel name or callable, as in :func:`~diversity_callbacks.functional.vendi_score`.
-        sigma: bandwidth of the Gaussian kernel.
-        num_features: random Fourier features for the Gaussian kernel (exact without).
-        seed: seed of the random features.
-        feature_map: an explicit feature map instead of a kernel.
+        kernel: a :class:`~diversity_callbacks.functional.Kernel`, its text or a kernel
+            callable, as in :func:`~diversity_callbacks.functional.vendi_score`.
         tolerance: eigenvalues below it count as zero (default from the precision).
+        deprecated: the 0.1 kernel arguments, with a ``FutureWarning``.
 
     Returns:
         ``(num_conditions, len(q))`` float64 on the CPU: row ``c`` holds the Vendi score of
@@ -90,9 +80,7 @@ def per_condition_vendi_score(
     condition_ids = check_condition_ids(condition_ids, features.shape[0], num_conditions)
     if num_conditions is None:
         num_conditions = int(condition_ids.max()) + 1 if condition_ids.numel() else 0
-    resolved = resolve_kernel(
-        kernel, sigma=sigma, num_features=num_features, seed=seed, feature_map=feature_map
-    )
+    resolved = as_kernel(kernel, deprecated, "per_condition_vendi_score").resolve()
     condition_ids = condition_ids.to(features.device)
     order = torch.argsort(condition_ids, stable=True)
     counts = torch.bincount(condition_ids, minlength=num_conditions)

@@ -61,18 +61,18 @@ from __future__ import annotations
 import math
 import warnings
 from numbers import Real
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import Tensor
 
 from diversity_callbacks.functional.kernels import (
-    FeatureMap,
-    KernelName,
+    Kernel,
+    KernelArgument,
     RandomFourierFeatures,
     ResolvedKernel,
+    as_kernel,
     check_columns,
-    resolve_kernel,
     second_moment,
 )
 from diversity_callbacks.functional.spectrum import (
@@ -85,8 +85,6 @@ from diversity_callbacks.utilities.checks import check_features, check_paired
 
 _SchurPath = Literal["auto", "primal", "dual", "grouped"]
 _SCHUR_PATHS: tuple[str, ...] = ("auto", "primal", "dual", "grouped")
-_DEFAULT_NUM_FEATURES = 2500
-"""Random Fourier frequencies of the published method (2 x 2500 = 5000 features)."""
 _BFLOAT16_EPS = 2.0**-7
 _FLOAT32_EPS = 2.0**-10
 """float32 features are trusted to TF32's machine epsilon (see the module docstring)."""
@@ -115,35 +113,110 @@ class DegenerateSchurComplementWarning(UserWarning):
     """The text features span as many directions as there are samples: SCE carries no signal."""
 
 
-def _resolve_feature_map(
-    kernel: KernelName | None,
-    *,
-    sigma: float | None,
-    num_features: int | None,
-    seed: int,
-    frequencies: Tensor | None,
-    feature_map: FeatureMap | None,
-) -> ResolvedKernel:
-    """The one feature map of text and images, from :func:`resolve_kernel`.
+def resolve_explicit(kernel: Kernel, owner: str) -> ResolvedKernel:
+    """The one feature map of text and images: the method is defined through explicit kernel
+    features, so ``"gaussian"`` is always its random features (by default the published
+    :data:`~diversity_callbacks.functional.kernels.EXPLICIT_NUM_FEATURES` frequencies)."""
+    return kernel.explicit(owner).resolve()
 
-    ``"gaussian"`` is always the random-feature map here (the method is defined through the
-    features), with the published 2500 frequencies unless told otherwise.
+
+class SchurBatch(NamedTuple):
+    """A batch of pairs as the Schur complement needs it: its distinct prompts featurised once.
+
+    Attributes:
+        prompts: (P, d_T) the distinct text rows.
+        phi_prompts: (P, D_T) float64 kernel features of the prompts.
+        prompt_index: (n,) the prompt of each pair (a row of ``prompts``).
+        phi_image: (n, D_I) float64 kernel features of the images.
+        text_eps: machine epsilon of the prompts' precision (which sets the cut-off).
     """
-    if callable(kernel):
-        raise ValueError(
-            "the Schur complement entropy needs an explicit feature map shared by text and "
-            "images: pass a kernel name ('cosine', 'linear', 'gaussian') or `feature_map=`, got "
-            f"the kernel callable {kernel!r}"
+
+    prompts: Tensor
+    phi_prompts: Tensor
+    prompt_index: Tensor
+    phi_image: Tensor
+    text_eps: float
+
+
+def _schur_check_inputs(
+    image_features: Tensor,
+    text_features: Tensor,
+    kernel: ResolvedKernel,
+    *,
+    image_dim: int | None = None,
+    text_dim: int | None = None,
+    nonempty: bool = False,
+) -> None:
+    """Check paired (n, d_I) image and (n, d_T) text features for ``kernel`` (the dimensions
+    ``image_dim`` and ``text_dim`` when given; with ``nonempty``, n >= 1 and d >= 1)."""
+    check_features(image_features, "image_features", dim=image_dim)
+    check_features(text_features, "text_features", dim=text_dim)
+    check_paired(image_features, text_features, "image_features", "text_features")
+    if nonempty and image_features.shape[0] == 0:
+        raise ValueError("`image_features` must have at least one row, got shape (0, D)")
+    if nonempty:
+        check_columns(image_features, "image_features")
+        check_columns(text_features, "text_features")
+    _check_shared_map(kernel, image_features, text_features)
+
+
+def _schur_update(
+    image_features: Tensor, text_features: Tensor, kernel: ResolvedKernel
+) -> SchurBatch:
+    """Featurise a checked batch of pairs: each distinct prompt once (with P prompts of many
+    images each, featurising all n text rows would cost as much as the images)."""
+    first, prompt_index = group_rows(text_features)
+    prompts = text_features[first]
+    return SchurBatch(
+        prompts,
+        kernel.features(prompts, "text_features"),
+        prompt_index,
+        kernel.features(image_features, "image_features"),
+        _text_precision(prompts),
+    )
+
+
+def _schur_compute(
+    phi_prompts: Tensor,
+    counts: Tensor,
+    image_sums: Tensor,
+    image_image: Tensor,
+    num_samples: int,
+    *,
+    rtol: float | None,
+    text_eps: float,
+    compute_image_vendi: bool = True,
+    folded: tuple[Tensor, Tensor] | None = None,
+) -> SchurComplementResult:
+    """Scores from P prompt groups (features, counts, image sums) and ``sum phi_i phi_i^T``.
+
+    The grouped path unless ``folded``, the sums ``(sum phi_t phi_t^T, sum phi_t phi_i^T)`` of
+    groups already folded away, is given and nonzero or the groups are too many
+    (:func:`prefers_grouped`); then the groups are added to those sums and the D x D blocks
+    used. The states are read, never written. ``rtol`` is the caller's cut-off (None:
+    ``eps^2`` of ``text_eps``, the coarsest precision of the prompts).
+    """
+    rtol = _effective_rtol(rtol, text_eps)
+    if folded is None or (
+        prefers_grouped(phi_prompts.shape[0], phi_prompts.shape[1]) and not bool(folded[0].any())
+    ):
+        return _schur_from_groups(
+            phi_prompts,
+            counts,
+            image_sums,
+            image_image.clone(),
+            num_samples,
+            rtol=rtol,
+            compute_image_vendi=compute_image_vendi,
         )
-    if kernel == "gaussian" and num_features is None and frequencies is None:
-        num_features = _DEFAULT_NUM_FEATURES
-    return resolve_kernel(
-        kernel,
-        sigma=sigma,
-        num_features=num_features,
-        seed=seed,
-        feature_map=feature_map,
-        frequencies=frequencies,
+    text_text, text_image = folded
+    return _schur_from_moments(
+        second_moment(phi_prompts * counts.sqrt()[:, None], out=text_text.clone()),
+        torch.addmm(text_image, phi_prompts.T, image_sums),
+        image_image,
+        num_samples,
+        rtol=rtol,
+        compute_image_vendi=compute_image_vendi,
     )
 
 
@@ -183,7 +256,7 @@ def _holds_only(features: Tensor, dtype: torch.dtype) -> bool:
     return torch.equal(features.to(dtype).to(features.dtype), features)
 
 
-def _check_rtol(rtol: object) -> float | None:
+def check_rtol(rtol: object) -> float | None:
     """Validate the relative cut-off: ``None`` (from the text features' precision) or in [0, 1)."""
     if rtol is None:
         return None
@@ -195,12 +268,18 @@ def _check_rtol(rtol: object) -> float | None:
     return float(rtol)
 
 
+def fitted_rtol(rtol: float | None, text_features: Tensor) -> float:
+    """The cut-off relative to ``tr(C_TT)`` for ``text_features``: ``rtol``, or ``eps^2`` of
+    their precision (see the module docstring)."""
+    return _effective_rtol(rtol, _text_precision(text_features))
+
+
 def _effective_rtol(rtol: float | None, text_eps: float) -> float:
     """The cut-off relative to ``tr(C_TT)``: the caller's, or ``eps^2`` of the text features."""
     return text_eps * text_eps if rtol is None else rtol
 
 
-def _group_rows(rows: Tensor) -> tuple[Tensor, Tensor]:
+def group_rows(rows: Tensor) -> tuple[Tensor, Tensor]:
     """Group identical rows: ``(first, inverse)`` with ``rows[first][inverse]`` equal to ``rows``.
 
     ``first`` holds the index of each group's first row, ``inverse`` each row's group. The key is
@@ -229,7 +308,7 @@ def _first_members(inverse: Tensor) -> Tensor:
     return first.scatter_reduce_(0, inverse, rows, "amin")
 
 
-def _prefers_grouped(num_prompts: int, text_dim: int) -> bool:
+def prefers_grouped(num_prompts: int, text_dim: int) -> bool:
     """Whether the grouped path (P x P on the text side) beats the D_T x D_T blocks."""
     return 2 * num_prompts <= text_dim
 
@@ -267,7 +346,7 @@ def _explained_factor(
     return whitening, whitening.T @ text_image
 
 
-def _regression_map(
+def regression_map(
     text_text: Tensor, text_image: Tensor, *, rtol: float, num_samples: int
 ) -> Tensor:
     """``Gamma = C_TT^+ C_TI``: the least-squares map from text to image features.
@@ -365,7 +444,7 @@ def _schur_from_features(
     if path == "auto":
         if num_samples < image_dim:
             path = "dual"
-        elif _prefers_grouped(*phi_prompts.shape):
+        elif prefers_grouped(*phi_prompts.shape):
             path = "grouped"
         else:
             path = "primal"
@@ -534,16 +613,12 @@ def _is_degenerate(rank: int, num_samples: int) -> bool:
 def schur_complement_entropy(
     image_features: Tensor,
     text_features: Tensor,
-    kernel: KernelName | None = None,
+    kernel: KernelArgument = None,
     *,
-    sigma: float | None = None,
-    num_features: int | None = None,
-    seed: int = 0,
-    frequencies: Tensor | None = None,
-    feature_map: FeatureMap | None = None,
     rtol: float | None = None,
     path: _SchurPath = "auto",
     compute_image_vendi: bool = True,
+    **deprecated: Any,
 ) -> SchurComplementResult:
     """Schur complement entropy of images given their prompts, with its text part.
 
@@ -551,38 +626,22 @@ def schur_complement_entropy(
     it was generated from. ``sce`` measures the diversity the prompts do not explain (the
     model's own), ``text_part`` the diversity they do, ``image_vendi`` the images' Vendi score.
 
-    Kernels (one feature map for text and images, resolved as for the Vendi score by
-    :func:`~diversity_callbacks.functional.resolve_kernel`):
-
-    - ``"cosine"`` (default, as for the Vendi score and the metric): the per-sample cosine
-      kernel (each row L2-normalised, then inner products); no bandwidth to choose. The
-      reference code's "cosine" option differs: it normalises feature *columns* and correlates
-      embedding coordinates.
-    - ``"gaussian"``: random Fourier features of ``exp(-|x - y|^2 / (2 sigma^2))`` with one
-      frequency matrix shared by text and images, as published (sigma 3.5 on raw CLIP ViT-B/32
-      embeddings, 2500 frequencies). Seeded; pass ``frequencies`` to reuse a published draw.
-    - ``"linear"``: inner products of the raw rows; the scores are those of the features scaled
-      to a mean squared image norm of 1 (see the module docstring).
-    - ``feature_map=phi``: any explicit map ``phi(X) -> (N, D)``, applied to text and images.
-
     Args:
         image_features: (n, d_I) image embeddings.
         text_features: (n, d_T) text embeddings; ``d_T == d_I`` for ``"gaussian"``.
-        kernel: ``"cosine"`` (default), ``"gaussian"`` or ``"linear"``.
-        sigma: Gaussian bandwidth (required for ``"gaussian"`` unless ``frequencies`` is given).
-        num_features: random Fourier frequencies m (2m features; default 2500).
-        seed: seed of the frequency draw.
-        frequencies: (d, m) frequency matrix, already divided by ``sigma``.
-        feature_map: explicit feature map shared by text and images, instead of ``kernel``.
+        kernel: the one feature map of text and images, a
+            :class:`~diversity_callbacks.functional.Kernel` or its text: ``"cosine"`` (default),
+            ``"gaussian:sigma=3.5"`` (random Fourier features, 2500 unless told, as published),
+            ``"linear"`` or ``Kernel(feature_map=phi)``; see docs/metrics.md, "Kernel defaults".
         rtol: eigenvalue cut-off on ``C_TT`` relative to its trace: text directions at or below
             it explain nothing. Default ``eps^2`` of the text features' precision (bf16
-            ``2^-14``, float32 ``2^-20``, float64 ``2^-104``), so that re-encoding the prompts
-            at that precision does not change the result; see the module docstring.
+            ``2^-14``, float32 ``2^-20``, float64 ``2^-104``); see the module docstring.
         path: ``"auto"`` (the n x n dual when n < the image feature dimension D_I, else the
             grouped path when the P distinct prompts number at most D_T / 2, else the D x D
             blocks), ``"primal"``, ``"dual"`` or ``"grouped"``: same numbers, different cost.
-        compute_image_vendi: ``False`` skips the images' own spectrum (one D_I x D_I
-            eigendecomposition, a third of the cost at D = 5000); ``image_vendi`` is then NaN.
+        compute_image_vendi: ``False`` skips the images' own spectrum; ``image_vendi`` is NaN.
+        deprecated: the 0.1 kernel arguments (``sigma``, ``num_features``, ``seed``,
+            ``frequencies``, ``feature_map``), with a ``FutureWarning``.
 
     Returns:
         :class:`SchurComplementResult` ``(sce, text_part, image_vendi)`` of float64 scalars.
@@ -600,32 +659,12 @@ def schur_complement_entropy(
         >>> [round(value.item(), 4) for value in result]
         [1.0, 3.0, 3.0]
     """
-    check_features(image_features, "image_features")
-    check_features(text_features, "text_features")
-    check_paired(image_features, text_features, "image_features", "text_features")
-    if image_features.shape[0] == 0:
-        raise ValueError("`image_features` must have at least one row, got shape (0, D)")
-    check_columns(image_features, "image_features")
-    check_columns(text_features, "text_features")
-    rtol = _check_rtol(rtol)
-    resolved = _resolve_feature_map(
-        kernel,
-        sigma=sigma,
-        num_features=num_features,
-        seed=seed,
-        frequencies=frequencies,
-        feature_map=feature_map,
-    )
-    _check_shared_map(resolved, image_features, text_features)
-    # Map each distinct prompt once: with P prompts of many images each, featurising all n
-    # text rows would cost as much as the images.
-    first, prompt_index = _group_rows(text_features)
-    prompts = text_features[first]
+    value = as_kernel(kernel, deprecated, "schur_complement_entropy")
+    resolved = resolve_explicit(value, "the Schur complement entropy")
+    _schur_check_inputs(image_features, text_features, resolved, nonempty=True)
+    rtol = check_rtol(rtol)
+    batch = _schur_update(image_features, text_features, resolved)
+    rtol = _effective_rtol(rtol, batch.text_eps)
     return _schur_from_features(
-        resolved.features(prompts, "text_features"),
-        prompt_index,
-        resolved.features(image_features, "image_features"),
-        rtol=_effective_rtol(rtol, _text_precision(prompts)),
-        path=path,
-        compute_image_vendi=compute_image_vendi,
+        *batch[1:4], rtol=rtol, path=path, compute_image_vendi=compute_image_vendi
     )

@@ -8,16 +8,17 @@ of the n x n Gram matrix and the D x D second moment: same numbers, less work.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from diversity_callbacks.functional.kernels import (
     ROW_BLOCK,
-    FeatureMap,
-    KernelSpec,
+    KernelArgument,
     ResolvedKernel,
-    resolve_kernel,
+    as_kernel,
+    check_columns,
     second_moment,
 )
 from diversity_callbacks.functional.spectrum import (
@@ -33,28 +34,23 @@ from diversity_callbacks.utilities.checks import check_features
 def vendi_score(
     features: Tensor,
     q: Order | Sequence[Order] = 1.0,
-    kernel: KernelSpec | None = None,
+    kernel: KernelArgument = None,
     *,
-    sigma: float | None = None,
-    num_features: int | None = None,
-    seed: int = 0,
-    feature_map: FeatureMap | None = None,
     tolerance: float | None = None,
+    **deprecated: Any,
 ) -> Tensor | dict[str, Tensor]:
     """Vendi score of a set of samples given their (N, D) features.
 
     Args:
         features: (N, D) floating tensor, one row per sample.
         q: order >= 0, ``float("inf")`` or ``"inf"``; or a sequence of orders.
-        kernel: ``"cosine"`` (default), ``"linear"``, ``"gaussian"`` or a kernel callable
-            ``k(X, Y)``; see :func:`~diversity_callbacks.functional.kernels.resolve_kernel`.
-        sigma: Gaussian bandwidth, ``k = exp(-|x - y|^2 / (2 sigma^2))``.
-        num_features: with ``kernel="gaussian"``, approximate it with this many seeded random
-            Fourier frequencies (2 * num_features features) instead of computing it exactly.
-        seed: seed of the random Fourier frequencies.
-        feature_map: explicit feature map ``phi(X)``; the kernel is then ``phi(x) . phi(y)``.
+        kernel: a :class:`~diversity_callbacks.functional.Kernel`, its text (``"cosine"``, the
+            default; ``"linear"``; ``"gaussian:sigma=3.5,features=2048"``) or a kernel callable
+            ``k(X, Y)``.
         tolerance: relative eigenvalue tolerance, see
             :func:`~diversity_callbacks.functional.spectrum.normalized_spectrum`.
+        deprecated: the 0.1 kernel arguments ``sigma``, ``num_features``, ``seed``,
+            ``feature_map`` (a ``FutureWarning``; settings of the ``Kernel`` now).
 
     Returns:
         A float64 scalar tensor in [1, N], or a dict ``{"q1": ..., "qinf": ...}`` when ``q`` is a
@@ -71,14 +67,38 @@ def vendi_score(
     """
     orders, as_dict = parse_orders(q)
     check_tolerance(tolerance)
-    check_features(features)
+    _vendi_check_inputs(features)
     if features.shape[0] == 0:
         raise ValueError("`features` must have at least one row, got shape (0, D)")
-    resolved = resolve_kernel(
-        kernel, sigma=sigma, num_features=num_features, seed=seed, feature_map=feature_map
-    )
+    resolved = as_kernel(kernel, deprecated, "vendi_score").resolve()
     spectrum = kernel_spectrum(features, resolved, tolerance=tolerance)
     return vendi_orders(spectrum, orders, as_dict)
+
+
+def _vendi_check_inputs(features: Tensor, dim: int | None = None) -> None:
+    """Check a batch of (N, D) features (D = ``dim`` when given): the Vendi score's inputs."""
+    check_features(features, "features", dim=dim)
+
+
+def _vendi_update(features: Tensor, kernel: ResolvedKernel, moment: Tensor | None = None) -> Tensor:
+    """What a batch of (N, d) features adds to the Vendi score's state.
+
+    With a feature map, the float64 D x D second moment ``phi^T phi`` (added into ``moment`` in
+    place when given); with a kernel function, which needs all rows at once, a float64 copy of the
+    rows (a copy even when already float64: the caller may reuse the batch's buffer).
+    """
+    if kernel.feature_map is not None:
+        return kernel.moment(features, out=moment)
+    return check_columns(features).to(torch.float64, copy=True)
+
+
+def _vendi_compute(state: Tensor, kernel: ResolvedKernel, *, tolerance: float | None) -> Tensor:
+    """The normalised spectrum (descending) of the state :func:`_vendi_update` builds: the
+    summed D x D moment of a feature map, or every row for a kernel function."""
+    if kernel.kernel_function is not None:
+        matrix = kernel.matrix(state)
+        return normalized_spectrum(matrix, tolerance=tolerance, assume_symmetric=kernel.symmetric)
+    return normalized_spectrum(state, tolerance=tolerance, assume_symmetric=True)
 
 
 def vendi_score_from_kernel(
@@ -128,12 +148,10 @@ def kernel_spectrum(
     it needs every row's features at once).
     """
     if kernel.kernel_function is not None:
-        matrix = kernel.matrix(features)
-        return normalized_spectrum(matrix, tolerance=tolerance, assume_symmetric=kernel.symmetric)
+        return _vendi_compute(features, kernel, tolerance=tolerance)
     if features.shape[0] <= ROW_BLOCK:
         return feature_spectrum(kernel.features(features), tolerance=tolerance)
-    moment = kernel.moment(features)
-    return normalized_spectrum(moment, tolerance=tolerance, assume_symmetric=True)
+    return _vendi_compute(_vendi_update(features, kernel), kernel, tolerance=tolerance)
 
 
 def feature_spectrum(phi: Tensor, *, tolerance: float | None = None) -> Tensor:

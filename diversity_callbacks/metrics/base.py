@@ -16,7 +16,6 @@ It also keeps these metrics out of ``MetricCollection``'s compute groups (see
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -189,25 +188,3 @@ def _to_device(state: Tensor | list[Tensor], device: torch.device) -> Tensor | l
 def unsized_moment() -> Tensor:
     """Default of a D x D float64 sum state before the first update."""
     return torch.zeros(0, 0, dtype=torch.float64)
-
-
-def kernel_settings(
-    kernel: Any,
-    sigma: float | None,
-    num_features: int | None,
-    seed: int,
-    feature_map: Any,
-    frequencies: Tensor | None = None,
-) -> dict[str, Any]:
-    """The kernel arguments as given, for merge_state to compare (the seed only where used)."""
-    if feature_map is not None:
-        return {"feature_map": feature_map}
-    if frequencies is not None:  # compared by content: two copies of one matrix agree
-        digest = hashlib.sha1(frequencies.detach().cpu().double().numpy().tobytes()).hexdigest()
-        return {"frequencies": f"{tuple(frequencies.shape)} sha1 {digest[:12]}"}
-    settings: dict[str, Any] = {"kernel": "cosine" if kernel is None else kernel}
-    if sigma is not None:
-        settings["sigma"] = sigma
-    if num_features is not None:
-        settings.update(num_features=num_features, seed=seed)
-    return settings

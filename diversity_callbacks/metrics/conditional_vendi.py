@@ -35,8 +35,9 @@ from diversity_callbacks.functional.conditional_vendi import (
     information_vendi_score,
     paired_kernels,
     paired_scores,
+    unpack_kernel,
 )
-from diversity_callbacks.functional.kernels import second_moment
+from diversity_callbacks.functional.kernels import KernelArgument, second_moment
 from diversity_callbacks.functional.spectrum import Order, check_tolerance, parse_orders
 from diversity_callbacks.metrics.base import Dims, LazilySizedMetric, unsized_moment
 from diversity_callbacks.utilities.checks import check_features
@@ -50,7 +51,46 @@ PENDING_LABELLED_ROWS = 8192
 block is read and written whole); 8192 give about 160. Bounded (8192 x D floats), whatever n."""
 
 
-class _PairedVendiMetric(LazilySizedMetric):
+class _HoldsRowsBack(LazilySizedMetric):
+    """A metric that holds rows back from its states (:meth:`_flush` adds them): every way the
+    states leave the metric, or are replaced, first adds them."""
+
+    def _flush(self) -> None:
+        raise NotImplementedError
+
+    def sync(self, *args: Any, **kwargs: Any) -> None:
+        """torchmetrics' ``sync`` (also inside ``compute``), the held-back rows added first."""
+        self._flush()
+        super().sync(*args, **kwargs)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Score of this batch alone; its samples are also added to the states."""
+        self._flush()  # forward sets the states aside and resets: held-back rows would be lost
+        return super().forward(*args, **kwargs)
+
+    def merge_state(self, incoming_state: dict[str, Any] | Metric) -> None:
+        """Add another metric's states (or a dict of states) to this one's."""
+        if isinstance(incoming_state, _HoldsRowsBack):
+            incoming_state._flush()
+        self._flush()
+        super().merge_state(incoming_state)
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> Any:
+        """The module's state dict, the held-back rows added to the states first."""
+        self._flush()
+        return super().state_dict(*args, **kwargs)
+
+    def reset(self) -> None:
+        """Forget every sample, the held-back ones too."""
+        self._pending = []
+        super().reset()
+
+    def _apply(self, fn: Callable, exclude_state: Sequence[str] = ()) -> Module:
+        self._flush()
+        return super()._apply(fn, exclude_state=exclude_state)
+
+
+class _PairedVendiMetric(_HoldsRowsBack):
     """Samples and their conditions, scored together by a functional form."""
 
     is_differentiable = False
@@ -66,7 +106,7 @@ class _PairedVendiMetric(LazilySizedMetric):
         self,
         *legacy: Any,
         q: Order | Sequence[Order] = 1.0,
-        kernel: str = "cosine",
+        kernel: KernelArgument = "cosine",
         sigma: float | None = None,
         condition_kernel: str = "cosine",
         condition_sigma: float | None = None,
@@ -76,6 +116,7 @@ class _PairedVendiMetric(LazilySizedMetric):
         **kwargs: Any,
     ) -> None:
         self._refuse_legacy(legacy, kwargs)
+        kernel, sigma, num_features, seed = unpack_kernel(kernel, sigma, num_features, seed)
         super().__init__(**kwargs)
         self.orders, self._as_dict = parse_orders(q)
         check_tolerance(tolerance)
@@ -175,39 +216,6 @@ class _PairedVendiMetric(LazilySizedMetric):
             phi, labels = (torch.cat(part) for part in zip(*self._pending, strict=True))
             self._pending = []
             _add_label_moments(self.joint_moment, phi, labels)
-
-    # Every way the states leave the metric, or are replaced, first adds the rows held back.
-
-    def sync(self, *args: Any, **kwargs: Any) -> None:
-        """torchmetrics' ``sync`` (also inside ``compute``), the held-back rows added first."""
-        self._flush()
-        super().sync(*args, **kwargs)
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        """Score of this batch alone; its samples are also added to the states."""
-        self._flush()  # forward sets the states aside and resets: held-back rows would be lost
-        return super().forward(*args, **kwargs)
-
-    def merge_state(self, incoming_state: dict[str, Any] | Metric) -> None:
-        """Add another metric's states (or a dict of states) to this one's."""
-        if isinstance(incoming_state, _PairedVendiMetric):
-            incoming_state._flush()
-        self._flush()
-        super().merge_state(incoming_state)
-
-    def state_dict(self, *args: Any, **kwargs: Any) -> Any:
-        """The module's state dict, the held-back rows added to the states first."""
-        self._flush()
-        return super().state_dict(*args, **kwargs)
-
-    def reset(self) -> None:
-        """Forget every sample, the held-back ones too."""
-        self._pending = []
-        super().reset()
-
-    def _apply(self, fn: Callable, exclude_state: Sequence[str] = ()) -> Module:
-        self._flush()
-        return super()._apply(fn, exclude_state=exclude_state)
 
     def compute(self) -> Tensor | dict[str, Tensor]:
         """The score over every rank's samples (a collective: call it on all ranks)."""
@@ -401,7 +409,9 @@ class ConditionalVendiScore(_PairedVendiMetric):
     Args:
         q: order >= 0, ``"inf"``, or a sequence of orders (``compute`` then returns a dict keyed
             ``"q1"``, ``"q2"``...); order 2 is the Conditional-RKE.
-        kernel: the samples' kernel, ``"cosine"`` or ``"gaussian"``.
+        kernel: the samples' kernel, ``"cosine"`` or ``"gaussian"``, or a
+            :class:`~diversity_callbacks.Kernel` of either (or its text), which then also gives
+            ``sigma``, ``num_features`` and ``seed``.
         sigma: the samples' Gaussian bandwidth.
         condition_kernel: the condition embeddings' kernel, ``"cosine"`` or ``"gaussian"``
             (integer labels always use the label kernel).

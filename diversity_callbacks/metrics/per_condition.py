@@ -9,6 +9,7 @@ second moments would cost C x D x D (200 MiB for 100 prompts at D = 512).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,6 +17,7 @@ import torch
 from torch import Tensor
 from torchmetrics.utilities import dim_zero_cat
 
+from diversity_callbacks.functional.kernels import Kernel, KernelArgument, as_kernel
 from diversity_callbacks.functional.per_condition import (
     check_condition_ids,
     per_condition_vendi_score,
@@ -35,8 +37,11 @@ class PerConditionVendiScore(LazilySizedMetric):
     Args:
         num_conditions: number of conditions; ``update`` takes condition numbers below it.
         q: order or sequence of orders of the Vendi score.
-        kernel_kwargs: the kernel options of :func:`~diversity_callbacks.functional.vendi_score`
-            (``kernel``, ``sigma``, ``num_features``, ``seed``, ``feature_map``, ``tolerance``).
+        kernel: a :class:`~diversity_callbacks.Kernel`, its text or a kernel callable, as for
+            :class:`~diversity_callbacks.VendiScore` (default ``"cosine"``).
+        tolerance: eigenvalues below it count as zero (default from the precision).
+        kernel_kwargs: deprecated (``FutureWarning``): the 0.1 kernel options (``kernel``,
+            ``sigma``, ``num_features``, ``seed``, ``feature_map``, ``tolerance``) as a dict.
         kwargs: torchmetrics ``Metric`` options.
 
     ``compute`` returns the mean over the conditions that have samples: a scalar for one order,
@@ -66,13 +71,22 @@ class PerConditionVendiScore(LazilySizedMetric):
         self,
         num_conditions: int,
         q: Order | Sequence[Order] = 1.0,
+        kernel: KernelArgument | Mapping[str, Any] = None,
+        *,
+        tolerance: float | None = None,
         kernel_kwargs: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.num_conditions = check_positive_int(num_conditions, "num_conditions")
         self.orders, self._as_dict = parse_orders(q)
-        self.kernel_kwargs = dict(kernel_kwargs or {})
+        if isinstance(kernel, Mapping):  # 0.1's third positional argument was kernel_kwargs
+            kernel, kernel_kwargs = None, kernel
+        if kernel_kwargs is not None:
+            kernel, tolerance = _from_kernel_kwargs(kernel, tolerance, kernel_kwargs)
+        self.kernel_value = as_kernel(kernel, {}, type(self).__name__)
+        """The :class:`~diversity_callbacks.Kernel` of every condition's score."""
+        self.tolerance = tolerance
         self.per_condition: Tensor | None = None
         """``(num_conditions, len(q))`` scores of the last ``compute``."""
         self.add_state("rows", default=[], dist_reduce_fx="cat")
@@ -104,7 +118,8 @@ class PerConditionVendiScore(LazilySizedMetric):
             dim_zero_cat(self.condition_ids),
             q=self.orders,
             num_conditions=self.num_conditions,
-            **self.kernel_kwargs,
+            kernel=self.kernel_value,
+            tolerance=self.tolerance,
         )
         means = self.per_condition.nanmean(dim=0)
         if not self._as_dict:
@@ -122,3 +137,22 @@ class PerConditionVendiScore(LazilySizedMetric):
             "rows": [torch.zeros(0, dim, dtype=torch.float64, device=self.device)],
             "condition_ids": [torch.zeros(0, dtype=torch.long, device=self.device)],
         }
+
+
+def _from_kernel_kwargs(
+    kernel: KernelArgument, tolerance: float | None, kernel_kwargs: Mapping[str, Any]
+) -> tuple[Kernel, float | None]:
+    """The kernel and tolerance of 0.1's ``kernel_kwargs`` dict, which warns once."""
+    options = dict(kernel_kwargs)
+    kernel = options.pop("kernel", kernel)
+    tolerance = options.pop("tolerance", tolerance)
+    with warnings.catch_warnings():  # one warning, about the dict, not one per flat option
+        warnings.simplefilter("ignore", FutureWarning)
+        value = as_kernel(kernel, options, "PerConditionVendiScore")
+    warnings.warn(
+        "PerConditionVendiScore: `kernel_kwargs` is deprecated and will stop working in 0.3: "
+        f"pass kernel={value!r}" + ("" if tolerance is None else f", tolerance={tolerance!r}"),
+        FutureWarning,
+        stacklevel=3,
+    )
+    return value, tolerance

@@ -8,25 +8,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diversity_callbacks.functional.kernels import FeatureMap, KernelName, second_moment
+from diversity_callbacks.functional.kernels import KernelArgument, as_kernel, second_moment
 from diversity_callbacks.functional.schur import (
-    _check_rtol,
-    _check_shared_map,
-    _effective_rtol,
-    _group_rows,
-    _prefers_grouped,
-    _resolve_feature_map,
-    _schur_from_groups,
-    _schur_from_moments,
-    _text_precision,
+    _schur_check_inputs,
+    _schur_compute,
+    _schur_update,
+    check_rtol,
+    group_rows,
+    prefers_grouped,
+    resolve_explicit,
 )
-from diversity_callbacks.metrics.base import (
-    Dims,
-    LazilySizedMetric,
-    kernel_settings,
-    unsized_moment,
-)
-from diversity_callbacks.utilities.checks import check_features, check_paired
+from diversity_callbacks.metrics.base import Dims, LazilySizedMetric, unsized_moment
 
 
 class SchurComplementEntropy(LazilySizedMetric):
@@ -55,23 +47,20 @@ class SchurComplementEntropy(LazilySizedMetric):
     load and give the same scores.
 
     Args:
-        kernel: ``"cosine"`` (default, as for the functional form and the Vendi score:
-            per-sample cosine kernel, no bandwidth to choose), ``"gaussian"`` (seeded random
-            Fourier features shared by text and images; needs ``sigma`` or ``frequencies``) or
-            ``"linear"``.
-        sigma: Gaussian bandwidth, ``k = exp(-|x - y|^2 / (2 sigma^2))`` (3.5 in the published
-            method, on raw CLIP ViT-B/32 embeddings).
-        num_features: random Fourier frequencies m (2m features; default 2500).
-        seed: seed of the frequency draw; identical on every rank. The score depends on the
-            draw (about +-1.7% between seeds at the defaults): compare runs at the same seed.
-        frequencies: a (d, m) frequency matrix already divided by ``sigma``.
-        feature_map: explicit feature map shared by text and images, instead of ``kernel``.
+        kernel: a :class:`~diversity_callbacks.Kernel` or its text: ``"cosine"`` (default, as
+            for the functional form and the Vendi score: per-sample cosine kernel, no bandwidth
+            to choose), ``"gaussian:sigma=3.5"`` (seeded random Fourier features shared by text
+            and images, 2500 frequencies unless told; sigma 3.5 in the published method, on raw
+            CLIP ViT-B/32 embeddings) or ``"linear"``. The score depends on the frequency draw
+            (about +-1.7% between seeds at the defaults): compare runs at the same seed.
         rtol: eigenvalue cut-off on ``C_TT`` relative to its trace; default from the precision
             of the text features (see
             :func:`~diversity_callbacks.functional.schur_complement_entropy`).
         compute_image_vendi: ``False`` skips the images' own spectrum (a third of ``compute``'s
             cost at large D); ``"image_vendi"`` is then NaN.
-        kwargs: torchmetrics ``Metric`` options (``sync_on_compute``, ``process_group``...).
+        kwargs: torchmetrics ``Metric`` options (``sync_on_compute``, ``process_group``...);
+            the 0.1 kernel arguments (``sigma``, ``num_features``, ``seed``, ``frequencies``,
+            ``feature_map``) still work, with a ``FutureWarning``.
 
     ``compute`` returns a dict of float64 scalars: ``"sce"``, ``"text_part"``, ``"image_vendi"``
     (see :class:`~diversity_callbacks.functional.schur.SchurComplementResult`). In the degenerate
@@ -97,30 +86,18 @@ class SchurComplementEntropy(LazilySizedMetric):
 
     def __init__(
         self,
-        kernel: KernelName | None = None,
+        kernel: KernelArgument = None,
         *,
-        sigma: float | None = None,
-        num_features: int | None = None,
-        seed: int = 0,
-        frequencies: Tensor | None = None,
-        feature_map: FeatureMap | None = None,
         rtol: float | None = None,
         compute_image_vendi: bool = True,
         **kwargs: Any,
     ) -> None:
+        self.kernel_value = as_kernel(kernel, kwargs, type(self).__name__, strict=False)
+        """The :class:`~diversity_callbacks.Kernel` the states are built with."""
         super().__init__(**kwargs)
-        self.kernel = _resolve_feature_map(
-            kernel,
-            sigma=sigma,
-            num_features=num_features,
-            seed=seed,
-            frequencies=frequencies,
-            feature_map=feature_map,
-        )
-        self._kernel_settings = kernel_settings(
-            kernel, sigma, num_features, seed, feature_map, frequencies
-        )
-        self.rtol = _check_rtol(rtol)
+        self.kernel = resolve_explicit(self.kernel_value, "the Schur complement entropy")
+        """The resolved feature map of text and images."""
+        self.rtol = check_rtol(rtol)
         self.compute_image_vendi = compute_image_vendi
         for name in ("text_text", "text_image", "image_image"):
             self.add_state(name, default=unsized_moment(), dist_reduce_fx="sum")
@@ -141,17 +118,16 @@ class SchurComplementEntropy(LazilySizedMetric):
         """Add paired (N, d_I) image and (N, d_T) text features; row i of both is one sample."""
         held = self._dims_of(self.metric_state)
         text_dim, image_dim = (None, None) if held is None else held[:2]
-        check_features(image_features, "image_features", dim=image_dim)
-        check_features(text_features, "text_features", dim=text_dim)
-        check_paired(image_features, text_features, "image_features", "text_features")
-        _check_shared_map(self.kernel, image_features, text_features)
+        _schur_check_inputs(
+            image_features, text_features, self.kernel, image_dim=image_dim, text_dim=text_dim
+        )
         if image_features.shape[0] == 0:
             return
-        # Featurise each distinct prompt of the batch once (a callback repeats each prompt).
-        first, group = _group_rows(text_features)
-        prompts = text_features[first].to(self.device)
-        phi_text = self.kernel.features(prompts, "text_features")
-        phi_image = self.kernel.features(image_features.to(self.device), "image_features")
+        # Each distinct prompt of the batch is featurised once (a callback repeats each prompt).
+        batch = _schur_update(
+            image_features.to(self.device), text_features.to(self.device), self.kernel
+        )
+        phi_text, phi_image = batch.phi_prompts, batch.phi_image
         dims = (
             text_features.shape[1],
             image_features.shape[1],
@@ -166,19 +142,19 @@ class SchurComplementEntropy(LazilySizedMetric):
                 f"metric's states hold {held[2:]}: every update must use the same embedder and "
                 "kernel"
             )
-        group = group.to(self.device)
-        counts = torch.bincount(group, minlength=first.numel()).to(torch.float64)
-        sums = phi_image.new_zeros(first.numel(), dims[3]).index_add_(0, group, phi_image)
-        groups = torch.cat([prompts.to(torch.float64), phi_text, counts[:, None], sums], dim=1)
-        self._add_groups(groups, dims)
+        group, num_prompts = batch.prompt_index, batch.prompts.shape[0]
+        counts = torch.bincount(group, minlength=num_prompts).to(torch.float64)
+        sums = phi_image.new_zeros(num_prompts, dims[3]).index_add_(0, group, phi_image)
+        prompts = batch.prompts.to(torch.float64)
+        self._add_groups(torch.cat([prompts, phi_text, counts[:, None], sums], dim=1), dims)
         second_moment(phi_image, out=self.image_image)
         self.num_samples += image_features.shape[0]
-        self.text_eps.clamp_min_(_text_precision(prompts))  # the distinct rows' values suffice
+        self.text_eps.clamp_min_(batch.text_eps)
 
     def _add_groups(self, groups: Tensor, dims: Dims) -> None:
         """Merge a batch's prompt groups into this rank's; fold them into the sums past D_T / 2."""
         merged = _merge_groups(torch.cat([self._stored_groups(dims), groups]), dims)
-        if not _prefers_grouped(merged.shape[0], dims[2]):
+        if not prefers_grouped(merged.shape[0], dims[2]):
             phi_text, counts, sums = _split_groups(merged, dims)
             second_moment(phi_text * counts.sqrt()[:, None], out=self.text_text)
             self.text_image.addmm_(phi_text.T, sums)
@@ -203,32 +179,22 @@ class SchurComplementEntropy(LazilySizedMetric):
                 "update(image_features, text_features) first"
             )
         dims = self._dims_of(self.metric_state)
-        rtol = _effective_rtol(self.rtol, float(self.text_eps))
         groups = _merge_groups(self._stored_groups(dims), dims)
-        phi_text, counts, sums = _split_groups(groups, dims)
-        if _prefers_grouped(groups.shape[0], dims[2]) and not bool(self.text_text.any()):
-            result = _schur_from_groups(
-                phi_text,
-                counts,
-                sums,
-                self.image_image.clone(),
-                num_samples,
-                rtol=rtol,
-                compute_image_vendi=self.compute_image_vendi,
-            )
-        else:  # groups folded into the sums (many prompts), or states saved before the groups
-            result = _schur_from_moments(
-                second_moment(phi_text * counts.sqrt()[:, None], out=self.text_text.clone()),
-                torch.addmm(self.text_image, phi_text.T, sums),
-                self.image_image,
-                num_samples,
-                rtol=rtol,
-                compute_image_vendi=self.compute_image_vendi,
-            )
+        # The groups folded into the sums (many prompts), or states saved before the groups,
+        # take the D x D blocks.
+        result = _schur_compute(
+            *_split_groups(groups, dims),
+            self.image_image,
+            num_samples,
+            rtol=self.rtol,
+            text_eps=float(self.text_eps),
+            compute_image_vendi=self.compute_image_vendi,
+            folded=(self.text_text, self.text_image),
+        )
         return result._asdict()
 
     def _state_settings(self) -> dict[str, Any]:
-        return self._kernel_settings
+        return self.kernel_value.settings()
 
     def _dims_of(self, states: Mapping[str, Any]) -> Dims | None:
         text_image = states["text_image"]
@@ -261,7 +227,7 @@ def _merge_groups(groups: Tensor, dims: Dims) -> Tensor:
     """One row per distinct prompt: counts and image sums added, the first features kept."""
     if groups.shape[0] == 0:
         return groups
-    first, group = _group_rows(groups[:, : dims[0]])
+    first, group = group_rows(groups[:, : dims[0]])
     additive = dims[0] + dims[2]  # the count and the images' sum
     merged = groups[first]
     merged[:, additive:] = torch.zeros_like(merged[:, additive:]).index_add_(

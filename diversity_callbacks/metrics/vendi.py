@@ -9,26 +9,19 @@ import torch
 from torch import Tensor
 from torchmetrics.utilities import dim_zero_cat
 
-from diversity_callbacks.functional.kernels import (
-    FeatureMap,
-    KernelSpec,
-    check_columns,
-    resolve_kernel,
-)
+from diversity_callbacks.functional.kernels import KernelArgument, as_kernel
 from diversity_callbacks.functional.spectrum import (
     Order,
     check_tolerance,
-    normalized_spectrum,
     parse_orders,
     vendi_orders,
 )
-from diversity_callbacks.metrics.base import (
-    Dims,
-    LazilySizedMetric,
-    kernel_settings,
-    unsized_moment,
+from diversity_callbacks.functional.vendi import (
+    _vendi_check_inputs,
+    _vendi_compute,
+    _vendi_update,
 )
-from diversity_callbacks.utilities.checks import check_features
+from diversity_callbacks.metrics.base import Dims, LazilySizedMetric, unsized_moment
 
 
 class VendiScore(LazilySizedMetric):
@@ -37,7 +30,7 @@ class VendiScore(LazilySizedMetric):
     Two ways to hold the samples, chosen by the kernel:
 
     - kernels with an explicit feature map (``"cosine"``, ``"linear"``, ``"gaussian"`` with
-      ``num_features``, or ``feature_map=``) keep the float64 D x D second moment
+      ``num_features``, or a ``feature_map``) keep the float64 D x D second moment
       ``sum phi(x) phi(x)^T`` and a count: exact for every order, state size independent of the
       number of samples, summed across ranks;
     - the exact ``"gaussian"`` kernel and kernel callables keep every row (float64, gathered
@@ -50,15 +43,14 @@ class VendiScore(LazilySizedMetric):
     Args:
         q: order >= 0, ``"inf"``, or a sequence of orders (``compute`` then returns a dict keyed
             ``"q0.5"``, ``"q1"``, ``"q2"``, ``"qinf"``...).
-        kernel: ``"cosine"`` (default), ``"linear"``, ``"gaussian"`` or a kernel callable
-            ``k(X, Y) -> (N, M)``.
-        sigma: Gaussian bandwidth, ``k = exp(-|x - y|^2 / (2 sigma^2))``.
-        num_features: approximate the Gaussian kernel with this many random Fourier frequencies.
-        seed: seed of the random Fourier frequencies (identical on every rank). The score
-            depends on the draw (a few percent between seeds): compare runs at the same seed.
-        feature_map: explicit feature map ``phi(X) -> (N, D)``, instead of ``kernel``.
+        kernel: a :class:`~diversity_callbacks.Kernel`, its text (``"cosine"``, the default;
+            ``"linear"``; ``"gaussian:sigma=3.5,features=2048"``) or a kernel callable
+            ``k(X, Y) -> (N, M)``. With random features the score depends on the draw (a few
+            percent between seeds): compare runs at the same seed.
         tolerance: relative eigenvalue tolerance (default ``size * eps(float64)``).
-        kwargs: torchmetrics ``Metric`` options (``sync_on_compute``, ``process_group``...).
+        kwargs: torchmetrics ``Metric`` options (``sync_on_compute``, ``process_group``...);
+            the 0.1 kernel arguments ``sigma``, ``num_features``, ``seed``, ``feature_map``
+            still work, with a ``FutureWarning``.
 
     Examples:
         >>> import torch
@@ -79,21 +71,17 @@ class VendiScore(LazilySizedMetric):
     def __init__(
         self,
         q: Order | Sequence[Order] = 1.0,
-        kernel: KernelSpec | None = None,
+        kernel: KernelArgument = None,
         *,
-        sigma: float | None = None,
-        num_features: int | None = None,
-        seed: int = 0,
-        feature_map: FeatureMap | None = None,
         tolerance: float | None = None,
         **kwargs: Any,
     ) -> None:
+        self.kernel_value = as_kernel(kernel, kwargs, type(self).__name__, strict=False)
+        """The :class:`~diversity_callbacks.Kernel` the states are built with."""
         super().__init__(**kwargs)
         self.orders, self._as_dict = parse_orders(q)
-        self.kernel = resolve_kernel(
-            kernel, sigma=sigma, num_features=num_features, seed=seed, feature_map=feature_map
-        )
-        self._kernel_settings = kernel_settings(kernel, sigma, num_features, seed, feature_map)
+        self.kernel = self.kernel_value.resolve()
+        """The resolved kernel (feature map or kernel function) that ``update`` applies."""
         check_tolerance(tolerance)
         self.tolerance = tolerance
         self.streams_moments = self.kernel.feature_map is not None
@@ -111,21 +99,18 @@ class VendiScore(LazilySizedMetric):
     def update(self, features: Tensor) -> None:
         """Add a batch of (N, D) features; D must stay the same across updates."""
         dims = self._dims_of(self.metric_state)
-        check_features(features, "features", dim=None if dims is None else dims[0])
+        _vendi_check_inputs(features, dim=None if dims is None else dims[0])
         if features.shape[0] == 0:
             return
-        if self.streams_moments:
-            features = features.to(self.device)
-            if dims is None:
-                moment = self.kernel.moment(features)
-                self._allocate((features.shape[1], moment.shape[0]))
-                self.second_moment.copy_(moment)
-            else:
-                self.kernel.moment(features, out=self.second_moment)
+        features = features.to(self.device)
+        if not self.streams_moments:
+            self.rows.append(_vendi_update(features, self.kernel))
+        elif dims is None:
+            moment = _vendi_update(features, self.kernel)
+            self._allocate((features.shape[1], moment.shape[0]))
+            self.second_moment.copy_(moment)
         else:
-            check_columns(features)  # the kernel function would only see them at compute
-            # A copy even when already float64: the caller may reuse the batch's buffer.
-            self.rows.append(features.to(self.device, torch.float64, copy=True))
+            _vendi_update(features, self.kernel, self.second_moment)
         self.num_samples += features.shape[0]
 
     def compute(self) -> Tensor | dict[str, Tensor]:
@@ -150,13 +135,8 @@ class VendiScore(LazilySizedMetric):
                 f"{type(self).__name__}.compute() needs at least one sample, got none: call "
                 "update() with (N, D) features first"
             )
-        if self.streams_moments:
-            moment = self.second_moment
-            return normalized_spectrum(moment, tolerance=self.tolerance, assume_symmetric=True)
-        gram = self.kernel.matrix(dim_zero_cat(self.rows))
-        return normalized_spectrum(
-            gram, tolerance=self.tolerance, assume_symmetric=self.kernel.symmetric
-        )
+        state = self.second_moment if self.streams_moments else dim_zero_cat(self.rows)
+        return _vendi_compute(state, self.kernel, tolerance=self.tolerance)
 
     def plot(
         self,
@@ -175,7 +155,7 @@ class VendiScore(LazilySizedMetric):
         return self._plot(val, ax)
 
     def _state_settings(self) -> dict[str, Any]:
-        return self._kernel_settings
+        return self.kernel_value.settings()
 
     def _dims_of(self, states: Mapping[str, Any]) -> Dims | None:
         """(input dimension, dimension of the kernel features held), None before any rows."""

@@ -314,11 +314,11 @@ def test_states_saved_before_the_prompt_groups_load_and_keep_their_scores():
 
 def test_grouping_is_exact_even_when_hashes_collide(monkeypatch):
     rows = torch.tensor([[1.0, 2.0], [3.0, 4.0], [1.0, 2.0], [0.0, 5.0], [3.0, 4.0]])
-    first, group = schur_functional._group_rows(rows)
+    first, group = schur_functional.group_rows(rows)
     assert torch.equal(rows[first][group], rows) and first.numel() == 3
     # every weight zero: all rows hash alike, and the check falls back to sorting the rows
     monkeypatch.setattr(schur_functional.torch, "randint", lambda *a, **k: torch.zeros(2).long())
-    first, group = schur_functional._group_rows(rows)
+    first, group = schur_functional.group_rows(rows)
     assert torch.equal(rows[first][group], rows) and first.numel() == 3
 
 

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from diversity_callbacks.functional import (
+    Kernel,
     conditional_vendi_score,
     distinct_n,
     embedding_clip_score,
@@ -52,12 +53,12 @@ from tests.helpers.metric_tester import (
 )
 
 ORDERS = [0.5, 1, 2, "inf"]
-GAUSSIAN = {"kernel": "gaussian", "sigma": 3.0}
-RANDOM_FEATURES = {"kernel": "gaussian", "sigma": 3.0, "num_features": 32, "seed": 1}
-PAIRED_GAUSSIAN = {"kernel": "gaussian", "sigma": 2.0, "condition_kernel": "gaussian",
+GAUSSIAN = {"kernel": Kernel("gaussian", sigma=3.0)}
+RANDOM_FEATURES = {"kernel": Kernel("gaussian", sigma=3.0, num_features=32, seed=1)}
+PAIRED_GAUSSIAN = {"kernel": Kernel("gaussian", sigma=2.0), "condition_kernel": "gaussian",
                    "condition_sigma": 1.5}  # fmt: skip
-STREAMING = {**PAIRED_GAUSSIAN, "num_features": 32}
-LABELS_STREAMING = {"kernel": "gaussian", "sigma": 2.0, "num_features": 16}
+STREAMING = {**PAIRED_GAUSSIAN, "kernel": Kernel("gaussian", sigma=2.0, num_features=32)}
+LABELS_STREAMING = {"kernel": Kernel("gaussian", sigma=2.0, num_features=16)}
 WORDS = ["the", "a", "cat", "dog", "sat", "ran", "on", "mat", "red", "blue"]
 
 
@@ -84,12 +85,18 @@ def with_qualities(n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     return features(n, generator), torch.rand(n, generator=generator) + 0.5
 
 
-def image_prompt_pairs(n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """Images that depend on their prompt (one of 4, repeated) plus noise, and the prompts."""
-    prompts = 3 * torch.randn(4, 8, generator=generator)
-    texts = prompts[torch.randint(0, 4, (n,), generator=generator)]
-    images = texts @ torch.randn(8, 8, generator=generator) / 3
-    return images + torch.randn(n, 8, generator=generator), texts
+def image_prompt_pairs(num_prompts: int) -> Any:
+    """Images that depend on their prompt (one of ``num_prompts``, repeated) plus noise, and
+    the prompts; more than D_T / 2 distinct prompts fold the metric's prompt groups into its
+    dense sums."""
+
+    def inputs(n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        prompts = 3 * torch.randn(num_prompts, 8, generator=generator)
+        texts = prompts[torch.randint(0, num_prompts, (n,), generator=generator)]
+        images = texts @ torch.randn(8, 8, generator=generator) / 3
+        return images + torch.randn(n, 8, generator=generator), texts
+
+    return inputs
 
 
 def clip_pairs(n: int, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
@@ -221,12 +228,17 @@ CASES: dict[str, MetricCase] = {
     "schur/cosine": MetricCase(
         lambda: SchurComplementEntropy(kernel="cosine"),
         schur(kernel="cosine"),
-        image_prompt_pairs,
+        image_prompt_pairs(4),
+    ),
+    "schur/cosine_many_prompts": MetricCase(
+        lambda: SchurComplementEntropy(kernel="cosine"),
+        schur(kernel="cosine"),
+        image_prompt_pairs(7),
     ),
     "schur/random_features": MetricCase(
         lambda: SchurComplementEntropy(**RANDOM_FEATURES),
         schur(**RANDOM_FEATURES),
-        image_prompt_pairs,
+        image_prompt_pairs(4),
     ),
     "clip_score": MetricCase(
         lambda: EmbeddingCLIPScore(num_conditions=3), mean_clip_score, clip_pairs

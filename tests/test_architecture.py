@@ -115,15 +115,28 @@ class Package:
         return [part for part in names if is_private(part)]
 
     def private_uses(self, name: str, module: ast.Module, is_package: bool) -> list[str]:
-        """Imports of private names of other modules, and ``module._name`` attributes."""
-        found, aliases = [], {}
+        """Imports of private names of other modules, their ``module._name`` attributes, and
+        ``setattr(module, "_name", ...)``-style uses (``monkeypatch.setattr`` included)."""
+        found = []
         for item in self.imports(name, module, is_package):
-            target = self.reached(item)
-            if target != item.importer and self.private_parts(item) and not allowed(item):
+            if self.reached(item) != name and self.private_parts(item) and not allowed(item):
                 imported = ".".join(filter(None, [item.module, item.name]))
                 found.append(f"{name}:{item.line} imports {imported}")
-            if target != item.module:  # from pkg import submodule: the name is the module
-                aliases[item.name] = target
+        aliases = self.module_aliases(name, module, is_package)
+        for node in ast.walk(module):
+            for owner, attribute in _attributes_used(node):
+                owner = aliases.get(owner, owner if owner.split(".")[0] == PACKAGE else None)
+                if owner is not None and owner != name and is_private(attribute):
+                    found.append(f"{name}:{node.lineno} uses {owner}.{attribute}")
+        return found
+
+    def module_aliases(self, name: str, module: ast.Module, is_package: bool) -> dict[str, str]:
+        """The names under which ``module`` holds package modules: ``import a.b as c``,
+        ``from a import b [as c]`` where ``b`` is a module."""
+        aliases = {}
+        for item in self.imports(name, module, is_package):
+            if self.reached(item) != item.module:
+                aliases[item.name] = self.reached(item)
         for node in ast.walk(module):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 for alias in node.names:
@@ -131,12 +144,7 @@ class Package:
                         aliases[alias.asname or alias.name] = alias.name
                     elif alias.asname and alias.name in aliases:
                         aliases[alias.asname] = aliases[alias.name]
-        for node in ast.walk(module):
-            if isinstance(node, ast.Attribute) and is_private(node.attr):
-                owner = aliases.get(ast.unparse(node.value))
-                if owner is not None and owner != name:
-                    found.append(f"{name}:{node.lineno} uses {owner}.{node.attr}")
-        return found
+        return aliases
 
     # ------------------------------------------------------------ import circles
 
@@ -167,6 +175,24 @@ class Package:
             if target != found.importer and target in edges:
                 edges[found.importer].add(target)
         return edges
+
+
+def _attributes_used(node: ast.AST) -> list[tuple[str, str]]:
+    """``(owner, attribute)`` for ``owner.attribute``, ``setattr(owner, "attribute", ...)`` (and
+    ``getattr``, ``delattr``, ``monkeypatch.setattr``) and ``monkeypatch.setattr("a.b.attr")``."""
+    if isinstance(node, ast.Attribute):
+        return [(ast.unparse(node.value), node.attr)]
+    if not isinstance(node, ast.Call) or not node.args:
+        return []
+    function = ast.unparse(node.func).rsplit(".", 1)[-1]
+    if function not in ("setattr", "getattr", "delattr"):
+        return []
+    first, rest = node.args[0], node.args[1:]
+    if rest and isinstance(rest[0], ast.Constant) and isinstance(rest[0].value, str):
+        return [(ast.unparse(first), rest[0].value)]
+    if isinstance(first, ast.Constant) and isinstance(first.value, str) and "." in first.value:
+        return [tuple(first.value.rsplit(".", 1))]  # monkeypatch.setattr("module.name", value)
+    return []
 
 
 def _type_checking_lines(module: ast.Module) -> set[int]:
@@ -309,6 +335,10 @@ MADE_UP = {
     "evaluation/b.py": "def b():\n    from diversity_callbacks.evaluation import a\n"
     "from diversity_callbacks.metrics import Vendi\n",
     "evaluation/_private.py": "",
+    "evaluation/d.py": "from diversity_callbacks.functional import vendi as module\n"
+    "def f(monkeypatch):\n    monkeypatch.setattr(module, '_helper', 1)\n"
+    "    monkeypatch.setattr('diversity_callbacks.functional.vendi._helper', 1)\n"
+    "    getattr(module, 'vendi')\n",
     "evaluation/c.py": "from diversity_callbacks.evaluation import _private\n"
     "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
     "    from diversity_callbacks.metrics.vendi import Vendi\n",
@@ -335,6 +365,8 @@ def test_private_imports_are_found_and_the_functional_interface_is_spared(made_u
         # the interface, but outside metrics/ and prompt_removal.py
         "diversity_callbacks.evaluation.a:2 imports diversity_callbacks.functional.vendi._vendi_compute",
         "diversity_callbacks.evaluation.c:1 imports diversity_callbacks.evaluation._private",
+        "diversity_callbacks.evaluation.d:3 uses diversity_callbacks.functional.vendi._helper",
+        "diversity_callbacks.evaluation.d:4 uses diversity_callbacks.functional.vendi._helper",
         "diversity_callbacks.metrics.vendi:1 imports diversity_callbacks.functional.vendi._helper",
         "diversity_callbacks.metrics.vendi:3 uses diversity_callbacks.functional._other",
     ]

@@ -5,6 +5,7 @@ its functional form, how to draw its inputs) and the harness checks that
 
 - the functional form on all rows (float64 inputs: the reference),
 - the class fed the rows in uneven batches,
+- its ``forward`` on each batch (the batch's score) and its ``compute`` after them,
 - ``merge_state`` of two metrics that each saw one half (and of a full and an empty one),
 - two gloo ranks with uneven shares, and with one rank that has no rows
 
@@ -54,7 +55,12 @@ the gathered order)."""
 DDP_TIMEOUT = 60
 """Seconds a collective waits for the other rank (a broken metric can leave one rank waiting)."""
 
-CHECKS = ("batched", "merged_halves", "merged_with_empty", *(f"ddp_{share}" for share in SHARES))
+FORWARD_BATCHES = (7, 5, 12)
+"""Row counts of the ``forward`` calls: each scored alone (none empty, which ``forward``
+refuses, and none of one row, which self-BLEU refuses)."""
+
+ONE_PROCESS_CHECKS = ("batched", "forward", "merged_halves", "merged_with_empty")
+CHECKS = (*ONE_PROCESS_CHECKS, *(f"ddp_{share}" for share in SHARES))
 
 
 @dataclass(frozen=True)
@@ -112,21 +118,32 @@ def expected(case: MetricCase) -> Any:
     return case.functional(*as_float64(draw(case)))
 
 
-def class_result(case: MetricCase, check: str) -> Any:
-    """``compute()`` of the one-process check ``check`` (batched or merged)."""
-    columns = draw(case)
+def one_process(case: MetricCase, check: str) -> list[tuple[str, Any, Any]]:
+    """``(what, result, reference)`` of the one-process check ``check``."""
+    columns, reference = draw(case), expected(case)
     if check == "batched":
-        return fed(case, columns, BATCHES).compute()
+        return [("compute", fed(case, columns, BATCHES).compute(), reference)]
+    if check == "forward":
+        metric, start, found = case.metric(), 0, []
+        for count in FORWARD_BATCHES:
+            batch = rows(columns, start, start + count)
+            alone = case.functional(*as_float64(batch))
+            found.append((f"forward of rows {start}:{start + count}", metric(*batch), alone))
+            start += count
+        return [*found, ("compute after forward", metric.compute(), reference)]
     if check == "merged_halves":
         half = NUM_ROWS // 2
         first = fed(case, columns, (half,))
         first.merge_state(fed(case, columns, (NUM_ROWS - half,), start=half))
-        return first.compute()
+        return [("compute", first.compute(), reference)]
     assert check == "merged_with_empty", check
     into_empty, empty_into = case.metric(), fed(case, columns, (NUM_ROWS,))
     into_empty.merge_state(fed(case, columns, (NUM_ROWS,)))  # takes the full one's states
     empty_into.merge_state(case.metric())  # is left as it was
-    return {"into_empty": into_empty.compute(), "empty_into": empty_into.compute()}
+    return [
+        ("empty.merge_state(full)", into_empty.compute(), reference),
+        ("full.merge_state(empty)", empty_into.compute(), reference),
+    ]
 
 
 def ddp_runs(names: Sequence[str]) -> list[str]:

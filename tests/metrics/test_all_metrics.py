@@ -42,13 +42,14 @@ from diversity_callbacks.metrics import (
 )
 from tests.helpers.metric_tester import (
     CHECKS,
+    ONE_PROCESS_CHECKS,
     MetricCase,
     assert_close,
-    class_result,
     ddp_results,
     ddp_run,
     ddp_runs,
     expected,
+    one_process,
     public_metric_classes,
 )
 
@@ -284,16 +285,11 @@ def test_every_public_metric_class_is_registered():
 
 # torchmetrics counts updates, not merges: a metric that only merged states warns at compute.
 @pytest.mark.filterwarnings("ignore:The ``compute`` method of metric .* was called before")
-@pytest.mark.parametrize(("name", "check"), params(CHECKS[:3]))
+@pytest.mark.parametrize(("name", "check"), params(ONE_PROCESS_CHECKS))
 def test_one_process_equals_the_functional_form(name: str, check: str):
     case = CASES[name]
-    reference = expected(case)
-    result = class_result(case, check)
-    if check == "merged_with_empty":
-        for how, value in result.items():
-            assert_close(value, reference, case.rtol, case.atol, f"{name} {how}")
-    else:
-        assert_close(result, reference, case.rtol, case.atol, name)
+    for what, result, reference in one_process(case, check):
+        assert_close(result, reference, case.rtol, case.atol, f"{name}: {what}")
 
 
 def _on_ranks(rank: int, world_size: int, runs: list[str], folder: str) -> None:
@@ -305,8 +301,9 @@ def ranks() -> dict[str, Any]:
     return ddp_run(_on_ranks, ddp_runs(CASES))
 
 
+@pytest.mark.slow  # two processes: their start-up is most of the harness's time
 @pytest.mark.timeout(600)  # one launch, and one more after each run that kills it
-@pytest.mark.parametrize(("name", "check"), params(CHECKS[3:]))
+@pytest.mark.parametrize(("name", "check"), params(CHECKS[len(ONE_PROCESS_CHECKS) :]))
 def test_two_gloo_ranks_equal_the_functional_form(ranks: dict[str, Any], name: str, check: str):
     case, key = CASES[name], f"{name}/{check.removeprefix('ddp_')}"
     reference = expected(case)

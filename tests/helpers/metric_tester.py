@@ -43,14 +43,14 @@ BATCHES = (7, 0, 1, 12, 4)
 """Row counts of the class check's ``update`` calls (uneven, an empty one, one of one row)."""
 
 SHARES: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
-    "uneven": ((5, 4), (15,)),
+    "uneven": ((5, 0, 4), (15,)),
     "rank1_empty": ((10, 14), ()),
     "rank0_empty": ((), (3, 21)),
     "rank1_empty_batch": ((24,), (0,)),
 }
-"""Row counts per ``update`` call, per rank: uneven shares with different numbers of calls, a
-rank that never calls ``update`` and one whose only batch is empty (rank 0's rows come first in
-the gathered order)."""
+"""Row counts per ``update`` call, per rank: uneven shares with different numbers of calls (and
+an empty batch between two others), a rank that never calls ``update`` and one whose only batch
+is empty (rank 0's rows come first in the gathered order)."""
 
 DDP_TIMEOUT = 60
 """Seconds a collective waits for the other rank (a broken metric can leave one rank waiting)."""

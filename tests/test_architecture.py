@@ -376,6 +376,14 @@ def test_circles_count_lazy_imports_but_not_reexports_or_type_checking(made_up: 
     assert circles(made_up.graph()) == [
         ["diversity_callbacks.evaluation.a", "diversity_callbacks.evaluation.b"]
     ]
+    # a re-exported name is followed to its module (the top package's through TYPE_CHECKING)
+    assert made_up.defining("diversity_callbacks", "Vendi") == "diversity_callbacks.metrics.vendi"
+    assert made_up.defining("diversity_callbacks.metrics", "Vendi") == (
+        "diversity_callbacks.metrics.vendi"
+    )
+    assert made_up.defining("diversity_callbacks.evaluation", "a") == (
+        "diversity_callbacks.evaluation.a"
+    )
 
 
 def test_sizes_count_from_the_def_line_to_the_last_docstring_included(made_up: Package):

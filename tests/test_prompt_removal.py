@@ -7,7 +7,7 @@ import pickle
 import pytest
 import torch
 
-from diversity_callbacks import PromptRemover
+from diversity_callbacks import Kernel, PromptRemover
 
 NUM_PROMPTS, DIM = 10, 32
 
@@ -206,3 +206,31 @@ def test_load_checks_random_feature_frequencies_against_gamma(tmp_path, key, val
     torch.save(_corrupt(remover.state_dict(), key, value), path)
     with pytest.raises(ValueError, match=f"not a saved PromptRemover: .*{match}"):
         PromptRemover.load(path)
+
+
+@pytest.mark.parametrize(
+    ("flat", "value"),
+    [
+        (
+            {"kernel": "gaussian", "sigma": 6.0, "num_features": 20, "seed": 7},
+            "gaussian:sigma=6.0,features=20,seed=7",
+        ),
+        ({"feature_map": torch.tanh}, Kernel(feature_map=torch.tanh)),
+        ({"seed": 3}, Kernel("linear", seed=3)),  # the default stays linear
+    ],
+)
+def test_flat_kernel_arguments_warn_and_give_identical_maps(flat, value):
+    images, prompts, _, _ = shared_space_pairs(per_prompt=20, seed=4)
+    with pytest.warns(FutureWarning, match="PromptRemover: passing `") as caught:
+        old = PromptRemover(**flat).fit(images, prompts)
+    assert len(caught) == 1
+    new = PromptRemover(value).fit(images, prompts)
+    assert old.kernel == new.kernel
+    assert torch.equal(old.gamma, new.gamma)
+    assert torch.equal(old.transform(images, prompts), new.transform(images, prompts))
+
+
+def test_the_default_kernel_is_linear_and_a_kernel_callable_is_refused():
+    assert PromptRemover().kernel == "linear"
+    with pytest.raises(ValueError, match="PromptRemover needs an explicit feature map"):
+        PromptRemover(torch.cdist)

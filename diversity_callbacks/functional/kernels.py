@@ -648,7 +648,7 @@ class Kernel:
         """
         if not isinstance(text, str):
             raise TypeError(f"`kernel` text must be a str, got {type(text).__name__}")
-        name, _, rest = text.strip().partition(":")
+        name, _, rest = text.partition(":")
         options: dict[str, Any] = {}
         for part in rest.split(",") if rest.strip() else ():
             key, equals, value = (piece.strip() for piece in part.partition("="))

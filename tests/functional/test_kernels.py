@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -333,3 +334,225 @@ def test_only_the_built_in_gaussian_is_marked_symmetric() -> None:
 def test_second_moment_of_a_transposed_view_is_the_gram_matrix() -> None:
     phi = torch.randn(4, 6, dtype=torch.float64)
     torch.testing.assert_close(second_moment(phi.T), phi @ phi.T, rtol=0, atol=1e-12)
+
+
+# The Kernel value: construction, parsing, settings, and the deprecated flat arguments.
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "message"),
+    [
+        ({"name": "gausian"}, ValueError, r"`kernel` must be one of .* got 'gausian'"),
+        ({"name": "cosine", "sigma": 1.0}, ValueError, "`sigma` only applies to kernel='gaussian'"),
+        (
+            {"name": "linear", "num_features": 4},
+            ValueError,
+            "`num_features` only applies to kernel='gaussian', got kernel='linear'",
+        ),
+        ({"name": "gaussian"}, ValueError, "kernel='gaussian' needs a bandwidth `sigma` > 0"),
+        ({"name": "gaussian", "sigma": -1.0}, ValueError, "`sigma` must be a finite number > 0"),
+        (
+            {"name": "gaussian", "sigma": 1.0, "num_features": 0},
+            ValueError,
+            "`num_features` must be",
+        ),
+        (
+            {"name": "gaussian", "num_features": 4, "frequencies": torch.ones(3, 4)},
+            ValueError,
+            "pass either `num_features` or `frequencies`",
+        ),
+        (
+            {"name": "gaussian", "frequencies": torch.ones(3)},
+            ValueError,
+            r"`frequencies` must be a floating 2-D \(d, m\) tensor",
+        ),
+        ({"name": "cosine", "feature_map": torch.tanh}, ValueError, "pass either `kernel` or"),
+        ({"feature_map": 3}, TypeError, "`feature_map` must be callable, got int"),
+        ({"feature_map": torch.tanh, "sigma": 1.0}, ValueError, "got a `feature_map`"),
+        ({"seed": -1}, ValueError, r"`seed` must be an integer in \[0, 2\*\*64\), got -1"),
+        ({"seed": None}, ValueError, "`seed` must be an integer"),
+    ],
+)
+def test_kernel_values_are_checked_when_built(arguments: dict, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        kernels.Kernel(**arguments)
+
+
+def test_a_kernel_is_a_frozen_value_with_the_defaults_in_one_place() -> None:
+    kernel = kernels.Kernel()
+    assert kernel.name == kernels.DEFAULT_KERNEL == "cosine"
+    with pytest.raises(AttributeError):
+        kernel.sigma = 2.0  # type: ignore[misc]
+    assert kernels.Kernel(feature_map=torch.tanh).name is None
+    assert kernels.REMOVER_KERNEL == "linear"
+    gaussian = kernels.Kernel("gaussian", sigma=3.5)
+    assert gaussian.explicit("SCE").num_features == kernels.EXPLICIT_NUM_FEATURES == 2500
+    assert gaussian.resolve().feature_map is None  # the Vendi score's exact Gaussian
+    with pytest.raises(ValueError, match="SCE needs an explicit feature map"):
+        kernels.Kernel(torch.cdist).explicit("SCE")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "cosine",
+        "linear",
+        "gaussian:sigma=3.5",
+        "gaussian:sigma=3.5,features=2048",
+        "gaussian:sigma=0.001,features=8,seed=3",
+    ],
+)
+def test_kernel_text_round_trips(text: str) -> None:
+    kernel = kernels.Kernel.parse(text)
+    assert str(kernel) == text
+    assert kernels.Kernel.parse(str(kernel)) == kernel
+    assert kernels.Kernel.parse(f" {text.replace(',', ', ')} ") == kernel  # spaces are allowed
+
+
+def test_parsed_and_built_kernels_are_equal_values() -> None:
+    parsed = kernels.Kernel.parse("gaussian:sigma=2,num_features=16,seed=4")
+    assert parsed == kernels.Kernel("gaussian", sigma=2.0, num_features=16, seed=4)
+    assert hash(parsed) == hash(kernels.Kernel("gaussian", sigma=2, num_features=16, seed=4))
+    assert parsed != kernels.Kernel("gaussian", sigma=2.0, num_features=16, seed=5)
+    assert repr(parsed) == "Kernel('gaussian', sigma=2.0, num_features=16, seed=4)"
+
+
+@pytest.mark.parametrize(
+    ("text", "part"),
+    [
+        ("gausian", "must be one of"),
+        ("gaussian:sigma=abc", "bad part 'sigma=abc' (sigma must be a number)"),
+        ("gaussian:sigma=1,features=2.5", "bad part 'features=2.5' (features must be an integer)"),
+        ("gaussian:sigma=1,width=2", "bad part 'width=2' (unknown setting 'width')"),
+        ("gaussian:sigma", "bad part 'sigma' (expected key=value)"),
+        ("cosine:sigma=1", "`sigma` only applies to kernel='gaussian'"),
+        ("gaussian", "needs a bandwidth `sigma`"),
+    ],
+)
+def test_kernel_text_errors_name_the_text_the_part_and_what_is_accepted(text, part) -> None:
+    with pytest.raises(ValueError) as error:
+        kernels.Kernel.parse(text)
+    message = str(error.value)
+    assert message.startswith(f"cannot read the kernel {text!r}: ")
+    assert part in message
+    assert "accepted: a kernel name (cosine, linear, gaussian)" in message
+    assert "sigma=<number>, features=<int>, seed=<int>" in message
+
+
+def test_settings_are_those_of_0_1_and_frequencies_compare_by_digest() -> None:
+    frequencies = torch.randn(3, 4, dtype=torch.float64)
+    assert kernels.Kernel().settings() == {"kernel": "cosine"}
+    assert kernels.Kernel("cosine", seed=5).settings() == {"kernel": "cosine"}
+    assert kernels.Kernel("gaussian", sigma=3.5).settings() == {"kernel": "gaussian", "sigma": 3.5}
+    assert kernels.Kernel("gaussian", sigma=3.5, num_features=8, seed=2).settings() == {
+        "kernel": "gaussian",
+        "sigma": 3.5,
+        "num_features": 8,
+        "seed": 2,
+    }
+    assert kernels.Kernel(feature_map=torch.tanh).settings() == {"feature_map": torch.tanh}
+    given = kernels.Kernel("gaussian", frequencies=frequencies)
+    digest = given.settings()["frequencies"]
+    assert digest.startswith("(3, 4) sha1 ") and len(digest) == len("(3, 4) sha1 ") + 12
+    assert given == kernels.Kernel("gaussian", sigma=1.0, frequencies=frequencies.clone())
+    assert given != kernels.Kernel("gaussian", frequencies=frequencies + 1e-12)
+
+
+def test_resolve_kernel_takes_a_kernel_value_or_its_text() -> None:
+    value = kernels.Kernel("gaussian", sigma=2.0, num_features=8, seed=1)
+    for kernel in (value, "gaussian:sigma=2.0,features=8,seed=1"):
+        resolved = resolve_kernel(kernel).feature_map
+        assert isinstance(resolved, RandomFourierFeatures)
+        assert torch.equal(
+            resolved.frequencies(5, torch.device("cpu")),
+            random_fourier_frequencies(5, 8, sigma=2.0, seed=1),
+        )
+    with pytest.raises(TypeError, match="not also as \\['sigma'\\]"):
+        resolve_kernel(value, sigma=2.0)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'sigmas'"):
+        resolve_kernel("gaussian", sigmas=2.0)
+
+
+def test_flat_kernel_arguments_warn_once_and_give_the_same_kernel() -> None:
+    with pytest.warns(FutureWarning) as caught:
+        flat = resolve_kernel("gaussian", sigma=2.0, num_features=8, seed=1)
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert "passing `sigma`, `num_features`, `seed` beside `kernel` is deprecated" in message
+    assert "pass kernel=Kernel('gaussian', sigma=2.0, num_features=8, seed=1)" in message
+    assert caught[0].filename == __file__  # the warning points at the caller
+    features = torch.randn(6, 5)
+    new = resolve_kernel(kernels.Kernel("gaussian", sigma=2.0, num_features=8, seed=1))
+    assert torch.equal(flat.features(features), new.features(features))
+
+
+def _scores(result: object) -> list[torch.Tensor]:
+    """The numbers of any score's result, to compare two calls exactly."""
+    if isinstance(result, dict):
+        return [torch.as_tensor(value) for value in result.values()]
+    if isinstance(result, tuple):
+        return [torch.as_tensor(value) for value in result]
+    if isinstance(result, list):  # modes
+        return [torch.tensor([mode.share for mode in result])]
+    if hasattr(result, "eigenvalues"):  # novelty
+        return [result.eigenvalues, torch.tensor([result.mass, result.score])]
+    return [torch.as_tensor(result)]
+
+
+FLAT_CASES = {
+    "exact gaussian": ({"kernel": "gaussian", "sigma": 2.0}, kernels.Kernel("gaussian", sigma=2.0)),
+    "random features": (
+        {"kernel": "gaussian", "sigma": 2.0, "num_features": 16, "seed": 3},
+        "gaussian:sigma=2.0,features=16,seed=3",
+    ),
+    "feature map": ({"feature_map": torch.tanh}, kernels.Kernel(feature_map=torch.tanh)),
+}
+
+
+def _functional_scores(name: str, kernel_options: dict) -> object:
+    from diversity_callbacks import functional as F
+
+    torch.manual_seed(0)
+    x, y = torch.randn(12, 4), torch.randn(10, 4)
+    ids = torch.arange(12) % 3
+    prompts = torch.eye(4)[ids]
+    calls = {
+        "vendi_score": lambda: F.vendi_score(x, q=[1, 2], **kernel_options),
+        "per_condition_vendi_score": lambda: F.per_condition_vendi_score(x, ids, **kernel_options),
+        "leading_modes": lambda: F.leading_modes(x, 3, **kernel_options),
+        "novelty": lambda: F.novelty(x, y, **kernel_options),
+        "schur_complement_entropy": lambda: F.schur_complement_entropy(
+            x, prompts, **kernel_options
+        ),
+        "quality_weighted_vendi_score": lambda: F.quality_weighted_vendi_score(
+            x, torch.rand(12), **kernel_options
+        ),
+    }
+    return calls[name]()
+
+
+@pytest.mark.parametrize("case", FLAT_CASES)
+@pytest.mark.parametrize(
+    "name",
+    [
+        "vendi_score",
+        "per_condition_vendi_score",
+        "leading_modes",
+        "novelty",
+        "schur_complement_entropy",
+        "quality_weighted_vendi_score",
+    ],
+)
+def test_flat_kernel_arguments_warn_and_give_identical_numbers(name: str, case: str) -> None:
+    flat, value = FLAT_CASES[case]
+    if name == "schur_complement_entropy" and case == "exact gaussian":
+        value = kernels.Kernel("gaussian", sigma=2.0, num_features=2500)  # SCE's explicit map
+    with pytest.warns(FutureWarning, match="beside `kernel` is deprecated") as caught:
+        old = _scores(_functional_scores(name, flat))
+    assert len(caught) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        new = _scores(_functional_scores(name, {"kernel": value}))
+    assert len(old) == len(new)
+    for before, after in zip(old, new, strict=True):
+        assert torch.equal(before, after)

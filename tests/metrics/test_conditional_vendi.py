@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import torch
 
-from diversity_callbacks import ConditionalVendiScore, InformationVendiScore
+from diversity_callbacks import ConditionalVendiScore, InformationVendiScore, Kernel
 from diversity_callbacks.functional import conditional_vendi_score, information_vendi_score
 from tests.helpers.distributed import run_distributed
 
@@ -264,3 +264,26 @@ def test_streaming_on_two_gloo_ranks_with_different_labels_equals_one_process():
                                     **STREAMING[case])  # fmt: skip
         for order, value in expected.items():
             assert result[order] == pytest.approx(float(value), rel=1e-9), (key, order)
+
+
+@pytest.mark.parametrize("name", METRICS)
+def test_a_kernel_value_gives_the_samples_kernel_and_its_random_features(name: str) -> None:
+    metric_class, score = METRICS[name]
+    torch.manual_seed(0)
+    features, conditions = torch.randn(30, 3), torch.randn(30, 2)
+    value = Kernel("gaussian", sigma=2.0, num_features=64)
+    flat = {"condition_kernel": "gaussian", "condition_sigma": 1.5}
+    old = metric_class(q=ORDERS, **OPTIONS["streaming"])
+    new = metric_class(q=ORDERS, kernel=value, **flat)
+    assert old._state_settings() == new._state_settings()
+    for metric in (old, new):
+        metric.update(features, conditions)
+    expected = score(features, condition_features=conditions, q=ORDERS, kernel=value, **flat)
+    got = new.compute()
+    assert all(torch.equal(old.compute()[key], got[key]) for key in expected)
+    for key in expected:
+        assert got[key].item() == pytest.approx(expected[key].item(), rel=1e-9)
+    with pytest.raises(TypeError, match="not also as `sigma`"):
+        metric_class(kernel=value, sigma=2.0)
+    with pytest.raises(ValueError, match="a cosine or Gaussian kernel by name"):
+        metric_class(kernel=Kernel(feature_map=torch.tanh))

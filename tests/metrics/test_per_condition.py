@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from diversity_callbacks import Kernel
 from diversity_callbacks.functional import per_condition as per_condition_module
 from diversity_callbacks.functional import per_condition_vendi_score, spectrum, vendi_score
 from diversity_callbacks.metrics import PerConditionVendiScore
@@ -143,3 +144,28 @@ def test_features_keep_their_dimension_across_updates():
     metric.update(torch.randn(2, 4), torch.zeros(2, dtype=torch.long))
     with pytest.raises(ValueError, match="feature dimension 4"):
         metric.update(torch.randn(2, 5), torch.zeros(2, dtype=torch.long))
+
+
+@pytest.mark.parametrize(
+    ("options", "value"),
+    [
+        ({"kernel": "gaussian", "sigma": 2.0, "tolerance": 1e-9}, Kernel("gaussian", sigma=2.0)),
+        ({"kernel": "linear"}, "linear"),
+    ],
+)
+def test_kernel_kwargs_warn_once_and_give_identical_scores(options, value) -> None:
+    features, ids = torch.randn(24, 3), torch.arange(24) % 4
+    tolerance = options.get("tolerance")
+    with pytest.warns(FutureWarning, match="`kernel_kwargs` is deprecated") as caught:
+        by_keyword = PerConditionVendiScore(4, q=[1, 2], kernel_kwargs=options)
+    assert len(caught) == 1 and "pass kernel=Kernel(" in str(caught[0].message)
+    with pytest.warns(FutureWarning, match="`kernel_kwargs` is deprecated"):
+        positional = PerConditionVendiScore(4, [1, 2], options)  # 0.1's third argument
+    new = PerConditionVendiScore(4, q=[1, 2], kernel=value, tolerance=tolerance)
+    for metric in (by_keyword, positional, new):
+        metric.update(features, ids)
+    expected = new.compute()
+    for metric in (by_keyword, positional):
+        assert all(torch.equal(metric.compute()[key], expected[key]) for key in expected)
+    reference = per_condition_vendi_score(features, ids, [1, 2], kernel=value, tolerance=tolerance)
+    assert torch.equal(new.per_condition, reference)

@@ -7,10 +7,11 @@ import math
 import pytest
 import torch
 
-from diversity_callbacks import SchurComplementEntropy
+from diversity_callbacks import Kernel, SchurComplementEntropy
 from diversity_callbacks.functional import normalize_rows, schur_complement_entropy, vendi_score
 from diversity_callbacks.functional import schur as schur_functional
 from diversity_callbacks.functional.schur import DegenerateSchurComplementWarning
+from diversity_callbacks.metrics import schur as schur_module
 from tests.helpers.distributed import run_distributed
 
 GAUSSIAN = {"kernel": "gaussian", "sigma": 4.0, "num_features": 30, "seed": 3}
@@ -336,3 +337,49 @@ def test_ddp_mixes_folded_and_grouped_ranks():
     reference = schur_complement_entropy(images, prompts, path="primal")._asdict()
     for result in run_distributed(distributed_fold):
         assert_same(result, reference, rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("flat", "value"),
+    [
+        (GAUSSIAN, Kernel("gaussian", sigma=4.0, num_features=30, seed=3)),
+        ({"feature_map": normalize_rows}, Kernel(feature_map=normalize_rows)),
+    ],
+)
+def test_flat_kernel_arguments_warn_and_give_identical_scores(flat, value):
+    images, prompts = pairs()
+    with pytest.warns(FutureWarning, match="SchurComplementEntropy: passing `") as caught:
+        old = SchurComplementEntropy(**flat)
+    assert len(caught) == 1
+    new = SchurComplementEntropy(kernel=value)
+    assert old._state_settings() == new._state_settings()
+    for metric in (old, new):
+        metric.update(images[:25], prompts[:25])
+        metric.update(images[25:], prompts[25:])
+    assert old.compute() == new.compute()
+    functional = schur_complement_entropy(images, prompts, value, path="grouped")._asdict()
+    assert_same(new.compute(), functional, rtol=1e-9)  # batched sums round differently
+
+
+def test_the_gaussian_is_the_published_random_features_whichever_way_it_is_given():
+    with pytest.warns(FutureWarning, match="pass kernel=Kernel\\('gaussian', sigma=4.0\\)"):
+        old = SchurComplementEntropy(kernel="gaussian", sigma=4.0)
+    for metric in (old, SchurComplementEntropy(kernel="gaussian:sigma=4.0")):
+        assert metric.kernel.feature_map.num_features == 2500
+        assert metric._state_settings() == {"kernel": "gaussian", "sigma": 4.0}  # as in 0.1
+
+
+def test_compute_runs_the_functional_code(monkeypatch):
+    images, prompts = pairs()
+    metric = SchurComplementEntropy(kernel="linear")
+    metric.update(images, prompts)
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return schur_functional._schur_compute(*args, **kwargs)
+
+    monkeypatch.setattr(schur_module, "_schur_compute", spy)
+    reference = schur_complement_entropy(images, prompts, "linear")._asdict()
+    assert_same(metric.compute(), reference, rtol=1e-9)
+    assert len(calls) == 1

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
 from torchmetrics import MetricCollection
 
-from diversity_callbacks import VendiScore
+from diversity_callbacks import Kernel, VendiScore
+from diversity_callbacks.functional import vendi as vendi_functional
 from diversity_callbacks.functional import vendi_score
+from diversity_callbacks.metrics import vendi as vendi_module
 
 KERNELS = {
     "cosine": {},
@@ -312,3 +315,46 @@ def test_plot_draws_single_values_dicts_and_sequences() -> None:
 def test_sparse_features_are_refused_naming_the_argument():
     with pytest.raises(TypeError, match=r"`features` must be a dense tensor, got layout"):
         VendiScore().update(torch.eye(3).to_sparse())
+
+
+VALUES = {
+    "cosine": Kernel(),
+    "linear": "linear",
+    "gaussian": Kernel("gaussian", sigma=3.0),
+    "random_features": "gaussian:sigma=3.0,features=16",
+}
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_flat_kernel_arguments_warn_and_build_the_same_states(kernel: str) -> None:
+    features = torch.randn(20, 4)
+    flat = {name: value for name, value in KERNELS[kernel].items() if name != "kernel"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        new = feed(VendiScore(q=ORDERS, kernel=VALUES[kernel]), features, [7, 13])
+    if flat:
+        with pytest.warns(FutureWarning, match="VendiScore: passing `sigma`"):
+            old = feed(VendiScore(q=ORDERS, **KERNELS[kernel]), features, [7, 13])
+    else:
+        old = feed(VendiScore(q=ORDERS, **KERNELS[kernel]), features, [7, 13])
+    assert old._state_settings() == new._state_settings()
+    old.merge_state(new)  # same settings: the states add
+    expected = feed(VendiScore(q=ORDERS, kernel=VALUES[kernel]), features, [7, 13]).compute()
+    for key, value in new.compute().items():
+        assert torch.equal(value, expected[key])
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_compute_runs_the_functional_code(kernel: str, monkeypatch) -> None:
+    # docs/architecture.md: the Metric only accumulates states and calls the functional form's
+    features = torch.randn(20, 4)
+    metric = feed(VendiScore(q=ORDERS, kernel=VALUES[kernel]), features, [7, 13])
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(args)
+        return vendi_functional._vendi_compute(*args, **kwargs)
+
+    monkeypatch.setattr(vendi_module, "_vendi_compute", spy)
+    assert_scores_close(metric.compute(), vendi_score(features, q=ORDERS, kernel=VALUES[kernel]))
+    assert len(calls) == 1 and calls[0][1] is metric.kernel

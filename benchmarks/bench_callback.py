@@ -363,7 +363,8 @@ def idle(args: argparse.Namespace) -> None:
     hook = best_of(lambda: callback.on_train_batch_end(trainer, module, None, None, 0), 10_000)
     own = reads * read + hook
     evaluation_set = callback.evaluation_set
-    digest = best_of(lambda: type(evaluation_set)._digest.func(evaluation_set), 20)
+    conditions = evaluation_set.condition_set
+    digest = best_of(lambda: type(conditions)._digest.func(conditions), 20)
     print(
         f"idle callback: {IDLE_PROMPTS:,} prompts, no evaluation due; MLP 256-512-256, batch 64, "
         f"{steps} steps; {args.repeats} alternated pairs of fits (medians)\n"

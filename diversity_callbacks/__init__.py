@@ -35,9 +35,13 @@ _EXPORTS = {
     "FunctionEmbedder": "diversity_callbacks.embedders.base",
     "DiversityEvaluator": "diversity_callbacks.evaluation.evaluator",
     "EvaluationError": "diversity_callbacks.evaluation.errors",
-    "EvaluationResult": "diversity_callbacks.evaluation.evaluator",
+    "EvaluationResult": "diversity_callbacks.evaluation.results",
     "EvaluationMetric": "diversity_callbacks.evaluation.metrics",
     "evaluate_existing": "diversity_callbacks.evaluation.existing",
+    "ConditionSet": "diversity_callbacks.evaluation.conditions",
+    "EvaluatorOptions": "diversity_callbacks.evaluation.options",
+    "applicable_metrics": "diversity_callbacks.evaluation.applicability",
+    "SampleFn": "diversity_callbacks.evaluation.sampling",
     "DiversityCallback": "diversity_callbacks.callback",
     "DiversityCollapseMonitor": "diversity_callbacks.monitor",
     "CopyRateMonitor": "diversity_callbacks.monitor",
@@ -58,13 +62,18 @@ if TYPE_CHECKING:  # pragma: no cover
     from diversity_callbacks.embedders.base import FunctionEmbedder, ImageEmbedder, TextEmbedder  # noqa: F401
     from diversity_callbacks.embedders.clip import CLIPEmbedder  # noqa: F401
     from diversity_callbacks.embedders.sentence import SentenceEmbedder  # noqa: F401
+    from diversity_callbacks.evaluation.applicability import applicable_metrics  # noqa: F401
+    from diversity_callbacks.evaluation.conditions import ConditionSet  # noqa: F401
     from diversity_callbacks.evaluation.errors import EvaluationError  # noqa: F401
-    from diversity_callbacks.evaluation.evaluator import DiversityEvaluator, EvaluationResult  # noqa: F401
+    from diversity_callbacks.evaluation.evaluator import DiversityEvaluator  # noqa: F401
     from diversity_callbacks.evaluation.existing import evaluate_existing  # noqa: F401
     from diversity_callbacks.evaluation.metrics import (
         EvaluationMetric,  # noqa: F401
         lexical_metrics,  # noqa: F401
     )
+    from diversity_callbacks.evaluation.options import EvaluatorOptions  # noqa: F401
+    from diversity_callbacks.evaluation.results import EvaluationResult  # noqa: F401
+    from diversity_callbacks.evaluation.sampling import SampleFn  # noqa: F401
     from diversity_callbacks.functional.kernels import Kernel  # noqa: F401
     from diversity_callbacks.integrations.hf import DiversityTrainerCallback  # noqa: F401
     from diversity_callbacks.metrics.clip_score import EmbeddingCLIPScore  # noqa: F401

@@ -3,6 +3,20 @@
 The evaluation itself is :class:`~diversity_callbacks.DiversityEvaluator`'s; the callback decides
 when to run it, enters the trainer's precision, applies the failure policy, keeps the history
 across resumes and sends the result to the trainer's loggers.
+
+**Cadence.** ``evaluate_at_start`` (a baseline before the first step, so monitored keys exist
+from the start), ``every_n_train_steps`` (after the batch whose optimizer step(s) bring
+``trainer.global_step`` to or past a multiple of it), ``every_n_epochs`` and
+``after_validation`` (before ``EarlyStopping`` and ``ModelCheckpoint`` read the metrics)
+combine; ``evaluate_on_train_end`` scores the final model when the last step was not
+evaluated; one ``global_step`` is evaluated at most once; without a cadence,
+``every_n_epochs=1``; the sanity check is skipped.
+
+**Logging.** The result's scalars (``diversity/vendi_q1``, ``diversity/per_prompt_vendi_q1``,
+``diversity/sce``, plug-ins, ``diversity/eval_seconds``...) go to ``trainer.callback_metrics``
+on every rank and, from rank 0, to every logger with ``epoch``, at the step at which
+``self.log`` puts the same batch's values; grids, the per-condition table and the spectrum go
+to the loggers that take media (:mod:`diversity_callbacks.media`).
 """
 
 from __future__ import annotations
@@ -19,12 +33,13 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 
-from diversity_callbacks.evaluation.conditions import Conditions, sample_seed
+from diversity_callbacks.evaluation import sampling
+from diversity_callbacks.evaluation.conditions import sample_seed
 from diversity_callbacks.evaluation.errors import EvaluationError
 from diversity_callbacks.evaluation.evaluator import DiversityEvaluator, EvaluationResult
 from diversity_callbacks.evaluation.modes import ModeReference
-from diversity_callbacks.functional.spectrum import order_key
 from diversity_callbacks.media.loggers import publish, wants_media
+from diversity_callbacks.samplers.contract import bind_module
 from diversity_callbacks.utilities.checks import check_positive_int
 from diversity_callbacks.utilities.deprecations import (
     check_current_key,
@@ -32,33 +47,16 @@ from diversity_callbacks.utilities.deprecations import (
     renamed_options,
 )
 
-SampleFn = Callable[[LightningModule, Conditions, list[torch.Generator]], Any]
-"""``sample_fn(pl_module, conditions, generators) -> samples``: see :class:`DiversityCallback`."""
-
 
 class DiversityCallback(Callback):
     r"""Sample a generator at a fixed cadence during training and log the diversity of its samples.
 
     Each evaluation is one :meth:`DiversityEvaluator.evaluate
-    <diversity_callbacks.DiversityEvaluator.evaluate>` (its module documents the evaluation set
-    and the sampling contract): for each batch the callback calls ``sample_fn(pl_module,
-    conditions, generators)``, default ``pl_module.generate(conditions, generators)``, in eval
-    mode, under ``no_grad``, inside the trainer's precision context, with the global RNG restored
-    afterwards, so training is unchanged.
-
-    **Cadence.** ``evaluate_at_start`` (a baseline before the first step, so monitored keys exist
-    from the start), ``every_n_train_steps`` (after the batch whose optimizer step(s) bring
-    ``trainer.global_step`` to or past a multiple of it), ``every_n_epochs`` and
-    ``after_validation`` (before ``EarlyStopping`` and ``ModelCheckpoint`` read the metrics)
-    combine; ``evaluate_on_train_end`` scores the final model when the last step was not
-    evaluated; one ``global_step`` is evaluated at most once; without a cadence,
-    ``every_n_epochs=1``; the sanity check is skipped.
-
-    **Logging.** The result's scalars (``diversity/vendi_q1``, ``diversity/per_prompt_vendi_q1``,
-    ``diversity/sce``, plug-ins, ``diversity/eval_seconds``...) go to ``trainer.callback_metrics``
-    on every rank and, from rank 0, to every logger with ``epoch``, at the step at which
-    ``self.log`` puts the same batch's values; grids, the per-condition table and the spectrum go
-    to the loggers that take media (:mod:`diversity_callbacks.media`).
+    <diversity_callbacks.DiversityEvaluator.evaluate>` of the sampling contract
+    (:data:`~diversity_callbacks.evaluation.sampling.SampleFn`): ``pl_module.generate``, or
+    ``sample_fn`` bound to ``pl_module`` (:func:`~diversity_callbacks.samplers.contract.bind_module`),
+    in eval mode, under ``no_grad``, inside the trainer's precision context, with the global RNG
+    restored afterwards, so training is unchanged. The cadence and the logging are the module's.
 
     Args:
         prompts: a list of prompts or the path of a text file with one per line (or give
@@ -73,8 +71,9 @@ class DiversityCallback(Callback):
             checkpoint's last values are put back in ``trainer.callback_metrics`` instead).
         evaluate_on_train_end: evaluate once more when training ends at a step that was not
             evaluated, so that the final model is scored.
-        sample_fn: how to sample; default ``pl_module.generate``. A ``value_range`` attribute
-            of the sampler is the default ``value_range``.
+        sample_fn: ``sample_fn(pl_module, conditions, generators)``, or a sampler with
+            ``bind(pl_module)`` (``DiffusersSampler``...); default ``pl_module.generate``. A
+            ``value_range`` attribute of the sampler is the default ``value_range``.
         log_images: send sample grids to the loggers that take media (W&B, TensorBoard, MLflow,
             see :mod:`diversity_callbacks.media`) and to ``media_dir``.
         on_error: ``"raise"``: a failure while sampling, embedding or computing raises an
@@ -112,7 +111,7 @@ class DiversityCallback(Callback):
         after_validation: bool = False,
         evaluate_at_start: bool = True,
         evaluate_on_train_end: bool = True,
-        sample_fn: SampleFn | None = None,
+        sample_fn: Callable[..., Any] | None = None,
         log_images: bool = True,
         on_error: Literal["raise", "warn"] = "raise",
         media_dir: str | os.PathLike | None = None,
@@ -122,27 +121,12 @@ class DiversityCallback(Callback):
         options = renamed_options(evaluator_options)
         samples_per_condition = options.pop("samples_per_condition", samples_per_condition)
         after_validation = options.pop("after_validation", after_validation)
-        if hasattr(sample_fn, "value_range") and evaluator is None:  # it knows its output
-            options.setdefault("value_range", sample_fn.value_range)
-        if evaluator is None:
-            options.setdefault("modes", DEFAULT_MODES if log_images else 0)
-            evaluator = DiversityEvaluator(prompts, samples_per_condition, **options)
-        elif prompts is not None or options:
-            raise ValueError(
-                "give either `evaluator` or `prompts` and the evaluator options, got both "
-                f"(options {sorted(options)})"
-            )
-        self.evaluator = evaluator
-        for name, n in (
-            ("every_n_train_steps", every_n_train_steps),
-            ("every_n_epochs", every_n_epochs),
-        ):
-            if n is not None:
-                check_positive_int(n, name)
-        if every_n_train_steps is None and every_n_epochs is None and not after_validation:
-            every_n_epochs = 1
-        self.every_n_train_steps = every_n_train_steps
-        self.every_n_epochs = every_n_epochs
+        self.evaluator = _evaluator_of(
+            evaluator, prompts, samples_per_condition, sample_fn, log_images, options
+        )
+        self.every_n_train_steps, self.every_n_epochs = _checked_cadence(
+            every_n_train_steps, every_n_epochs, after_validation
+        )
         self.after_validation = bool(after_validation)
         self.evaluate_at_start = bool(evaluate_at_start)
         self.evaluate_on_train_end = bool(evaluate_on_train_end)
@@ -210,26 +194,7 @@ class DiversityCallback(Callback):
         Saved with the history: a resume whose settings differ starts a fresh history, so that
         one history never mixes two definitions of a score.
         """
-        evaluator, embedder = self.evaluator, self.evaluator.embedder
-        return json.loads(  # JSON types, as a checkpoint gives them back
-            json.dumps(
-                {
-                    "vendi_orders": [str(q) for q in evaluator.vendi_orders],
-                    **{f"vendi_{k}": v for k, v in evaluator.kernel_kwargs.items()},
-                    "sce_kwargs": evaluator.sce_kwargs,
-                    "metrics": {
-                        name: type(getattr(m, "metric", m)).__qualname__
-                        for name, m in sorted(evaluator.metrics.items())
-                    },
-                    "value_range": evaluator.sample_embedder.value_range,
-                    "embedder": [
-                        type(embedder).__qualname__,
-                        getattr(embedder, "model_name", None),
-                    ],
-                },
-                default=repr,
-            )
-        )
+        return scoring_settings(self.evaluator)
 
     def state_dict(self) -> dict[str, Any]:
         reference = self.mode_reference
@@ -267,7 +232,7 @@ class DiversityCallback(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage not in ("fit", "validate"):
             return  # test and predict never evaluate: no embedder to build
-        self._check_monitors(trainer)
+        _check_monitors(trainer, self.evaluator.prefix)
         if stage == "fit":
             # A second fit starts afresh; a resumed one gets its history back from the
             # checkpoint, which Lightning loads after setup.
@@ -275,15 +240,6 @@ class DiversityCallback(Callback):
             self.resumed = False
             self.mode_reference, self._reference_score = None, None
         self.evaluator.prepare(pl_module.device)
-
-    def _check_monitors(self, trainer: Trainer) -> None:
-        """Refuse EarlyStopping, ModelCheckpoint (any callback's ``monitor``) on a 0.1 key: it
-        would wait for a key that is no longer logged instead of reading the new one."""
-        prefix = f"{self.evaluator.prefix}/"
-        for callback in trainer.callbacks:
-            monitor = getattr(callback, "monitor", None)
-            if isinstance(monitor, str) and monitor.startswith(prefix):
-                check_current_key(monitor, f"{type(callback).__name__}(monitor=...)")
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._step_seen = trainer.global_step  # after a resume, the checkpoint's step
@@ -333,9 +289,7 @@ class DiversityCallback(Callback):
         """
         self._last_step = trainer.global_step
         sample_fn = self.sample_fn
-        generate = (
-            (lambda c, g: sample_fn(pl_module, c, g)) if sample_fn else _default_generate(pl_module)
-        )
+        generate = bind_module(sample_fn, pl_module) if sample_fn else _default_generate(pl_module)
         try:
             result = self.evaluator.evaluate(
                 generate,
@@ -350,22 +304,12 @@ class DiversityCallback(Callback):
         except EvaluationError as error:
             if self.on_error == "raise":
                 raise
-            kept = (
-                f"; monitors keep the values of step {self.history[-1]['step']}"
-                if self.history
-                else ""
-            )
-            warnings.warn(
-                f"{error}; skipping this evaluation (on_error='warn'){kept}",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+            _warn_skipped(error, self.history)
             return None
         if result.mode_reference is not None and self.mode_reference is None:
             # Nothing lost or gained before there is a reference: every row has the same keys
-            prefix = self.evaluator.prefix
-            for key in ("lost_mode_mass", "gained_mode_mass"):
-                result.scalars.setdefault(f"{prefix}/{key}", 0.0)
+            for name in ("lost_mode_mass", "gained_mode_mass"):
+                result.scalars.setdefault(self.evaluator.key(name), 0.0)
         self._publish(trainer, result)
         self._keep_reference(result, trainer.global_step)
         self.last_result = result
@@ -376,9 +320,7 @@ class DiversityCallback(Callback):
         if result.mode_reference is None:
             return
         if self.compare_to == "best":
-            score = result.scalars[
-                f"{self.evaluator.prefix}/vendi_{order_key(self.evaluator.vendi_orders[0])}"
-            ]
+            score = result.scalars[self.evaluator.result_keys("vendi")[0]]  # the first order
             if self._reference_score is None or score > self._reference_score:
                 self.mode_reference, self._reference_score = result.mode_reference, score
         elif self.mode_reference is None and (
@@ -438,6 +380,93 @@ def checked_state_entry(state: Any, owner: str, key: str, kind: type | tuple[typ
     return value
 
 
+def scoring_settings(evaluator: DiversityEvaluator) -> dict[str, Any]:
+    """What, besides the conditions, the plan and the prefix, defines ``evaluator``'s logged
+    numbers: its orders, kernels, metrics, value range and embedder, in JSON types (as a
+    checkpoint gives them back)."""
+    embedder = evaluator.embedder
+    return json.loads(  # JSON types, as a checkpoint gives them back
+        json.dumps(
+            {
+                "vendi_orders": [str(q) for q in evaluator.vendi_orders],
+                **{f"vendi_{k}": v for k, v in evaluator.kernel_kwargs.items()},
+                "sce_kwargs": evaluator.sce_kwargs,
+                "metrics": {
+                    name: type(getattr(m, "metric", m)).__qualname__
+                    for name, m in sorted(evaluator.metrics.items())
+                },
+                "value_range": evaluator.sample_embedder.value_range,
+                "embedder": [
+                    type(embedder).__qualname__,
+                    getattr(embedder, "model_name", None),
+                ],
+            },
+            default=repr,
+        )
+    )
+
+
+def _evaluator_of(
+    evaluator: DiversityEvaluator | None,
+    prompts: Any,
+    samples_per_condition: int,
+    sample_fn: Any,
+    log_images: bool,
+    options: dict[str, Any],
+) -> DiversityEvaluator:
+    """The callback's evaluator: the one given, or one built from the prompts and options
+    (a sampler's ``value_range`` is the default one; 8 modes when images are logged)."""
+    if evaluator is not None:
+        if prompts is not None or options:
+            raise ValueError(
+                "give either `evaluator` or `prompts` and the evaluator options, got both "
+                f"(options {sorted(options)})"
+            )
+        if evaluator.plan is None:
+            raise ValueError(
+                "`evaluator` scores existing samples (DiversityEvaluator.for_existing): the "
+                "callback samples the generator, so it needs one built with prompts, "
+                "class_labels or num_samples"
+            )
+        return evaluator
+    if hasattr(sample_fn, "value_range"):  # it knows its output
+        options.setdefault("value_range", sample_fn.value_range)
+    options.setdefault("modes", DEFAULT_MODES if log_images else 0)
+    return DiversityEvaluator(prompts, samples_per_condition, **options)
+
+
+def _checked_cadence(
+    every_n_train_steps: int | None, every_n_epochs: int | None, after_validation: bool
+) -> tuple[int | None, int | None]:
+    """The checked step and epoch periods; without any cadence, every epoch."""
+    for name, n in (
+        ("every_n_train_steps", every_n_train_steps),
+        ("every_n_epochs", every_n_epochs),
+    ):
+        if n is not None:
+            check_positive_int(n, name)
+    if every_n_train_steps is None and every_n_epochs is None and not after_validation:
+        every_n_epochs = 1
+    return every_n_train_steps, every_n_epochs
+
+
+def _check_monitors(trainer: Trainer, prefix: str) -> None:
+    """Refuse EarlyStopping, ModelCheckpoint (any callback's ``monitor``) on a 0.1 key: it would
+    wait for a key that is no longer logged instead of reading the new one."""
+    for callback in trainer.callbacks:
+        monitor = getattr(callback, "monitor", None)
+        if isinstance(monitor, str) and monitor.startswith(f"{prefix}/"):
+            check_current_key(monitor, f"{type(callback).__name__}(monitor=...)")
+
+
+def _warn_skipped(error: EvaluationError, history: list[dict[str, float]]) -> None:
+    """``on_error="warn"``: say that this evaluation is skipped, and what monitors keep."""
+    kept = f"; monitors keep the values of step {history[-1]['step']}" if history else ""
+    warnings.warn(
+        f"{error}; skipping this evaluation (on_error='warn'){kept}", RuntimeWarning, stacklevel=3
+    )
+
+
 def _checked_state(state: Any, owner: str) -> tuple[int, list[dict[str, float]]]:
     """The last evaluated step and the history of a checkpoint state, each row checked."""
     last_step = checked_state_entry(state, owner, "last_step", int)
@@ -486,7 +515,7 @@ def _as_tensors(scalars: Mapping[str, float]) -> dict[str, Tensor]:
     return {key: torch.tensor(value, dtype=torch.float64) for key, value in scalars.items()}
 
 
-def _default_generate(pl_module: LightningModule) -> Callable[..., Tensor]:
+def _default_generate(pl_module: LightningModule) -> sampling.SampleFn:
     generate = getattr(pl_module, "generate", None)
     if not callable(generate):
         raise AttributeError(
@@ -501,4 +530,18 @@ def _progress_bar_enabled(trainer: Trainer) -> bool:
     return bar is not None and bar.is_enabled
 
 
-__all__ = ["DiversityCallback", "SampleFn"]
+__all__ = ["DiversityCallback"]
+
+
+def __getattr__(name: str) -> Any:
+    # 0.1 exported the callback's own sampling type here; there is one now.
+    if name == "SampleFn":
+        warnings.warn(
+            "diversity_callbacks.callback.SampleFn is now diversity_callbacks.SampleFn "
+            "(sample_fn(conditions, generators)); the callback binds its sample_fn to "
+            "pl_module (diversity_callbacks.samplers.contract.bind_module)",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return sampling.SampleFn
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

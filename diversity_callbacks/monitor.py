@@ -77,7 +77,7 @@ class DiversityCollapseMonitor(Callback):
                 f"`diversity` must be a DiversityCallback, got {type(diversity).__name__}"
             )
         self.diversity = diversity
-        self.monitor = monitor if monitor is not None else f"{diversity.evaluator.prefix}/vendi_q1"
+        self.monitor = monitor if monitor is not None else diversity.evaluator.key("vendi_q1")
         check_current_key(self.monitor, "monitor")
         self.min_value, self.min_fraction = _thresholds(min_value, min_fraction)
         if reference not in ("first", "best"):
@@ -285,7 +285,7 @@ class CopyRateMonitor(DiversityCollapseMonitor):
             raise TypeError(
                 f"`diversity` must be a DiversityCallback, got {type(diversity).__name__}"
             )
-        key = monitor if monitor is not None else f"{diversity.evaluator.prefix}/copy_rate"
+        key = monitor if monitor is not None else diversity.evaluator.key("copy_rate")
         try:
             super().__init__(diversity, key, min_value=max_value, patience=patience, mode=mode)
         except (TypeError, ValueError) as error:  # in this class's argument's name

@@ -1,9 +1,13 @@
-"""The fixed evaluation set: which condition and which seed every sample is drawn with.
+"""What an evaluation's samples are conditioned on, and how a generator is sampled on them.
 
-An evaluation draws ``num_conditions x samples_per_condition`` samples. Sample ``i`` belongs to
-condition ``i // samples_per_condition`` (:meth:`EvaluationSet.condition_index`, the one place
-that says so) and is drawn from a generator seeded with :func:`sample_seed` ``(seed, i)`` alone,
-so two evaluations differ only because the model changed, whatever the number of ranks.
+Two parts: the :class:`ConditionSet` (the prompts, class labels or nothing, their names and
+digest), which every evaluation has whatever the source of its samples, and the
+:class:`SamplingPlan` (samples per condition, seeds, each rank's share, batches, generators),
+which only a generator's evaluation has. A plan draws ``num_conditions x samples_per_condition``
+samples. Sample ``i`` belongs to condition ``i // samples_per_condition``
+(:meth:`SamplingPlan.condition_index`, the one place that says so) and is drawn from a generator
+seeded with :func:`sample_seed` ``(seed, i)`` alone, so two evaluations differ only because the
+model changed, whatever the number of ranks. :class:`EvaluationSet` is the plan as 0.1 knew it.
 
 Three kinds of condition, one class each:
 
@@ -51,18 +55,181 @@ def sample_seed(seed: int, index: int) -> int:
 
 
 @dataclass(frozen=True)
-class EvaluationSet:
-    """The samples of one evaluation: conditions x samples per condition, with fixed seeds.
+class ConditionSet:
+    """What an evaluation's samples are conditioned on: prompts, class labels or nothing.
 
-    Build it with :meth:`from_arguments` (which checks the arguments) rather than directly.
+    Whatever the source of the samples (a generator drawing them from a :class:`SamplingPlan`,
+    or existing samples read from files), condition number ``c`` is ``values[c]``, shown as
+    ``names[c]``. Build it with :meth:`from_arguments` (which checks the arguments).
 
     Attributes:
         kind: ``"prompt"``, ``"class"`` or ``"none"``.
-        conditions: the prompts (``str``), the class labels (``int``), or ``(None,)`` for an
+        values: the prompts (``str``), the class labels (``int``), or ``(None,)`` for an
             unconditional generator.
         names: how each condition is shown in captions and tables.
+
+    Example:
+        >>> conditions = ConditionSet.from_arguments(prompts=["a cat", "a dog"])
+        >>> conditions.kind, conditions.num_conditions, conditions.digest()
+        ('prompt', 2, '73af250b14d2')
+        >>> ConditionSet.from_arguments().kind  # neither: unconditional
+        'none'
+    """
+
+    kind: ConditionKind
+    values: tuple[Any, ...]
+    names: tuple[str, ...]
+
+    @classmethod
+    def from_arguments(
+        cls,
+        *,
+        prompts: Sequence[str] | str | os.PathLike | None = None,
+        class_labels: Sequence[int] | Mapping[str, int] | None = None,
+    ) -> ConditionSet:
+        """The conditions of at most one of ``prompts`` or ``class_labels``; neither:
+        unconditional.
+
+        Args:
+            prompts: a list of prompts, or the path of a UTF-8 text file with one prompt per
+                line (blank lines skipped, a byte-order mark ignored).
+            class_labels: a list of integer labels, or a mapping of names to labels
+                (``{"goldfish": 1, "tabby cat": 281}``).
+        """
+        if prompts is not None and class_labels is not None:
+            raise ValueError(
+                "give at most one of `prompts` (text-conditional) or `class_labels` "
+                "(class-conditional), got both"
+            )
+        if prompts is not None:
+            loaded = tuple(load_prompts(prompts))
+            return cls("prompt", loaded, loaded)
+        if class_labels is not None:
+            return cls("class", *_class_labels(class_labels))
+        return cls("none", (None,), ("all samples",))
+
+    @property
+    def num_conditions(self) -> int:
+        """Number of prompts or classes; 1 for an unconditional generator."""
+        return len(self.values)
+
+    @property
+    def is_conditional(self) -> bool:
+        """Whether samples belong to prompts or classes."""
+        return self.kind != "none"
+
+    def checked_counts(self, counts: Sequence[int]) -> list[int]:
+        """``counts`` of existing samples, one integer >= 0 per condition, checked."""
+        counts = list(counts)
+        if len(counts) != self.num_conditions:
+            raise ValueError(
+                f"`counts` must hold one count per condition, {self.num_conditions} in all, got "
+                f"{len(counts)}"
+            )
+        for count in counts:
+            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                raise ValueError(f"`counts` must hold integers >= 0, got {count!r}")
+        return counts
+
+    def values_for(self, condition_ids: Sequence[int], device: torch.device) -> Conditions:
+        """What a generator receives for samples of these condition numbers (module table)."""
+        if self.kind == "none":
+            return None
+        values = [self.values[c] for c in condition_ids]
+        if self.kind == "class":
+            return torch.tensor(values, dtype=torch.long, device=device)
+        return values
+
+    def describe(self, condition_ids: Sequence[int], limit: int = 3) -> str:
+        """Some conditions, for error messages: ``prompts 'a', 'b' and 2 more``."""
+        if self.kind == "none":
+            return "unconditional"
+        unique = list(dict.fromkeys(self.names[c] for c in condition_ids))
+        shown = ", ".join(repr(name) for name in unique[:limit])
+        more = f" and {len(unique) - limit} more" if len(unique) > limit else ""
+        return f"{'prompts' if self.kind == 'prompt' else 'classes'} {shown}{more}"
+
+    def digest(self) -> str:
+        """A short hash of the conditions, to tell evaluations apart in checkpoints.
+
+        Computed once per set: the set is frozen, and Lightning reads the callback's
+        ``state_key`` (which holds it) several times a training step.
+        """
+        return self._digest
+
+    @functools.cached_property
+    def _digest(self) -> str:
+        if self.kind == "prompt" and not any("\n" in p for p in self.values):
+            text = "\n".join(self.values)  # the form of 0.1.0 checkpoints: kept, they resume
+        else:
+            text = json.dumps([self.kind, list(self.values), list(self.names)])
+        return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class SamplingPlan:
+    """How a generator is sampled on some conditions: samples per condition, seeds, shards.
+
+    Sample ``i`` belongs to condition ``i // samples_per_condition`` (:meth:`condition_index`,
+    the one place that says so) and is drawn from a generator seeded with :func:`sample_seed`
+    ``(seed, i)`` alone. Build it with :meth:`EvaluationSet.from_arguments`.
+
+    Attributes:
+        condition_set: the conditions.
         samples_per_condition: samples drawn for each condition.
-        seed: seed of the set.
+        seed: seed of the plan.
+    """
+
+    condition_set: ConditionSet
+    samples_per_condition: int
+    seed: int = 0
+
+    @property
+    def num_samples(self) -> int:
+        """Size of the plan: ``num_conditions * samples_per_condition``."""
+        return self.condition_set.num_conditions * self.samples_per_condition
+
+    def condition_index(self, index: int) -> int:
+        """The condition that sample ``index`` is drawn for."""
+        return index // self.samples_per_condition
+
+    def sample_indices(self, condition: int) -> range:
+        """The samples drawn for condition number ``condition``."""
+        start = condition * self.samples_per_condition
+        return range(start, start + self.samples_per_condition)
+
+    def shard(self, rank: int, world_size: int) -> range:
+        """This rank's contiguous share of the samples; no padding, possibly empty."""
+        return share_of(self.num_samples, rank, world_size)
+
+    def batches(self, rank: int, world_size: int, batch_size: int) -> list[range]:
+        """This rank's share in batches of at most ``batch_size`` samples."""
+        share = self.shard(rank, world_size)
+        return [share[i : i + batch_size] for i in range(0, len(share), batch_size)]
+
+    def generators(self, indices: Sequence[int], device: torch.device) -> list[torch.Generator]:
+        """One generator per sample, on ``device``, seeded for that sample alone."""
+        return [
+            torch.Generator(device=device).manual_seed(sample_seed(self.seed, i)) for i in indices
+        ]
+
+    def conditions_for(self, indices: Sequence[int], device: torch.device) -> Conditions:
+        """What the generator receives for these samples (see the module table)."""
+        return self.condition_set.values_for([self.condition_index(i) for i in indices], device)
+
+    def condition_ids(self, indices: Sequence[int], device: torch.device) -> torch.Tensor:
+        """``(len(indices),)`` long tensor: the condition number of each sample."""
+        return torch.tensor([self.condition_index(i) for i in indices], device=device)
+
+    def describe(self, indices: Sequence[int], limit: int = 3) -> str:
+        """The conditions of some samples, for error messages: ``prompts 'a', 'b' and 2 more``."""
+        return self.condition_set.describe([self.condition_index(i) for i in indices], limit)
+
+
+@dataclass(frozen=True)
+class EvaluationSet(SamplingPlan):
+    """A :class:`SamplingPlan` that also answers for its conditions, as 0.1's evaluation set did
+    (``kind``, ``conditions``, ``names``, ``num_conditions``, ``is_conditional``, ``digest``).
 
     Example:
         >>> evaluation_set = EvaluationSet.from_arguments(prompts=["a cat", "a dog"],
@@ -72,12 +239,6 @@ class EvaluationSet:
         >>> evaluation_set.conditions_for([2, 3], torch.device("cpu"))
         ['a cat', 'a dog']
     """
-
-    kind: ConditionKind
-    conditions: tuple[Any, ...]
-    names: tuple[str, ...]
-    samples_per_condition: int
-    seed: int = 0
 
     @classmethod
     def from_arguments(
@@ -89,17 +250,16 @@ class EvaluationSet:
         samples_per_condition: int = 8,
         seed: int = 0,
     ) -> EvaluationSet:
-        """Build the set from exactly one of ``prompts``, ``class_labels`` or ``num_samples``.
+        """Build the plan from exactly one of ``prompts``, ``class_labels`` or ``num_samples``.
 
         Args:
             prompts: a list of prompts, or the path of a UTF-8 text file with one prompt per
                 line (blank lines skipped, a byte-order mark ignored).
-            class_labels: a list of integer labels, or a mapping of names to labels
-                (``{"goldfish": 1, "tabby cat": 281}``).
+            class_labels: a list of integer labels, or a mapping of names to labels.
             num_samples: an unconditional generator: draw this many samples.
             samples_per_condition: samples drawn per prompt or class (ignored with
                 ``num_samples``).
-            seed: seed of the set, an integer >= 0.
+            seed: seed of the plan, an integer >= 0.
         """
         given = [
             name
@@ -119,91 +279,49 @@ class EvaluationSet:
             raise ValueError(f"`seed` must be an integer >= 0, got {seed!r}")
         if num_samples is not None:
             total = check_positive_int(num_samples, "num_samples")
-            return cls("none", (None,), ("all samples",), total, seed)
+            return cls(ConditionSet.from_arguments(), total, seed)
         per_condition = check_positive_int(samples_per_condition, "samples_per_condition")
-        if prompts is not None:
-            loaded = load_prompts(prompts)
-            return cls("prompt", tuple(loaded), tuple(loaded), per_condition, seed)
-        labels, names = _class_labels(class_labels)
-        return cls("class", labels, names, per_condition, seed)
+        conditions = ConditionSet.from_arguments(prompts=prompts, class_labels=class_labels)
+        return cls(conditions, per_condition, seed)
+
+    @property
+    def kind(self) -> ConditionKind:
+        """The conditions' kind: ``"prompt"``, ``"class"`` or ``"none"``."""
+        return self.condition_set.kind
+
+    @property
+    def conditions(self) -> tuple[Any, ...]:
+        """The conditions' values (``ConditionSet.values``)."""
+        return self.condition_set.values
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """How each condition is shown."""
+        return self.condition_set.names
 
     @property
     def num_conditions(self) -> int:
         """Number of prompts or classes; 1 for an unconditional generator."""
-        return len(self.conditions)
-
-    @property
-    def num_samples(self) -> int:
-        """Size of the set: ``num_conditions * samples_per_condition``."""
-        return self.num_conditions * self.samples_per_condition
+        return self.condition_set.num_conditions
 
     @property
     def is_conditional(self) -> bool:
         """Whether samples are drawn for prompts or classes."""
-        return self.kind != "none"
-
-    def condition_index(self, index: int) -> int:
-        """The condition that sample ``index`` is drawn for."""
-        return index // self.samples_per_condition
-
-    def sample_indices(self, condition: int) -> range:
-        """The samples drawn for condition number ``condition``."""
-        start = condition * self.samples_per_condition
-        return range(start, start + self.samples_per_condition)
-
-    def shard(self, rank: int, world_size: int) -> range:
-        """This rank's contiguous share of the samples; no padding, possibly empty."""
-        total = self.num_samples
-        return range(rank * total // world_size, (rank + 1) * total // world_size)
-
-    def batches(self, rank: int, world_size: int, batch_size: int) -> list[range]:
-        """This rank's share in batches of at most ``batch_size`` samples."""
-        share = self.shard(rank, world_size)
-        return [share[i : i + batch_size] for i in range(0, len(share), batch_size)]
-
-    def generators(self, indices: Sequence[int], device: torch.device) -> list[torch.Generator]:
-        """One generator per sample, on ``device``, seeded for that sample alone."""
-        return [
-            torch.Generator(device=device).manual_seed(sample_seed(self.seed, i)) for i in indices
-        ]
-
-    def conditions_for(self, indices: Sequence[int], device: torch.device) -> Conditions:
-        """What the generator receives for these samples (see the module table)."""
-        if self.kind == "none":
-            return None
-        values = [self.conditions[self.condition_index(i)] for i in indices]
-        if self.kind == "class":
-            return torch.tensor(values, dtype=torch.long, device=device)
-        return values
-
-    def condition_ids(self, indices: Sequence[int], device: torch.device) -> torch.Tensor:
-        """``(len(indices),)`` long tensor: the condition number of each sample."""
-        return torch.tensor([self.condition_index(i) for i in indices], device=device)
-
-    def describe(self, indices: Sequence[int], limit: int = 3) -> str:
-        """The conditions of some samples, for error messages: ``prompts 'a', 'b' and 2 more``."""
-        if self.kind == "none":
-            return "unconditional"
-        unique = list(dict.fromkeys(self.names[self.condition_index(i)] for i in indices))
-        shown = ", ".join(repr(name) for name in unique[:limit])
-        more = f" and {len(unique) - limit} more" if len(unique) > limit else ""
-        return f"{'prompts' if self.kind == 'prompt' else 'classes'} {shown}{more}"
+        return self.condition_set.is_conditional
 
     def digest(self) -> str:
-        """A short hash of the conditions, to tell evaluation sets apart in checkpoints.
+        """The conditions' digest (:meth:`ConditionSet.digest`)."""
+        return self.condition_set.digest()
 
-        Computed once per set: the set is frozen, and Lightning reads the callback's
-        ``state_key`` (which holds it) several times a training step.
-        """
-        return self._digest
 
-    @functools.cached_property
-    def _digest(self) -> str:
-        if self.kind == "prompt" and not any("\n" in p for p in self.conditions):
-            text = "\n".join(self.conditions)  # the form of 0.1.0 checkpoints: kept, they resume
-        else:
-            text = json.dumps([self.kind, list(self.conditions), list(self.names)])
-        return hashlib.sha1(text.encode()).hexdigest()[:12]
+def share_of(total: int, rank: int, world_size: int) -> range:
+    """Rank ``rank``'s contiguous share of ``total`` items; no padding, possibly empty.
+
+    Example:
+        >>> [share_of(5, rank, 2) for rank in range(2)]
+        [range(0, 2), range(2, 5)]
+    """
+    return range(rank * total // world_size, (rank + 1) * total // world_size)
 
 
 def load_prompts(prompts: Sequence[str] | str | os.PathLike) -> list[str]:

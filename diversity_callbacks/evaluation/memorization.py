@@ -18,6 +18,8 @@ from torch import Tensor
 
 from diversity_callbacks.evaluation.metrics import EmbeddedBatch, EvaluationMetric, MetricValues
 from diversity_callbacks.evaluation.reference import ReferenceSet, shrink_to_uint8
+from diversity_callbacks.evaluation.samples import SampleEmbedder
+from diversity_callbacks.functional.memorization import MEMORIZATION_KEYS
 from diversity_callbacks.metrics.memorization import MemorizationScore
 from diversity_callbacks.utilities import distributed
 
@@ -81,7 +83,8 @@ class MemorizationPlugin(EvaluationMetric):
         options: Mapping[str, Any] | None = None,
     ) -> None:
         inputs = ("embeddings", "samples") if images else ("embeddings",)
-        super().__init__(MemorizationScore(embeddings, **dict(options or {})), inputs=inputs)
+        metric = MemorizationScore(embeddings, **dict(options or {}))
+        super().__init__(metric, inputs=inputs, logs=MEMORIZATION_KEYS)
         self.reference = reference
         self.value_range = value_range
         self.shown = shown
@@ -132,3 +135,40 @@ class MemorizationPlugin(EvaluationMetric):
 
     def to(self, device: torch.device) -> None:
         self.metric.to(device)
+
+
+@dataclass
+class MemorizationSetup:
+    """An evaluator's memorization scores before the reference set is embedded.
+
+    Attributes:
+        reference: the training samples (embedded at the first ``plugin``).
+        options: keyword arguments of :class:`MemorizationScore`.
+        shown: how many most-copied samples to keep for the grid.
+        thumbnail_size: longest side of their thumbnails.
+    """
+
+    reference: ReferenceSet
+    options: dict[str, Any]
+    shown: int = 16
+    thumbnail_size: int = 64
+
+    def plugin(
+        self, sample_embedder: SampleEmbedder, device: torch.device, progress: bool
+    ) -> MemorizationPlugin:
+        """The memorization scores against the reference, embedded here by ``sample_embedder``
+        (once, then cached), on ``device``."""
+        value_range = sample_embedder.value_range
+        with torch.inference_mode(False), torch.no_grad():
+            embeddings = self.reference.embeddings(sample_embedder, device, progress)
+        plugin = MemorizationPlugin(
+            self.reference,
+            embeddings,
+            images=value_range is not None,
+            value_range=value_range,
+            shown=self.shown,
+            thumbnail_size=self.thumbnail_size,
+            options=self.options,
+        )
+        plugin.to(device)
+        return plugin

@@ -33,8 +33,9 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.exceptions import TorchMetricsUserError
 
-from diversity_callbacks.evaluation.conditions import EvaluationSet
-from diversity_callbacks.evaluation.samples import SampleEmbedder
+from diversity_callbacks.evaluation.applicability import MetricChoice
+from diversity_callbacks.evaluation.conditions import ConditionSet
+from diversity_callbacks.functional.kernels import Kernel
 from diversity_callbacks.functional.memorization import MEMORIZATION_KEYS
 from diversity_callbacks.functional.spectrum import order_key
 from diversity_callbacks.metrics.clip_score import EmbeddingCLIPScore
@@ -47,7 +48,7 @@ from diversity_callbacks.metrics.per_condition import PerConditionVendiScore
 from diversity_callbacks.metrics.quality import QualityWeightedVendiScore
 from diversity_callbacks.metrics.schur import SchurComplementEntropy
 from diversity_callbacks.metrics.vendi import VendiScore
-from diversity_callbacks.utilities.checks import check_scores
+from diversity_callbacks.utilities.checks import check_scores, describe
 
 MetricInput = Literal["embeddings", "condition_ids", "condition_embeddings", "samples"]
 QualityInput = Literal["samples", "embeddings"]
@@ -81,6 +82,8 @@ class EvaluationMetric:
         inputs: the arguments of its ``update``, in order (see the module table).
         keys: logged name of a key of ``compute``'s dict result, instead of ``{name}_{key}``;
             ``None`` leaves that key out.
+        logs: the keys it logs, in display order (:meth:`result_keys`); default: the names
+            ``keys`` gives, else ``name``.
 
     Example:
         >>> from torchmetrics.clustering import CalinskiHarabaszScore
@@ -95,6 +98,7 @@ class EvaluationMetric:
         inputs: Sequence[MetricInput] = ("embeddings",),
         *,
         keys: Mapping[str, str | None] | None = None,
+        logs: Sequence[str] | None = None,
     ) -> None:
         if not isinstance(metric, Metric):
             raise TypeError(f"`metric` must be a torchmetrics Metric, got {type(metric).__name__}")
@@ -108,6 +112,15 @@ class EvaluationMetric:
         self.metric = metric
         self.inputs: tuple[MetricInput, ...] = inputs
         self.keys = dict(keys or {})
+        self.logs = None if logs is None else tuple(logs)
+
+    def result_keys(self, name: str) -> tuple[str, ...]:
+        """The keys this metric, registered as ``name``, logs (without the prefix), in display
+        order: as declared (``logs``), else the names ``keys`` gives, else ``name``."""
+        if self.logs is not None:
+            return self.logs
+        named = tuple(key for key in self.keys.values() if key is not None)
+        return named or (name,)
 
     def update(self, batch: EmbeddedBatch) -> None:
         """Update the metric with the inputs it declared."""
@@ -127,7 +140,7 @@ class EvaluationMetric:
             return {named[key]: float(v) for key, v in result.items() if named[key] is not None}
         raise TypeError(
             f"metric {name!r} ({type(self.metric).__name__}) must compute a scalar tensor or a "
-            f"dict of scalar tensors to be logged, got {_describe(result)}"
+            f"dict of scalar tensors to be logged, got {describe(result)}"
         )
 
     def to(self, device: torch.device) -> None:
@@ -144,8 +157,8 @@ class EvaluationMetric:
 class _Vendi(EvaluationMetric):
     """The Vendi score of all samples, with the eigenvalue spectrum when asked for."""
 
-    def __init__(self, metric: VendiScore, spectrum: bool) -> None:
-        super().__init__(metric)
+    def __init__(self, metric: VendiScore, spectrum: bool, orders: Sequence[float]) -> None:
+        super().__init__(metric, logs=ordered_keys("vendi", orders))
         self.spectrum = spectrum
 
     def compute(self, name: str) -> MetricValues:
@@ -158,8 +171,9 @@ class _Vendi(EvaluationMetric):
 class _PerConditionVendi(EvaluationMetric):
     """The per-condition Vendi score: its mean is logged, its table is kept per condition."""
 
-    def __init__(self, metric: PerConditionVendiScore) -> None:
-        super().__init__(metric, inputs=("embeddings", "condition_ids"))
+    def __init__(self, metric: PerConditionVendiScore, name: str) -> None:
+        logs = ordered_keys(name, metric.orders)
+        super().__init__(metric, inputs=("embeddings", "condition_ids"), logs=logs)
 
     def compute(self, name: str) -> MetricValues:
         values = super().compute(name)
@@ -170,34 +184,27 @@ class _PerConditionVendi(EvaluationMetric):
         return values
 
 
-def builtin_metrics(
-    evaluation_set: EvaluationSet,
+def vendi_metrics(
+    conditions: ConditionSet,
     orders: Sequence[float],
-    kernel_kwargs: Mapping[str, Any],
-    per_condition: bool | None,
+    kernel: Kernel,
+    per_condition: bool,
     spectrum: bool,
 ) -> dict[str, EvaluationMetric]:
-    """The Vendi score, and the per-condition one where conditions allow (see the evaluator)."""
-    try:
-        vendi = VendiScore(q=orders, **kernel_kwargs)
-    except (TypeError, ValueError) as error:  # say it in the evaluator's argument names
-        given = ", ".join(f"vendi_{name}={value!r}" for name, value in kernel_kwargs.items())
-        raise type(error)(f"invalid Vendi kernel options ({given}): {error}") from error
-    metrics: dict[str, EvaluationMetric] = {"vendi": _Vendi(vendi, spectrum)}
-    possible = evaluation_set.is_conditional and evaluation_set.samples_per_condition > 1
-    if per_condition and not possible:
-        raise ValueError(
-            "`per_condition=True` needs prompts or class labels with `samples_per_condition` >= 2 "
-            "(the within-condition diversity of one sample is always 1), got "
-            f"{evaluation_set.kind!r} conditions with {evaluation_set.samples_per_condition}"
-        )
-    if possible if per_condition is None else per_condition:
-        name = "per_prompt_vendi" if evaluation_set.kind == "prompt" else "per_class_vendi"
-        metric = PerConditionVendiScore(
-            evaluation_set.num_conditions, q=orders, kernel_kwargs=kernel_kwargs
-        )
-        metrics[name] = _PerConditionVendi(metric)
+    """The Vendi score, and with ``per_condition`` the per-condition one (logged
+    ``per_prompt_vendi_*`` or ``per_class_vendi_*``), with ``kernel``."""
+    vendi = VendiScore(q=orders, kernel=kernel)
+    metrics: dict[str, EvaluationMetric] = {"vendi": _Vendi(vendi, spectrum, orders)}
+    if per_condition:
+        name = "per_prompt_vendi" if conditions.kind == "prompt" else "per_class_vendi"
+        metric = PerConditionVendiScore(conditions.num_conditions, q=orders, kernel=kernel)
+        metrics[name] = _PerConditionVendi(metric, name)
     return metrics
+
+
+def ordered_keys(name: str, orders: Sequence[float]) -> tuple[str, ...]:
+    """The keys of a score computed at several orders: ``vendi_q1``, ``vendi_q2``..."""
+    return tuple(f"{name}_{order_key(q)}" for q in orders)
 
 
 def builtin_result_keys(orders: Sequence[float]) -> set[str]:
@@ -213,31 +220,8 @@ def builtin_result_keys(orders: Sequence[float]) -> set[str]:
     }
 
 
-def sce_metric(
-    evaluation_set: EvaluationSet,
-    sample_embedder: SampleEmbedder,
-    sce: bool | None,
-    sce_kwargs: Mapping[str, Any],
-) -> EvaluationMetric | None:
-    """The Schur complement entropy where it is defined and asked for (``sce=None``: where
-    defined); ``sce=True`` where it is not raises, naming what is missing."""
-    needs = [
-        (f"text prompts (got {evaluation_set.kind!r} conditions)", evaluation_set.kind == "prompt"),
-        (
-            "`samples_per_condition` >= 2 (with one sample per prompt the prompts explain every "
-            f"sample; got {evaluation_set.samples_per_condition})",
-            evaluation_set.samples_per_condition > 1,
-        ),
-        (
-            f"an embedder with embed_texts(prompts) (got {type(sample_embedder.embedder).__name__})",
-            sample_embedder.embeds_texts,
-        ),
-    ]
-    missing = [need for need, holds in needs if not holds]
-    if sce and missing:
-        raise ValueError(f"`sce=True` needs {' and '.join(missing)}")
-    if missing or sce is False:
-        return None
+def sce_metric(sce_kwargs: Mapping[str, Any]) -> EvaluationMetric:
+    """The Schur complement entropy given the prompts, and its text part."""
     # The samples' own Vendi score is VendiScore's already.
     options = {"compute_image_vendi": False, **sce_kwargs}
     image_vendi = "sce_image_vendi" if options["compute_image_vendi"] else None
@@ -252,7 +236,8 @@ class _CLIPScore(EvaluationMetric):
     """CLIPScore of the samples against their prompts: the mean, and its table per prompt."""
 
     def __init__(self, metric: EmbeddingCLIPScore) -> None:
-        super().__init__(metric, inputs=("embeddings", "condition_embeddings", "condition_ids"))
+        inputs = ("embeddings", "condition_embeddings", "condition_ids")
+        super().__init__(metric, inputs=inputs, logs=("clip_score",))
 
     def update(self, batch: EmbeddedBatch) -> None:
         images, texts = batch.embeddings, batch.condition_embeddings
@@ -271,26 +256,6 @@ class _CLIPScore(EvaluationMetric):
         return values
 
 
-def clip_score_metric(
-    evaluation_set: EvaluationSet, sample_embedder: SampleEmbedder, clip_score: bool | None
-) -> EvaluationMetric | None:
-    """The CLIPScore where it is defined and asked for (``clip_score=None``: where defined:
-    prompts and an embedder with ``embed_texts``); ``clip_score=True`` elsewhere raises."""
-    needs = [
-        (f"text prompts (got {evaluation_set.kind!r} conditions)", evaluation_set.kind == "prompt"),
-        (
-            f"an embedder with embed_texts(prompts) (got {type(sample_embedder.embedder).__name__})",
-            sample_embedder.embeds_texts,
-        ),
-    ]
-    missing = [need for need, holds in needs if not holds]
-    if clip_score and missing:
-        raise ValueError(f"`clip_score=True` needs {' and '.join(missing)}")
-    if missing or clip_score is False:
-        return None
-    return _CLIPScore(EmbeddingCLIPScore(evaluation_set.num_conditions))
-
-
 class _QualityVendi(EvaluationMetric):
     """The quality-weighted Vendi score: the user's scorer rates each sample (or its embedding)
     as the batch arrives; the mean quality is logged beside it as ``quality``."""
@@ -298,7 +263,9 @@ class _QualityVendi(EvaluationMetric):
     def __init__(
         self, metric: QualityWeightedVendiScore, scorer: Callable[[Any], Tensor], on: QualityInput
     ) -> None:
-        super().__init__(metric, inputs=("embeddings", on) if on == "samples" else ("embeddings",))
+        inputs = ("embeddings", on) if on == "samples" else ("embeddings",)
+        logs = (*ordered_keys("qvendi", metric.orders), "quality")
+        super().__init__(metric, inputs=inputs, logs=logs)
         self.scorer = scorer
         self.on = on
 
@@ -317,7 +284,7 @@ def quality_metric(
     quality: Callable[[Any], Tensor] | None,
     quality_input: QualityInput,
     orders: Sequence[float],
-    kernel_kwargs: Mapping[str, Any],
+    kernel: Kernel,
 ) -> EvaluationMetric | None:
     """The quality-weighted Vendi score with the user's per-sample scorer, if one was given."""
     if quality_input not in get_args(QualityInput):
@@ -331,7 +298,7 @@ def quality_metric(
             "`quality` must be a callable scoring a batch of samples (or of their embeddings, "
             f"with quality_input='embeddings') -> (B,) floats, got {type(quality).__name__}"
         )
-    metric = QualityWeightedVendiScore(q=orders, **kernel_kwargs)
+    metric = QualityWeightedVendiScore(q=orders, kernel=kernel)
     return _QualityVendi(metric, quality, quality_input)
 
 
@@ -339,45 +306,37 @@ PROMPT_AWARE = {"cond_vendi": ConditionalVendiScore, "info_vendi": InformationVe
 """The published prompt-aware scores (arXiv 2411.02817) by the name they are logged under."""
 
 
-def prompt_aware_metrics(
-    evaluation_set: EvaluationSet,
-    sample_embedder: SampleEmbedder,
-    orders: Sequence[float],
-    kernel_kwargs: Mapping[str, Any],
-    switches: Mapping[str, bool | None],
-) -> dict[str, EvaluationMetric]:
-    """Conditional-Vendi and Information-Vendi where defined and asked for.
-
-    ``switches`` maps ``"cond_vendi"`` and ``"info_vendi"`` to ``None`` (where defined: class
-    labels, or prompts with an embedder that has ``embed_texts``), ``True`` (raises where not
-    defined, naming what is missing) or ``False``. Prompts are compared by the cosine kernel of
-    their text embeddings, class labels by the label kernel; the samples' kernel is the Vendi
-    score's (cosine or Gaussian).
-    """
-    kind = evaluation_set.kind
-    needs = [
-        (
-            f"class labels, or text prompts with an embedder that has embed_texts(prompts) (got "
-            f"{kind!r} conditions and {type(sample_embedder.embedder).__name__})",
-            kind == "class" or (kind == "prompt" and sample_embedder.embeds_texts),
-        ),
-        (
-            f"a cosine or Gaussian vendi_kernel (got {kernel_kwargs.get('kernel')!r})",
-            kernel_kwargs.get("kernel", "cosine") in ("cosine", "gaussian"),
-        ),
-    ]
-    missing = [need for need, holds in needs if not holds]
+def prompt_aware_metric(
+    name: str, kind: str, orders: Sequence[float], kernel: Kernel
+) -> EvaluationMetric:
+    """Conditional-Vendi or Information-Vendi (``name``): prompts are compared by the cosine
+    kernel of their text embeddings, class labels by the label kernel; the samples' kernel is
+    the Vendi score's (cosine or Gaussian)."""
     conditions = "condition_ids" if kind == "class" else "condition_embeddings"
-    options = {key: value for key, value in kernel_kwargs.items() if value is not None}
-    plugins = {}
-    for name, metric_class in PROMPT_AWARE.items():
-        if switches.get(name) and missing:
-            raise ValueError(f"`{name}=True` needs {' and '.join(missing)}")
-        if missing or switches.get(name) is False:
-            continue
-        metric = metric_class(q=orders, **options)
-        plugins[name] = EvaluationMetric(metric, inputs=("embeddings", conditions))
-    return plugins
+    metric = PROMPT_AWARE[name](q=orders, kernel=kernel)
+    return EvaluationMetric(
+        metric, inputs=("embeddings", conditions), logs=ordered_keys(name, orders)
+    )
+
+
+def optional_metrics(
+    conditions: ConditionSet,
+    choices: Mapping[str, MetricChoice],
+    orders: Sequence[float],
+    kernel: Kernel,
+    sce_kwargs: Mapping[str, Any],
+) -> dict[str, EvaluationMetric]:
+    """SCE, CLIPScore, Conditional- and Information-Vendi, those that ``choices`` turn on
+    (the per-condition Vendi score is :func:`vendi_metrics`')."""
+    metrics: dict[str, EvaluationMetric] = {}
+    if choices["sce"].on:
+        metrics["sce"] = sce_metric(sce_kwargs)
+    if choices["clip_score"].on:
+        metrics["clip_score"] = _CLIPScore(EmbeddingCLIPScore(conditions.num_conditions))
+    for name in PROMPT_AWARE:
+        if choices[name].on:
+            metrics[name] = prompt_aware_metric(name, conditions.kind, orders, kernel)
+    return metrics
 
 
 def lexical_metrics(
@@ -402,7 +361,9 @@ def lexical_metrics(
         >>> sorted(lexical_metrics(n=(1, 2)))
         ['distinct', 'self_bleu']
     """
-    plugins = {"distinct": EvaluationMetric(DistinctN(n, tokenizer), inputs=("samples",))}
+    distinct = DistinctN(n, tokenizer)
+    logs = tuple(f"distinct_{order}" for order in distinct.orders)
+    plugins = {"distinct": EvaluationMetric(distinct, inputs=("samples",), logs=logs)}
     if self_bleu:
         plugins["self_bleu"] = EvaluationMetric(SelfBLEU(max_n, tokenizer), inputs=("samples",))
     return plugins
@@ -418,9 +379,3 @@ def as_evaluation_metric(name: str, metric: Any) -> EvaluationMetric:
         f"`metrics[{name!r}]` must be a torchmetrics Metric or an EvaluationMetric, got "
         f"{type(metric).__name__}"
     )
-
-
-def _describe(result: Any) -> str:
-    if isinstance(result, Tensor):
-        return f"a tensor of shape {tuple(result.shape)}"
-    return type(result).__name__

@@ -23,12 +23,12 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from diversity_callbacks.embedders.base import check_embeddings
 from diversity_callbacks.evaluation.samples import SampleEmbedder
 from diversity_callbacks.images import decode_image_file, to_uint8, to_unit_range
 from diversity_callbacks.utilities import distributed
+from diversity_callbacks.utilities.progress import progress_bar
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 EMBEDDING_SUFFIXES = (".pt", ".pth", ".npy")
@@ -167,12 +167,8 @@ class ReferenceSet:
         total = len(self)
         share = range(rank * total // world_size, (rank + 1) * total // world_size)
         batches = [share[i : i + self.batch_size] for i in range(0, len(share), self.batch_size)]
-        bar = tqdm(
-            batches,
-            desc="reference set: embedding",
-            leave=False,
-            dynamic_ncols=True,
-            disable=None if progress and rank == 0 else True,
+        bar = progress_bar(
+            batches, description="reference set: embedding", enabled=progress and rank == 0
         )
         parts = []
         with torch.no_grad():

@@ -14,9 +14,10 @@ import torch
 from torch import Tensor
 
 from diversity_callbacks.embedders.base import check_embeddings
+from diversity_callbacks.evaluation.applicability import embeds_texts
 from diversity_callbacks.evaluation.conditions import EvaluationSet
 from diversity_callbacks.images import ValueRange, to_uint8, to_unit_range, value_range_bounds
-from diversity_callbacks.utilities.checks import check_dense
+from diversity_callbacks.utilities.checks import check_dense, describe
 
 
 class SampleEmbedder:
@@ -49,11 +50,7 @@ class SampleEmbedder:
     @property
     def embeds_texts(self) -> bool:
         """Whether the embedder can embed prompts (a FunctionEmbedder only with a text_fn)."""
-        from diversity_callbacks.embedders.base import FunctionEmbedder
-
-        if isinstance(self.embedder, FunctionEmbedder):
-            return self.embedder.text_fn is not None
-        return callable(getattr(self.embedder, "embed_texts", None))
+        return self.embedder is not None and embeds_texts(self.embedder)
 
     def check_samples(self, samples: Any, rows: int) -> Any:
         """Check that the generator returned ``rows`` samples; images come back in [0, 1]."""
@@ -163,7 +160,7 @@ def _described(embedder: Any) -> str:
             f"the string {embedder!r} (a model name is not an embedder: for CLIP, pass "
             f"CLIPEmbedder({embedder!r}))"
         )
-    return "None" if embedder is None else type(embedder).__name__
+    return describe(embedder)
 
 
 def thumbnails_of(

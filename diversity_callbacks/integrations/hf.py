@@ -20,6 +20,7 @@ from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState,
 
 from diversity_callbacks.evaluation.errors import EvaluationError
 from diversity_callbacks.evaluation.evaluator import DiversityEvaluator
+from diversity_callbacks.samplers.contract import bind_module
 from diversity_callbacks.utilities.checks import check_positive_int
 
 
@@ -27,10 +28,11 @@ class DiversityTrainerCallback(TrainerCallback):
     """Evaluate the diversity of a ``Trainer``'s model on its cadence and log it to its loggers.
 
     Every process runs the callback (the evaluation is a collective under DDP and FSDP: each
-    rank draws its share of the evaluation set). ``sample_fn`` is called as
-    ``sample_fn(model, prompts, generators)`` with the model the trainer hands its callbacks
-    (the unwrapped model under DDP, the trained adapter under peft), so a
-    :class:`~diversity_callbacks.TransformersSampler` built with ``model=None`` samples it.
+    rank draws its share of the evaluation set). ``sample_fn`` is bound to the model the trainer
+    hands its callbacks (the unwrapped model under DDP, the trained adapter under peft) by
+    :func:`~diversity_callbacks.samplers.contract.bind_module`: a
+    :class:`~diversity_callbacks.TransformersSampler` built with ``model=None`` samples it, a
+    plain function is called as ``sample_fn(model, prompts, generators)``.
 
     **Cadence.** ``evaluate_at_start`` (a baseline before the first step; not on resume),
     every ``every_n_steps`` optimizer steps (default: the trainer's ``eval_steps`` when it
@@ -45,7 +47,8 @@ class DiversityTrainerCallback(TrainerCallback):
         samples_per_condition: completions drawn per prompt.
         evaluator: a ready :class:`~diversity_callbacks.DiversityEvaluator`, instead of
             ``prompts`` and the evaluator options.
-        sample_fn: ``sample_fn(model, prompts, generators) -> completions``.
+        sample_fn: a sampler (``TransformersSampler``), or ``sample_fn(model, prompts,
+            generators) -> completions``.
         every_n_steps: evaluate every this many optimizer steps.
         evaluate_at_start: evaluate before the first training step.
         evaluate_on_train_end: evaluate when training ends at a step not yet evaluated.
@@ -144,7 +147,7 @@ class DiversityTrainerCallback(TrainerCallback):
         self._last_step = state.global_step
         try:
             result = self.evaluator.evaluate(
-                lambda prompts, generators: self.sample_fn(model, prompts, generators),
+                bind_module(self.sample_fn, model),
                 module=model,
                 device=args.device,
                 precision_context=self.trainer.autocast_smart_context_manager,

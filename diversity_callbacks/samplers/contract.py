@@ -1,22 +1,57 @@
-"""What every sampler checks and how it is called: shared by the adapters in this package."""
+"""What every sampler checks and how it is called: shared by the adapters in this package.
+
+A sampler is a :data:`~diversity_callbacks.evaluation.sampling.SampleFn`,
+``sampler(prompts, generators)``. A training loop that evaluates its own module (the Lightning
+and Hugging Face callbacks) calls :func:`bind_module` once per evaluation: a sampler that reads
+the module (``DiffusersSampler("pipeline")``, ``TransformersSampler(None, ...)``) has
+``bind(module) -> SampleFn``; a plain function is the loops' ``sample_fn(module, conditions,
+generators)``.
+"""
 
 from __future__ import annotations
 
+import functools
+import warnings
 from typing import Any
 
 import torch
 
+from diversity_callbacks.evaluation.sampling import SampleFn
+
+
+def bind_module(sample_fn: Any, module: torch.nn.Module) -> SampleFn:
+    """The :data:`SampleFn` a training loop calls for ``module``: ``sample_fn.bind(module)``
+    for a sampler that has it, else ``sample_fn(module, conditions, generators)``.
+
+    Example:
+        >>> def sample(module, conditions, generators):
+        ...     return [module(c) for c in conditions]
+        >>> bind_module(sample, str.upper)(["a", "b"], [None, None])
+        ['A', 'B']
+    """
+    bind = getattr(sample_fn, "bind", None)
+    if callable(bind):
+        return bind(module)
+    return functools.partial(sample_fn, module)
+
 
 def split_call(name: str, args: tuple[Any, ...]) -> tuple[Any, Any, Any]:
-    """``(module, prompts, generators)`` from ``sampler(prompts, generators)`` (the evaluator's
-    contract, ``module`` None) or ``sampler(pl_module, prompts, generators)`` (the callback's)."""
+    """``(module, prompts, generators)`` from ``sampler(prompts, generators)`` (``module``
+    None), or from the deprecated ``sampler(module, prompts, generators)``, which warns: use
+    ``sampler.bind(module)(prompts, generators)``."""
     if len(args) == 3:
+        warnings.warn(
+            f"{name}(module, prompts, generators) is deprecated: call "
+            f"{name}.bind(module)(prompts, generators) (the callbacks bind it for you)",
+            FutureWarning,
+            stacklevel=3,
+        )
         return args[0], args[1], args[2]
     if len(args) == 2:
         return None, args[0], args[1]
     raise TypeError(
-        f"{name} takes (prompts, generators) or (pl_module, prompts, generators), "
-        f"got {len(args)} arguments"
+        f"{name} takes (prompts, generators) (use {name}.bind(module) for a module's own "
+        f"model or pipeline), got {len(args)} arguments"
     )
 
 

@@ -12,6 +12,7 @@ being the ones sampled.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import inspect
 import numbers
@@ -22,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from diversity_callbacks.evaluation.sampling import SampleFn
 from diversity_callbacks.samplers.contract import check_batch, split_call
 from diversity_callbacks.utilities.checks import check_positive_int
 
@@ -97,10 +99,14 @@ class DiffusersSampler:
         self._checked: set[int] = set()  # ids of pipelines whose call signature passed
 
     def __call__(self, *args: Any) -> Tensor:
-        """``sampler(prompts, generators)`` (the evaluator's contract) or
-        ``sampler(pl_module, prompts, generators)`` (the callback's)."""
+        """``sampler(prompts, generators)``, the sampling contract (``module`` None)."""
         module, prompts, generators = split_call("DiffusersSampler", args)
         return self.sample(prompts, generators, module=module)
+
+    def bind(self, module: torch.nn.Module | None) -> SampleFn:
+        """This sampler on ``module``'s own attribute or model: ``bind(module)(prompts,
+        generators)``; the callbacks bind it to the module they evaluate."""
+        return functools.partial(self.sample, module=module)
 
     def sample(
         self,
@@ -135,7 +141,7 @@ class DiffusersSampler:
             raise TypeError(
                 f"DiffusersSampler(pipeline={self.pipeline!r}) names a LightningModule "
                 "attribute: use it as DiversityCallback(sample_fn=...), call it as "
-                "sampler(pl_module, prompts, generators), or pass the pipeline itself"
+                "sampler.bind(pl_module)(prompts, generators), or pass the pipeline itself"
             )
         pipeline = getattr(module, self.pipeline, None)
         if pipeline is None:

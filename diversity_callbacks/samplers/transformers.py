@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diversity_callbacks.evaluation.evaluator import eval_mode
+from diversity_callbacks.evaluation.sampling import SampleFn, eval_mode
 from diversity_callbacks.evaluation.sharding import sharding_of
 from diversity_callbacks.samplers.contract import check_batch, split_call
 from diversity_callbacks.utilities import distributed
@@ -129,10 +129,14 @@ class TransformersSampler:
         )
 
     def __call__(self, *args: Any) -> list[str]:
-        """``sampler(prompts, generators)`` (the evaluator's contract) or
-        ``sampler(module, prompts, generators)`` (the callbacks')."""
+        """``sampler(prompts, generators)``, the sampling contract (``module`` None)."""
         module, prompts, generators = split_call("TransformersSampler", args)
         return self.sample(prompts, generators, module=module)
+
+    def bind(self, module: torch.nn.Module | None) -> SampleFn:
+        """This sampler on ``module``'s own attribute or model: ``bind(module)(prompts,
+        generators)``; the callbacks bind it to the module they evaluate."""
+        return functools.partial(self.sample, module=module)
 
     @torch.no_grad()
     def sample(
@@ -176,7 +180,7 @@ class TransformersSampler:
             if module is None:
                 raise TypeError(
                     f"TransformersSampler(model={self.model!r}) samples the caller's module: use "
-                    "it as a callback's sample_fn, call it as sampler(module, prompts, "
+                    "it as a callback's sample_fn, call it as sampler.bind(module)(prompts, "
                     "generators), or pass the model itself"
                 )
             if self.model is None:

@@ -46,6 +46,19 @@ def check_features(features: Any, name: str = "features", *, dim: int | None = N
     return features
 
 
+def describe(value: object) -> str:
+    """What a wrong value is, for error messages: ``a tensor of shape (3, 4)``, ``None`` or the
+    type's name.
+
+    Example:
+        >>> describe(torch.zeros(3, 4)), describe(None), describe([1])
+        ('a tensor of shape (3, 4)', 'None', 'list')
+    """
+    if isinstance(value, Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    return "None" if value is None else type(value).__name__
+
+
 def check_positive(value: Any, name: str) -> float:
     """Check that ``value`` is a finite real number > 0 and return it as a float."""
     if (

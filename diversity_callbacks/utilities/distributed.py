@@ -63,6 +63,21 @@ def gather_to_rank_zero(item: dict[Any, Any]) -> dict[Any, Any]:
     return merged
 
 
+def first_difference(settings: dict[str, str]) -> tuple[int, list[str]] | None:
+    """Collective: the first rank whose ``settings`` differ from rank 0's, and how
+    (``"name X on rank 0, Y on rank 2"``); None when every rank's are the same."""
+    ranks = all_gather_objects(settings)
+    for rank, theirs in enumerate(ranks):
+        differing = [
+            f"{name} {ranks[0].get(name)} on rank 0, {theirs.get(name)} on rank {rank}"
+            for name in {**ranks[0], **theirs}
+            if ranks[0].get(name) != theirs.get(name)
+        ]
+        if differing:
+            return rank, differing
+    return None
+
+
 def _collective_device(device: torch.device) -> torch.device:
     """NCCL reduces CUDA tensors only; gloo takes CPU ones."""
     if dist.get_backend() == "nccl":

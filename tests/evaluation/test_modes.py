@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diversity_callbacks import DiversityEvaluator
+from diversity_callbacks import DiversityEvaluator, Kernel
 from tests.helpers.distributed import run_distributed
 from tests.helpers.modes import MODE_OF_CLASS, WEIGHTS, mode_generator
 
@@ -71,7 +71,7 @@ def test_the_lost_modes_are_the_two_dropped_ones_with_their_mass() -> None:
 
 
 def test_the_gaussian_kernel_without_features_finds_the_same_lost_modes() -> None:
-    _, after = baseline_and_dropped(vendi_kernel="gaussian", vendi_sigma=0.5, **FEWER)
+    _, after = baseline_and_dropped(vendi_kernel=Kernel("gaussian", sigma=0.5), **FEWER)
     assert [true_mode(m.samples, 3) for m in after.lost_modes] == [{1}, {4}]
     assert after.scalars["diversity/lost_mode_mass"] == pytest.approx(0.32, abs=0.03)
 
@@ -83,7 +83,7 @@ def _ranks(rank: int, world_size: int, options: dict) -> dict:
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize(
     "options",
-    [FEWER, {"vendi_kernel": "gaussian", "vendi_sigma": 0.5, **FEWER}],
+    [FEWER, {"vendi_kernel": Kernel("gaussian", sigma=0.5), **FEWER}],
     ids=["cosine", "exact"],
 )
 def test_two_gloo_ranks_find_the_modes_of_one(options: dict) -> None:

@@ -102,17 +102,17 @@ def test_a_lora_update_of_the_modules_unet_changes_the_samples(tokenizer_dir):
     module = PipelineModule(tiny_sd_pipeline(tokenizer_dir))
     module.unet.add_adapter(LoraConfig(r=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
     sampler = DiffusersSampler("pipeline", **FAST)
-    before = sampler(module, PROMPTS[:2], seeded(0, 1))
+    before = sampler.bind(module)(PROMPTS[:2], seeded(0, 1))
     lora = [p for name, p in module.unet.named_parameters() if "lora_B" in name]
     assert lora  # B starts at zero: the adapter is a no-op until trained
-    torch.testing.assert_close(before, sampler(module, PROMPTS[:2], seeded(0, 1)))
+    torch.testing.assert_close(before, sampler.bind(module)(PROMPTS[:2], seeded(0, 1)))
     with torch.no_grad():
         for weight in lora:
             weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(0))
-    after = sampler(module, PROMPTS[:2], seeded(0, 1))
+    after = sampler.bind(module)(PROMPTS[:2], seeded(0, 1))
     assert (after - before).abs().max() > 0.05
     module.unet.disable_adapters()
-    torch.testing.assert_close(sampler(module, PROMPTS[:2], seeded(0, 1)), before)
+    torch.testing.assert_close(sampler.bind(module)(PROMPTS[:2], seeded(0, 1)), before)
 
 
 @pytest.mark.slow  # a DDP training run, one process per rank, and a single-device one
@@ -237,7 +237,7 @@ def test_an_option_the_pipeline_call_does_not_name_is_refused_with_the_valid_one
         match=r"PipelineModule.pipeline \(StableDiffusionPipeline\) "
         r"has no call argument \['etta'\]",
     ):
-        sampler(PipelineModule(sd), ["a red square"], seeded(0))
+        sampler.bind(PipelineModule(sd))(["a red square"], seeded(0))
 
 
 def test_the_progress_bar_is_off_during_the_call_and_the_users_setting_is_back_after():
@@ -258,14 +258,14 @@ def test_a_missing_attribute_names_the_modules_pipelines(sd):
         AttributeError,
         match=r"`pipeline`='pipe': PipelineModule has no such attribute \(attributes holding a pipeline: \['pipeline'\]\)",
     ):
-        DiffusersSampler("pipe")(module, ["a red square"], seeded(0))
+        DiffusersSampler("pipe").bind(module)(["a red square"], seeded(0))
     with pytest.raises(TypeError, match=r"names a LightningModule attribute"):
         DiffusersSampler("pipeline")(["a red square"], seeded(0))
     module.not_a_pipeline = 3
     with pytest.raises(
         TypeError, match=r"PipelineModule.not_a_pipeline must be a diffusers pipeline"
     ):
-        DiffusersSampler("not_a_pipeline")(module, ["a red square"], seeded(0))
+        DiffusersSampler("not_a_pipeline").bind(module)(["a red square"], seeded(0))
 
 
 def test_conditions_generators_and_options_are_checked():
@@ -365,3 +365,12 @@ def test_the_dreambooth_option_trains_on_the_instance_images_and_logs_the_copy_r
     assert all(0 <= row["diversity/copy_rate"] <= 1 for row in history)
     assert "diversity/authenticity" in history[-1]
     assert list((tmp_path / "reference_cache").glob("*.pt"))  # embedded once, cached
+
+
+def test_the_0_1_module_first_call_still_samples_the_module_with_a_future_warning(sd):
+    module = PipelineModule(sd)
+    sampler = DiffusersSampler("pipeline", **FAST)
+    bound = sampler.bind(module)(["a red square"], seeded(0))
+    with pytest.warns(FutureWarning, match=r"DiffusersSampler.bind\(module\)\(prompts"):
+        old = sampler(module, ["a red square"], seeded(0))
+    torch.testing.assert_close(old, bound)

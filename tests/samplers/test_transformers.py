@@ -107,7 +107,7 @@ def test_a_peft_adapter_on_the_modules_model_is_the_one_sampled(tokenizer):
         tiny_gpt2(), peft.LoraConfig(r=4, target_modules=["c_attn"], init_lora_weights=True)
     )
     sampler = TransformersSampler("model", tokenizer, max_new_tokens=16)
-    before = sampler(module, PROMPTS, seeded(0, 1, 2))
+    before = sampler.bind(module)(PROMPTS, seeded(0, 1, 2))
     assert before == TransformersSampler(tiny_gpt2(), tokenizer, max_new_tokens=16)(
         PROMPTS, seeded(0, 1, 2)
     )  # LoRA's B starts at zero
@@ -115,13 +115,13 @@ def test_a_peft_adapter_on_the_modules_model_is_the_one_sampled(tokenizer):
         for name, weight in module.model.named_parameters():
             if "lora_B" in name:
                 weight.normal_(0, 1.0, generator=torch.Generator().manual_seed(0))
-    assert sampler(module, PROMPTS, seeded(0, 1, 2)) != before
+    assert sampler.bind(module)(PROMPTS, seeded(0, 1, 2)) != before
     with module.model.disable_adapter():
-        assert sampler(module, PROMPTS, seeded(0, 1, 2)) == before
+        assert sampler.bind(module)(PROMPTS, seeded(0, 1, 2)) == before
     # model=None: the module given is the model (what the Trainer adapter passes)
     assert (
-        TransformersSampler(None, tokenizer, max_new_tokens=16)(
-            module.model.get_base_model(), PROMPTS, seeded(0, 1, 2)
+        TransformersSampler(None, tokenizer, max_new_tokens=16).bind(module.model.get_base_model())(
+            PROMPTS, seeded(0, 1, 2)
         )
         != before
     )
@@ -164,7 +164,7 @@ def test_bad_options_and_calls_name_the_argument(model, tokenizer):
     with pytest.raises(
         AttributeError, match=r"`model`='model': Module has no such attribute .*\['lm'\]"
     ):
-        TransformersSampler("model", tokenizer)(module, ["a"], seeded(0))
+        TransformersSampler("model", tokenizer).bind(module)(["a"], seeded(0))
     with pytest.raises(TypeError, match=r"samples the caller's module"):
         TransformersSampler("model", tokenizer)(["a"], seeded(0))
 

@@ -126,7 +126,12 @@ class Package:
         for node in ast.walk(module):
             for owner, attribute in _attributes_used(node):
                 owner = aliases.get(owner, owner if owner.split(".")[0] == PACKAGE else None)
-                if owner is not None and owner != name and is_private(attribute):
+                if (
+                    owner is not None
+                    and owner != name
+                    and is_private(attribute)
+                    and not interface_use(name, owner, attribute)
+                ):
                     found.append(f"{name}:{node.lineno} uses {owner}.{attribute}")
         return found
 
@@ -210,14 +215,19 @@ def _type_checking_lines(module: ast.Module) -> set[int]:
 
 def allowed(found: Import) -> bool:
     """The functional interface: ``metrics/`` and prompt_removal.py import it from functional/."""
-    return (
-        found.name is not None
-        and FUNCTIONAL_INTERFACE.fullmatch(found.name) is not None
-        and found.module.startswith(f"{PACKAGE}.functional.")
-        and (
-            found.importer.startswith(f"{PACKAGE}.metrics.")
-            or found.importer == f"{PACKAGE}.prompt_removal"
-        )
+    return found.name is not None and interface_use(found.importer, found.module, found.name)
+
+
+def interface_use(user: str, owner: str, name: str) -> bool:
+    """Whether ``user`` may use ``owner``'s private ``name``: the fixed functional interface, by
+    ``metrics/`` and prompt_removal.py from ``functional/``, and by the tests from anywhere (they
+    check that a metric's ``compute`` runs its functional form's code)."""
+    if FUNCTIONAL_INTERFACE.fullmatch(name) is None:
+        return False
+    if user.split(".")[0] == "tests":
+        return True
+    return owner.startswith(f"{PACKAGE}.functional.") and (
+        user.startswith(f"{PACKAGE}.metrics.") or user == f"{PACKAGE}.prompt_removal"
     )
 
 
@@ -353,8 +363,11 @@ MADE_UP = {
 
 @pytest.fixture
 def made_up(tmp_path: Path) -> Package:
-    for relative, text in MADE_UP.items():
-        path = tmp_path / PACKAGE / relative
+    tests = {"tests/test_vendi.py": "from diversity_callbacks.metrics import vendi\n"
+             "from diversity_callbacks.functional.vendi import _vendi_compute, _helper\n"
+             "vendi._vendi_compute\n"}  # fmt: skip
+    for relative, text in {**{f"{PACKAGE}/{k}": v for k, v in MADE_UP.items()}, **tests}.items():
+        path = tmp_path / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
     return Package(tmp_path)
@@ -369,6 +382,10 @@ def test_private_imports_are_found_and_the_functional_interface_is_spared(made_u
         "diversity_callbacks.evaluation.d:4 uses diversity_callbacks.functional.vendi._helper",
         "diversity_callbacks.metrics.vendi:1 imports diversity_callbacks.functional.vendi._helper",
         "diversity_callbacks.metrics.vendi:3 uses diversity_callbacks.functional._other",
+    ]
+    # the tests may use the interface (to check that compute runs it), and nothing else
+    assert private_imports(made_up, "tests") == [
+        "tests.test_vendi:2 imports diversity_callbacks.functional.vendi._helper"
     ]
 
 

@@ -109,24 +109,18 @@ TRAINING_SET = torch.randn(16, 6, generator=torch.Generator().manual_seed(5))
 
 
 def near_the_training_set(n: int, generator: torch.Generator) -> tuple[Tensor]:
-    """Half near-copies of training rows, half new rows."""
+    """Half near-copies of training rows, half new rows, shuffled."""
     copies = TRAINING_SET[torch.randint(0, 16, (n // 2,), generator=generator)]
     copies = copies + 0.05 * torch.randn(copies.shape, generator=generator)
-    return (
-        torch.cat([copies, features(n - n // 2, generator)])[
-            torch.randperm(n, generator=generator)
-        ],
-    )
+    rows = torch.cat([copies, features(n - n // 2, generator)])
+    return (rows[torch.randperm(n, generator=generator)],)
 
 
 def texts(n: int, generator: torch.Generator) -> tuple[list[str]]:
+    """Texts of 3 to 7 words from a small vocabulary (so that n-grams repeat)."""
     lengths = torch.randint(3, 8, (n,), generator=generator).tolist()
-    return (
-        [
-            " ".join(WORDS[i] for i in torch.randint(0, len(WORDS), (length,), generator=generator))
-            for length in lengths
-        ],
-    )
+    words = [torch.randint(0, len(WORDS), (length,), generator=generator) for length in lengths]
+    return ([" ".join(WORDS[i] for i in text) for text in words],)
 
 
 # ---------------------------------------------------------------- functional forms

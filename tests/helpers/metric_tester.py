@@ -23,6 +23,7 @@ import ast
 import importlib
 import inspect
 import math
+import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -167,9 +168,9 @@ def ddp_results(
         try:
             result = fed(cases[name], draw(cases[name]), counts[rank], start).compute()
         except Exception as error:
-            torch.save(f"{type(error).__name__}: {error}", _saved(folder, run, rank))
+            _save(f"{type(error).__name__}: {error}", _saved(folder, run, rank))
             raise
-        torch.save(result, _saved(folder, run, rank))
+        _save(result, _saved(folder, run, rank))
 
 
 def ddp_run(on_ranks: Callable[..., None], runs: Sequence[str]) -> dict[str, Any]:
@@ -208,6 +209,13 @@ def ddp_run(on_ranks: Callable[..., None], runs: Sequence[str]) -> dict[str, Any
 
 def _saved(folder: str, run: str, rank: int) -> Path:
     return Path(folder, f"{run.replace('/', '--')}.{rank}.pt")
+
+
+def _save(result: Any, path: Path) -> None:
+    """Whole or not at all: the other rank's failure may kill this process mid-write."""
+    partial = path.with_suffix(".partial")
+    torch.save(result, partial)
+    os.replace(partial, path)
 
 
 def assert_close(actual: Any, reference: Any, rtol: float, atol: float, where: str = "") -> None:

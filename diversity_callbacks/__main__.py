@@ -4,4 +4,5 @@ import sys
 
 from diversity_callbacks.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # importing this module (docs tools, doctest collection) runs nothing
+    sys.exit(main())

@@ -26,14 +26,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from diversity_callbacks.cli.errors import InputError
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 EMBEDDING_SUFFIXES = (".pt", ".npy")
 MANIFEST_NAMES = ("prompts.csv", "prompts.jsonl")
 PROMPT_SOURCES = ("auto", "manifest", "sidecar", "folders", "none")
-
-
-class InputError(ValueError):
-    """A run, a manifest or an option that cannot be used, with a message naming it."""
 
 
 @dataclass
@@ -123,6 +121,22 @@ def discover(
                 f"({', '.join(EMBEDDING_SUFFIXES)}), got a file with suffix {root.suffix!r}"
             )
         return Run(name, root, source="embeddings")
+    run = Run(name, root, files=_image_files(root, exclude))
+    run.source = _chosen_source(root, run.files, source, manifest)
+    if run.source == "manifest":
+        prompts = _manifest_prompts(root, run.files, manifest)
+    elif run.source == "sidecar":
+        prompts = [_sidecar_prompt(file) for file in run.files]
+    elif run.source == "folders":
+        prompts = [_folder_prompt(root, file) for file in run.files]
+    else:
+        return run
+    _assign(run, prompts, on_error)
+    return run
+
+
+def _image_files(root: Path, exclude: Sequence[Path]) -> list[Path]:
+    """The folder's image files, searched recursively, sorted by relative path."""
     if not root.is_dir():
         raise InputError(
             f"run {str(root)!r} must be a folder of images or an embeddings file; nothing exists there"
@@ -140,30 +154,22 @@ def discover(
             f"run {str(root)!r} holds no image (looked recursively for "
             f"{', '.join(IMAGE_SUFFIXES)} files): an empty folder, or the wrong path?"
         )
-    run = Run(name, root, files=files)
+    return files
+
+
+def _chosen_source(root: Path, files: list[Path], source: str, manifest: str | None) -> str:
+    """The prompt source to read: ``--manifest`` implies a manifest, ``auto`` looks."""
     if manifest is not None and source in ("auto", "manifest"):
-        source = "manifest"
-    elif manifest is not None:
+        return "manifest"
+    if manifest is not None:
         raise InputError(
             f"--manifest {manifest!r} was given with --prompts {source!r}; use --prompts manifest"
         )
     if source == "auto":
-        source = _auto_source(root, files)
-    prompts: list[str | None]
-    if source == "manifest":
-        prompts = _manifest_prompts(root, files, manifest)
-    elif source == "sidecar":
-        prompts = [_sidecar_prompt(file) for file in files]
-    elif source == "folders":
-        prompts = [_folder_prompt(root, file) for file in files]
-    elif source == "none":
-        prompts = []
-    else:
+        return _auto_source(root, files)
+    if source not in PROMPT_SOURCES:
         raise InputError(f"--prompts must be one of {list(PROMPT_SOURCES)}, got {source!r}")
-    run.source = source
-    if source != "none":
-        _assign(run, prompts, on_error)
-    return run
+    return source
 
 
 def _excluded(file: Path, exclude: Sequence[Path]) -> bool:

@@ -23,7 +23,28 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from diversity_callbacks.cli.discovery import InputError
+from diversity_callbacks.cli.errors import InputError
+from diversity_callbacks.cli.options import EmbedderOptions
+
+
+def image_embedder(options: EmbedderOptions, device: Any) -> Any:
+    """The image embedder of the options: ``--embedder``'s import path (moved to ``device`` when
+    it is a module), else open_clip's ``--model``."""
+    if options.embedder:
+        import torch
+
+        embedder = import_embedder(options.embedder)
+        if isinstance(embedder, torch.nn.Module):
+            embedder.to(device)
+        return embedder
+    return clip_embedder(
+        options.model,
+        options.pretrained,
+        device=device,
+        precision=options.precision,
+        batch_size=options.batch_size,
+        model_config=options.model_config,
+    )
 
 
 def clip_embedder(
@@ -71,7 +92,9 @@ def clip_embedder(
             batch_size=batch_size,
             model_kwargs=overrides,
         )
-    except (TypeError, ValueError, RuntimeError) as error:
+    except ImportError as error:  # open_clip missing: the message gives the pip command
+        raise InputError(str(error)) from error
+    except (TypeError, ValueError, RuntimeError) as error:  # a bad name, tag or weights file
         raise InputError(_in_flags(str(error), model, model_config)) from error
 
 

@@ -10,6 +10,7 @@ with ``--on-error skip``, is left out with a warning.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from diversity_callbacks.cli.discovery import InputError, warn_skipped
-
-
-class ImageReadError(RuntimeError):
-    """An image file that Pillow cannot decode, named by its path."""
+from diversity_callbacks.cli.discovery import warn_skipped
+from diversity_callbacks.cli.errors import ImageReadError, InputError
 
 
 def decode_image(path: str) -> Tensor:
@@ -120,7 +118,25 @@ def image_batches(
             current.clear()  # taken: a failure from here on is not this batch's
 
 
-def load_embeddings(path: Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Embeddings:
+    """The checked contents of an embeddings file.
+
+    Attributes:
+        embeddings: ``(N, D)`` floats, one row per sample.
+        prompts: each row's prompt (None: no prompts).
+        text_embeddings: ``(N, D')``, row i the embedding of row i's prompt (None: not given).
+    """
+
+    embeddings: Tensor
+    prompts: list[str] | None = None
+    text_embeddings: Tensor | None = None
+
+
+EMBEDDING_KEYS = ("embeddings", "prompts", "text_embeddings")
+
+
+def load_embeddings(path: Path) -> Embeddings:
     """The contents of an embeddings file, checked: ``embeddings`` ``(N, D)`` floats, and
     optionally ``prompts`` (``N`` strings) and ``text_embeddings`` (``(N, D')``, row i the
     embedding of sample i's prompt).
@@ -132,21 +148,7 @@ def load_embeddings(path: Path) -> dict[str, Any]:
         InputError: naming the file, the key, what was expected and what was found.
     """
     where = f"embeddings file {str(path)!r}"
-    if path.suffix.lower() == ".npy":
-        import numpy as np
-
-        try:
-            content: Any = torch.from_numpy(np.load(path, allow_pickle=False))
-        except Exception as error:
-            raise InputError(f"{where}: cannot read it as a NumPy array ({error})") from None
-    else:
-        try:
-            content = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:
-            raise InputError(
-                f"{where}: cannot read it with torch.load(weights_only=True) ({type(error).__name__}); "
-                "it must hold a tensor or a dict of tensors and a list of strings"
-            ) from None
+    content = _read(path, where)
     if isinstance(content, Tensor):
         content = {"embeddings": content}
     if not isinstance(content, dict) or "embeddings" not in content:
@@ -155,7 +157,7 @@ def load_embeddings(path: Path) -> dict[str, Any]:
             f"{where} must hold an (N, D) tensor or a dict with key 'embeddings' (and optionally "
             f"'prompts', 'text_embeddings'), got {got}"
         )
-    unknown = set(content) - {"embeddings", "prompts", "text_embeddings"}
+    unknown = set(content) - set(EMBEDDING_KEYS)
     if unknown:
         raise InputError(
             f"{where}: unknown keys {sorted(unknown)}; expected 'embeddings', 'prompts', "
@@ -163,32 +165,9 @@ def load_embeddings(path: Path) -> dict[str, Any]:
         )
     embeddings = _matrix(content["embeddings"], f"{where} key 'embeddings'")
     rows = embeddings.shape[0]
-    loaded: dict[str, Any] = {"embeddings": embeddings, "prompts": None, "text_embeddings": None}
     prompts = content.get("prompts")
     if prompts is not None:
-        if (
-            not isinstance(prompts, (list, tuple))
-            or len(prompts) != rows
-            or not all(isinstance(p, str) for p in prompts)
-        ):
-            got = (
-                f"{type(prompts).__name__} of length {len(prompts)}"
-                if hasattr(prompts, "__len__")
-                else type(prompts).__name__
-            )
-            if isinstance(prompts, (list, tuple)):
-                bad = next((i for i, p in enumerate(prompts) if not isinstance(p, str)), None)
-                if bad is not None:
-                    got += f" whose item {bad} is {type(prompts[bad]).__name__} {prompts[bad]!r}"
-            if isinstance(prompts, Tensor):
-                got += (
-                    " (class numbers? give each row its prompt text, e.g. [names[i] for i in ids])"
-                )
-            raise InputError(
-                f"{where} key 'prompts' must be a list of {rows} strings, one per row of "
-                f"'embeddings', got {got}"
-            )
-        loaded["prompts"] = list(prompts)
+        prompts = _prompts(prompts, rows, where)
     text = content.get("text_embeddings")
     if text is not None:
         if prompts is None:
@@ -199,8 +178,51 @@ def load_embeddings(path: Path) -> dict[str, Any]:
                 f"{where} key 'text_embeddings' must have {rows} rows (row i: the embedding of "
                 f"sample i's prompt), got shape {tuple(text.shape)}"
             )
-        loaded["text_embeddings"] = text
-    return loaded
+    return Embeddings(embeddings, prompts, text)
+
+
+def _read(path: Path, where: str) -> Any:
+    """What an embeddings file holds: a ``.npy`` array as a tensor, or a ``.pt`` file's
+    contents (tensors, lists and dicts only)."""
+    if path.suffix.lower() == ".npy":
+        import numpy as np
+
+        try:
+            return torch.from_numpy(np.load(path, allow_pickle=False))
+        except Exception as error:
+            raise InputError(f"{where}: cannot read it as a NumPy array ({error})") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise InputError(
+            f"{where}: cannot read it with torch.load(weights_only=True) ({type(error).__name__}); "
+            "it must hold a tensor or a dict of tensors and a list of strings"
+        ) from None
+
+
+def _prompts(prompts: Any, rows: int, where: str) -> list[str]:
+    """The ``prompts`` key: a list of ``rows`` strings, or an error saying what it holds."""
+    if (
+        isinstance(prompts, (list, tuple))
+        and len(prompts) == rows
+        and all(isinstance(p, str) for p in prompts)
+    ):
+        return list(prompts)
+    got = (
+        f"{type(prompts).__name__} of length {len(prompts)}"
+        if hasattr(prompts, "__len__")
+        else type(prompts).__name__
+    )
+    if isinstance(prompts, (list, tuple)):
+        bad = next((i for i, p in enumerate(prompts) if not isinstance(p, str)), None)
+        if bad is not None:
+            got += f" whose item {bad} is {type(prompts[bad]).__name__} {prompts[bad]!r}"
+    if isinstance(prompts, Tensor):
+        got += " (class numbers? give each row its prompt text, e.g. [names[i] for i in ids])"
+    raise InputError(
+        f"{where} key 'prompts' must be a list of {rows} strings, one per row of "
+        f"'embeddings', got {got}"
+    )
 
 
 def _matrix(value: Any, where: str) -> Tensor:
@@ -219,42 +241,3 @@ def _matrix(value: Any, where: str) -> Tensor:
         row = int((~torch.isfinite(value)).any(dim=1).nonzero()[0])
         raise InputError(f"{where} must be finite, got NaN or Inf in row {row}")
     return value
-
-
-class PromptTable:
-    """An embedder for precomputed embeddings: rows pass through unchanged, and ``embed_texts``
-    looks prompts up in the file's ``text_embeddings``.
-
-    Args:
-        prompts: each row's prompt.
-        text_embeddings: ``(N, D')``, row i the embedding of ``prompts[i]``; rows of one prompt
-            must agree (to 1e-6 relative).
-        where: the file, for error messages.
-    """
-
-    def __init__(self, prompts: Sequence[str], text_embeddings: Tensor, where: str) -> None:
-        self.table: dict[str, Tensor] = {}
-        for index, (prompt, row) in enumerate(zip(prompts, text_embeddings, strict=True)):
-            first = self.table.setdefault(prompt, row)
-            if first is not row and not torch.allclose(first, row, rtol=1e-6, atol=1e-9):
-                raise InputError(
-                    f"{where} key 'text_embeddings': row {index} differs from an earlier row of "
-                    f"the same prompt {prompt!r}; every sample of a prompt must carry the same "
-                    "prompt embedding"
-                )
-
-    def embed_samples(self, samples: Tensor) -> Tensor:
-        """The precomputed embeddings, unchanged."""
-        return samples
-
-    def embed_texts(self, prompts: Sequence[str]) -> Tensor:
-        """Each prompt's row of the file's ``text_embeddings``."""
-        return torch.stack([self.table[p] for p in prompts])
-
-
-class Rows:
-    """An embedder for precomputed embeddings without prompt embeddings: rows pass through."""
-
-    def embed_samples(self, samples: Tensor) -> Tensor:
-        """The precomputed embeddings, unchanged."""
-        return samples

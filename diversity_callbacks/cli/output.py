@@ -12,61 +12,47 @@ columns: their first 8 images).
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # pragma: no cover
-    from diversity_callbacks.cli.score import RunScore
+from diversity_callbacks.cli.errors import InputError
+from diversity_callbacks.cli.options import OutputOptions, ScoreOptions
+from diversity_callbacks.cli.results import RunScore
 
 PLOT_HINT = 'pip install "diversity-callbacks[plot]"'
 
 
 def metric_keys(scores: Sequence[RunScore]) -> list[str]:
-    """Every metric of any run, in a fixed order: Vendi, per-prompt Vendi, SCE, the rest."""
-    keys = list(dict.fromkeys(key for score in scores for key in score.metrics))
-
-    def rank(key: str) -> tuple[int, str]:
-        for number, prefix in enumerate(("vendi_", "per_prompt_vendi_", "sce")):
-            if key.startswith(prefix):
-                return number, key
-        return 3, key
-
-    return sorted(keys, key=rank)
+    """Every metric of any run, in the order the metrics declare their keys
+    (:meth:`~diversity_callbacks.DiversityEvaluator.result_keys`): a run's own keys come in that
+    order, and a key only a later run has follows the keys before it."""
+    return list(dict.fromkeys(key for score in scores for key in score.metrics))
 
 
 def table(scores: Sequence[RunScore]) -> str:
     """The runs side by side: one row per run, one column per metric (3 decimals)."""
+    from diversity_callbacks.media.render import Table
+
     keys = metric_keys(scores)
-    header = ["run", "images", "prompts", *keys]
-    rows = [
+    rows: list[list[str | float]] = [
         [
             score.name,
             str(score.num_images),
             str(len(score.prompts)) if score.prompts else "-",
-            *(_number(score.metrics.get(key)) for key in keys),
+            *(_value(score.metrics.get(key)) for key in keys),
         ]
         for score in scores
     ]
-    widths = [max(len(row[c]) for row in [header, *rows]) for c in range(len(header))]
-    lines = [
-        "  ".join(
-            cell.ljust(width) if column == 0 else cell.rjust(width)
-            for column, (cell, width) in enumerate(zip(row, widths, strict=True))
-        )
-        for row in [header, *rows]
-    ]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
+    return Table(["run", "images", "prompts", *keys], rows).text(digits=3)
 
 
-def write_json(scores: Sequence[RunScore], path: str, options: Mapping[str, Any]) -> None:
+def write_json(scores: Sequence[RunScore], path: str, options: ScoreOptions) -> None:
     """Every score, per run and per prompt, with the options, as JSON (NaN written as null)."""
     runs = []
     for score in scores:
@@ -91,8 +77,7 @@ def write_json(scores: Sequence[RunScore], path: str, options: Mapping[str, Any]
                 "seconds": score.seconds,
             }
         )
-    kept = {key: value for key, value in options.items() if key not in ("command", "handler")}
-    document = {"runs": runs, "options": kept}
+    document = {"runs": runs, "options": options.recorded()}
     text = json.dumps(document, indent=2, allow_nan=False) + "\n"
     if path == "-":
         sys.stdout.write(text)
@@ -102,42 +87,38 @@ def write_json(scores: Sequence[RunScore], path: str, options: Mapping[str, Any]
 
 
 def write_csv(scores: Sequence[RunScore], path: str) -> None:
-    """One row per run: ``run, path, images, prompts, <metric>...`` (empty cell: not computed);
-    text cells that a spreadsheet would run as a formula are quoted (``csv_cell``)."""
-    from diversity_callbacks.media.render import csv_cell
+    """One row per run: ``run, path, images, prompts, <metric>...`` (empty cell: not computed),
+    through :class:`~diversity_callbacks.media.render.Table`: text cells that a spreadsheet
+    would run as a formula are quoted."""
+    from diversity_callbacks.media.render import Table
 
     keys = metric_keys(scores)
+    rows: list[list[str | float]] = []
+    for score in scores:
+        values = [score.metrics.get(key) for key in keys]
+        cells = ["" if v is None or math.isnan(v) else v for v in values]
+        rows.append([score.name, score.path, score.num_images, len(score.prompts), *cells])
     _parent(path)
+    text = Table(["run", "path", "images", "prompts", *keys], rows).csv(line_end="\r\n")
     with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["run", "path", "images", "prompts", *keys])
-        for score in scores:
-            values = [score.metrics.get(key) for key in keys]
-            writer.writerow(
-                [
-                    csv_cell(score.name),
-                    csv_cell(score.path),
-                    score.num_images,
-                    len(score.prompts),
-                    *("" if v is None or math.isnan(v) else repr(v) for v in values),
-                ]
-            )
+        handle.write(text)
 
 
-def write_all(scores: Sequence[RunScore], args: Any) -> None:
+def write_all(scores: Sequence[RunScore], options: ScoreOptions) -> None:
     """The table and every output the options ask for. With ``--json -`` the JSON goes to
     standard output alone, and the table and the list of plots to standard error."""
-    screen = sys.stderr if args.json == "-" else sys.stdout
+    outputs = options.outputs
+    screen = sys.stderr if outputs.json == "-" else sys.stdout
     print(table(scores), file=screen)
-    if args.json:
-        write_json(scores, args.json, vars(args))
-    if args.csv:
-        write_csv(scores, args.csv)
-    if args.plot:
-        written = write_plots(scores, args.plot, grids=args.grids)
+    if outputs.json:
+        write_json(scores, outputs.json, options)
+    if outputs.csv:
+        write_csv(scores, outputs.csv)
+    if outputs.plot:
+        written = write_plots(scores, outputs.plot, grids=outputs.grids)
         print(f"plots: {', '.join(written)}", file=screen)
-    if args.plot and args.modes:
-        folders = write_modes(scores, args.plot)
+    if outputs.plot and options.metrics.modes:
+        folders = write_modes(scores, outputs.plot)
         print(f"modes: {', '.join(folders)}", file=screen)
 
 
@@ -166,25 +147,23 @@ def write_modes(scores: Sequence[RunScore], folder: str) -> list[str]:
     return written
 
 
-def output_paths(args: Any) -> list[Path]:
+def output_paths(outputs: OutputOptions) -> list[Path]:
     """The resolved files and folder the command writes, left out of the runs' images."""
-    paths = [args.json, args.csv, args.plot]
+    paths = [outputs.json, outputs.csv, outputs.plot]
     return [Path(path).resolve() for path in paths if path and path != "-"]
 
 
-def check_output_paths(args: Any) -> None:
+def check_output_paths(outputs: OutputOptions) -> None:
     """Refuse outputs that cannot be written, before any scoring (naming the flag and path).
 
     Raises:
         InputError: for a ``--json`` or ``--csv`` path that is a folder, a ``--plot`` path that
             is a file, or a path whose first existing parent is not a writable folder.
     """
-    from diversity_callbacks.cli.discovery import InputError
-
     for flag, path, folder in (
-        ("--json", args.json, False),
-        ("--csv", args.csv, False),
-        ("--plot", args.plot, True),
+        ("--json", outputs.json, False),
+        ("--csv", outputs.csv, False),
+        ("--plot", outputs.plot, True),
     ):
         if not path or (flag == "--json" and path == "-"):
             continue
@@ -203,11 +182,15 @@ def check_output_paths(args: Any) -> None:
 
 
 def require_matplotlib() -> None:
-    """Fail before any work when ``--plot`` is asked for without matplotlib."""
+    """Fail before any work when ``--plot`` is asked for without matplotlib.
+
+    Raises:
+        InputError: naming the ``pip install`` that adds it.
+    """
     try:
         import matplotlib  # noqa: F401
     except ImportError as error:
-        raise ImportError(f"--plot needs matplotlib; install it with: {PLOT_HINT}") from error
+        raise InputError(f"--plot needs matplotlib; install it with: {PLOT_HINT}") from error
 
 
 def write_plots(scores: Sequence[RunScore], folder: str, grids: bool = False) -> list[str]:
@@ -311,7 +294,8 @@ def _summary(scores: Sequence[RunScore], path: Path, plt: Any, colours: list[Any
 
 def _grid(score: RunScore, path: Path, plt: Any, rows: int = 8, columns: int = 8) -> str | None:
     """Rows: the first prompts; columns: their first images (images files only)."""
-    from diversity_callbacks.cli.loading import ImageReadError, decode_image
+    from diversity_callbacks.cli.errors import ImageReadError
+    from diversity_callbacks.cli.loading import decode_image
 
     if not score.files:
         return None
@@ -350,6 +334,10 @@ def _ylabel(key: str) -> str:
     if key.startswith("sce"):
         return "effective number"
     return "effective number of samples"
+
+
+def _value(value: float | None) -> float:
+    return math.nan if value is None else value
 
 
 def _number(value: float | None) -> str:

@@ -1,6 +1,6 @@
 """What one evaluation shows, rendered once for every logger: grids, the table, the spectrum.
 
-Nothing here imports a logging library: the writers (:mod:`~diversity_callbacks.media.writers`)
+Nothing here imports a logging library: the writers (:mod:`~diversity_callbacks.media.loggers`)
 turn a :class:`Media` into W&B, TensorBoard or MLflow calls, or into files. Every image is uint8
 RGB, and is PNG-encoded once (:attr:`~diversity_callbacks.media.picture.Picture.png`, :attr:`Media.spectrum_png`), whatever the
 number of loggers: encoding was most of the logging time (``docs/performance.md``).
@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import functools
 import io
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,13 +85,44 @@ class Table:
     columns: list[str]
     rows: list[list[str | float]]
 
-    def csv(self) -> str:
-        """The table as CSV text, with a header row."""
+    def csv(self, line_end: str = "\n") -> str:
+        """The table as CSV text, with a header row; no cell runs as a formula (:func:`csv_cell`).
+
+        Args:
+            line_end: what ends each row (the ``diversity-callbacks score --csv`` file keeps
+                the csv module's ``"\\r\\n"``).
+        """
         buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
+        writer = csv.writer(buffer, lineterminator=line_end)
         writer.writerow([csv_cell(column) for column in self.columns])
         writer.writerows([csv_cell(cell) for cell in row] for row in self.rows)
         return buffer.getvalue()
+
+    def text(self, digits: int = 3) -> str:
+        """The table as aligned plain text for a terminal: the first column left-aligned, the
+        others right-aligned, a rule under the header, numbers with ``digits`` decimals (NaN:
+        ``-``).
+
+        Examples:
+            >>> print(Table(["run", "vendi_q1"], [["healthy", 18.3351], ["bad", float("nan")]]).text())
+            run      vendi_q1
+            -------  --------
+            healthy    18.335
+            bad             -
+        """
+        cells = [list(self.columns)] + [
+            [_text_cell(cell, digits) for cell in row] for row in self.rows
+        ]
+        widths = [max(len(row[c]) for row in cells) for c in range(len(self.columns))]
+        lines = [
+            "  ".join(
+                cell.ljust(width) if column == 0 else cell.rjust(width)
+                for column, (cell, width) in enumerate(zip(row, widths, strict=True))
+            )
+            for row in cells
+        ]
+        lines.insert(1, "  ".join("-" * width for width in widths))
+        return "\n".join(lines)
 
     def markdown(self) -> str:
         """The table as a Markdown table (TensorBoard's text tab renders it)."""
@@ -254,6 +286,12 @@ def spectrum_plot(spectrum: Tensor) -> np.ndarray:
     figure.tight_layout()
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def _text_cell(value: str | float, digits: int) -> str:
+    if isinstance(value, str):
+        return value
+    return "-" if math.isnan(value) else f"{value:.{digits}f}"
 
 
 def _markdown_value(value: str | float) -> str:

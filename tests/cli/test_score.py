@@ -292,7 +292,7 @@ def test_the_exact_gaussian_kernel_is_refused_with_the_memory_it_needs(tmp_path,
     gaussian = [*CELLS, "--vendi-kernel", "gaussian", "--vendi-sigma", "1.0"]
     assert main(["score", str(folder), *gaussian, "--max-kernel-memory", "1e-6"]) == 2
     err = capsys.readouterr().err
-    assert "8 images needs about 0.0 GiB" in err and "--vendi-num-features" in err
+    assert "8 images needs about 0.0 GiB" in err and "gaussian:sigma=1,features=4096" in err
     assert "--vendi-kernel cosine" in err and "--max-kernel-memory" in err
     (run,) = score_json(tmp_path, str(folder), *gaussian)["runs"]  # 8 GiB default: fine
     assert run["metrics"]["vendi_q1"] > 1

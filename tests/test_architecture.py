@@ -26,7 +26,6 @@ MAX_CLASS_LINES = 300
 MAX_FUNCTION_LINES = 60
 FUNCTIONAL_INTERFACE = re.compile(r"_[a-z0-9]+(?:_[a-z0-9]+)*?_(?:check_inputs|update|compute)")
 """The private names a functional module offers its metric class (as torchmetrics' ``_ssim_*``)."""
-IN_PROGRESS = pytest.mark.xfail(strict=False, reason="issue 20 in progress")
 
 
 @dataclass(frozen=True)
@@ -294,19 +293,16 @@ def package() -> Package:
 # ---------------------------------------------------------------- the checks
 
 
-@IN_PROGRESS
 def test_no_module_imports_a_private_name_of_another_module(package: Package):
     found = private_imports(package)
     assert not found, "\n".join(found)
 
 
-@IN_PROGRESS
 def test_no_import_circle(package: Package):
     found = circles(package.graph())
     assert not found, "\n".join(" <-> ".join(circle) for circle in found)
 
 
-@IN_PROGRESS
 def test_no_class_over_300_lines_and_no_function_over_60(package: Package):
     found = oversized(package)
     assert not found, "\n".join(found)
@@ -322,7 +318,6 @@ def test_every_package_folder_has_its_folder_of_tests():
     assert not missing, f"no tests/<folder>/test_*.py for {missing}"
 
 
-@IN_PROGRESS
 def test_the_tests_import_no_private_name_of_the_package(package: Package):
     found = private_imports(package, "tests")
     assert not found, "\n".join(found)

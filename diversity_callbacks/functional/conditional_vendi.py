@@ -354,7 +354,7 @@ class PairedKernels:
     def _gaussian_pair(self, x: Tensor, t: Tensor, need_image: bool) -> PairedFeatures:
         """One projection of the samples and one of the distinct conditions (prompts repeat
         over seeds) give all three feature maps: the joint's phases are their sum."""
-        distinct, inverse, counts = _distinct_rows(t.to(torch.float64))
+        distinct, inverse, counts = distinct_rows(t.to(torch.float64))
         image_frequencies, condition_frequencies = _pair_frequencies(
             x.shape[1], t.shape[1], self.num_features, self.seed, self.scales, x.device
         )
@@ -366,14 +366,14 @@ class PairedKernels:
         return PairedFeatures(image, condition, joint)
 
 
-def _distinct_rows(rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def distinct_rows(rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """The distinct rows of a float64 matrix, each row's index among them, and their float64
     counts; as ``torch.unique(rows, dim=0)`` but grouped by one random projection of the rows
     (then checked row by row), which is several times faster than a row-wise sort."""
     direction = torch.randn(
         rows.shape[1], 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64
     ).to(rows.device)
-    _, first, inverse, counts = _unique_with_first(rows @ direction)
+    _, first, inverse, counts = unique_with_first(rows @ direction)
     distinct = rows[first]
     if not torch.equal(distinct[inverse], rows):  # two rows projected alike: sort them instead
         distinct, inverse, counts = torch.unique(
@@ -382,7 +382,7 @@ def _distinct_rows(rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return distinct, inverse, counts.to(torch.float64)
 
 
-def _unique_with_first(values: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def unique_with_first(values: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``torch.unique`` of an (N, 1) column with the index of one row of each value."""
     unique, inverse, counts = torch.unique(
         values.flatten(), return_inverse=True, return_counts=True
@@ -530,7 +530,7 @@ def _exact_grams(
     # prompts repeat over samples: the conditions' kernel of the distinct ones, gathered, and
     # its Gram form weighted by their counts (the nonzero eigenvalues of K_T are those of
     # diag(sqrt c) K_distinct diag(sqrt c)): one small eigendecomposition instead of n x n
-    distinct, inverse, counts = _distinct_rows(conditions.to(torch.float64))
+    distinct, inverse, counts = distinct_rows(conditions.to(torch.float64))
     condition, condition_gram = _matrix_and_gram(
         kernels.condition, distinct, True, "condition_features", weights=counts.sqrt_()
     )

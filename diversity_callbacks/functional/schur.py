@@ -361,7 +361,7 @@ def regression_map(
     return whitening @ whitened
 
 
-def _schur_complement(
+def schur_complement(
     text_text: Tensor, text_image: Tensor, image_image: Tensor, *, rtol: float, num_samples: int
 ) -> tuple[Tensor, Tensor]:
     """The image part ``L_img`` and the factor ``Y`` of the text part ``L_txt = Y^T Y``.
@@ -401,7 +401,7 @@ def _schur_from_moments(
     text_text, text_image, image_image = (
         block.to(torch.float64) * scale for block in (text_text, text_image, image_image)
     )
-    image_part, whitened = _schur_complement(
+    image_part, whitened = schur_complement(
         text_text, text_image, image_image, rtol=rtol, num_samples=num_samples
     )
     return _result(

@@ -272,12 +272,12 @@ def test_distinct_rows_that_project_alike_are_still_told_apart(monkeypatch):
 
     rows = torch.randn(5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     rows = torch.cat([rows, rows[:2]])
-    distinct, inverse, counts = module._distinct_rows(rows)
+    distinct, inverse, counts = module.distinct_rows(rows)
     assert torch.equal(distinct[inverse], rows) and counts.tolist().count(2.0) == 2
     # a projection under which every row collides: the check must catch it
-    group = module._unique_with_first
-    monkeypatch.setattr(module, "_unique_with_first", lambda values: group(0 * values))
-    distinct, inverse, counts = module._distinct_rows(rows)
+    group = module.unique_with_first
+    monkeypatch.setattr(module, "unique_with_first", lambda values: group(0 * values))
+    distinct, inverse, counts = module.distinct_rows(rows)
     assert torch.equal(distinct[inverse], rows)
     assert distinct.shape[0] == 5 and sorted(counts.tolist()) == [1.0, 1.0, 1.0, 2.0, 2.0]
 

@@ -17,7 +17,7 @@ from diversity_callbacks.functional import (
 )
 from diversity_callbacks.functional.schur import (
     DegenerateSchurComplementWarning,
-    _schur_complement,
+    schur_complement,
 )
 from diversity_callbacks.functional.spectrum import schur_score
 
@@ -65,7 +65,7 @@ def test_image_part_is_pooled_within_prompt_scatter(kernel):
     n = images.shape[0]
     blocks = (prompts.T @ prompts / n, prompts.T @ images / n, images.T @ images / n)
     # float64 data: the cut-off is at round-off, far below the prompts' eigenvalues
-    image_part, whitened = _schur_complement(*blocks, rtol=0.0, num_samples=n)
+    image_part, whitened = schur_complement(*blocks, rtol=0.0, num_samples=n)
     text_part = whitened.T @ whitened
     groups = images.view(5, 6, 8)
     residual = (groups - groups.mean(dim=1, keepdim=True)).reshape(n, 8)

@@ -79,7 +79,7 @@ def test_chunks_of_conditions_give_the_same_table(monkeypatch: pytest.MonkeyPatc
     features = torch.randn(40, 6, dtype=torch.float64)
     ids = torch.arange(40) % 10
     whole = per_condition_vendi_score(features, ids, q=[1, 2])
-    monkeypatch.setattr(per_condition_module, "_ROWS_PER_CHUNK", 9)  # 2 conditions per chunk
+    monkeypatch.setattr(per_condition_module, "ROWS_PER_CHUNK", 9)  # 2 conditions per chunk
     assert torch.allclose(per_condition_vendi_score(features, ids, q=[1, 2]), whole, rtol=1e-12)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from diversity_callbacks.functional.kernels import KernelArgument, as_kernel
 from diversity_callbacks.functional.spectrum import Order
 from diversity_callbacks.functional.vendi import vendi_score
 from diversity_callbacks.utilities.checks import check_features, check_scores
@@ -24,7 +25,10 @@ def quality_weighted_vendi_score(
     features: Tensor,
     qualities: Tensor,
     q: Order | Sequence[Order] = 1.0,
-    **kernel_kwargs: Any,
+    kernel: KernelArgument = None,
+    *,
+    tolerance: float | None = None,
+    **deprecated: Any,
 ) -> Tensor | dict[str, Tensor]:
     """Quality-weighted Vendi score ``mean(qualities) * VS_q(features)``.
 
@@ -32,7 +36,11 @@ def quality_weighted_vendi_score(
         features: ``(N, D)`` embeddings of the samples.
         qualities: ``(N,)`` finite quality of each sample (higher is better).
         q: order or sequence of orders, as for :func:`~diversity_callbacks.functional.vendi_score`.
-        kernel_kwargs: the kernel options of :func:`~diversity_callbacks.functional.vendi_score`.
+        kernel: the kernel, as for :func:`~diversity_callbacks.functional.vendi_score`.
+        tolerance: relative eigenvalue tolerance, as for
+            :func:`~diversity_callbacks.functional.vendi_score`.
+        deprecated: the 0.1 flat kernel arguments (``sigma``, ``num_features``...), which warn
+            (``FutureWarning``); settings of the ``Kernel`` now.
 
     Returns:
         A float64 scalar, or a dict ``{"q1": ..., "q2": ...}`` when ``q`` is a sequence.
@@ -45,7 +53,9 @@ def quality_weighted_vendi_score(
     check_features(features, "features")
     qualities = check_scores(qualities, features.shape[0], "qualities")
     mean = qualities.to(torch.float64).mean().cpu()
-    scores = vendi_score(features, q=q, **kernel_kwargs)
+    # converted here, so that a flat argument's warning points at the caller, not at this module
+    kernel = as_kernel(kernel, deprecated, "quality_weighted_vendi_score")
+    scores = vendi_score(features, q=q, kernel=kernel, tolerance=tolerance)
     if isinstance(scores, dict):
         return {key: mean * value.cpu() for key, value in scores.items()}
     return mean * scores.cpu()

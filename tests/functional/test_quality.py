@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diversity_callbacks.functional import quality_weighted_vendi_score, vendi_score
+from diversity_callbacks.functional import Kernel, quality_weighted_vendi_score, vendi_score
 
 
 def test_two_orthogonal_samples_of_quality_half_and_one_score_one_and_a_half():
@@ -22,10 +22,19 @@ def test_it_is_the_mean_quality_times_the_vendi_score_with_the_kernel_options():
     generator = torch.Generator().manual_seed(0)
     features = torch.randn(20, 5, generator=generator, dtype=torch.float64)
     qualities = torch.rand(20, generator=generator, dtype=torch.float64)
-    options = {"kernel": "gaussian", "sigma": 2.0}
-    score = quality_weighted_vendi_score(features, qualities, q=2, **options)
-    expected = float(qualities.mean()) * float(vendi_score(features, q=2, **options))
+    kernel = Kernel("gaussian", sigma=2.0)
+    score = quality_weighted_vendi_score(features, qualities, q=2, kernel=kernel)
+    expected = float(qualities.mean()) * float(vendi_score(features, q=2, kernel=kernel))
     assert float(score) == pytest.approx(expected, rel=1e-12)
+
+
+def test_a_flat_kernel_argument_warns_once_at_the_caller():
+    features, qualities = torch.eye(3), torch.ones(3)
+    with pytest.warns(FutureWarning, match="beside `kernel` is deprecated") as caught:
+        old = quality_weighted_vendi_score(features, qualities, kernel="gaussian", sigma=2.0)
+    assert len(caught) == 1 and caught[0].filename == __file__
+    new = quality_weighted_vendi_score(features, qualities, kernel=Kernel("gaussian", sigma=2.0))
+    assert torch.equal(old, new)
 
 
 @pytest.mark.parametrize(

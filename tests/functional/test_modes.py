@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from diversity_callbacks.functional import vendi_score
-from diversity_callbacks.functional.kernels import gaussian_kernel, normalize_rows
+from diversity_callbacks.functional.kernels import Kernel, gaussian_kernel, normalize_rows
 from diversity_callbacks.functional.modes import KernelMoments, leading_modes, top_samples
 from tests.helpers.modes import WEIGHTS, mode_features, mode_labels, reference_modes
 
@@ -16,8 +16,8 @@ from tests.helpers.modes import WEIGHTS, mode_features, mode_labels, reference_m
     [
         {"kernel": "cosine"},
         {"kernel": "linear"},
-        {"kernel": "gaussian", "sigma": 0.5},
-        {"kernel": "gaussian", "sigma": 0.5, "num_features": 256},
+        {"kernel": Kernel("gaussian", sigma=0.5)},
+        {"kernel": Kernel("gaussian", sigma=0.5, num_features=256)},
     ],
 )
 def test_six_modes_are_pure_with_their_true_shares(kwargs: dict) -> None:
@@ -35,7 +35,7 @@ def test_matches_the_eigendecomposition_of_k_over_n(kernel: str) -> None:
     x = torch.randn(80, 6, dtype=torch.float64)
     if kernel == "gaussian":
         k = gaussian_kernel(x, sigma=1.5)
-        kwargs = {"kernel": kernel, "sigma": 1.5}
+        kwargs = {"kernel": Kernel(kernel, sigma=1.5)}
     else:
         phi = normalize_rows(x) if kernel == "cosine" else x
         k, kwargs = phi @ phi.T, {"kernel": kernel}

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from diversity_callbacks.functional.kernels import gaussian_kernel, normalize_rows
+from diversity_callbacks.functional.kernels import Kernel, gaussian_kernel, normalize_rows
 from diversity_callbacks.functional.novelty import ken_score, novelty
 from tests.helpers.modes import WEIGHTS, mode_features, mode_labels, reference_novelty
 
 FEATURE_KERNELS = [
     {"kernel": "cosine"},
     {"kernel": "linear"},
-    {"kernel": "gaussian", "sigma": 0.8, "num_features": 128},
+    {"kernel": Kernel("gaussian", sigma=0.8, num_features=128)},
 ]
 
 
@@ -34,8 +34,8 @@ def two_sets(dropped: tuple[int, ...] = (1, 4)) -> tuple[torch.Tensor, ...]:
 
 
 def reference_kernels(a: torch.Tensor, b: torch.Tensor, kwargs: dict) -> tuple[np.ndarray, ...]:
-    if kwargs["kernel"] == "gaussian":
-        k = lambda x, y: gaussian_kernel(x, y, sigma=kwargs["sigma"]).numpy()  # noqa: E731
+    if isinstance(kwargs["kernel"], Kernel):
+        k = lambda x, y: gaussian_kernel(x, y, sigma=kwargs["kernel"].sigma).numpy()  # noqa: E731
     else:
         f = normalize_rows if kwargs["kernel"] == "cosine" else (lambda x: x)
         k = lambda x, y: (f(x) @ f(y).T).numpy()  # noqa: E731
@@ -43,7 +43,8 @@ def reference_kernels(a: torch.Tensor, b: torch.Tensor, kwargs: dict) -> tuple[n
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"kernel": "cosine"}, {"kernel": "linear"}, {"kernel": "gaussian", "sigma": 0.8}]
+    "kwargs",
+    [{"kernel": "cosine"}, {"kernel": "linear"}, {"kernel": Kernel("gaussian", sigma=0.8)}],
 )
 @pytest.mark.parametrize("eta", [1.0, 1.5])
 def test_matches_kens_block_matrix(kwargs: dict, eta: float) -> None:
@@ -118,7 +119,7 @@ def test_indices_name_the_samples() -> None:
         ({"features_b": torch.ones(3, 4), "eta": 0}, "`eta` must be a finite number > 0"),
         ({"features_b": torch.ones(3, 4), "top": 0}, "`top` must be an integer >= 1"),
         (
-            {"covariance_b": torch.eye(4), "kernel": "gaussian", "sigma": 1.0},
+            {"covariance_b": torch.eye(4), "kernel": Kernel("gaussian", sigma=1.0)},
             "needs a kernel with a feature map",
         ),
     ],

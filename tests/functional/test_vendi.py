@@ -10,7 +10,7 @@ import torch
 from scipy.spatial.distance import cdist
 from vendi_score import vendi
 
-from diversity_callbacks.functional import vendi_score, vendi_score_from_kernel
+from diversity_callbacks.functional import Kernel, vendi_score, vendi_score_from_kernel
 from diversity_callbacks.functional.kernels import gaussian_kernel, normalize_rows
 
 # The reference package warns about SciPy namespaces and its own q = inf handling.
@@ -22,8 +22,8 @@ ORDERS = [0, 0.5, 1, 2, "inf"]
 ALL_KERNELS = [
     {"kernel": "cosine"},
     {"kernel": "linear"},
-    {"kernel": "gaussian", "sigma": 0.7},
-    {"kernel": "gaussian", "sigma": 0.7, "num_features": 64},
+    {"kernel": Kernel("gaussian", sigma=0.7)},
+    {"kernel": Kernel("gaussian", sigma=0.7, num_features=64)},
 ]
 
 
@@ -56,7 +56,9 @@ def test_orthonormal_rows_score_their_number(kernel: str, n: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"kernel": "cosine"}, {"kernel": "gaussian", "sigma": 1.0}], ids=["cos", "gauss"]
+    "kwargs",
+    [{"kernel": "cosine"}, {"kernel": Kernel("gaussian", sigma=1.0)}],
+    ids=["cos", "gauss"],
 )
 def test_separated_tight_clusters_of_equal_size_score_their_number(kwargs: dict) -> None:
     for value in vendi_score(clusters(4, 10, 8), q=[0.5, 1, 2, "inf"], **kwargs).values():
@@ -101,7 +103,7 @@ def test_matches_the_reference_package(q: float | str) -> None:
     kernels = reference_kernels(features, sigma)
     ours = {
         "cosine": vendi_score(features, q=q),
-        "gaussian": vendi_score(features, q=q, kernel="gaussian", sigma=sigma),
+        "gaussian": vendi_score(features, q=q, kernel=Kernel("gaussian", sigma=sigma)),
     }
     for name, kernel_matrix in kernels.items():
         # The reference takes only the string "inf"; np.inf gives NaN there.
@@ -142,7 +144,7 @@ def test_user_feature_map_and_kernel_function_equal_the_matrix_path() -> None:
 
     phi = feature_map(features)
     expected = vendi_score_from_kernel(phi @ phi.T).item()
-    assert vendi_score(features, feature_map=feature_map).item() == pytest.approx(
+    assert vendi_score(features, kernel=Kernel(feature_map=feature_map)).item() == pytest.approx(
         expected, rel=1e-10
     )
 
@@ -154,10 +156,12 @@ def test_user_feature_map_and_kernel_function_equal_the_matrix_path() -> None:
 
 def test_random_features_converge_to_the_exact_gaussian() -> None:
     features = clusters(6, 30, 8, spread=0.6)
-    exact = vendi_score(features, q=[1, 2], kernel="gaussian", sigma=1.0)
+    exact = vendi_score(features, q=[1, 2], kernel=Kernel("gaussian", sigma=1.0))
     errors = {}
     for m in (16, 256, 4096):
-        approx = vendi_score(features, q=[1, 2], kernel="gaussian", sigma=1.0, num_features=m)
+        approx = vendi_score(
+            features, q=[1, 2], kernel=Kernel("gaussian", sigma=1.0, num_features=m)
+        )
         errors[m] = {key: abs(approx[key].item() / exact[key].item() - 1) for key in exact}
     for key in ("q1", "q2"):
         assert errors[16][key] > errors[256][key] > errors[4096][key]
@@ -166,11 +170,11 @@ def test_random_features_converge_to_the_exact_gaussian() -> None:
 
 def test_random_features_are_reproducible_by_seed() -> None:
     features = torch.randn(40, 5)
-    kwargs = {"kernel": "gaussian", "sigma": 2.0, "num_features": 32}
-    first = vendi_score(features, seed=1, **kwargs)
+    kwargs = {"name": "gaussian", "sigma": 2.0, "num_features": 32}
+    first = vendi_score(features, kernel=Kernel(seed=1, **kwargs))
     torch.manual_seed(99)
-    assert vendi_score(features, seed=1, **kwargs).item() == first.item()
-    assert vendi_score(features, seed=2, **kwargs).item() != first.item()
+    assert vendi_score(features, kernel=Kernel(seed=1, **kwargs)).item() == first.item()
+    assert vendi_score(features, kernel=Kernel(seed=2, **kwargs)).item() != first.item()
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
@@ -211,7 +215,7 @@ def test_default_tolerance_can_be_overridden() -> None:
         ([[1.0, 2.0]], {}, TypeError, "must be a torch.Tensor of shape"),
         (torch.ones(0, 3), {}, ValueError, r"at least one row, got shape \(0, D\)"),
         (torch.ones(2, 3), {"q": -1}, ValueError, '`q` must be a number >= 0 or "inf", got -1'),
-        (torch.ones(2, 3), {"kernel": "gaussian", "sigma": 0}, ValueError, "`sigma` must be"),
+        (torch.ones(2, 3), {"kernel": "gaussian:sigma=0"}, ValueError, "`sigma` must be"),
         (torch.ones(2, 3), {"tolerance": 2}, ValueError, r"`tolerance` must be None or a"),
     ],
 )
@@ -239,7 +243,7 @@ def test_exact_gaussian_is_full_rank_beyond_the_input_dimension() -> None:
     # n = 10 points in 3 dimensions: a feature-map (dual) path would cap the rank at 3
     features = torch.randn(10, 3, dtype=torch.float64)
     kernel = reference_kernels(features, sigma=0.9)["gaussian"]
-    scores = vendi_score(features, q=[0, 2], kernel="gaussian", sigma=0.9)
+    scores = vendi_score(features, q=[0, 2], kernel=Kernel("gaussian", sigma=0.9))
     assert scores["q0"].item() == 10
     assert scores["q2"].item() == pytest.approx(vendi.score_K(kernel, q=2), rel=1e-10)
     torch.testing.assert_close(gaussian_kernel(features, sigma=0.9), torch.from_numpy(kernel))

@@ -6,8 +6,11 @@ per prompt its number of images and its own Vendi scores; plus the command's opt
 ``--plot DIR`` writes ``runs-<metric>.png`` (one bar chart per metric, the runs side by side),
 ``summary.png`` (all of them in one figure),
 ``per-prompt-vendi_q<q>.png`` (each run's distribution of per-prompt Vendi scores: a box and
-every prompt as a dot) and, with ``--grids``, ``grid-<run>.png`` (rows: the first 8 prompts,
-columns: their first 8 images).
+every prompt as a dot), drawn with matplotlib; with ``--grids``, ``grid-<run>.png`` (rows: the
+first 8 prompts, columns: their first 8 images) and, with ``--reference``, ``copies-<run>.png``
+(the most-copied images beside their training images): the pictures every logger gets, from
+:mod:`~diversity_callbacks.media.render`, each with the captions of its rows in a CSV beside it
+(``grid-<run>.csv``, ``copies-<run>.csv``), as the media folder writes ``copies.csv``.
 """
 
 from __future__ import annotations

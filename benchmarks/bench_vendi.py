@@ -137,13 +137,13 @@ def case_rff(n: int, num_features: int) -> dict[str, float]:
 
 def case_rff_error(n: int, num_features: list[int]) -> dict[str, Any]:
     """Part 3, accuracy: exact and random-feature Gaussian scores of the same n rows."""
-    from diversity_callbacks.functional import vendi_score
+    from diversity_callbacks.functional import Kernel, vendi_score
 
     data = make_data(n)
-    exact = vendi_score(data, q=[1, 2], kernel="gaussian", sigma=SIGMA)
+    exact = vendi_score(data, q=[1, 2], kernel=Kernel("gaussian", sigma=SIGMA))
     errors = {}
     for m in num_features:
-        approx = vendi_score(data, q=[1, 2], kernel="gaussian", sigma=SIGMA, num_features=m)
+        approx = vendi_score(data, q=[1, 2], kernel=Kernel("gaussian", sigma=SIGMA, num_features=m))
         errors[m] = {key: float(approx[key] / exact[key] - 1) for key in exact}
     return {"exact": {key: float(value) for key, value in exact.items()}, "errors": errors}
 
@@ -239,10 +239,10 @@ def case_gaussian(n: int) -> dict[str, Any]:
     import torch
 
     from diversity_callbacks import VendiScore
-    from diversity_callbacks.functional import gaussian_kernel, vendi_score
+    from diversity_callbacks.functional import Kernel, gaussian_kernel, vendi_score
 
     data = make_data(n)
-    metric = VendiScore(kernel="gaussian", sigma=SIGMA)
+    metric = VendiScore(kernel=Kernel("gaussian", sigma=SIGMA))
     kernel = gaussian_kernel(data, sigma=SIGMA)
 
     def metric_run() -> Any:
@@ -253,10 +253,10 @@ def case_gaussian(n: int) -> dict[str, Any]:
 
     runs = {
         "eigvalsh": lambda: torch.linalg.eigvalsh(kernel)[-1],
-        "functional": lambda: vendi_score(data, q=1, kernel="gaussian", sigma=SIGMA),
+        "functional": lambda: vendi_score(data, q=1, kernel=Kernel("gaussian", sigma=SIGMA)),
         "metric": metric_run,
     }
-    vendi_score(data[:50], kernel="gaussian", sigma=SIGMA)
+    vendi_score(data[:50], kernel=Kernel("gaussian", sigma=SIGMA))
     result = interleaved(runs, repeats=3 if n <= 5000 else 1)
     result["matrix_mib"] = n * n * 8 / 2**20
     return result

@@ -1,4 +1,4 @@
-"""The media grids of every logger: tiles in order, a mid-grey padding between them (tiles of
+"""The media grids of every logger (conditions, modes, copies): tiles in order, a mid-grey padding between them (tiles of
 images on a black background stay apart), and the per-condition rows picture of the CLI."""
 
 from __future__ import annotations
@@ -8,6 +8,9 @@ import torch
 
 from diversity_callbacks.evaluation.conditions import ConditionSet, EvaluationSet
 from diversity_callbacks.evaluation.memorization import CopiedSample, CopiedSamples
+from diversity_callbacks.evaluation.results import EvaluationResult
+from diversity_callbacks.functional.modes import Mode
+from diversity_callbacks.media.modes import mode_panels
 from diversity_callbacks.media.render import condition_grids, condition_rows, copies_grid
 
 MID_GREY = 128
@@ -64,3 +67,12 @@ def test_condition_rows_put_each_condition_in_its_row_and_blank_tiles_grey() -> 
 def test_condition_rows_reject_no_rows_and_too_long_rows(rows, match) -> None:
     with pytest.raises(ValueError, match=match):
         condition_rows(ConditionSet.from_arguments(prompts=["a cat"]), rows)
+
+
+def test_mode_panels_pad_black_samples_with_grey() -> None:
+    mode = Mode(share=0.5, samples=torch.tensor([3, 1]), loadings=torch.tensor([0.9, 0.8]))
+    result = EvaluationResult(scalars={}, modes=[mode], mode_previews={1: solid(0), 3: solid(0)})
+    (panel,) = mode_panels(result)
+    assert panel.pixels.shape == (3, 4 + 4, 2 * 6 + 2)
+    assert panel.pixels[:, 0, 0].tolist() == GREY and panel.pixels[:, 2, 6].tolist() == GREY
+    assert panel.pixels[:, 2:6, 2:6].eq(0).all()

@@ -17,7 +17,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch import Tensor
 
 from diversity_callbacks import DiversityCallback, EvaluationError
-from diversity_callbacks.evaluation.evaluator import eval_mode
+from tests.helpers.callback import make_callback
 from tests.helpers.trainer import (
     PROMPTS,
     QUIET,
@@ -26,22 +26,6 @@ from tests.helpers.trainer import (
     TinyGenerator,
     tiny_data,
 )
-
-
-def make_callback(**kwargs: Any) -> DiversityCallback:
-    prompts = kwargs.pop("prompts", PROMPTS)
-    options = {
-        "samples_per_condition": 3,
-        "batch_size": 4,
-        "embedder": PixelEmbedder(),
-        "every_n_train_steps": 2,
-        "sce": False,
-        # cadence tests count cadence evaluations; the baseline and the final one have their own
-        "evaluate_at_start": False,
-        "evaluate_on_train_end": False,
-    }
-    options.update(kwargs)
-    return DiversityCallback(prompts, **options)
 
 
 def fit(callbacks: list, module: TinyGenerator | None = None, val: bool = False, **kwargs: Any):
@@ -105,15 +89,6 @@ def test_sampling_sees_eval_mode_no_grad_and_the_trainer_precision():
     assert all(math.isfinite(v) for v in callback.history[0].values())
 
 
-def test_eval_mode_restores_each_submodule_mode_also_on_error():
-    module = TinyGenerator().train()
-    module.net[2].eval()  # a frozen dropout must stay in eval mode afterwards
-    with pytest.raises(KeyError), eval_mode(module):
-        assert not any(m.training for m in module.modules())
-        raise KeyError("boom")
-    assert module.training and module.net[0].training and not module.net[2].training
-
-
 # ---------------------------------------------------------------- the fixed evaluation set
 
 
@@ -133,23 +108,6 @@ def test_sample_i_gets_the_same_prompt_and_seed_at_every_evaluation():
     assert first == second == expected
     assert len({seed for _, seed in first}) == 9
     assert DiversityCallback.sample_seed(8, 0) not in {seed for _, seed in first}
-
-
-def test_sample_seeds_are_pinned_across_versions():
-    # Changing the derivation would silently change every user's evaluation set.
-    assert DiversityCallback.sample_seed(0, 0) == 5857645148978988075
-    assert DiversityCallback.sample_seed(3, 7) == 6983089048290858884
-
-
-def test_logged_thumbnails_are_shrunk_and_limited_to_the_first_conditions():
-    from diversity_callbacks.evaluation.samples import thumbnails_of
-
-    evaluation_set = make_callback(samples_per_condition=3).evaluation_set
-    images = torch.rand(4, 3, 300, 200)
-    # samples 1, 2 are prompt 0's (the second and third), 3 and 4 prompt 1's
-    thumbnails = thumbnails_of(images, [1, 2, 3, 4], evaluation_set, 1, 2, 64)
-    assert list(thumbnails) == [1]  # prompt 0 only, and of it the first two samples only
-    assert thumbnails[1].dtype == torch.uint8 and thumbnails[1].shape == (3, 64, 43)
 
 
 def test_unchanged_model_gives_identical_scores_at_every_evaluation():
@@ -375,44 +333,6 @@ def test_a_resume_that_changes_how_scores_are_computed_starts_a_fresh_history(
     assert steps(resumed) == [4, 6, 8] and not resumed.resumed
 
 
-DELETED = object()
-
-
-@pytest.mark.parametrize(
-    ("edit", "error", "message"),
-    [
-        (
-            {"last_step": "abc"},
-            TypeError,
-            "checkpoint entry 'last_step' must be int, got str 'abc'",
-        ),
-        ({"last_step": True}, TypeError, "'last_step' must be int, got bool"),
-        ({"history": None}, TypeError, "checkpoint entry 'history' must be list, got NoneType"),
-        ({"history": DELETED}, ValueError, "checkpoint state has no 'history' entry"),
-        ({"history": [[2, 1.0]]}, TypeError, "history[0]: a history row must be a dict, got list"),
-        (
-            {"history": [{"step": "2"}]},
-            TypeError,
-            "history[0]: checkpoint entry 'step' must be int",
-        ),
-        ({"history": [{"epoch": 0}]}, ValueError, "history[0]: checkpoint state has no 'step'"),
-        (
-            {"history": [{"step": 2, "diversity/vendi_q1": "high"}]},
-            TypeError,
-            "entry 'diversity/vendi_q1' must be int or float, got str 'high'",
-        ),
-    ],
-)
-def test_an_edited_checkpoint_state_fails_naming_the_callback_and_the_entry(
-    edit: dict[str, Any], error: type, message: str
-):
-    callback = make_callback()
-    state = {**callback.state_dict(), **edit}
-    state = {key: value for key, value in state.items() if value is not DELETED}
-    with pytest.raises(error, match=re.escape(callback.state_key) + ".*" + re.escape(message)):
-        callback.load_state_dict(state)
-
-
 def test_monitors_find_the_values_before_the_first_evaluation_of_a_resumed_run(tmp_path: Path):
     first = make_callback(every_n_train_steps=4)
     trainer, _ = fit([first], max_steps=4)
@@ -583,129 +503,7 @@ def test_a_callback_reused_in_a_second_fit_starts_a_fresh_history():
     assert steps(callback) == [2, 4]
 
 
-def test_the_state_key_tells_prompt_lists_apart_and_keeps_the_0_1_form():
-    joined, split = make_callback(prompts=["a\nb"]), make_callback(prompts=["a", "b"])
-    assert joined.state_key != split.state_key
-    # 0.1.0 wrote this key for these arguments: its checkpoints must still find their state
-    assert split.state_key == (
-        "DiversityCallback{'prefix': 'diversity', 'prompts': 'fcd127ffa101', "
-        "'samples_per_prompt': 3, 'seed': 0}"
-    )
-
-
-def test_the_state_key_follows_a_replaced_evaluator_or_prefix():
-    """The key is cached (Lightning reads it several times a step), never stale."""
-    callback = make_callback()
-    first = callback.state_key
-    callback.evaluator.prefix = "other"
-    assert "'prefix': 'other'" in callback.state_key
-    callback.evaluator = make_callback(prompts=["a", "b"]).evaluator
-    assert callback.state_key not in (first, make_callback().state_key)
-    assert callback.state_key == make_callback(prompts=["a", "b"]).state_key
-
-
 # ---------------------------------------------------------------- configuration
-
-
-def test_prompts_load_from_a_text_file_one_per_line(tmp_path: Path):
-    path = tmp_path / "prompts.txt"
-    path.write_text("a cat\n\n  a dog  \n", encoding="utf-8")
-    evaluation_set = make_callback(prompts=path, samples_per_condition=2).evaluation_set
-    assert evaluation_set.conditions == ("a cat", "a dog") and evaluation_set.num_samples == 4
-    assert make_callback(prompts=str(path)).evaluation_set.conditions == ("a cat", "a dog")
-
-
-def test_a_byte_order_mark_is_not_part_of_the_first_prompt(tmp_path: Path):
-    path = tmp_path / "prompts.txt"
-    path.write_text("a cat\na dog\n", encoding="utf-8-sig")  # as Windows editors save
-    assert path.read_bytes()[:3] == b"\xef\xbb\xbf"
-    assert make_callback(prompts=path).evaluation_set.conditions == ("a cat", "a dog")
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "error", "match"),
-    [
-        ({"prompts": []}, ValueError, "at least one prompt"),
-        ({"prompts": ["a", 3]}, TypeError, "must hold strings, got int 3"),
-        ({"prompts": "missing.txt"}, FileNotFoundError, "no file at 'missing.txt'"),
-        (
-            {"samples_per_condition": 0},
-            ValueError,
-            "`samples_per_condition` must be an integer >= 1, got 0",
-        ),
-        ({"every_n_train_steps": -2}, ValueError, "`every_n_train_steps` must be an integer >= 1"),
-        ({"every_n_epochs": 1.5}, ValueError, "`every_n_epochs` must be an integer >= 1, got 1.5"),
-        ({"batch_size": 0}, ValueError, "`batch_size`"),
-        ({"seed": -1}, ValueError, "`seed` must be an integer >= 0, got -1"),
-        ({"value_range": "[0,255]"}, ValueError, r"`value_range` must be \"\[-1,1\]\""),
-        ({"vendi_orders": (1, -1)}, ValueError, '`q` must be a number >= 0 or "inf", got -1'),
-        ({"embedder": object()}, TypeError, "`embedder` must have a method embed_images"),
-        ({"sce": True, "embedder": torch.nn.Identity()}, TypeError, "embed_images"),
-        ({"sample_fn": 3}, TypeError, "`sample_fn` must be callable, got int"),
-        (
-            {"on_error": "ignore"},
-            ValueError,
-            '`on_error` must be "raise" or "warn", got \'ignore\'',
-        ),
-        ({"prefix": ""}, ValueError, "`prefix` must be a non-empty string"),
-        (
-            {"vendi_kernel": "gaussian"},
-            ValueError,
-            r"invalid Vendi kernel options \(vendi_kernel='gaussian', vendi_sigma=None, "
-            r"vendi_num_features=None\): kernel='gaussian' needs a bandwidth `sigma`",
-        ),
-        (
-            {"sce": True, "samples_per_condition": 1},
-            ValueError,
-            "`sce=True` needs `samples_per_condition` >= 2",
-        ),
-        (
-            {"per_condition": True, "samples_per_condition": 1},
-            ValueError,
-            "`per_condition=True` needs .* `samples_per_condition` >= 2",
-        ),
-        ({"prompts": None}, ValueError, "give exactly one of `prompts`"),
-        ({"class_labels": [1, 2]}, ValueError, r"got \['prompts', 'class_labels'\]"),
-        ({"sce": True, "sce_kwargs": {"kernel": "rbf"}}, ValueError, "`kernel` must be one of"),
-    ],
-)
-def test_invalid_arguments_are_rejected_with_the_argument_named(
-    kwargs: dict, error: type, match: str
-):
-    with pytest.raises(error, match=match):
-        make_callback(**kwargs)
-
-
-def test_arguments_of_0_1_still_work_under_their_new_names_with_a_warning():
-    with pytest.warns(FutureWarning, match="`samples_per_prompt` is now `samples_per_condition`"):
-        callback = DiversityCallback(PROMPTS, samples_per_prompt=2, embedder=PixelEmbedder())
-    assert callback.evaluation_set.samples_per_condition == 2
-    with pytest.warns(FutureWarning, match="`image_range` is now `value_range`"):
-        callback = make_callback(image_range="[0,1]", on_validation_end=True)
-    assert callback.evaluator.sample_embedder.value_range == "[0,1]" and callback.after_validation
-    with pytest.raises(TypeError, match="give `value_range` or its former name `image_range`"):
-        make_callback(image_range="[0,1]", value_range="[0,1]")
-
-
-def test_the_0_1_conditional_option_is_now_per_condition_with_a_warning():
-    with pytest.warns(FutureWarning, match="`conditional` is now `per_condition`"):
-        callback = make_callback(conditional=False)
-    assert "per_prompt_vendi" not in callback.evaluator.metrics
-    with pytest.raises(TypeError, match="give `per_condition` or its former name `conditional`"):
-        make_callback(conditional=False, per_condition=True)
-
-
-def test_a_0_1_checkpoint_resumes_with_its_per_condition_keys_renamed():
-    callback = make_callback()
-    old_rows = [
-        {"step": 2, "epoch": 0, "diversity/vendi_q1": 3.0, "diversity/conditional_vendi_q1": 1.5},
-        {"step": 4, "epoch": 0, "diversity/class_conditional_vendi_qinf": 1.25},
-    ]
-    callback.load_state_dict({"last_step": 4, "history": old_rows})  # as 0.1 wrote it
-    assert [{k: v for k, v in row.items() if k != "global_step"} for row in callback.history] == [
-        {"step": 2, "epoch": 0, "diversity/vendi_q1": 3.0, "diversity/per_prompt_vendi_q1": 1.5},
-        {"step": 4, "epoch": 0, "diversity/per_class_vendi_qinf": 1.25},
-    ]
 
 
 @pytest.mark.parametrize("watcher", [EarlyStopping, ModelCheckpoint])
@@ -736,22 +534,6 @@ def test_a_sampler_that_declares_its_range_sets_the_default_value_range():
         ).evaluator.sample_embedder.value_range
         == "uint8"
     )
-
-
-def test_an_empty_prompt_file_is_rejected(tmp_path: Path):
-    path = tmp_path / "empty.txt"
-    path.write_text("\n  \n", encoding="utf-8")
-    with pytest.raises(ValueError, match="holds no prompt"):
-        make_callback(prompts=path)
-
-
-def test_sce_needs_an_embedder_that_embeds_texts():
-    class ImagesOnly:
-        def embed_images(self, images: Tensor) -> Tensor:
-            return images.flatten(1)
-
-    with pytest.raises(ValueError, match="`sce=True` needs an embedder with embed_texts"):
-        make_callback(embedder=ImagesOnly(), sce=True)
 
 
 def test_without_any_cadence_it_evaluates_every_epoch():
@@ -802,14 +584,6 @@ def test_sce_is_off_by_default_for_a_function_embedder_without_text_fn():
     )
     with pytest.raises(ValueError, match="`sce=True` needs an embedder with embed_texts"):
         make_callback(embedder=FunctionEmbedder(lambda x: x.mean(dim=(2, 3))), sce=True)
-
-
-def test_an_embedder_expecting_another_value_range_is_rejected():
-    from diversity_callbacks import CLIPEmbedder
-
-    embedder = CLIPEmbedder(pretrained=None, model_kwargs=TINY_CLIP, value_range="[-1,1]")
-    with pytest.raises(ValueError, match=r"must take images in \[0, 1\].*value_range='\[-1,1\]'"):
-        make_callback(embedder=embedder)
 
 
 def test_the_default_clip_embedder_is_built_at_setup_without_disturbing_training(monkeypatch):

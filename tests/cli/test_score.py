@@ -176,7 +176,11 @@ def test_json_csv_and_plots_are_written_and_read_back(tmp_path, capsys):
     assert expected <= {p.name for p in out.glob("*.png")}
     for name in expected:
         with Image.open(out / name) as image:
-            assert image.format == "PNG" and min(image.size) > 100
+            assert image.format == "PNG"
+            if name.startswith("grid-"):  # 3 prompts by 8 16-pixel tiles, 2-pixel padding
+                assert image.size == (8 * 18 + 2, 3 * 18 + 2)
+            else:
+                assert min(image.size) > 100
     assert "plots:" in capsys.readouterr().out
 
 

@@ -1,13 +1,18 @@
 """The conditions (what samples are conditioned on) apart from the sampling plan (how a
-generator is sampled on them), and the 0.1 EvaluationSet that joins them."""
+generator is sampled on them), the 0.1 EvaluationSet that joins them, sample seeds and prompts
+read from a file."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
 
+from diversity_callbacks import DiversityCallback
 from diversity_callbacks.evaluation import ConditionSet, EvaluationSet, SamplingPlan, sample_seed
 from diversity_callbacks.evaluation.conditions import share_of
+from tests.helpers.callback import make_callback
 
 CPU = torch.device("cpu")
 
@@ -76,3 +81,31 @@ def test_the_evaluation_set_is_a_plan_that_answers_for_its_conditions():
     unconditional = EvaluationSet.from_arguments(num_samples=3, seed=1)
     assert unconditional.condition_set == ConditionSet.from_arguments()
     assert (unconditional.num_samples, unconditional.seed) == (3, 1)
+
+
+def test_sample_seeds_are_pinned_across_versions():
+    # Changing the derivation would silently change every user's evaluation set.
+    assert DiversityCallback.sample_seed(0, 0) == 5857645148978988075
+    assert DiversityCallback.sample_seed(3, 7) == 6983089048290858884
+
+
+def test_prompts_load_from_a_text_file_one_per_line(tmp_path: Path):
+    path = tmp_path / "prompts.txt"
+    path.write_text("a cat\n\n  a dog  \n", encoding="utf-8")
+    evaluation_set = make_callback(prompts=path, samples_per_condition=2).evaluation_set
+    assert evaluation_set.conditions == ("a cat", "a dog") and evaluation_set.num_samples == 4
+    assert make_callback(prompts=str(path)).evaluation_set.conditions == ("a cat", "a dog")
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_prompt(tmp_path: Path):
+    path = tmp_path / "prompts.txt"
+    path.write_text("a cat\na dog\n", encoding="utf-8-sig")  # as Windows editors save
+    assert path.read_bytes()[:3] == b"\xef\xbb\xbf"
+    assert make_callback(prompts=path).evaluation_set.conditions == ("a cat", "a dog")
+
+
+def test_an_empty_prompt_file_is_rejected(tmp_path: Path):
+    path = tmp_path / "empty.txt"
+    path.write_text("\n  \n", encoding="utf-8")
+    with pytest.raises(ValueError, match="holds no prompt"):
+        make_callback(prompts=path)

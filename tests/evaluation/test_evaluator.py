@@ -24,6 +24,7 @@ from diversity_callbacks import (
     evaluate_existing,
 )
 from diversity_callbacks.evaluation import EvaluationSet, sample_seed
+from diversity_callbacks.evaluation.evaluator import eval_mode
 from diversity_callbacks.functional import (
     embedding_clip_score,
     per_condition_vendi_score,
@@ -613,3 +614,12 @@ def test_a_prompts_file_that_is_not_utf8_is_named_with_the_offending_byte(tmp_pa
     path.write_bytes("a red apple\nun caf\xe9\n".encode("latin-1"))
     with pytest.raises(ValueError, match=r"prompts\.txt' must be UTF-8 text, got a byte 0xe9"):
         DiversityEvaluator(path, embedder=PixelEmbedder())
+
+
+def test_eval_mode_restores_each_submodule_mode_also_on_error():
+    module = TinyGenerator().train()
+    module.net[2].eval()  # a frozen dropout must stay in eval mode afterwards
+    with pytest.raises(KeyError), eval_mode(module):
+        assert not any(m.training for m in module.modules())
+        raise KeyError("boom")
+    assert module.training and module.net[0].training and not module.net[2].training

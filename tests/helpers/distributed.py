@@ -32,12 +32,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_distributed(fn: Callable[..., Any], *args: Any, world_size: int = WORLD_SIZE) -> list[Any]:
-    """Run ``fn(rank, world_size, *args)`` on ``world_size`` gloo ranks; return their results."""
+def run_distributed(
+    fn: Callable[..., Any], *args: Any, world_size: int = WORLD_SIZE, timeout: float = 120
+) -> list[Any]:
+    """Run ``fn(rank, world_size, *args)`` on ``world_size`` gloo ranks; return their results.
+
+    A collective that waits more than ``timeout`` seconds for another rank fails the run.
+    """
     with tempfile.TemporaryDirectory() as folder:
         mp.spawn(
             _worker,
-            args=(world_size, free_port(), folder, fn, args),
+            args=(world_size, free_port(), folder, fn, args, timeout),
             nprocs=world_size,
             join=True,
         )
@@ -48,7 +53,13 @@ def run_distributed(fn: Callable[..., Any], *args: Any, world_size: int = WORLD_
 
 
 def _worker(
-    rank: int, world_size: int, port: int, folder: str, fn: Callable[..., Any], args: tuple
+    rank: int,
+    world_size: int,
+    port: int,
+    folder: str,
+    fn: Callable[..., Any],
+    args: tuple,
+    timeout: float,
 ) -> None:
     torch.set_num_threads(1)  # two ranks on two cores
     dist.init_process_group(
@@ -56,7 +67,7 @@ def _worker(
         init_method=f"tcp://127.0.0.1:{port}",
         rank=rank,
         world_size=world_size,
-        timeout=timedelta(seconds=120),
+        timeout=timedelta(seconds=timeout),
     )
     try:
         result = fn(rank, world_size, *args)

@@ -283,16 +283,18 @@ def decode_image_file(path: str) -> Tensor:
     from PIL import Image, ImageOps
 
     with Image.open(path) as opened:
-        image = ImageOps.exif_transpose(opened)  # a copy, loaded: frame 0 of an animation
-    if image.mode.startswith("I"):  # 16-bit grey ("I;16", "I;16B", "I" from PNG)
-        import numpy as np
+        # In place, no copy: loaded (frame 0 of an animation) and turned upright.
+        ImageOps.exif_transpose(opened, in_place=True)
+        image = opened
+        if image.mode.startswith("I"):  # 16-bit grey ("I;16", "I;16B", "I" from PNG)
+            import numpy as np
 
-        grey = np.asarray(image).astype(np.int64) >> 8
-        image = Image.fromarray(grey.clip(0, 255).astype(np.uint8), mode="L")
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        pixels = torch.frombuffer(bytearray(rgba.tobytes()), dtype=torch.uint8)
-        return composite_on_black(pixels.view(rgba.height, rgba.width, 4).permute(2, 0, 1))
-    rgb = image.convert("RGB")
-    pixels = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
+            grey = np.asarray(image).astype(np.int64) >> 8
+            image = Image.fromarray(grey.clip(0, 255).astype(np.uint8), mode="L")
+        if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+            rgba = image.convert("RGBA")
+            pixels = torch.frombuffer(bytearray(rgba.tobytes()), dtype=torch.uint8)
+            return composite_on_black(pixels.view(rgba.height, rgba.width, 4).permute(2, 0, 1))
+        rgb = image if image.mode == "RGB" else image.convert("RGB")  # convert() would copy
+        pixels = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
     return pixels.view(rgb.height, rgb.width, 3).permute(2, 0, 1)

@@ -464,6 +464,12 @@ def main() -> None:
     parser.add_argument(
         "--batch", type=int, default=BATCH, help="rows per VendiScore.update in the cosine table"
     )
+    parser.add_argument(
+        "--sizes",
+        nargs="+",
+        type=int,
+        help="numbers of samples of the cosine and gaussian tables (default: their usual sizes)",
+    )
     args = parser.parse_args()
     if args.case:
         name, *case_args = json.loads(args.case)
@@ -478,15 +484,15 @@ def main() -> None:
     quick = {
         "table": lambda: part_table([1000, 2000]),
         "streaming": lambda: part_streaming(20_000),
-        "cosine": lambda: part_cosine([1000, 10_000, 50_000], args.batch),
-        "gaussian": lambda: part_gaussian([1000, 2000]),
+        "cosine": lambda: part_cosine(args.sizes or [1000, 10_000, 50_000], args.batch),
+        "gaussian": lambda: part_gaussian(args.sizes or [1000, 2000]),
         "rff": lambda: part_rff(10_000, 1000, [256, 1024]),
     }
     full = {
         "table": lambda: part_table([1000, 5000, 10_000]),
         "streaming": lambda: part_streaming(100_000),
-        "cosine": lambda: part_cosine([1000, 10_000, 50_000, 200_000], args.batch),
-        "gaussian": lambda: part_gaussian([1000, 2000, 5000, 10_000]),
+        "cosine": lambda: part_cosine(args.sizes or [1000, 10_000, 50_000, 200_000], args.batch),
+        "gaussian": lambda: part_gaussian(args.sizes or [1000, 2000, 5000, 10_000]),
         "rff": lambda: part_rff(50_000, 5000, [1024, 2048, 4096]),
     }
     for part in args.parts:

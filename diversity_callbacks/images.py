@@ -190,13 +190,17 @@ def to_uint8(images: Tensor) -> Tensor:
     return images.mul(255).round_().clamp_(0, 255).to(torch.uint8)
 
 
-def make_grid(images: Tensor, nrow: int, *, padding: int = 2) -> Tensor:
+def make_grid(images: Tensor, nrow: int, *, padding: int = 2, pad_value: int = 0) -> Tensor:
     """Tile a batch of images into one uint8 image for logging.
 
     Args:
         images: ``(B, 3, H, W)`` batch, either uint8 pixels or floats in ``[0, 1]``.
         nrow: number of images per grid row (the last row may be shorter).
-        padding: black pixels between images and around the grid.
+        padding: pixels between images and around the grid.
+        pad_value: the uint8 value of the padding and of the blank tiles that fill the last
+            row, as torchvision's ``pad_value``: black (0) by default; the media grids use a
+            mid grey (:data:`~diversity_callbacks.media.picture.PAD_VALUE`) so that tiles on a
+            black or white background stay apart.
 
     Returns:
         A ``(3, H', W')`` uint8 tensor on the device of ``images``, with
@@ -211,6 +215,8 @@ def make_grid(images: Tensor, nrow: int, *, padding: int = 2) -> Tensor:
         raise ValueError(f"nrow must be a positive int, got {nrow!r}")
     if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
         raise ValueError(f"padding must be a non-negative int, got {padding!r}")
+    if isinstance(pad_value, bool) or not isinstance(pad_value, int) or not 0 <= pad_value <= 255:
+        raise ValueError(f"pad_value must be an int in [0, 255], got {pad_value!r}")
     if isinstance(images, Tensor) and images.dtype == torch.uint8:
         check_images(images, "uint8")
         pixels = images
@@ -223,11 +229,11 @@ def make_grid(images: Tensor, nrow: int, *, padding: int = 2) -> Tensor:
     rows = math.ceil(b / cols)
     # Blank images fill the last row; each tile carries its top and left padding, and the
     # bottom and right border is added once at the end.
-    tiles = pixels.new_zeros(rows * cols, c, h + padding, w + padding)
+    tiles = pixels.new_full((rows * cols, c, h + padding, w + padding), pad_value)
     tiles[:b, :, padding:, padding:] = pixels
     grid = tiles.view(rows, cols, c, h + padding, w + padding).permute(2, 0, 3, 1, 4)
     grid = grid.reshape(c, rows * (h + padding), cols * (w + padding))
-    return torch.nn.functional.pad(grid, (0, padding, 0, padding))
+    return torch.nn.functional.pad(grid, (0, padding, 0, padding), value=pad_value)
 
 
 def composite_on_black(rgba: Tensor) -> Tensor:
@@ -277,16 +283,18 @@ def decode_image_file(path: str) -> Tensor:
     from PIL import Image, ImageOps
 
     with Image.open(path) as opened:
-        image = ImageOps.exif_transpose(opened)  # a copy, loaded: frame 0 of an animation
-    if image.mode.startswith("I"):  # 16-bit grey ("I;16", "I;16B", "I" from PNG)
-        import numpy as np
+        # In place, no copy: loaded (frame 0 of an animation) and turned upright.
+        ImageOps.exif_transpose(opened, in_place=True)
+        image = opened
+        if image.mode.startswith("I"):  # 16-bit grey ("I;16", "I;16B", "I" from PNG)
+            import numpy as np
 
-        grey = np.asarray(image).astype(np.int64) >> 8
-        image = Image.fromarray(grey.clip(0, 255).astype(np.uint8), mode="L")
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        pixels = torch.frombuffer(bytearray(rgba.tobytes()), dtype=torch.uint8)
-        return composite_on_black(pixels.view(rgba.height, rgba.width, 4).permute(2, 0, 1))
-    rgb = image.convert("RGB")
-    pixels = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
+            grey = np.asarray(image).astype(np.int64) >> 8
+            image = Image.fromarray(grey.clip(0, 255).astype(np.uint8), mode="L")
+        if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+            rgba = image.convert("RGBA")
+            pixels = torch.frombuffer(bytearray(rgba.tobytes()), dtype=torch.uint8)
+            return composite_on_black(pixels.view(rgba.height, rgba.width, 4).permute(2, 0, 1))
+        rgb = image if image.mode == "RGB" else image.convert("RGB")  # convert() would copy
+        pixels = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
     return pixels.view(rgb.height, rgb.width, 3).permute(2, 0, 1)

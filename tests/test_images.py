@@ -115,6 +115,16 @@ def test_make_grid_places_images_in_rows_with_padding() -> None:
     assert grid.sum() == sum((i + 1) * 3 * 2 * 3 for i in range(5))  # padding and gap are 0
 
 
+def test_make_grid_pads_and_fills_the_last_row_with_pad_value() -> None:
+    images = torch.zeros(3, 3, 2, 2, dtype=torch.uint8)
+    grid = make_grid(images, nrow=2, padding=1, pad_value=200)
+    assert grid.shape == (3, 2 * 3 + 1, 2 * 3 + 1)
+    tiles = torch.zeros_like(grid, dtype=torch.bool)
+    for row, col in [(0, 0), (0, 1), (1, 0)]:
+        tiles[:, 1 + 3 * row : 3 + 3 * row, 1 + 3 * col : 3 + 3 * col] = True
+    assert grid[tiles].eq(0).all() and grid[~tiles].eq(200).all()  # padding, and the blank tile
+
+
 def test_make_grid_takes_unit_floats_like_uint8() -> None:
     pixels = torch.randint(0, 256, (3, 3, 4, 4), dtype=torch.uint8)
     assert torch.equal(make_grid(pixels.float() / 255, nrow=8), make_grid(pixels, nrow=8))
@@ -122,7 +132,13 @@ def test_make_grid_takes_unit_floats_like_uint8() -> None:
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "match"), [({"nrow": 0}, "nrow"), ({"nrow": 2, "padding": -1}, "padding")]
+    ("kwargs", "match"),
+    [
+        ({"nrow": 0}, "nrow"),
+        ({"nrow": 2, "padding": -1}, "padding"),
+        ({"nrow": 2, "pad_value": 256}, r"pad_value must be an int in \[0, 255\], got 256"),
+        ({"nrow": 2, "pad_value": 0.5}, "pad_value"),
+    ],
 )
 def test_make_grid_rejects_bad_layout(kwargs, match) -> None:
     with pytest.raises(ValueError, match=match):

@@ -1,7 +1,8 @@
 """Reading a run: images decoded in DataLoader workers, or a file of precomputed embeddings.
 
-Images are decoded by Pillow in worker processes (``--workers``) into uint8 ``(3, H, W)``
-tensors, so the main process only embeds. A batch holding images of several sizes is split into
+Images are decoded by Pillow into uint8 ``(3, H, W)`` tensors: in worker processes with
+``--workers`` (the main process then only embeds), in the main process without (the default
+for a small run, where starting workers costs more than they save). A batch holding images of several sizes is split into
 one sub-batch per size: every image is embedded at its own size (the embedder resizes), none is
 padded or cropped here. An image that cannot be read is named by its path: it fails the run, or,
 with ``--on-error skip``, is left out with a warning.
@@ -79,6 +80,25 @@ def collate_by_size(items: list[tuple[Tensor | str, int, str]]) -> dict[str, Any
     return {"parts": parts, "failed": failed}
 
 
+def decoded_batches(images: ImageFiles, batch_size: int, workers: int) -> Iterator[dict[str, Any]]:
+    """:func:`collate_by_size` batches of ``images``, decoded by ``workers`` DataLoader
+    processes, or in this process when ``workers`` is 0: a plain loop then, since a DataLoader
+    without workers only adds its own per-batch work (samplers, fetchers, pinning checks)."""
+    if not workers:
+        for start in range(0, len(images), batch_size):
+            stop = min(start + batch_size, len(images))
+            yield collate_by_size([images[index] for index in range(start, stop)])
+        return
+    yield from DataLoader(
+        images,
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=collate_by_size,
+        prefetch_factor=4,
+        persistent_workers=False,
+    )
+
+
 def image_batches(
     files: Sequence[Path],
     condition_ids: Sequence[int],
@@ -98,15 +118,7 @@ def image_batches(
     ``current`` holds the files of the batch being embedded (emptied when the next one is
     asked for), so that a batch that fails to embed can be named by its files.
     """
-    loader = DataLoader(
-        ImageFiles(files, condition_ids),
-        batch_size=batch_size,
-        num_workers=workers,
-        collate_fn=collate_by_size,
-        prefetch_factor=4 if workers else None,
-        persistent_workers=False,
-    )
-    for batch in loader:
+    for batch in decoded_batches(ImageFiles(files, condition_ids), batch_size, workers):
         for path, reason in batch["failed"]:
             if not skip:
                 raise ImageReadError(f"{reason} (pass --on-error skip to leave it out)")

@@ -6,8 +6,11 @@ per prompt its number of images and its own Vendi scores; plus the command's opt
 ``--plot DIR`` writes ``runs-<metric>.png`` (one bar chart per metric, the runs side by side),
 ``summary.png`` (all of them in one figure),
 ``per-prompt-vendi_q<q>.png`` (each run's distribution of per-prompt Vendi scores: a box and
-every prompt as a dot) and, with ``--grids``, ``grid-<run>.png`` (rows: the first 8 prompts,
-columns: their first 8 images).
+every prompt as a dot), drawn with matplotlib; with ``--grids``, ``grid-<run>.png`` (rows: the
+first 8 prompts, columns: their first 8 images) and, with ``--reference``, ``copies-<run>.png``
+(the most-copied images beside their training images): the pictures every logger gets, from
+:mod:`~diversity_callbacks.media.render`, each with the captions of its rows in a CSV beside it
+(``grid-<run>.csv``, ``copies-<run>.csv``), as the media folder writes ``copies.csv``.
 """
 
 from __future__ import annotations
@@ -194,15 +197,30 @@ def require_matplotlib() -> None:
 
 
 def write_plots(scores: Sequence[RunScore], folder: str, grids: bool = False) -> list[str]:
-    """Write the charts (see the module docstring); return the files written."""
+    """Write the charts and the pictures (see the module docstring); return the files written."""
+    from diversity_callbacks.media.render import copies_grid
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    written = write_charts(scores, out)
+    names = _unique_safe([score.name for score in scores])
+    if grids:
+        for score, name in zip(scores, names, strict=True):
+            written.extend(_grid(score, out / f"grid-{name}"))
+    for score, name in zip(scores, names, strict=True):
+        if score.copies is not None and score.copies.shown:
+            written.extend(_picture(copies_grid(score.copies), out / f"copies-{name}"))
+    return written
+
+
+def write_charts(scores: Sequence[RunScore], out: Path) -> list[str]:
+    """The matplotlib charts: a bar chart per metric, the summary, the per-prompt score charts."""
     require_matplotlib()
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
     written = []
     names = [score.name for score in scores]
     colours = [plt.get_cmap("tab10")(i % 10) for i in range(len(scores))]
@@ -232,30 +250,16 @@ def write_plots(scores: Sequence[RunScore], folder: str, grids: bool = False) ->
         axes.set_ylabel("Vendi score of one prompt's images")
         axes.spines[["top", "right"]].set_visible(False)
         written.append(_save(figure, out / f"per-prompt-{_safe(key)}.png"))
-    if grids:
-        for score, name in zip(scores, _unique_safe([s.name for s in scores]), strict=True):
-            path = _grid(score, out / f"grid-{name}.png", plt)
-            if path:
-                written.append(path)
-    for score, name in zip(scores, _unique_safe([s.name for s in scores]), strict=True):
-        if score.copies is not None and score.copies.shown:
-            written.append(_copies(score, out / f"copies-{name}.png", plt))
     return written
 
 
-def _copies(score: RunScore, path: Path, plt: Any) -> str:
-    """The most-copied images (left) beside their nearest training image (right)."""
-    shown = score.copies.shown
-    figure, axes = plt.subplots(len(shown), 2, figsize=(3.2, 1.5 * len(shown) + 0.3), squeeze=False)
-    for row, copy in enumerate(shown):
-        for column, image in enumerate((copy.sample, copy.reference)):
-            axes[row][column].axis("off")
-            if image is not None:
-                axes[row][column].imshow(image.permute(1, 2, 0).numpy())
-        axes[row][0].set_title(f"similarity {copy.similarity:.4f}", fontsize=7, loc="left")
-        axes[row][1].set_title(f"training #{copy.reference_index}", fontsize=7, loc="left")
-    figure.suptitle(f"{score.name}: most-copied images", fontsize=9)
-    return _save(figure, path)
+def _picture(picture: Any, stem: Path) -> list[str]:
+    """A media picture as ``<stem>.png``, and its captions as ``<stem>.csv``, as the media
+    folder writes ``copies.png`` and ``copies.csv``."""
+    png, captions = stem.with_suffix(".png"), stem.with_suffix(".csv")
+    png.write_bytes(picture.png)
+    captions.write_text(picture.csv())
+    return [str(png), str(captions)]
 
 
 def _unique_safe(names: Sequence[str]) -> list[str]:
@@ -292,31 +296,30 @@ def _summary(scores: Sequence[RunScore], path: Path, plt: Any, colours: list[Any
     return _save(figure, path)
 
 
-def _grid(score: RunScore, path: Path, plt: Any, rows: int = 8, columns: int = 8) -> str | None:
-    """Rows: the first prompts; columns: their first images (images files only)."""
+def _grid(score: RunScore, stem: Path, rows: int = 8) -> list[str]:
+    """Rows: the first prompts; columns: their first images, as media's thumbnails (an image
+    that cannot be read left blank); nothing for embeddings files."""
     from diversity_callbacks.cli.errors import ImageReadError
     from diversity_callbacks.cli.loading import decode_image
+    from diversity_callbacks.evaluation.conditions import ConditionSet
+    from diversity_callbacks.evaluation.options import EvaluatorOptions
+    from diversity_callbacks.evaluation.samples import thumbnails
+    from diversity_callbacks.media.render import GRID_COLUMNS, condition_rows
 
     if not score.files:
-        return None
-    shown = sorted(score.files)[:rows]
-    figure, axes = plt.subplots(
-        len(shown), columns, figsize=(columns * 0.9, len(shown) * 0.95 + 0.3), squeeze=False
-    )
-    for row, condition in enumerate(shown):
-        for column in range(columns):
-            axis = axes[row][column]
-            axis.axis("off")
-            files = score.files[condition]
-            if column < len(files):
-                try:
-                    axis.imshow(decode_image(files[column]).permute(1, 2, 0).numpy())
-                except ImageReadError:
-                    continue
-        label = score.prompts[condition] if score.prompts else "all images"
-        axes[row][0].set_title(label, fontsize=7, loc="left")
-    figure.suptitle(score.name, fontsize=9)
-    return _save(figure, path)
+        return []
+    shown: dict[int, list[Any]] = {}
+    for condition in sorted(score.files)[:rows]:
+        shown[condition] = []
+        for file in score.files[condition][:GRID_COLUMNS]:
+            try:
+                pixels = decode_image(file).unsqueeze(0).float().div_(255)
+            except ImageReadError:
+                shown[condition].append(None)
+                continue
+            shown[condition].append(thumbnails(pixels, EvaluatorOptions.thumbnail_size)[0])
+    conditions = ConditionSet.from_arguments(prompts=score.prompts or None)
+    return _picture(condition_rows(conditions, shown), stem)
 
 
 def _save(figure: Any, path: Path) -> str:

@@ -96,8 +96,8 @@ def _vendi_compute(state: Tensor, kernel: ResolvedKernel, *, tolerance: float | 
     """The normalised spectrum (descending) of the state :func:`_vendi_update` builds: the
     summed D x D moment of a feature map, or every row for a kernel function."""
     if kernel.kernel_function is not None:
-        matrix = kernel.matrix(state)
-        return normalized_spectrum(matrix, tolerance=tolerance, assume_symmetric=kernel.symmetric)
+        matrix, symmetric = kernel.self_matrix(state)
+        return normalized_spectrum(matrix, tolerance=tolerance, assume_symmetric=symmetric)
     return normalized_spectrum(state, tolerance=tolerance, assume_symmetric=True)
 
 

@@ -22,8 +22,7 @@ from torch import Tensor
 from diversity_callbacks.evaluation.evaluator import EvaluationResult
 from diversity_callbacks.evaluation.modes import Preview
 from diversity_callbacks.functional.modes import Mode
-from diversity_callbacks.images import make_grid
-from diversity_callbacks.media.picture import Picture
+from diversity_callbacks.media.picture import Picture, tile
 
 MODE_GROUPS = ("modes", "lost_modes", "gained_modes")
 MODE_COLUMNS = 8
@@ -65,7 +64,7 @@ def mode_panels(result: EvaluationResult) -> list[ModePanel]:
             expected = len(samples) * (2 if group == "lost_modes" else 1)
             if not samples or len(shown) != expected:
                 continue  # no thumbnails (text samples, or no media asked for)
-            pixels = make_grid(torch.stack(shown), nrow=min(rows, len(shown))).cpu()
+            pixels = tile(torch.stack(shown), nrow=min(rows, len(shown)))
             label = group.replace("_modes", "").replace("modes", "mode")
             caption = f"{label} {number}: share {mode.share:.3f}{words and f' ({words})'}"
             panels.append(ModePanel(group, f"{label}_{number:02d}", caption, pixels))

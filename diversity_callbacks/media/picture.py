@@ -9,9 +9,17 @@ from __future__ import annotations
 import functools
 import struct
 import zlib
+from collections.abc import Sequence
 
 import numpy as np
+import torch
 from torch import Tensor
+
+from diversity_callbacks.images import make_grid
+
+PAD_VALUE = 128
+"""The mid grey between the tiles of every media grid, and of the blank tiles: black padding
+merged the tiles of images on a black background into one picture (white would, on white)."""
 
 
 class Picture:
@@ -30,6 +38,25 @@ class Picture:
     def png(self) -> bytes:
         """The picture as a PNG file's bytes, encoded at the first use and shared by every writer."""
         return png_bytes(self.hwc())
+
+
+def tile(images: Tensor, nrow: int) -> Tensor:
+    """A media grid: :func:`~diversity_callbacks.images.make_grid` with the :data:`PAD_VALUE`
+    padding, as a ``(3, H, W)`` uint8 tensor on the CPU."""
+    return make_grid(images, nrow=nrow, pad_value=PAD_VALUE).cpu()
+
+
+def same_size(images: Sequence[Tensor | None], fill: int) -> Tensor:
+    """Stack ``(3, h, w)`` uint8 thumbnails of different sizes into ``(B, 3, H, W)``, each in the
+    top-left corner of the largest size, the rest (and a whole tile for ``None``) ``fill``."""
+    shown = [image for image in images if image is not None]
+    height = max((image.shape[1] for image in shown), default=1)
+    width = max((image.shape[2] for image in shown), default=1)
+    canvas = torch.full((len(images), 3, height, width), fill, dtype=torch.uint8)
+    for number, image in enumerate(images):
+        if image is not None:
+            canvas[number, :, : image.shape[1], : image.shape[2]] = image
+    return canvas
 
 
 def png_bytes(image: np.ndarray) -> bytes:

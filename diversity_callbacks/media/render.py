@@ -13,6 +13,7 @@ import functools
 import io
 import math
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,12 +21,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from diversity_callbacks.evaluation.conditions import EvaluationSet
+from diversity_callbacks.evaluation.conditions import ConditionSet, EvaluationSet
 from diversity_callbacks.evaluation.evaluator import DiversityEvaluator, EvaluationResult
 from diversity_callbacks.evaluation.memorization import CopiedSamples
-from diversity_callbacks.images import make_grid
 from diversity_callbacks.media.modes import TABLE_COLUMNS, ModePanel, mode_panels, mode_table_rows
-from diversity_callbacks.media.picture import Picture, png_bytes
+from diversity_callbacks.media.picture import PAD_VALUE, Picture, png_bytes, same_size, tile
 
 GRID_COLUMNS = 8
 """Samples per row of a condition's grid."""
@@ -216,29 +216,59 @@ def render_media(evaluator: DiversityEvaluator, result: EvaluationResult) -> Med
 def copies_grid(copies: CopiedSamples) -> CopiesGrid:
     """Lay the most-copied samples out beside their nearest training samples (black where the
     reference holds embeddings only), every thumbnail padded to one size."""
-    thumbnails = [t for c in copies.shown for t in (c.sample, c.reference) if t is not None]
     similarities = copies.similarities.to(torch.float64).numpy()
-    if not thumbnails:
+    if not any(t is not None for c in copies.shown for t in (c.sample, c.reference)):
         return CopiesGrid(torch.zeros(3, 0, 0, dtype=torch.uint8), [], [], similarities)
-    height = max(t.shape[1] for t in thumbnails)
-    width = max(t.shape[2] for t in thumbnails)
-
-    def padded(image: Tensor | None) -> Tensor:
-        canvas = torch.zeros(3, height, width, dtype=torch.uint8)
-        if image is not None:
-            canvas[:, : image.shape[1], : image.shape[2]] = image
-        return canvas
-
-    tiles = [torch.stack([padded(c.sample), padded(c.reference)]) for c in copies.shown]
-    pairs = [make_grid(pair, nrow=2) for pair in tiles]
+    tiles = same_size([t for c in copies.shown for t in (c.sample, c.reference)], fill=0)
+    pairs = [tile(tiles[2 * row : 2 * row + 2], nrow=2) for row in range(len(copies.shown))]
     captions = [
         f"similarity {c.similarity:.4f} to training sample {c.reference_index}"
         for c in copies.shown
     ]
-    return CopiesGrid(make_grid(torch.cat(tiles), nrow=2), pairs, captions, similarities)
+    return CopiesGrid(tile(tiles, nrow=2), pairs, captions, similarities)
 
 
-def caption(evaluation_set: EvaluationSet, condition: int) -> str:
+@dataclass(frozen=True)
+class ConditionRows(Picture):
+    """The first conditions' samples in one picture: a row per condition, its first samples
+    from left to right (blank tiles where a condition has fewer).
+
+    Attributes:
+        pixels: ``(3, H, W)`` uint8 tensor on the CPU.
+        captions: each row's :func:`caption`, top row first.
+    """
+
+    pixels: Tensor
+    captions: list[str]
+
+    def csv(self) -> str:
+        """``row,caption`` of every row (no caption runs as a formula: :class:`Table`)."""
+        return Table(["row", "caption"], [[str(r), c] for r, c in enumerate(self.captions)]).csv()
+
+
+def condition_rows(
+    conditions: ConditionSet,
+    rows: Mapping[int, Sequence[Tensor | None]],
+    columns: int = GRID_COLUMNS,
+) -> ConditionRows:
+    """Tile the ``(3, h, w)`` uint8 thumbnails of each condition number in ``rows`` (``None``:
+    not shown) in a row of ``columns``, in the mapping's order, every thumbnail padded to one
+    size with :data:`~diversity_callbacks.media.picture.PAD_VALUE`.
+
+    Raises:
+        ValueError: for no rows, or a row of more than ``columns`` thumbnails.
+    """
+    if not rows:
+        raise ValueError("rows must hold at least one condition's thumbnails, got none")
+    longest = max(len(row) for row in rows.values())
+    if longest > columns:
+        raise ValueError(f"rows must hold at most columns={columns} thumbnails, got {longest}")
+    cells = [row[c] if c < len(row) else None for row in rows.values() for c in range(columns)]
+    pixels = tile(same_size(cells, fill=PAD_VALUE), nrow=columns)
+    return ConditionRows(pixels, [caption(conditions, c) for c in rows])
+
+
+def caption(evaluation_set: ConditionSet | EvaluationSet, condition: int) -> str:
     """What a condition's grid shows: ``prompt: a red apple``, ``class: 281``, ``all samples``."""
     name = evaluation_set.names[condition]
     return name if evaluation_set.kind == "none" else f"{evaluation_set.kind}: {name}"
@@ -251,7 +281,7 @@ def condition_grids(evaluation_set: EvaluationSet, thumbnails: dict[int, Tensor]
     for c in range(evaluation_set.num_conditions):
         shown = [thumbnails[i] for i in evaluation_set.sample_indices(c) if i in thumbnails]
         if shown:
-            pixels = make_grid(torch.stack(shown), nrow=min(GRID_COLUMNS, len(shown))).cpu()
+            pixels = tile(torch.stack(shown), nrow=min(GRID_COLUMNS, len(shown)))
             name = f"{c:0{width}d}_{slug(evaluation_set.names[c])}"
             grids.append(Grid(c, name, caption(evaluation_set, c), pixels))
     return grids

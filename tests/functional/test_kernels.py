@@ -13,12 +13,14 @@ from diversity_callbacks.functional import kernels
 from diversity_callbacks.functional.kernels import (
     RandomFourierFeatures,
     gaussian_kernel,
+    gaussian_kernel_triangle,
     normalize_rows,
     random_fourier_features,
     random_fourier_frequencies,
     resolve_kernel,
     second_moment,
 )
+from diversity_callbacks.functional.spectrum import symmetric_eigenvalues
 
 
 def test_normalize_rows_gives_unit_float64_rows_and_leaves_the_input_alone() -> None:
@@ -326,9 +328,30 @@ def test_moment_refuses_features_of_another_dimension_than_out() -> None:
         resolved.moment(torch.randn(4, 3), out=torch.zeros(3, 3, dtype=torch.float64))
 
 
-def test_only_the_built_in_gaussian_is_marked_symmetric() -> None:
-    assert resolve_kernel("gaussian", sigma=1.0).symmetric
-    assert not resolve_kernel(lambda x, y: x @ y.T).symmetric
+def test_only_the_built_in_gaussian_is_built_as_one_triangle() -> None:
+    x = torch.randn(5, 3, dtype=torch.float64)
+    _, symmetric = resolve_kernel("gaussian", sigma=1.0).self_matrix(x)
+    matrix, user_symmetric = resolve_kernel(lambda x, y: x @ y.T).self_matrix(x)
+    assert symmetric
+    assert not user_symmetric
+    torch.testing.assert_close(matrix, x @ x.T)
+
+
+@pytest.mark.parametrize("size", [300, 1100])  # NumPy's eigvalsh up to 1024 rows, torch's above
+def test_the_gaussian_triangle_is_the_lower_triangle_the_eigensolvers_read(size: int) -> None:
+    """Several row blocks (128 rows each); a wrong or asymmetric triangle changes the spectrum."""
+    x = torch.randn(size, 8, dtype=torch.float64)
+    full = gaussian_kernel(x, sigma=2.0)
+    triangle = gaussian_kernel_triangle(x, sigma=2.0)
+    torch.testing.assert_close(triangle.tril(), full.tril(), rtol=0, atol=1e-14)
+    torch.testing.assert_close(
+        symmetric_eigenvalues(triangle), torch.linalg.eigvalsh(full), rtol=0, atol=1e-10
+    )
+
+
+def test_the_gaussian_triangle_refuses_features_whose_norms_overflow() -> None:
+    with pytest.raises(ValueError, match=r"NaN or Inf entries \(rows 0 onwards\)"):
+        gaussian_kernel_triangle(torch.full((3, 2), 1e200, dtype=torch.float64), sigma=1.0)
 
 
 def test_second_moment_of_a_transposed_view_is_the_gram_matrix() -> None:

@@ -11,6 +11,7 @@ from scipy.spatial.distance import cdist
 
 from diversity_callbacks.functional import kernels
 from diversity_callbacks.functional.kernels import (
+    Kernel,
     RandomFourierFeatures,
     gaussian_kernel,
     gaussian_kernel_triangle,
@@ -124,10 +125,10 @@ def test_resolve_kernel_picks_a_feature_map_or_a_kernel_function() -> None:
     torch.testing.assert_close(cosine.feature_map(x), normalize_rows(x))
     linear = resolve_kernel("linear")
     assert torch.equal(linear.feature_map(x), x.double())
-    exact = resolve_kernel("gaussian", sigma=2.0)
+    exact = resolve_kernel(Kernel("gaussian", sigma=2.0))
     assert exact.feature_map is None
     assert torch.equal(exact.kernel_function(x, x), gaussian_kernel(x, sigma=2.0))
-    approximate = resolve_kernel("gaussian", sigma=2.0, num_features=8, seed=1)
+    approximate = resolve_kernel(Kernel("gaussian", sigma=2.0, num_features=8, seed=1))
     assert isinstance(approximate.feature_map, RandomFourierFeatures)
     assert approximate.feature_map.seed == 1 and approximate.kernel_function is None
 
@@ -135,7 +136,7 @@ def test_resolve_kernel_picks_a_feature_map_or_a_kernel_function() -> None:
         return a @ b.T
 
     assert resolve_kernel(own_kernel).kernel_function is own_kernel
-    assert resolve_kernel(feature_map=torch.tanh).feature_map is torch.tanh
+    assert resolve_kernel(Kernel(feature_map=torch.tanh)).feature_map is torch.tanh
 
 
 @pytest.mark.parametrize(
@@ -238,7 +239,7 @@ def test_given_frequencies_must_be_finite() -> None:
     ],
 )
 def test_feature_map_outputs_are_checked(feature_map, message: str) -> None:
-    resolved = resolve_kernel(feature_map=feature_map)
+    resolved = resolve_kernel(Kernel(feature_map=feature_map))
     with pytest.raises(ValueError, match=message):
         resolved.features(torch.randn(5, 4))
 
@@ -257,7 +258,7 @@ def test_kernel_callable_outputs_are_checked(kernel, message: str) -> None:
 
 @pytest.mark.parametrize("kernel", [None, "linear", "gaussian"])
 def test_zero_feature_columns_are_rejected(kernel: str | None) -> None:
-    resolved = resolve_kernel(kernel, sigma=1.0 if kernel == "gaussian" else None)
+    resolved = resolve_kernel(Kernel(kernel, sigma=1.0 if kernel == "gaussian" else None))
     compute = resolved.features if resolved.feature_map is not None else resolved.matrix
     with pytest.raises(ValueError, match=r"`features` must have at least one feature column"):
         compute(torch.randn(5, 0))
@@ -265,13 +266,13 @@ def test_zero_feature_columns_are_rejected(kernel: str | None) -> None:
 
 def test_frequencies_resolve_to_the_given_draw() -> None:
     frequencies = torch.randn(3, 6, dtype=torch.float64)
-    resolved = resolve_kernel("gaussian", frequencies=frequencies)
+    resolved = resolve_kernel(Kernel("gaussian", frequencies=frequencies))
     x = torch.randn(4, 3)
     assert torch.equal(resolved.features(x), random_fourier_features(x, frequencies))
     with pytest.raises(ValueError, match="`frequencies` only applies to kernel='gaussian'"):
-        resolve_kernel("cosine", frequencies=frequencies)
+        Kernel("cosine", frequencies=frequencies)
     with pytest.raises(ValueError, match="pass either `num_features` or `frequencies`"):
-        resolve_kernel("gaussian", num_features=3, frequencies=frequencies)
+        Kernel("gaussian", num_features=3, frequencies=frequencies)
 
 
 def test_the_vendi_score_names_zero_columns_and_bad_callables() -> None:
@@ -279,15 +280,15 @@ def test_the_vendi_score_names_zero_columns_and_bad_callables() -> None:
     from diversity_callbacks.functional import vendi_score
 
     with pytest.raises(ValueError, match="`features` must have at least one feature column"):
-        vendi_score(torch.randn(5, 0), kernel="gaussian", sigma=1.0)  # was 1.0
+        vendi_score(torch.randn(5, 0), kernel=Kernel("gaussian", sigma=1.0))
     with pytest.raises(ValueError, match="`features` must have at least one feature column"):
-        VendiScore(kernel="gaussian", sigma=1.0).update(torch.randn(5, 0))
+        VendiScore(kernel=Kernel("gaussian", sigma=1.0)).update(torch.randn(5, 0))
     with pytest.raises(ValueError, match="the `kernel` callable returned NaN"):
         vendi_score(torch.randn(5, 3), kernel=lambda x, y: (x @ y.T) / 0 * 0)
     with pytest.raises(ValueError, match="`feature_map` must map"):
-        VendiScore(feature_map=lambda x: x[0]).update(torch.randn(5, 3))
+        VendiScore(kernel=Kernel(feature_map=lambda x: x[0])).update(torch.randn(5, 3))
     with pytest.raises(ValueError, match="`seed` must be an integer"):
-        VendiScore(kernel="gaussian", sigma=1.0, num_features=4, seed=None)
+        Kernel("gaussian", sigma=1.0, num_features=4, seed=None)
 
 
 def test_normalize_rows_writes_into_a_given_buffer() -> None:
@@ -323,14 +324,14 @@ def test_moment_names_a_zero_row_by_its_index_in_the_whole_input(
 
 
 def test_moment_refuses_features_of_another_dimension_than_out() -> None:
-    resolved = resolve_kernel(feature_map=lambda x: torch.cat([x, x], dim=1))
+    resolved = resolve_kernel(Kernel(feature_map=lambda x: torch.cat([x, x], dim=1)))
     with pytest.raises(ValueError, match="map to 6 kernel features, but the moment"):
         resolved.moment(torch.randn(4, 3), out=torch.zeros(3, 3, dtype=torch.float64))
 
 
 def test_only_the_built_in_gaussian_is_built_as_one_triangle() -> None:
     x = torch.randn(5, 3, dtype=torch.float64)
-    _, symmetric = resolve_kernel("gaussian", sigma=1.0).self_matrix(x)
+    _, symmetric = resolve_kernel(Kernel("gaussian", sigma=1.0)).self_matrix(x)
     matrix, user_symmetric = resolve_kernel(lambda x, y: x @ y.T).self_matrix(x)
     assert symmetric
     assert not user_symmetric

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from diversity_callbacks.functional import (
+    Kernel,
     normalize_rows,
     schur_block_score,
     schur_complement_entropy,
@@ -80,7 +81,9 @@ def test_image_part_is_pooled_within_prompt_scatter(kernel):
 
 def test_images_copying_their_prompt_mean_have_sce_one():
     images, prompts = prompted(num_prompts=4, per_prompt=20, dim=16, spread=0.0)
-    result = schur_complement_entropy(images, prompts, "gaussian", sigma=4.0, num_features=200)
+    result = schur_complement_entropy(
+        images, prompts, Kernel("gaussian", sigma=4.0, num_features=200)
+    )
     assert abs(result.sce.item() - 1.0) < 1e-4
     assert result.text_part.item() > 3.5  # the 4 prompts explain all the diversity
 
@@ -88,7 +91,9 @@ def test_images_copying_their_prompt_mean_have_sce_one():
 def test_images_ignoring_their_prompts_have_text_part_near_one():
     _, prompts = prompted(num_prompts=4, per_prompt=200, dim=16, spread=0.0)
     images = 3 * torch.randn(prompts.shape, dtype=torch.float64)
-    result = schur_complement_entropy(images, prompts, "gaussian", sigma=4.0, num_features=200)
+    result = schur_complement_entropy(
+        images, prompts, Kernel("gaussian", sigma=4.0, num_features=200)
+    )
     assert 1.0 <= result.text_part.item() < 1.05
     assert result.sce.item() > 100  # the images' own diversity stays
 
@@ -100,26 +105,25 @@ def test_matches_numpy_published_formula_with_given_frequencies(path):
     frequencies = torch.randn(12, 50, dtype=torch.float64) / 4.0
     expected = numpy_schur_scores(images, prompts, frequencies)
     result = schur_complement_entropy(
-        images, prompts, "gaussian", frequencies=frequencies, path=path
+        images, prompts, Kernel("gaussian", frequencies=frequencies), path=path
     )
     np.testing.assert_allclose([v.item() for v in result], expected, rtol=1e-6)
 
 
-@pytest.mark.parametrize(("kernel", "options"), [("gaussian", {"sigma": 3.0}), ("cosine", {})])
+@pytest.mark.parametrize("kernel", [Kernel("gaussian", sigma=3.0, num_features=40), "cosine"])
 @pytest.mark.parametrize("num_prompts", [3, 12])
 @pytest.mark.parametrize("path", ["dual", "grouped", "auto"])
-def test_every_path_gives_the_primal_numbers(kernel, options, num_prompts, path):
+def test_every_path_gives_the_primal_numbers(kernel, num_prompts, path):
     images, prompts = prompted(num_prompts=num_prompts, per_prompt=4, dim=24, spread=0.4)
-    options = {**options, "num_features": 40} if kernel == "gaussian" else options
-    primal = schur_complement_entropy(images, prompts, kernel, path="primal", **options)
-    other = schur_complement_entropy(images, prompts, kernel, path=path, **options)
+    primal = schur_complement_entropy(images, prompts, kernel, path="primal")
+    other = schur_complement_entropy(images, prompts, kernel, path=path)
     for left, right in zip(primal, other, strict=True):
         torch.testing.assert_close(left, right, rtol=1e-9, atol=0)
 
 
 def test_well_posed_result_does_not_depend_on_rtol():
     images, prompts = prompted(num_prompts=5, per_prompt=8, dim=16, spread=0.5)
-    options = {"kernel": "gaussian", "sigma": 4.0, "num_features": 100}
+    options = {"kernel": Kernel("gaussian", sigma=4.0, num_features=100)}
     small = schur_complement_entropy(3 * images, 3 * prompts, rtol=0.0, **options)
     large = schur_complement_entropy(3 * images, 3 * prompts, rtol=1e-6, **options)
     for left, right in zip(small, large, strict=True):
@@ -175,26 +179,25 @@ def test_cosine_kernel_normalises_each_sample():
         ({"text_features": torch.randn(9, 8)}, ValueError, "same number of rows.*10 and 9"),
         ({"text_features": torch.randn(10, 6)}, ValueError, "same dimension, got 8 and 6"),
         ({"kernel": "rbf"}, ValueError, "`kernel` must be one of"),
-        ({"sigma": None}, ValueError, "needs a bandwidth `sigma`"),
+        ({"kernel": "gaussian"}, ValueError, "needs a bandwidth `sigma`"),
         ({"rtol": 1.0}, ValueError, r"`rtol` must be None .* or a number in \[0, 1\), got 1.0"),
         ({"path": "gram"}, ValueError, "`path` must be"),
-        ({"kernel": "cosine", "sigma": 1.0}, ValueError, "`sigma` only applies to kernel='gauss"),
+        ({"kernel": "cosine:sigma=1"}, ValueError, "`sigma` only applies to kernel='gauss"),
         ({"image_features": torch.randn(10)}, ValueError, "`image_features` must be 2-D"),
-        ({"frequencies": torch.randn(5, 4)}, ValueError, "`frequencies` has 5 rows"),
+        (
+            {"kernel": Kernel("gaussian", frequencies=torch.randn(5, 4))},
+            ValueError,
+            "`frequencies` has 5 rows",
+        ),
     ],
 )
 def test_bad_inputs_raise_naming_the_argument(arguments, error, match):
     call = {
         "image_features": torch.randn(10, 8),
         "text_features": torch.randn(10, 8),
-        "kernel": "gaussian",
-        "sigma": 1.0,
-        "num_features": 8,
+        "kernel": Kernel("gaussian", sigma=1.0, num_features=8),
         **arguments,
     }
-    if "frequencies" in arguments:
-        call.pop("sigma")
-        call.pop("num_features")
     with pytest.raises(error, match=match):
         schur_complement_entropy(**call)
 
@@ -322,7 +325,7 @@ def test_defaults_agree_on_the_cosine_kernel():
     images, prompts = prompted(num_prompts=4, per_prompt=5, dim=8, spread=0.5)
     default = schur_complement_entropy(images, prompts)
     cosine = schur_complement_entropy(images, prompts, "cosine")
-    mapped = schur_complement_entropy(images, prompts, feature_map=normalize_rows)
+    mapped = schur_complement_entropy(images, prompts, Kernel(feature_map=normalize_rows))
     for left, middle, right in zip(default, cosine, mapped, strict=True):
         assert torch.equal(left, middle) and torch.equal(left, right)
 
@@ -330,9 +333,18 @@ def test_defaults_agree_on_the_cosine_kernel():
 @pytest.mark.parametrize(
     ("arguments", "match"),
     [
-        ({"feature_map": lambda x: x.sum(1)}, r"`feature_map` must map .* got a tensor of shape"),
-        ({"feature_map": lambda x: x[1:]}, r"with N = \d+ and D >= 1, got a tensor of shape"),
-        ({"feature_map": lambda x: x / 0}, "`feature_map` returned NaN or Inf features"),
+        (
+            {"kernel": Kernel(feature_map=lambda x: x.sum(1))},
+            r"`feature_map` must map .* got a tensor of shape",
+        ),
+        (
+            {"kernel": Kernel(feature_map=lambda x: x[1:])},
+            r"with N = \d+ and D >= 1, got a tensor of shape",
+        ),
+        (
+            {"kernel": Kernel(feature_map=lambda x: x / 0)},
+            "`feature_map` returned NaN or Inf features",
+        ),
         ({"kernel": lambda x, y: x @ y.T}, "needs an explicit feature map"),
         ({"kernel": "cosine", "feature_map": torch.tanh}, "pass either `kernel` or `feature_map`"),
         ({"kernel": "gaussian", "sigma": 1e-300}, "`sigma` must be a bandwidth"),
@@ -349,14 +361,15 @@ def test_nan_frequencies_are_named():
     images, prompts = prompted(num_prompts=4, per_prompt=5, dim=8, spread=0.5)
     frequencies = torch.full((8, 4), math.nan, dtype=torch.float64)
     with pytest.raises(ValueError, match="`frequencies` must be finite"):  # was "all zero"
-        schur_complement_entropy(images, prompts, "gaussian", frequencies=frequencies)
+        schur_complement_entropy(images, prompts, Kernel("gaussian", frequencies=frequencies))
 
 
 @pytest.mark.parametrize("kernel", ["cosine", "linear", "gaussian"])
 def test_zero_feature_columns_are_named(kernel):
-    options = {"sigma": 1.0, "num_features": 4} if kernel == "gaussian" else {}
+    if kernel == "gaussian":
+        kernel = Kernel("gaussian", sigma=1.0, num_features=4)
     with pytest.raises(ValueError, match="`text_features` must have at least one feature column"):
-        schur_complement_entropy(torch.randn(6, 4), torch.randn(6, 0), kernel, **options)
+        schur_complement_entropy(torch.randn(6, 4), torch.randn(6, 0), kernel)
 
 
 @pytest.mark.parametrize("scale", [1e200, 1e-170])

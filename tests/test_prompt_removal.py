@@ -201,7 +201,7 @@ def test_load_refuses_names_dtypes_shapes_and_values_that_do_not_fit(tmp_path, c
 )
 def test_load_checks_random_feature_frequencies_against_gamma(tmp_path, key, value, match):
     images, prompts, _, _ = shared_space_pairs(per_prompt=4, seed=8)
-    remover = PromptRemover(kernel="gaussian", sigma=6.0, num_features=20).fit(images, prompts)
+    remover = PromptRemover(kernel="gaussian:sigma=6.0,features=20").fit(images, prompts)
     path = tmp_path / "remover.pt"
     torch.save(_corrupt(remover.state_dict(), key, value), path)
     with pytest.raises(ValueError, match=f"not a saved PromptRemover: .*{match}"):

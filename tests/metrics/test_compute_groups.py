@@ -41,8 +41,8 @@ def test_metrics_with_other_settings_never_share_a_group() -> None:
         "cosine_q1": VendiScore(q=1),
         "cosine_q2": VendiScore(q=2),
         "linear": VendiScore(kernel="linear"),
-        "random_features": VendiScore(kernel="gaussian", sigma=3.0, num_features=8),
-        "other_seed": VendiScore(kernel="gaussian", sigma=3.0, num_features=8, seed=1),
+        "random_features": VendiScore(kernel="gaussian:sigma=3.0,features=8"),
+        "other_seed": VendiScore(kernel="gaussian:sigma=3.0,features=8,seed=1"),
     }
     collection = MetricCollection(metrics)
     for batch in batches():
@@ -53,8 +53,8 @@ def test_metrics_with_other_settings_never_share_a_group() -> None:
         "cosine_q1": vendi_score(features, q=1),
         "cosine_q2": vendi_score(features, q=2),
         "linear": vendi_score(features, kernel="linear"),
-        "random_features": vendi_score(features, kernel="gaussian", sigma=3.0, num_features=8),
-        "other_seed": vendi_score(features, kernel="gaussian", sigma=3.0, num_features=8, seed=1),
+        "random_features": vendi_score(features, kernel="gaussian:sigma=3.0,features=8"),
+        "other_seed": vendi_score(features, kernel="gaussian:sigma=3.0,features=8,seed=1"),
     }
     for name, value in collection.compute().items():
         assert value.item() == pytest.approx(expected[name].item(), rel=1e-9), name

@@ -52,10 +52,11 @@ def loop_over_conditions(features, ids, orders, num_conditions, **kernel_kwargs)
 KERNELS = [
     {},  # cosine
     {"kernel": "linear"},
-    {"kernel": "gaussian", "sigma": 1.5},  # exact: an n x n kernel function
-    {"kernel": "gaussian", "sigma": 1.5, "num_features": 3},  # 6 random features: D < m
+    {"kernel": "gaussian:sigma=1.5"},  # exact: an n x n kernel function
+    {"kernel": "gaussian:sigma=1.5,features=3"},  # 6 random features: D < m
     {"kernel": lambda x, y: (x @ y.T) ** 2},  # a user's kernel function
-    {"feature_map": lambda x: x[:, :2].double()},  # D = 2 < m for the larger conditions
+    # D = 2 < m for the larger conditions
+    {"kernel": Kernel(feature_map=lambda x: x[:, :2].double())},
     {"tolerance": 0.1},
 ]
 
@@ -103,8 +104,8 @@ def test_conditions_of_equal_size_share_one_eigendecomposition(monkeypatch: pyte
 def test_the_gaussian_kernel_options_are_passed_through():
     features = torch.randn(8, 3)
     ids = torch.zeros(8, dtype=torch.long)
-    options = {"kernel": "gaussian", "sigma": 0.7}
-    metric = PerConditionVendiScore(num_conditions=1, q=1, kernel_kwargs=options)
+    options = {"kernel": "gaussian:sigma=0.7"}
+    metric = PerConditionVendiScore(num_conditions=1, q=1, **options)
     metric.update(features, ids)
     expected = vendi_score(features.double(), q=1, **options)
     cosine = vendi_score(features.double(), q=1)

@@ -69,16 +69,16 @@ def test_state_is_a_float64_second_moment_independent_of_the_number_of_rows() ->
 
 def test_exact_gaussian_keeps_float64_rows() -> None:
     features = torch.randn(9, 4, dtype=torch.bfloat16)
-    metric = feed(VendiScore(kernel="gaussian", sigma=2.0), features, [4, 5])
+    metric = feed(VendiScore(kernel="gaussian:sigma=2.0"), features, [4, 5])
     assert [rows.dtype for rows in metric.rows] == [torch.float64, torch.float64]
-    expected = vendi_score(features.to(torch.float64), kernel="gaussian", sigma=2.0)
+    expected = vendi_score(features.to(torch.float64), kernel="gaussian:sigma=2.0")
     assert metric.compute().item() == pytest.approx(expected.item(), rel=1e-12)
 
 
 def test_rows_are_copied_so_reused_buffers_do_not_change_the_score() -> None:
     buffer = torch.randn(6, 3, dtype=torch.float64)
-    expected = vendi_score(buffer, kernel="gaussian", sigma=1.0)
-    metric = VendiScore(kernel="gaussian", sigma=1.0)
+    expected = vendi_score(buffer, kernel="gaussian:sigma=1.0")
+    metric = VendiScore(kernel="gaussian:sigma=1.0")
     metric.update(buffer)
     buffer.zero_()
     assert metric.compute().item() == expected.item()
@@ -278,7 +278,7 @@ def test_metric_collection_computes_each_metric_on_the_same_batches() -> None:
             "cosine": VendiScore(q=[1, 2]),
             "cosine_again": VendiScore(q="inf"),
             "linear": VendiScore(kernel="linear"),
-            "gaussian": VendiScore(kernel="gaussian", sigma=2.0),
+            "gaussian": VendiScore(kernel="gaussian:sigma=2.0"),
         }
     )
     for batch in features.split([10, 20]):
@@ -291,7 +291,7 @@ def test_metric_collection_computes_each_metric_on_the_same_batches() -> None:
     )
     linear = vendi_score(features, kernel="linear").item()
     assert results["linear"].item() == pytest.approx(linear, rel=1e-9)
-    gaussian = vendi_score(features, kernel="gaussian", sigma=2.0).item()
+    gaussian = vendi_score(features, kernel="gaussian:sigma=2.0").item()
     assert results["gaussian"].item() == pytest.approx(gaussian, rel=1e-9)
 
 

@@ -15,9 +15,8 @@ import pytest
 from diversity_callbacks.cli import main
 from diversity_callbacks.cli.errors import ImageReadError, InputError
 from diversity_callbacks.cli.options import ScoreOptions
-from tests.helpers.cli import ROOT, cell_image, save
+from tests.helpers.cli import CELLS, ROOT, cell_image, save
 
-CELLS = ["--embedder", "tests.helpers.cli:cell_pixels", "--workers", "0", "--no-progress"]
 CLI = ROOT / "diversity_callbacks" / "cli"
 
 

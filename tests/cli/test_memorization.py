@@ -11,9 +11,7 @@ import pytest
 from diversity_callbacks.cli import main
 from diversity_callbacks.cli.options import DEFAULT_COPY_THRESHOLD
 from diversity_callbacks.metrics.memorization import DEFAULT_COPY_THRESHOLD as METRIC_DEFAULT
-from tests.helpers.cli import cell_image, save
-
-CELLS = ["--embedder", "tests.helpers.cli:cell_pixels", "--workers", "0", "--no-progress"]
+from tests.helpers.cli import CELLS, copying_run
 
 
 @pytest.fixture(autouse=True)
@@ -21,20 +19,8 @@ def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
 
-def folders(tmp_path: Path) -> tuple[Path, Path]:
-    """16 white-cell training images; a run of 3 copies (cells 2, 5, 9) and 9 red new ones."""
-    train, run = tmp_path / "train", tmp_path / "run"
-    for cell in range(16):
-        save(cell_image(cell), train / f"{cell:02d}.png")
-    for cell in (2, 5, 9):
-        save(cell_image(cell), run / f"copy-{cell:02d}.png")
-    for cell in range(9):
-        save(cell_image(cell, colour=(255, 0, 0)), run / f"new-{cell:02d}.png")
-    return train, run
-
-
 def test_reference_adds_the_copy_rate_and_writes_the_copies_grid(tmp_path: Path):
-    train, run = folders(tmp_path)
+    train, run = copying_run(tmp_path)
     out, plots = tmp_path / "scores.json", tmp_path / "plots"
     args = ["score", str(run), *CELLS, "--reference", str(train), "--json", str(out)]
     assert main([*args, "--plot", str(plots)]) == 0
@@ -46,7 +32,7 @@ def test_reference_adds_the_copy_rate_and_writes_the_copies_grid(tmp_path: Path)
 
 
 def test_copy_threshold_decides_what_counts_as_a_copy(tmp_path: Path):
-    train, run = folders(tmp_path)
+    train, run = copying_run(tmp_path)
     out = tmp_path / "scores.json"
     args = ["score", str(run), *CELLS, "--reference", str(train), "--json", str(out)]
     assert main([*args, "--copy-threshold", "0.5"]) == 0  # red on a white cell: 0.577
@@ -54,7 +40,7 @@ def test_copy_threshold_decides_what_counts_as_a_copy(tmp_path: Path):
 
 
 def test_a_missing_reference_is_named(tmp_path: Path, capsys: pytest.CaptureFixture):
-    _, run = folders(tmp_path)
+    _, run = copying_run(tmp_path)
     assert main(["score", str(run), *CELLS, "--reference", str(tmp_path / "nope")]) == 2
     assert "--reference" in capsys.readouterr().err
 

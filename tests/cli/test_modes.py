@@ -8,9 +8,7 @@ import json
 import pytest
 
 from diversity_callbacks.cli import main
-from tests.helpers.cli import cell_image, save
-
-CELLS = ["--embedder", "tests.helpers.cli:cell_pixels", "--workers", "0", "--no-progress"]
+from tests.helpers.cli import CELLS, cell_image, save
 
 
 def cells(folder, cells_of_images):

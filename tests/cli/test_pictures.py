@@ -15,9 +15,8 @@ from PIL import Image
 
 from diversity_callbacks.cli import main
 from diversity_callbacks.media import render
-from tests.helpers.cli import cell_image, save
+from tests.helpers.cli import CELLS, copying_run, save
 
-CELLS = ["--embedder", "tests.helpers.cli:cell_pixels", "--workers", "0", "--no-progress"]
 TILE = 16 + 2  # the images are 16 pixels, media's padding 2
 GREY = [128] * 3  # media's padding, apart from black and white backgrounds
 
@@ -56,13 +55,7 @@ def test_grid_rows_are_the_first_prompts_and_columns_their_first_images(tmp_path
 
 
 def test_copies_picture_is_media_copies_grid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    train, run = tmp_path / "train", tmp_path / "run"
-    for cell in range(16):
-        save(cell_image(cell), train / f"{cell:02d}.png")
-    for cell in (2, 5, 9):
-        save(cell_image(cell), run / f"copy-{cell:02d}.png")
-    for cell in range(9):
-        save(cell_image(cell, colour=(255, 0, 0)), run / f"new-{cell:02d}.png")
+    train, run = copying_run(tmp_path)
     seen = []
     copies_grid = render.copies_grid
     monkeypatch.setattr(render, "copies_grid", lambda c: seen.append(c) or copies_grid(c))

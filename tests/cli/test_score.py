@@ -19,10 +19,9 @@ from PIL import Image
 from diversity_callbacks import DiversityEvaluator, evaluate_existing
 from diversity_callbacks.cli import main
 from diversity_callbacks.cli.loading import decode_image
-from tests.helpers.cli import PROMPTED, ROOT, cell_image, run_console, save, write_prompted
+from tests.helpers.cli import CELLS, PROMPTED, ROOT, cell_image, run_console, save, write_prompted
 from tests.helpers.trainer import PixelEmbedder
 
-CELLS = ["--embedder", "tests.helpers.cli:cell_pixels", "--workers", "0", "--no-progress"]
 PIXELS = ["--embedder", "tests.helpers.trainer:PixelEmbedder", "--workers", "0", "--no-progress"]
 
 

@@ -80,6 +80,23 @@ def write_prompted(root: Path, layout: str, prompted: dict[str, list[int]] = PRO
     return root
 
 
+CELLS = ["--embedder", "tests.helpers.cli:cell_pixels", "--workers", "0", "--no-progress"]
+"""Options that score runs of :func:`cell_image` files by their pixels, in this process."""
+
+
+def copying_run(root: Path) -> tuple[Path, Path]:
+    """16 white-cell training images and a run of 3 copies of them (cells 2, 5, 9) beside 9 red
+    new images: ``(training folder, run folder)``."""
+    train, run = root / "train", root / "run"
+    for cell in range(16):
+        save(cell_image(cell), train / f"{cell:02d}.png")
+    for cell in (2, 5, 9):
+        save(cell_image(cell), run / f"copy-{cell:02d}.png")
+    for cell in range(9):
+        save(cell_image(cell, colour=(255, 0, 0)), run / f"new-{cell:02d}.png")
+    return train, run
+
+
 def run_console(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
     """Run the installed ``diversity-callbacks`` console script from the repository root."""
     script = Path(sys.executable).parent / "diversity-callbacks"

@@ -9,7 +9,14 @@ import torch
 from torch import Tensor
 from torchmetrics.utilities import dim_zero_cat
 
-from diversity_callbacks.functional.kernels import KernelArgument, as_kernel
+from diversity_callbacks.functional.kernels import (
+    ROW_BLOCK,
+    KernelArgument,
+    as_kernel,
+    empty_float64,
+    normalize_rows,
+    second_moment,
+)
 from diversity_callbacks.functional.spectrum import (
     Order,
     check_tolerance,
@@ -21,10 +28,10 @@ from diversity_callbacks.functional.vendi import (
     _vendi_compute,
     _vendi_update,
 )
-from diversity_callbacks.metrics.base import Dims, LazilySizedMetric, unsized_moment
+from diversity_callbacks.metrics.base import Dims, HoldsRowsBack, unsized_moment
 
 
-class VendiScore(LazilySizedMetric):
+class VendiScore(HoldsRowsBack):
     """Vendi score ``exp(H_q)`` of the eigenvalues of ``K / n`` over all samples seen.
 
     Two ways to hold the samples, chosen by the kernel:
@@ -32,7 +39,10 @@ class VendiScore(LazilySizedMetric):
     - kernels with an explicit feature map (``"cosine"``, ``"linear"``, ``"gaussian"`` with
       ``num_features``, or a ``feature_map``) keep the float64 D x D second moment
       ``sum phi(x) phi(x)^T`` and a count: exact for every order, state size independent of the
-      number of samples, summed across ranks;
+      number of samples, summed across ranks; on the CPU, up to
+      :data:`~diversity_callbacks.functional.kernels.ROW_BLOCK` rows of kernel features are
+      held back and added in one rank-k update (batches of 1024 are too few rows for BLAS to
+      run at speed), before anything reads the states;
     - the exact ``"gaussian"`` kernel and kernel callables keep every row (float64, gathered
       across ranks) and build the n x n kernel in ``compute``.
 
@@ -85,6 +95,8 @@ class VendiScore(LazilySizedMetric):
         check_tolerance(tolerance)
         self.tolerance = tolerance
         self.streams_moments = self.kernel.feature_map is not None
+        self._held_rows: Tensor | None = None  # (ROW_BLOCK, D) kernel features held back
+        self._held = 0  # how many of its rows hold samples
         if self.streams_moments:
             self.add_state("second_moment", default=unsized_moment(), dist_reduce_fx="sum")
             # A feature map hides the input dimension (random features map any d to 2m), so it
@@ -109,9 +121,44 @@ class VendiScore(LazilySizedMetric):
             moment = _vendi_update(features, self.kernel)
             self._allocate((features.shape[1], moment.shape[0]))
             self.second_moment.copy_(moment)
+        elif self.device.type == "cpu" and features.shape[0] < ROW_BLOCK:
+            self._hold(features)
         else:
             _vendi_update(features, self.kernel, self.second_moment)
         self.num_samples += features.shape[0]
+
+    def _hold(self, features: Tensor) -> None:
+        """Write the batch's kernel features into the held-back rows, adding them when full.
+
+        Only on the CPU, where the moment is a SYRK: it runs 35% slower on 1024-row blocks than
+        on 8192-row ones (docs/performance.md, "Cosine Vendi at large n").
+        """
+        rows, dim = features.shape[0], self.second_moment.shape[0]
+        if self._held + rows > ROW_BLOCK:
+            self._flush()
+        if self._held_rows is None or self._held_rows.shape[1] != dim:
+            self._held_rows = empty_float64((ROW_BLOCK, dim), self.device)
+        slot = self._held_rows[self._held : self._held + rows]
+        if self.kernel.feature_map is normalize_rows:
+            normalize_rows(features, out=slot)  # straight into the buffer: no copy
+        else:
+            phi = self.kernel.features(features)
+            if phi.shape[1] != dim:
+                raise ValueError(
+                    f"`features` map to {phi.shape[1]} kernel features, but the moment they are "
+                    f"added to holds {dim}: every update must use the same embedder and kernel"
+                )
+            slot.copy_(phi)
+        self._held += rows
+
+    def _flush(self) -> None:
+        """Add the held-back rows' second moment to the state."""
+        if self._held:
+            second_moment(self._held_rows[: self._held], out=self.second_moment)
+            self._held = 0
+
+    def _drop_held(self) -> None:
+        self._held = 0
 
     def compute(self) -> Tensor | dict[str, Tensor]:
         """Vendi score of every sample seen on every rank (a collective: call it on all ranks)."""

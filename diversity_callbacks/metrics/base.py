@@ -178,7 +178,7 @@ class HoldsRowsBack(LazilySizedMetric):
     """A metric that holds rows back from its states, to add them in blocks big enough for
     BLAS to run at speed: every way the states leave the metric (``sync``, also inside
     ``compute``; ``forward``; ``merge_state``; ``state_dict``; a move to another device) first
-    adds them, and ``reset`` drops them.
+    adds them, and ``reset`` and ``load_state_dict`` drop them.
 
     Subclasses implement :meth:`_flush` (add the held-back rows to the states) and
     :meth:`_drop_held` (forget them).
@@ -216,6 +216,10 @@ class HoldsRowsBack(LazilySizedMetric):
         """Forget every sample, the held-back ones too."""
         self._drop_held()
         super().reset()
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self._drop_held()  # the loaded states replace the ones the held-back rows belonged to
+        super()._load_from_state_dict(*args, **kwargs)
 
     def _apply(self, fn: Callable, exclude_state: Sequence[str] = ()) -> Module:
         self._flush()

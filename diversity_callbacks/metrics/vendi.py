@@ -30,6 +30,14 @@ from diversity_callbacks.functional.vendi import (
 )
 from diversity_callbacks.metrics.base import Dims, HoldsRowsBack, unsized_moment
 
+# Bytes of kernel features a CPU VendiScore holds back at most: ROW_BLOCK rows at D = 512.
+_HELD_BYTES = 32 * 2**20
+
+
+def _rows_held_for(dim: int) -> int:
+    """How many rows of ``dim`` float64 kernel features are held back: up to ROW_BLOCK."""
+    return max(1, min(ROW_BLOCK, _HELD_BYTES // (8 * dim)))
+
 
 class VendiScore(HoldsRowsBack):
     """Vendi score ``exp(H_q)`` of the eigenvalues of ``K / n`` over all samples seen.
@@ -39,10 +47,11 @@ class VendiScore(HoldsRowsBack):
     - kernels with an explicit feature map (``"cosine"``, ``"linear"``, ``"gaussian"`` with
       ``num_features``, or a ``feature_map``) keep the float64 D x D second moment
       ``sum phi(x) phi(x)^T`` and a count: exact for every order, state size independent of the
-      number of samples, summed across ranks; on the CPU, up to
-      :data:`~diversity_callbacks.functional.kernels.ROW_BLOCK` rows of kernel features are
-      held back and added in one rank-k update (batches of 1024 are too few rows for BLAS to
-      run at speed), before anything reads the states;
+      number of samples, summed across ranks. On the CPU, batches' kernel features are held
+      back, up to :data:`~diversity_callbacks.functional.kernels.ROW_BLOCK` rows and 32 MiB, and
+      added in one rank-k update (on 1024-row batches BLAS runs 15% slower): ``compute``,
+      ``sync``, ``state_dict``, ``merge_state``, ``forward`` and a move to another device add
+      them first, but ``second_moment`` read between updates lacks them;
     - the exact ``"gaussian"`` kernel and kernel callables keep every row (float64, gathered
       across ranks) and build the n x n kernel in ``compute``.
 
@@ -95,7 +104,7 @@ class VendiScore(HoldsRowsBack):
         check_tolerance(tolerance)
         self.tolerance = tolerance
         self.streams_moments = self.kernel.feature_map is not None
-        self._held_rows: Tensor | None = None  # (ROW_BLOCK, D) kernel features held back
+        self._held_rows: Tensor | None = None  # (_rows_held_for(D), D) kernel features held back
         self._held = 0  # how many of its rows hold samples
         if self.streams_moments:
             self.add_state("second_moment", default=unsized_moment(), dist_reduce_fx="sum")
@@ -117,27 +126,37 @@ class VendiScore(HoldsRowsBack):
         features = features.to(self.device)
         if not self.streams_moments:
             self.rows.append(_vendi_update(features, self.kernel))
+        elif self._holds_back(features, dims):
+            self._hold(features, dims)
         elif dims is None:
             moment = _vendi_update(features, self.kernel)
             self._allocate((features.shape[1], moment.shape[0]))
             self.second_moment.copy_(moment)
-        elif self.device.type == "cpu" and features.shape[0] < ROW_BLOCK:
-            self._hold(features)
         else:
             _vendi_update(features, self.kernel, self.second_moment)
         self.num_samples += features.shape[0]
 
-    def _hold(self, features: Tensor) -> None:
-        """Write the batch's kernel features into the held-back rows, adding them when full.
+    def _holds_back(self, features: Tensor, dims: Dims | None) -> bool:
+        """Whether the batch's kernel features go to the held-back rows: on the CPU only, where
+        the moment is a SYRK, which runs 15% slower on 1024-row blocks than on 8192-row ones
+        (measured at D = 512, one thread); for a batch that fits them; and for a feature map other
+        than cosine (whose D is the input's) only once the first batch has told D."""
+        if self.device.type != "cpu" or (
+            dims is None and self.kernel.feature_map is not normalize_rows
+        ):
+            return False
+        return features.shape[0] <= _rows_held_for(features.shape[1] if dims is None else dims[1])
 
-        Only on the CPU, where the moment is a SYRK: it runs 35% slower on 1024-row blocks than
-        on 8192-row ones (docs/performance.md, "Cosine Vendi at large n").
-        """
-        rows, dim = features.shape[0], self.second_moment.shape[0]
-        if self._held + rows > ROW_BLOCK:
+    def _hold(self, features: Tensor, dims: Dims | None) -> None:
+        """Write the batch's kernel features into the held-back rows, adding these first when
+        the batch would not fit; the states are allocated (cosine's first batch) once it is."""
+        rows = features.shape[0]
+        dim = features.shape[1] if dims is None else dims[1]
+        capacity = _rows_held_for(dim)
+        if self._held + rows > capacity:
             self._flush()
-        if self._held_rows is None or self._held_rows.shape[1] != dim:
-            self._held_rows = empty_float64((ROW_BLOCK, dim), self.device)
+        if self._held_rows is None or self._held_rows.shape != (capacity, dim):
+            self._held_rows = empty_float64((capacity, dim), self.device)
         slot = self._held_rows[self._held : self._held + rows]
         if self.kernel.feature_map is normalize_rows:
             normalize_rows(features, out=slot)  # straight into the buffer: no copy
@@ -149,6 +168,8 @@ class VendiScore(HoldsRowsBack):
                     f"added to holds {dim}: every update must use the same embedder and kernel"
                 )
             slot.copy_(phi)
+        if dims is None:
+            self._allocate((dim, dim))
         self._held += rows
 
     def _flush(self) -> None:

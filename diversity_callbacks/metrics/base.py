@@ -174,6 +174,58 @@ class LazilySizedMetric(Metric):
         super()._reduce_states(incoming_state)
 
 
+class HoldsRowsBack(LazilySizedMetric):
+    """A metric that holds rows back from its states, to add them in blocks big enough for
+    BLAS to run at speed: every way the states leave the metric (``sync``, also inside
+    ``compute``; ``forward``; ``merge_state``; ``state_dict``; a move to another device) first
+    adds them, and ``reset`` and ``load_state_dict`` drop them.
+
+    Subclasses implement :meth:`_flush` (add the held-back rows to the states) and
+    :meth:`_drop_held` (forget them).
+    """
+
+    def _flush(self) -> None:
+        raise NotImplementedError
+
+    def _drop_held(self) -> None:
+        raise NotImplementedError
+
+    def sync(self, *args: Any, **kwargs: Any) -> None:
+        """torchmetrics' ``sync`` (also inside ``compute``), the held-back rows added first."""
+        self._flush()
+        super().sync(*args, **kwargs)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Score of this batch alone; its samples are also added to the states."""
+        self._flush()  # forward sets the states aside and resets: held-back rows would be lost
+        return super().forward(*args, **kwargs)
+
+    def merge_state(self, incoming_state: dict[str, Any] | Metric) -> None:
+        """Add another metric's states (or a dict of states) to this one's."""
+        if isinstance(incoming_state, HoldsRowsBack):
+            incoming_state._flush()
+        self._flush()
+        super().merge_state(incoming_state)
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> Any:
+        """The module's state dict, the held-back rows added to the states first."""
+        self._flush()
+        return super().state_dict(*args, **kwargs)
+
+    def reset(self) -> None:
+        """Forget every sample, the held-back ones too."""
+        self._drop_held()
+        super().reset()
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self._drop_held()  # the loaded states replace the ones the held-back rows belonged to
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def _apply(self, fn: Callable, exclude_state: Sequence[str] = ()) -> Module:
+        self._flush()
+        return super()._apply(fn, exclude_state=exclude_state)
+
+
 def _describe(settings: Mapping[str, Any]) -> str:
     """``kernel='gaussian', sigma=3.0`` for a message."""
     return ", ".join(f"{name}={value!r}" for name, value in settings.items()) or "no settings"

@@ -23,8 +23,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import Tensor
-from torch.nn import Module
-from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 from torchmetrics.utilities.distributed import gather_all_tensors
 
@@ -39,7 +37,7 @@ from diversity_callbacks.functional.conditional_vendi import (
 )
 from diversity_callbacks.functional.kernels import KernelArgument, second_moment
 from diversity_callbacks.functional.spectrum import Order, check_tolerance, parse_orders
-from diversity_callbacks.metrics.base import Dims, LazilySizedMetric, unsized_moment
+from diversity_callbacks.metrics.base import Dims, HoldsRowsBack, unsized_moment
 from diversity_callbacks.utilities.checks import check_features
 
 _LABELS = 0
@@ -51,46 +49,7 @@ PENDING_LABELLED_ROWS = 8192
 block is read and written whole); 8192 give about 160. Bounded (8192 x D floats), whatever n."""
 
 
-class _HoldsRowsBack(LazilySizedMetric):
-    """A metric that holds rows back from its states (:meth:`_flush` adds them): every way the
-    states leave the metric, or are replaced, first adds them."""
-
-    def _flush(self) -> None:
-        raise NotImplementedError
-
-    def sync(self, *args: Any, **kwargs: Any) -> None:
-        """torchmetrics' ``sync`` (also inside ``compute``), the held-back rows added first."""
-        self._flush()
-        super().sync(*args, **kwargs)
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        """Score of this batch alone; its samples are also added to the states."""
-        self._flush()  # forward sets the states aside and resets: held-back rows would be lost
-        return super().forward(*args, **kwargs)
-
-    def merge_state(self, incoming_state: dict[str, Any] | Metric) -> None:
-        """Add another metric's states (or a dict of states) to this one's."""
-        if isinstance(incoming_state, _HoldsRowsBack):
-            incoming_state._flush()
-        self._flush()
-        super().merge_state(incoming_state)
-
-    def state_dict(self, *args: Any, **kwargs: Any) -> Any:
-        """The module's state dict, the held-back rows added to the states first."""
-        self._flush()
-        return super().state_dict(*args, **kwargs)
-
-    def reset(self) -> None:
-        """Forget every sample, the held-back ones too."""
-        self._pending = []
-        super().reset()
-
-    def _apply(self, fn: Callable, exclude_state: Sequence[str] = ()) -> Module:
-        self._flush()
-        return super()._apply(fn, exclude_state=exclude_state)
-
-
-class _PairedVendiMetric(_HoldsRowsBack):
+class _PairedVendiMetric(HoldsRowsBack):
     """Samples and their conditions, scored together by a functional form."""
 
     is_differentiable = False
@@ -216,6 +175,9 @@ class _PairedVendiMetric(_HoldsRowsBack):
             phi, labels = (torch.cat(part) for part in zip(*self._pending, strict=True))
             self._pending = []
             _add_label_moments(self.joint_moment, phi, labels)
+
+    def _drop_held(self) -> None:
+        self._pending = []
 
     def compute(self) -> Tensor | dict[str, Tensor]:
         """The score over every rank's samples (a collective: call it on all ranks)."""

@@ -53,6 +53,45 @@ def test_scores_do_not_depend_on_batch_split_or_row_order(kernel: str) -> None:
     assert_scores_close(reordered, whole)
 
 
+@pytest.mark.parametrize("kernel", ["cosine", "random_features"])
+def test_rows_held_back_past_a_full_block_are_added_once_and_reset_drops_them(kernel: str) -> None:
+    # 9,000 rows in batches of 1,000 fill the 8,192 held-back rows and start a second block.
+    features = torch.randn(9000, 4, dtype=torch.float64)
+    metric = feed(VendiScore(q=ORDERS, **KERNELS[kernel]), features, [1000] * 9)
+    expected = vendi_score(features, q=ORDERS, **KERNELS[kernel])
+    assert_scores_close(metric.compute(), expected, rel=1e-12)
+    assert int(metric.num_samples) == 9000
+    metric.update(features[:1000])  # held back, then dropped by reset
+    metric.reset()
+    feed(metric, features[:3000], [1000] * 3)
+    assert_scores_close(metric.compute(), vendi_score(features[:3000], q=ORDERS, **KERNELS[kernel]))
+
+
+@pytest.mark.filterwarnings("ignore:The ``compute`` method of metric VendiScore was called before")
+def test_state_dict_adds_the_rows_held_back_and_load_state_dict_drops_them() -> None:
+    features = torch.randn(30, 4, dtype=torch.float64)
+    metric = feed(VendiScore(q=ORDERS), features, [10, 20])  # cosine holds from the first batch
+    metric.persistent(True)
+    saved = metric.state_dict()
+    assert saved["second_moment"].shape == (4, 4) and int(saved["num_samples"]) == 30
+    assert torch.trace(saved["second_moment"]).item() == pytest.approx(30.0, rel=1e-12)
+    restored = VendiScore(q=ORDERS)
+    restored.persistent(True)
+    restored.update(torch.randn(5, 4))  # held back, then replaced by the loaded states
+    restored.load_state_dict(saved)
+    assert_scores_close(restored.compute(), vendi_score(features, q=ORDERS), rel=1e-12)
+
+
+def test_a_first_batch_with_a_zero_row_leaves_the_metric_empty() -> None:
+    metric = VendiScore()
+    with pytest.raises(ValueError, match="nonzero norm"):
+        metric.update(torch.zeros(3, 4))
+    assert metric.second_moment.shape == (0, 0) and int(metric.num_samples) == 0
+    features = torch.randn(6, 5)
+    assert metric.update(features) is None
+    assert metric.compute().item() == pytest.approx(vendi_score(features).item(), rel=1e-12)
+
+
 def test_compute_returns_a_float64_tensor_or_a_dict_of_orders() -> None:
     single = feed(VendiScore(q=2), torch.randn(8, 3), [8]).compute()
     assert isinstance(single, torch.Tensor) and single.dtype == torch.float64 and single.ndim == 0

@@ -209,3 +209,19 @@ def test_an_excluded_row_is_never_its_own_neighbour_even_among_duplicates():
     assert found.indices[:, 0].tolist()[:3] == [5, 9, 5]  # the lowest other duplicate
     assert float(found.distances[:3, 0].max()) < 1e-6  # float32 rows normalised again
     assert int(found.indices[3, 0]) != 2
+
+
+def test_the_search_runs_at_full_float32_precision_and_restores_the_setting():
+    generator = torch.Generator().manual_seed(8)
+    reference = unit_rows(torch.randn(200, 16, generator=generator), "reference")
+    samples = torch.randn(9, 16, generator=generator)
+    exact = nearest_neighbours(samples, reference, 5)
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    try:
+        found = nearest_neighbours(samples, reference, 5)
+        assert torch.get_float32_matmul_precision() == "high"
+    finally:
+        torch.set_float32_matmul_precision(previous)
+    assert torch.equal(found.indices, exact.indices)
+    assert torch.equal(found.similarities, exact.similarities)

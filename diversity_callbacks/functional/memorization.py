@@ -222,11 +222,11 @@ class _Search:
         queries = queries[start : start + self.block.shape[0]]
         if exclude is not None:
             exclude = exclude[start : start + self.block.shape[0]].to(queries.device)
-        rows, columns = self._candidates(queries, exclude)
+        valid, columns = self._candidates(queries, exclude)
         similarities, distances = _pair_values(queries, self.reference, columns)
         # Padding slots rank last; a stable sort of candidates kept in column order gives
         # tied rows the lower index first.
-        similarities.masked_fill_(~rows, float("-inf"))
+        similarities.masked_fill_(~valid, float("-inf"))
         order = similarities.argsort(dim=1, descending=True, stable=True)[:, : self.k]
         return similarities.gather(1, order), distances.gather(1, order), columns.gather(1, order)
 
@@ -250,10 +250,10 @@ class _Search:
         row, columns = row[:, None].expand_as(hits)[hits], columns[hits]
         counts = torch.bincount(row, minlength=n)
         slot = torch.arange(row.shape[0], device=row.device) - (counts.cumsum(0) - counts)[row]
-        width = int(counts.max())
-        padded = columns.new_zeros((n, width))
+        longest = int(counts.max())
+        padded = columns.new_zeros((n, longest))
         padded[row, slot] = columns
-        valid = torch.zeros((n, width), dtype=torch.bool, device=row.device)
+        valid = torch.zeros((n, longest), dtype=torch.bool, device=row.device)
         valid[row, slot] = True
         return valid, padded
 

@@ -166,3 +166,62 @@ def test_a_100k_reference_is_searched_in_chunk_times_m_memory():
     grown, rows = map(int, done.stdout.split())
     assert rows == 1_000
     assert grown < 250 * 2**20, f"peak grew by {grown / 2**20:.0f} MiB"
+
+
+def _float64_search(samples: torch.Tensor, reference: torch.Tensor, k: int) -> torch.Tensor:
+    """Every pair's float64 cosine, one reduction per pair (duplicate rows tie exactly), and
+    the ``k`` largest per sample, ties to the lower row."""
+    full = (_unit(samples)[:, None, :] * reference.to(torch.float64)[None]).sum(dim=2)
+    return full.clamp(-1.0, 1.0).argsort(dim=1, descending=True, stable=True)[:, :k]
+
+
+@pytest.mark.parametrize("k", [1, 7, 50])
+def test_near_ties_and_duplicates_within_float32_error_are_ranked_in_float64(k: int):
+    # 120 variants of one row, a few float32 ulps apart (float64 cosines ~1e-10 apart, below
+    # the float32 search's ~1e-7 rounding), some of them exact duplicates, among 600 others:
+    # the k-th nearest falls inside the group of near-ties.
+    generator = torch.Generator().manual_seed(4)
+    base = unit_rows(torch.randn(1, 64, generator=generator), "base")
+    variants = base.repeat(120, 1)
+    for row in range(0, 120, 2):  # odd rows stay exact duplicates of the base
+        columns = torch.randint(64, (3,), generator=generator)
+        steps = torch.where(torch.rand(3, generator=generator) < 0.5, -1.0, 1.0).mul(9.0)
+        variants[row, columns] = torch.nextafter(variants[row, columns], steps)
+    others = unit_rows(torch.randn(600, 64, generator=generator), "others")
+    reference = torch.cat([others[:300], variants, others[300:]])
+    samples = base.repeat(6, 1) + 1e-3 * torch.randn(6, 64, generator=generator)
+    samples[0] = base[0]
+    found = nearest_neighbours(samples, reference, k, chunk_size=4)
+    expected = _float64_search(samples, reference, k)
+    assert torch.equal(found.indices, expected)
+    full = (_unit(samples)[:, None, :] * reference.to(torch.float64)[None]).sum(dim=2)
+    torch.testing.assert_close(
+        found.similarities, full.clamp(-1, 1).gather(1, expected), atol=1e-15, rtol=0
+    )
+
+
+def test_an_excluded_row_is_never_its_own_neighbour_even_among_duplicates():
+    generator = torch.Generator().manual_seed(6)
+    reference = unit_rows(torch.randn(40, 8, generator=generator), "reference")
+    reference[[5, 17, 30]] = reference[9].clone()
+    rows = torch.tensor([9, 5, 30, 2])
+    found = nearest_neighbours(reference[rows], reference, 1, exclude=rows)
+    assert found.indices[:, 0].tolist()[:3] == [5, 9, 5]  # the lowest other duplicate
+    assert float(found.distances[:3, 0].max()) < 1e-6  # float32 rows normalised again
+    assert int(found.indices[3, 0]) != 2
+
+
+def test_the_search_runs_at_full_float32_precision_and_restores_the_setting():
+    generator = torch.Generator().manual_seed(8)
+    reference = unit_rows(torch.randn(200, 16, generator=generator), "reference")
+    samples = torch.randn(9, 16, generator=generator)
+    exact = nearest_neighbours(samples, reference, 5)
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    try:
+        found = nearest_neighbours(samples, reference, 5)
+        assert torch.get_float32_matmul_precision() == "high"
+    finally:
+        torch.set_float32_matmul_precision(previous)
+    assert torch.equal(found.indices, exact.indices)
+    assert torch.equal(found.similarities, exact.similarities)

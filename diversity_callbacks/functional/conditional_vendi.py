@@ -358,12 +358,19 @@ class PairedKernels:
         image_frequencies, condition_frequencies = _pair_frequencies(
             x.shape[1], t.shape[1], self.num_features, self.seed, self.scales, x.device
         )
-        phases = x.to(torch.float64) @ image_frequencies
+        x = x.to(torch.float64)
         condition_phases = distinct @ condition_frequencies
-        image = fourier_features(phases) if need_image else None
         condition = fourier_features(condition_phases).mul_(counts.sqrt_()[:, None])
-        joint = fourier_features(phases.add_(condition_phases[inverse]))
-        return PairedFeatures(image, condition, joint)
+        gathered = condition_phases[inverse]
+        if need_image:
+            phases = x @ image_frequencies
+            return PairedFeatures(
+                fourier_features(phases), condition, fourier_features(phases.add_(gathered))
+            )
+        # the joint's phases in one GEMM that adds the projection to the gathered ones (beta 1)
+        return PairedFeatures(
+            None, condition, fourier_features(gathered.addmm_(x, image_frequencies))
+        )
 
 
 def distinct_rows(rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -37,7 +37,7 @@ from diversity_callbacks.functional.conditional_vendi import (
     paired_scores,
     unpack_kernel,
 )
-from diversity_callbacks.functional.kernels import KernelArgument, second_moment
+from diversity_callbacks.functional.kernels import KernelArgument, ScratchBuffers, second_moment
 from diversity_callbacks.functional.spectrum import Order, check_tolerance, parse_orders
 from diversity_callbacks.metrics.base import Dims, LazilySizedMetric, unsized_moment
 from diversity_callbacks.utilities.checks import check_features
@@ -138,6 +138,7 @@ class _PairedVendiMetric(_HoldsRowsBack):
         self.streams_moments = num_features is not None
         self._classes = 0  # labels that zero states get while a sync or merge grows them
         self._pending: list[tuple[Tensor, Tensor]] = []  # labelled rows held back
+        self._scratch = ScratchBuffers()  # each batch's temporaries, reused by the next
         if self.streams_moments:
             self._add_moment_states()
         else:
@@ -203,12 +204,14 @@ class _PairedVendiMetric(_HoldsRowsBack):
             if sum(rows.shape[0] for rows, _ in self._pending) >= PENDING_LABELLED_ROWS:
                 self._flush()
         else:
-            paired = kernels.features(features, conditions, need_image=self._needs_image)
+            paired = kernels.features(
+                features, conditions, need_image=self._needs_image, scratch=self._scratch
+            )
             phi = paired.image
             second_moment(paired.condition, out=self.condition_moment)
-            second_moment(paired.joint, out=self.joint_moment)
+            second_moment(paired.joint, out=self.joint_moment, scratch=self._scratch)
         if self._needs_image:
-            second_moment(phi, out=self.image_moment)
+            second_moment(phi, out=self.image_moment, scratch=self._scratch)
 
     def _flush(self) -> None:
         """Add the labelled rows held back to their labels' blocks of the joint moment."""

@@ -195,6 +195,7 @@ def second_moment(
     *,
     alpha: float = 1.0,
     scratch: ScratchBuffers = FRESH,
+    overwrite: bool = False,
 ) -> Tensor:
     """``phi^T phi`` of (N, D) features, or ``out + alpha phi^T phi`` written into ``out``.
 
@@ -213,6 +214,8 @@ def second_moment(
         out: (D, D) symmetric tensor to add to in place; a new one when omitted.
         alpha: factor of the product (``-1`` subtracts it).
         scratch: where NumPy writes the product before it is added to ``out`` (CPU, float64).
+        overwrite: write ``alpha phi^T phi`` into ``out`` instead of adding it (``out``'s
+            values are ignored, as a zero block's need not be read).
 
     Returns:
         ``out``, or the new (D, D) tensor.
@@ -224,16 +227,10 @@ def second_moment(
                 [26., 35.]], dtype=torch.float64)
     """
     if phi.device.type == "cpu" and phi.dtype == torch.float64:
-        if out is not None and phi.shape[0] <= _GEMM_ROWS:
-            return out.addmm_(phi.T, phi, alpha=alpha)
-        dim = phi.shape[1]
-        product = _numpy_syrk(phi, None if out is None else scratch.get("moment", dim, dim, "cpu"))
-        if out is None:
-            return product if alpha == 1 else product.mul_(alpha)
-        return out.add_(product, alpha=alpha)
+        return _cpu_moment(phi, out, alpha, scratch, overwrite)
     dim = phi.shape[1]
-    if out is None:
-        out = phi.new_zeros(dim, dim)
+    if out is None or overwrite:
+        out = phi.new_zeros(dim, dim) if out is None else out.zero_()
     blocks = min(8, dim // _MOMENT_BLOCK)
     if blocks < 2:
         return out.addmm_(phi.T, phi, alpha=alpha)
@@ -247,6 +244,21 @@ def second_moment(
             if left != top:
                 out[left:right, top:bottom].copy_(block.T)
     return out
+
+
+def _cpu_moment(
+    phi: Tensor, out: Tensor | None, alpha: float, scratch: ScratchBuffers, overwrite: bool
+) -> Tensor:
+    """:func:`second_moment` of CPU float64 features."""
+    if out is not None and phi.shape[0] <= _GEMM_ROWS:
+        return out.addmm_(phi.T, phi, beta=0 if overwrite else 1, alpha=alpha)
+    dim = phi.shape[1]
+    if overwrite and out is not None and out.is_contiguous():  # NumPy writes it itself
+        return _numpy_syrk(phi, out) if alpha == 1 else _numpy_syrk(phi, out).mul_(alpha)
+    product = _numpy_syrk(phi, None if out is None else scratch.get("moment", dim, dim, "cpu"))
+    if out is None:
+        return product if alpha == 1 else product.mul_(alpha)
+    return out.copy_(product).mul_(alpha) if overwrite else out.add_(product, alpha=alpha)
 
 
 def _numpy_syrk(phi: Tensor, out: Tensor | None = None) -> Tensor:

@@ -36,9 +36,11 @@ import torch
 from torch import Tensor
 
 from diversity_callbacks.functional.kernels import (
+    FRESH,
     Kernel,
     KernelArgument,
     ResolvedKernel,
+    ScratchBuffers,
     fourier_features,
     random_fourier_frequencies,
     second_moment,
@@ -333,10 +335,18 @@ class PairedKernels:
     num_features: int | None
     seed: int
 
-    def features(self, features: Tensor, conditions: Tensor, *, need_image: bool) -> PairedFeatures:
-        """The streaming path's features of ``(N, D)`` samples and ``(N, D')`` conditions."""
+    def features(
+        self,
+        features: Tensor,
+        conditions: Tensor,
+        *,
+        need_image: bool,
+        scratch: ScratchBuffers = FRESH,
+    ) -> PairedFeatures:
+        """The streaming path's features of ``(N, D)`` samples and ``(N, D')`` conditions; with
+        a kept ``scratch`` the Gaussian pair's may live in its buffers (until its next use)."""
         if self.scales is not None:
-            return self._gaussian_pair(features, conditions, need_image)
+            return self._gaussian_pair(features, conditions, need_image, scratch)
         phi = self.image.features(features)
         psi = self.condition.features(conditions, "condition_features")
         size = phi.shape[1] * psi.shape[1]
@@ -351,31 +361,46 @@ class PairedKernels:
         joint = (phi.unsqueeze(2) * psi.unsqueeze(1)).reshape(phi.shape[0], size)
         return PairedFeatures(phi if need_image else None, psi, joint)
 
-    def _gaussian_pair(self, x: Tensor, t: Tensor, need_image: bool) -> PairedFeatures:
+    def _gaussian_pair(
+        self, x: Tensor, t: Tensor, need_image: bool, scratch: ScratchBuffers
+    ) -> PairedFeatures:
         """One projection of the samples and one of the distinct conditions (prompts repeat
         over seeds) give all three feature maps: the joint's phases are their sum."""
-        distinct, inverse, counts = distinct_rows(t.to(torch.float64))
+        distinct, inverse, counts = distinct_rows(scratch.float64("conditions", t), scratch)
         image_frequencies, condition_frequencies = _pair_frequencies(
             x.shape[1], t.shape[1], self.num_features, self.seed, self.scales, x.device
         )
-        phases = x.to(torch.float64) @ image_frequencies
+        x = scratch.float64("features", x)
         condition_phases = distinct @ condition_frequencies
-        image = fourier_features(phases) if need_image else None
         condition = fourier_features(condition_phases).mul_(counts.sqrt_()[:, None])
-        joint = fourier_features(phases.add_(condition_phases[inverse]))
+        rows, size = x.shape[0], 2 * self.num_features
+        phases = scratch.get("phases", rows, self.num_features, x.device)
+        torch.index_select(condition_phases, 0, inverse, out=phases)
+        image = None
+        if need_image:
+            image_phases = torch.mm(
+                x, image_frequencies, out=scratch.get("x_phases", *phases.shape, x.device)
+            )
+            image = fourier_features(image_phases, scratch.get("image", rows, size, x.device))
+            phases.add_(image_phases)
+        else:  # the joint's phases in one GEMM that adds the projection to the gathered ones
+            phases.addmm_(x, image_frequencies)
+        joint = fourier_features(phases, scratch.get("joint", rows, size, x.device))
         return PairedFeatures(image, condition, joint)
 
 
-def distinct_rows(rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def distinct_rows(rows: Tensor, scratch: ScratchBuffers = FRESH) -> tuple[Tensor, Tensor, Tensor]:
     """The distinct rows of a float64 matrix, each row's index among them, and their float64
     counts; as ``torch.unique(rows, dim=0)`` but grouped by one random projection of the rows
-    (then checked row by row), which is several times faster than a row-wise sort."""
+    (then checked row by row, in ``scratch``), several times faster than a row-wise sort."""
     direction = torch.randn(
         rows.shape[1], 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64
     ).to(rows.device)
     _, first, inverse, counts = unique_with_first(rows @ direction)
     distinct = rows[first]
-    if not torch.equal(distinct[inverse], rows):  # two rows projected alike: sort them instead
+    gathered = scratch.get("distinct_rows", *rows.shape, rows.device)
+    if not torch.equal(torch.index_select(distinct, 0, inverse, out=gathered), rows):
+        # two rows projected alike: sort them instead
         distinct, inverse, counts = torch.unique(
             rows, dim=0, return_inverse=True, return_counts=True
         )

@@ -181,8 +181,12 @@ class HoldsRowsBack(LazilySizedMetric):
     adds them, and ``reset`` and ``load_state_dict`` drop them.
 
     Subclasses implement :meth:`_flush` (add the held-back rows to the states) and
-    :meth:`_drop_held` (forget them).
+    :meth:`_drop_held` (forget them). One whose ``compute`` reads the held-back rows itself
+    sets ``computes_from_held_rows``: a ``sync`` that will not gather (one process) then leaves
+    them where they are.
     """
+
+    computes_from_held_rows = False
 
     def _flush(self) -> None:
         raise NotImplementedError
@@ -190,10 +194,21 @@ class HoldsRowsBack(LazilySizedMetric):
     def _drop_held(self) -> None:
         raise NotImplementedError
 
-    def sync(self, *args: Any, **kwargs: Any) -> None:
-        """torchmetrics' ``sync`` (also inside ``compute``), the held-back rows added first."""
-        self._flush()
-        super().sync(*args, **kwargs)
+    def sync(
+        self,
+        dist_sync_fn: Callable | None = None,
+        process_group: Any = None,
+        should_sync: bool = True,
+        distributed_available: Callable | None = None,
+    ) -> None:
+        """torchmetrics' ``sync`` (also inside ``compute``), the held-back rows added first
+        (only when it will gather, torchmetrics' test, if ``computes_from_held_rows``)."""
+        available = distributed_available or self.distributed_available_fn
+        if not self.computes_from_held_rows or (
+            should_sync and callable(available) and available()
+        ):
+            self._flush()
+        super().sync(dist_sync_fn, process_group, should_sync, distributed_available)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """Score of this batch alone; its samples are also added to the states."""

@@ -35,7 +35,7 @@ from diversity_callbacks.functional.conditional_vendi import (
     paired_scores,
     unpack_kernel,
 )
-from diversity_callbacks.functional.kernels import KernelArgument, second_moment
+from diversity_callbacks.functional.kernels import KernelArgument, ScratchBuffers, second_moment
 from diversity_callbacks.functional.spectrum import Order, check_tolerance, parse_orders
 from diversity_callbacks.metrics.base import Dims, HoldsRowsBack, unsized_moment
 from diversity_callbacks.utilities.checks import check_features
@@ -52,6 +52,7 @@ block is read and written whole); 8192 give about 160. Bounded (8192 x D floats)
 class _PairedVendiMetric(HoldsRowsBack):
     """Samples and their conditions, scored together by a functional form."""
 
+    computes_from_held_rows = True  # a label whose rows are all held back: their small Gram
     is_differentiable = False
     higher_is_better = True
     full_state_update = False
@@ -97,6 +98,7 @@ class _PairedVendiMetric(HoldsRowsBack):
         self.streams_moments = num_features is not None
         self._classes = 0  # labels that zero states get while a sync or merge grows them
         self._pending: list[tuple[Tensor, Tensor]] = []  # labelled rows held back
+        self._scratch = ScratchBuffers()  # each batch's temporaries, reused by the next
         if self.streams_moments:
             self._add_moment_states()
         else:
@@ -152,8 +154,8 @@ class _PairedVendiMetric(HoldsRowsBack):
         if features.shape[0] == 0:
             return
         kernels = self._kernels(labelled)
-        if labelled:
-            self._grow(int(conditions.max()) + 1)
+        if labelled:  # the blocks grow when rows are added to them (_flush)
+            self.label_counts = _padded(self.label_counts, int(conditions.max()) + 1)
             phi = kernels.image.features(features)
             self.label_counts.index_add_(
                 0, conditions, torch.ones_like(conditions, dtype=torch.float64)
@@ -162,19 +164,23 @@ class _PairedVendiMetric(HoldsRowsBack):
             if sum(rows.shape[0] for rows, _ in self._pending) >= PENDING_LABELLED_ROWS:
                 self._flush()
         else:
-            paired = kernels.features(features, conditions, need_image=self._needs_image)
+            paired = kernels.features(
+                features, conditions, need_image=self._needs_image, scratch=self._scratch
+            )
             phi = paired.image
             second_moment(paired.condition, out=self.condition_moment)
-            second_moment(paired.joint, out=self.joint_moment)
+            second_moment(paired.joint, out=self.joint_moment, scratch=self._scratch)
         if self._needs_image:
-            second_moment(phi, out=self.image_moment)
+            second_moment(phi, out=self.image_moment, scratch=self._scratch)
 
     def _flush(self) -> None:
-        """Add the labelled rows held back to their labels' blocks of the joint moment."""
+        """Add the labelled rows held back to their labels' blocks of the joint moment, grown
+        here to every label counted (until then a label's rows may all be held back)."""
         if self._pending:
-            phi, labels = (torch.cat(part) for part in zip(*self._pending, strict=True))
+            phi, labels = _concatenated(self._pending, self._scratch)
             self._pending = []
-            _add_label_moments(self.joint_moment, phi, labels)
+            self.joint_moment = _blocks_for(self.joint_moment, labels, self.label_counts.numel())
+            _add_label_moments(self.joint_moment, phi, labels, self.label_counts, self._scratch)
 
     def _drop_held(self) -> None:
         self._pending = []
@@ -195,14 +201,17 @@ class _PairedVendiMetric(HoldsRowsBack):
 
     def _compute_from_moments(self) -> Tensor | dict[str, Tensor]:
         dims = self._dims_of(self.metric_state)
-        self._flush()
-        if dims is None or not bool(self.joint_moment.diagonal(dim1=-2, dim2=-1).sum() > 0):
+        total = self.label_counts.sum() if dims is not None and dims[1] == _LABELS else None
+        if total is None:
+            total = 0 if dims is None else self.joint_moment.diagonal(dim1=-2, dim2=-1).sum()
+        if not bool(total > 0):
             raise ValueError(self._no_sample_message())
-        if dims[1] == _LABELS:
-            present = self.label_counts > 0  # an unseen label's block is zero: no eigenvalues
+        if dims[1] == _LABELS:  # an unseen label's block is zero: no eigenvalues
             grams = {
-                "condition": torch.diag(self.label_counts[present]),
-                "joint": self.joint_moment[present],
+                "condition": torch.diag(self.label_counts[self.label_counts > 0]),
+                "joint": _label_blocks(
+                    self.joint_moment, self.label_counts, self._pending, self._scratch
+                ),
             }
         else:
             grams = {"condition": self.condition_moment, "joint": self.joint_moment}
@@ -342,22 +351,88 @@ class _PairedVendiMetric(HoldsRowsBack):
 def _grown(state: dict[str, Any], classes: int) -> dict[str, Any]:
     """A labelled state with zero blocks and counts appended up to ``classes`` labels."""
     counts, joint = state["label_counts"], state["joint_moment"]
-    missing = classes - counts.numel()
-    if missing <= 0:
+    if counts.numel() >= classes and joint.shape[0] >= classes:
         return state
     return {
         **state,
-        "label_counts": torch.cat([counts, counts.new_zeros(missing)]),
-        "joint_moment": torch.cat([joint, joint.new_zeros(missing, *joint.shape[1:])]),
+        "label_counts": _padded(counts, classes),
+        "joint_moment": _padded(joint, classes),
     }
 
 
-def _add_label_moments(out: Tensor, phi: Tensor, labels: Tensor) -> None:
-    """Add each label's rows' second moment to its (D, D) block of ``out``, grouping once."""
+def _padded(state: Tensor, classes: int) -> Tensor:
+    """``state`` with zero entries (counts or blocks) appended up to ``classes`` labels; from
+    none, the zeros themselves (a concatenation would copy 100 MiB of them for 50 blocks)."""
+    missing = classes - state.shape[0]
+    if missing <= 0:
+        return state
+    zeros = state.new_zeros(missing, *state.shape[1:])
+    return zeros if state.shape[0] == 0 else torch.cat([state, zeros])
+
+
+def _blocks_for(joint: Tensor, labels: Tensor, classes: int) -> Tensor:
+    """``joint`` grown to ``classes`` blocks for the flush of rows with ``labels``: a new block
+    of one of them is left unset (it is fresh, so the flush writes it whole: zeroing 100 MiB
+    of blocks first costs a third of a 10k-row stream), the other new ones are zero."""
+    grown = joint.shape[0]
+    if grown >= classes:
+        return joint
+    new = joint.new_empty(classes - grown, *joint.shape[1:])
+    unset = torch.zeros(classes - grown, dtype=torch.bool, device=joint.device)
+    unset[labels[labels >= grown] - grown] = True
+    new[~unset] = 0
+    return new if grown == 0 else torch.cat([joint, new])
+
+
+def _concatenated(pending: Sequence[tuple[Tensor, Tensor]], scratch: ScratchBuffers) -> Any:
+    """The features (in ``scratch``) and labels of the rows held back, each in one tensor."""
+    parts = [phi for phi, _ in pending]
+    rows = sum(part.shape[0] for part in parts)
+    phi = scratch.get("pending", rows, parts[0].shape[1], parts[0].device)
+    return torch.cat(parts, out=phi), torch.cat([labels for _, labels in pending])
+
+
+def _grouped(phi: Tensor, labels: Tensor, scratch: ScratchBuffers) -> tuple[list[int], Any]:
+    """The labels present and their rows of ``phi``, one block each, grouped once."""
     present, index, counts = torch.unique(labels, return_inverse=True, return_counts=True)
-    rows = phi[torch.argsort(index, stable=True)]
-    for label, block in zip(present.tolist(), rows.split(counts.tolist()), strict=True):
-        second_moment(block, out=out[label])
+    grouped = scratch.get("grouped", *phi.shape, phi.device)
+    rows = torch.index_select(phi, 0, torch.argsort(index, stable=True), out=grouped)
+    return present.tolist(), rows.split(counts.tolist())
+
+
+def _add_label_moments(
+    out: Tensor, phi: Tensor, labels: Tensor, counts: Tensor, scratch: ScratchBuffers
+) -> None:
+    """Add each label's rows' second moment to its (D, D) block of ``out``. A label counted
+    (``counts``, the held-back rows included) only by these rows has a zero block: written."""
+    for label, block in zip(*_grouped(phi, labels, scratch), strict=True):
+        fresh = bool(counts[label] == block.shape[0])
+        second_moment(block, out=out[label], scratch=scratch, overwrite=fresh)
+
+
+def _label_blocks(
+    joint: Tensor,
+    counts: Tensor,
+    pending: Sequence[tuple[Tensor, Tensor]],
+    scratch: ScratchBuffers,
+) -> list[Tensor]:
+    """Each counted label's block of the joint moment with its held-back rows, none added to
+    the states. A label whose rows are all held back, fewer than the feature dimension, gives
+    their Gram matrix instead (the same nonzero eigenvalues; at 20 rows a label, a 20 x 20
+    eigendecomposition instead of a 512 x 512 one)."""
+    held = {}
+    if pending:
+        held = dict(zip(*_grouped(*_concatenated(pending, scratch), scratch), strict=True))
+    blocks = []
+    for label in torch.nonzero(counts > 0).flatten().tolist():
+        rows = held.get(label)
+        if rows is None:
+            blocks.append(joint[label])
+        elif bool(counts[label] == rows.shape[0]):  # its block is zero, or not grown yet
+            blocks.append(second_moment(rows.T if rows.shape[0] < rows.shape[1] else rows))
+        else:
+            blocks.append(second_moment(rows, out=joint[label].clone()))
+    return blocks
 
 
 class ConditionalVendiScore(_PairedVendiMetric):

@@ -11,8 +11,10 @@ from scipy.spatial.distance import cdist
 
 from diversity_callbacks.functional import kernels
 from diversity_callbacks.functional.kernels import (
+    FRESH,
     Kernel,
     RandomFourierFeatures,
+    ScratchBuffers,
     gaussian_kernel,
     gaussian_kernel_triangle,
     normalize_rows,
@@ -173,6 +175,35 @@ def test_second_moment_equals_the_full_product_and_accumulates(dim: int) -> None
     out = start.clone()
     assert second_moment(phi, out=out, alpha=-0.5) is out
     torch.testing.assert_close(out, start - 0.5 * full, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("rows", [10, 100])  # one in-place GEMM, NumPy's SYRK
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_second_moment_into_out_adds_or_overwrites_and_reuses_scratch(rows, contiguous) -> None:
+    generator = torch.Generator().manual_seed(0)
+    phi = torch.randn(rows, 30, generator=generator, dtype=torch.float64)
+    full = phi.T @ phi
+    blocks = torch.full((2, 30, 30), float("nan"), dtype=torch.float64)
+    out = blocks[1] if contiguous else blocks.transpose(1, 2)[1]
+    scratch = ScratchBuffers()
+    assert second_moment(phi, out=out, alpha=-0.5, overwrite=True, scratch=scratch) is out
+    torch.testing.assert_close(out, -0.5 * full, rtol=0, atol=1e-12)  # NaN ignored
+    second_moment(phi, out=out, scratch=scratch)
+    torch.testing.assert_close(out, 0.5 * full, rtol=0, atol=1e-12)
+    assert blocks[0].isnan().all()
+
+
+def test_scratch_buffers_are_reused_up_to_their_rows_and_fresh_kept_nothing() -> None:
+    scratch = ScratchBuffers()
+    first = scratch.get("a", 8, 3, torch.device("cpu"))
+    assert scratch.get("a", 5, 3, torch.device("cpu")).data_ptr() == first.data_ptr()
+    assert scratch.get("a", 9, 3, torch.device("cpu")).shape == (9, 3)  # grown
+    values = torch.ones(2, 3)
+    assert torch.equal(scratch.float64("b", values), values.double())
+    already = values.double()
+    assert scratch.float64("b", already) is already  # no copy
+    kept = FRESH.get("a", 8, 3, torch.device("cpu"))
+    assert FRESH.get("a", 8, 3, torch.device("cpu")).data_ptr() != kept.data_ptr()
 
 
 @pytest.mark.parametrize("sigma", [1e-300, 1e-160, 1e160, 1e300])

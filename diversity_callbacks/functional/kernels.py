@@ -178,6 +178,10 @@ class ScratchBuffers:
                 self._buffers[name] = buffer
         return buffer[:rows]
 
+    def clear(self) -> None:
+        """Free every kept buffer (a metric's ``reset``: the next batch may be of another size)."""
+        self._buffers.clear()
+
     def float64(self, name: str, values: Tensor) -> Tensor:
         """``values`` as float64: itself if it already is, else copied into buffer ``name``."""
         if values.dtype == torch.float64:

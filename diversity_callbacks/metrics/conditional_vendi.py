@@ -184,6 +184,7 @@ class _PairedVendiMetric(HoldsRowsBack):
 
     def _drop_held(self) -> None:
         self._pending = []
+        self._scratch.clear()  # up to a batch's temporaries; not kept across a reset
 
     def compute(self) -> Tensor | dict[str, Tensor]:
         """The score over every rank's samples (a collective: call it on all ranks)."""

@@ -309,3 +309,16 @@ def test_streaming_compute_reads_held_back_rows_where_they_are(name, case, held_
         for key in expected:
             assert float(result[key]) == pytest.approx(float(expected[key]), rel=1e-9), key
         metric.state_dict()
+
+
+@pytest.mark.parametrize("case", STREAMING)
+def test_reset_frees_the_updates_scratch_buffers_and_forgets_every_sample(case):
+    metric, images, conditions = _streamed(case, ConditionalVendiScore, torch.arange(30))
+    metric.update(images, conditions)
+    metric.reset()
+    assert metric._scratch._buffers == {}
+    metric.update(images[:12], conditions[:12])
+    fresh, _, _ = _streamed(case, ConditionalVendiScore, torch.arange(30))
+    fresh.update(images[:12], conditions[:12])
+    for key, value in fresh.compute().items():
+        assert float(metric.compute()[key]) == pytest.approx(float(value), rel=1e-12), key

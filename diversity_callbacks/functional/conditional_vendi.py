@@ -71,22 +71,33 @@ LEGACY_MESSAGE = (
 
 
 @dataclass(frozen=True)
-class _Gram:
-    """PSD matrices with the nonzero eigenvalues of a kernel matrix: one (m, m) matrix, or the
-    diagonal blocks of a block-diagonal one (a sequence, or a (C, m, m) batch)."""
+class LowerTriangle:
+    """A symmetric (n, n) matrix of which only the lower triangle, diagonal included, is read.
 
-    matrix: Tensor | Sequence[Tensor]
+    What :func:`~diversity_callbacks.functional.kernels.gaussian_kernel_triangle` builds, and
+    ``eigvalsh`` reads: the n x n kernel is never mirrored into a full copy. The entries above
+    the diagonal are not the matrix's (whatever they hold, they are never read).
+    """
+
+    matrix: Tensor
+
+
+@dataclass(frozen=True)
+class _Gram:
+    """PSD matrices with the nonzero eigenvalues of a kernel matrix: one (m, m) matrix (or its
+    :class:`LowerTriangle`), or the diagonal blocks of a block-diagonal one (a sequence, or a
+    (C, m, m) batch)."""
+
+    matrix: Tensor | Sequence[Tensor] | LowerTriangle
 
     def vendi(self, orders: Sequence[float], tolerance: float | None) -> dict[float, Tensor]:
         """Vendi scores of the kernel's normalised spectrum, one eigendecomposition for all."""
-        single = isinstance(self.matrix, Tensor) and self.matrix.ndim == 2
-        blocks = [self.matrix] if single else list(self.matrix)
+        blocks = self._blocks()
         scores, spectrum = {}, None
         for q in orders:
             if q == 2:  # the RKE closed form: 1 / |K / tr K|_F^2, no n x n temporary
                 trace = sum(block.diagonal().sum() for block in blocks)
-                squares = sum(torch.dot(block.reshape(-1), block.reshape(-1)) for block in blocks)
-                scores[q] = trace * trace / squares
+                scores[q] = trace * trace / self._squares(blocks)
                 continue
             if spectrum is None:
                 # eigvalsh reads one triangle: no symmetrised copy (the products are symmetric
@@ -97,6 +108,40 @@ class _Gram:
                 spectrum = kept / kept.sum()
             scores[q] = vendi_from_spectrum(spectrum, q)
         return scores
+
+    def _blocks(self) -> list[Tensor]:
+        """The matrices whose eigenvalues together are the kernel's."""
+        matrix = self.matrix.matrix if isinstance(self.matrix, LowerTriangle) else self.matrix
+        return [matrix] if isinstance(matrix, Tensor) and matrix.ndim == 2 else list(matrix)
+
+    def _squares(self, blocks: Sequence[Tensor]) -> Tensor:
+        """``|K|_F^2``: of a lower triangle, twice its squares less the diagonal's, since the
+        entries above its diagonal are not the matrix's."""
+        if not isinstance(self.matrix, LowerTriangle):
+            return sum(torch.dot(block.reshape(-1), block.reshape(-1)) for block in blocks)
+        (matrix,) = blocks
+        diagonal = matrix.diagonal()
+        return 2.0 * _lower_squares(matrix) - torch.dot(diagonal, diagonal)
+
+
+# Columns per block of the passes over a lower triangle, and rows per gathered block of the
+# conditions' kernel: a (128, n) float64 temporary (10 MiB at n = 10k) that stays in cache.
+_TRIANGLE_BLOCK = 128
+
+
+def _lower_squares(matrix: Tensor) -> Tensor:
+    """Sum of the squares of a square matrix's lower triangle, diagonal included.
+
+    By blocks of columns: below its diagonal block a block is a plain rectangle, read in place
+    (a row block of a column-major triangle's buffer); only the small diagonal block is masked.
+    """
+    size = matrix.shape[0]
+    total = matrix.new_zeros(())
+    for first in range(0, size, _TRIANGLE_BLOCK):
+        last = min(first + _TRIANGLE_BLOCK, size)
+        total += torch.linalg.vector_norm(matrix[last:, first:last]).square()
+        total += torch.linalg.vector_norm(matrix[first:last, first:last].tril()).square()
+    return total
 
 
 def _eigenvalues(blocks: Sequence[Tensor]) -> Tensor:
@@ -206,7 +251,9 @@ def information_vendi_score(
 
 
 def paired_scores(
-    grams: Mapping[str, Tensor | Sequence[Tensor]], orders: Sequence[float], tolerance: float | None
+    grams: Mapping[str, Tensor | Sequence[Tensor] | LowerTriangle],
+    orders: Sequence[float],
+    tolerance: float | None,
 ) -> dict[str, Tensor]:
     """Conditional-Vendi (no ``"image"`` entry) or Information-Vendi from the kernels' Gram forms.
 
@@ -214,7 +261,7 @@ def paired_scores(
         grams: ``"condition"``, ``"joint"`` and, for Information-Vendi, ``"image"``: PSD matrices
             (or the diagonal blocks of a block-diagonal one: a sequence or a ``(C, m, m)``
             batch) with the nonzero eigenvalues of each kernel matrix: the n x n matrix itself
-            or a second moment of its features.
+            (or its :class:`LowerTriangle`) or a second moment of its features.
         orders: parsed orders.
         tolerance: relative eigenvalue tolerance.
 
@@ -549,9 +596,8 @@ def _label_grams(
 
 def _exact_grams(
     features: Tensor, conditions: Tensor, kernels: PairedKernels, need_image: bool
-) -> dict[str, Tensor]:
+) -> dict[str, Tensor | LowerTriangle]:
     """The n x n joint kernel; the marginals in their smaller forms."""
-    image, image_gram = _matrix_and_gram(kernels.image, features, need_image, "features")
     # prompts repeat over samples: the conditions' kernel of the distinct ones, gathered, and
     # its Gram form weighted by their counts (the nonzero eigenvalues of K_T are those of
     # diag(sqrt c) K_distinct diag(sqrt c)): one small eigendecomposition instead of n x n
@@ -559,12 +605,39 @@ def _exact_grams(
     condition, condition_gram = _matrix_and_gram(
         kernels.condition, distinct, True, "condition_features", weights=counts.sqrt_()
     )
+    grams: dict[str, Tensor | LowerTriangle] = {"condition": condition_gram}
+    if kernels.image.triangle is not None:
+        grams.update(_triangle_grams(features, condition, inverse, kernels.image, need_image))
+        return grams
+    image, image_gram = _matrix_and_gram(kernels.image, features, need_image, "features")
     condition = condition[inverse[:, None], inverse]
     # in place unless the image kernel's matrix is also its marginal's Gram form
-    joint = image * condition if image_gram is not None else image.mul_(condition)
-    grams = {"condition": condition_gram, "joint": joint}
+    grams["joint"] = image * condition if image_gram is not None else image.mul_(condition)
     if need_image:
         grams["image"] = image_gram
+    return grams
+
+
+def _triangle_grams(
+    features: Tensor, condition: Tensor, inverse: Tensor, image: ResolvedKernel, need_image: bool
+) -> dict[str, LowerTriangle]:
+    """The joint kernel (and the samples' kernel) as lower triangles only.
+
+    The samples' kernel is the Vendi path's triangle (only what eigvalsh reads is built), and
+    the distinct conditions' (P, P) kernel is gathered into it one row block of its buffer at a
+    time, in place: one n x n matrix for Conditional-Vendi instead of the full kernel, the
+    gathered n x n condition kernel and their product.
+    """
+    triangle, _ = image.self_matrix(features, "features")
+    # row i of the row-major buffer is column i of the triangle: its entries j >= i are read
+    buffer = triangle.T.clone() if need_image else triangle.T
+    for first in range(0, buffer.shape[0], _TRIANGLE_BLOCK):
+        rows = inverse[first : first + _TRIANGLE_BLOCK]
+        gathered = condition.index_select(0, rows).index_select(1, inverse[first:])
+        buffer[first : first + rows.shape[0], first:].mul_(gathered)
+    grams = {"joint": LowerTriangle(buffer.T)}
+    if need_image:
+        grams["image"] = LowerTriangle(triangle)
     return grams
 
 

@@ -389,7 +389,7 @@ def _add_modes(
     try:
         vendi = parts.metrics["vendi"].metric
         shared = None
-        if vendi.streams_moments:  # the same features' moment, summed by the Vendi score
+        if vendi.streams_moments:  # the Vendi score's moment: its compute above added held rows
             shared = SharedMoment(vendi.second_moment, int(vendi.num_samples))
         values = record.modes.compute(vendi.kernel, device, reference, shared)
     except Exception as exc:

@@ -304,10 +304,11 @@ def test_streaming_compute_reads_held_back_rows_where_they_are(name, case, held_
     for rows, condition in zip(images.split(40), labels.split(40), strict=True):
         metric.update(rows, condition)
     expected = score(images.double(), condition_ids=labels, q=ORDERS, **STREAMING[case])
-    for _ in range(2):  # compute leaves the held-back rows held; a state dict adds them
+    for round in range(2):  # compute leaves the held-back rows held; a state dict adds them
         result = metric.compute()
         for key in expected:
             assert float(result[key]) == pytest.approx(float(expected[key]), rel=1e-9), key
+        assert bool(metric._pending) == (round == 0)
         metric.state_dict()
 
 

@@ -176,6 +176,24 @@ def _schur_update(
     )
 
 
+def _schur_pairs_compute(
+    image_features: Tensor,
+    text_features: Tensor,
+    kernel: ResolvedKernel,
+    *,
+    rtol: float | None,
+    text_eps: float,
+    compute_image_vendi: bool = True,
+) -> SchurComplementResult:
+    """The functional form's scores of checked pairs (the n x n dual while n < D_I), with the
+    cut-off of a caller that has seen text features as coarse as ``text_eps`` (a metric whose
+    pairs were all held back from its states; ``rtol`` is its checked cut-off, or None)."""
+    batch = _schur_update(image_features, text_features, kernel)
+    return _schur_from_features(
+        *batch[1:4], rtol=_effective_rtol(rtol, text_eps), compute_image_vendi=compute_image_vendi
+    )
+
+
 def _schur_compute(
     phi_prompts: Tensor,
     counts: Tensor,

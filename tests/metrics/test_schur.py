@@ -383,3 +383,77 @@ def test_compute_runs_the_functional_code(monkeypatch):
     reference = schur_complement_entropy(images, prompts, "linear")._asdict()
     assert_same(metric.compute(), reference, rtol=1e-9)
     assert len(calls) == 1
+
+
+def held_pairs():
+    """20 pairs (4 prompts x 5), fewer than the 60 Gaussian features of ``GAUSSIAN``: the metric
+    holds them all back and scores them by the n x n dual path."""
+    return pairs(num_prompts=4, per_prompt=5)
+
+
+def held_expected(path="primal"):
+    images, prompts = held_pairs()
+    return schur_complement_entropy(images, prompts, path=path, **GAUSSIAN)._asdict()
+
+
+def test_pairs_held_back_are_scored_like_the_functional_form_and_stay_held():
+    images, prompts = held_pairs()
+    metric = SchurComplementEntropy(**GAUSSIAN)
+    for rows in (slice(0, 7), slice(7, 7), slice(7, 20)):
+        metric.update(images[rows], prompts[rows])
+    result = metric.compute()
+    assert sum(image.shape[0] for image, _ in metric._held) == 20  # not added by compute
+    assert_same(result, held_expected("dual"), rtol=1e-12)
+    assert_same(result, held_expected("primal"), rtol=1e-9)
+    metric.persistent(True)
+    restored = SchurComplementEntropy(**GAUSSIAN)
+    restored.load_state_dict(metric.state_dict())  # the state dict adds the held pairs
+    assert not metric._held and not restored._held
+    assert_same(restored.compute(), result, rtol=1e-9)
+    assert_same(metric.compute(), result, rtol=1e-9)
+
+
+def test_held_pairs_are_copies_of_the_callers_buffers():
+    images, prompts = held_pairs()
+    metric = SchurComplementEntropy(**GAUSSIAN)
+    buffer_images, buffer_prompts = images.clone(), prompts.clone()
+    metric.update(buffer_images, buffer_prompts)
+    buffer_images.zero_()  # a caller reusing its batch buffers
+    buffer_prompts.add_(1.0)
+    assert_same(metric.compute(), held_expected(), rtol=1e-9)
+
+
+def test_held_pairs_join_the_states_of_earlier_pairs():
+    """A batch too big to hold goes to the states at once; pairs held after it, and pairs held
+    around a forward(), are scored with it, not alone."""
+    images, prompts = pairs(num_prompts=6, per_prompt=40)  # 240 pairs
+    limit = 60  # max(HELD_ROWS, 60 features) pairs is 2048: lower it to see both ways
+    metric = SchurComplementEntropy(**GAUSSIAN)
+    original = schur_module.HELD_ROWS
+    schur_module.HELD_ROWS = limit
+    try:
+        metric.update(images[:100], prompts[:100])  # over the limit: straight to the states
+        metric.update(images[100:130], prompts[100:130])  # held
+        metric(images[130:150], prompts[130:150])  # forward: its pairs are held
+        for start in range(150, 240, 45):  # past the limit: flushed, then held again
+            metric.update(images[start : start + 45], prompts[start : start + 45])
+        assert 0 < sum(image.shape[0] for image, _ in metric._held) < limit
+        result = metric.compute()
+    finally:
+        schur_module.HELD_ROWS = original
+    reference = schur_complement_entropy(images, prompts, path="primal", **GAUSSIAN)._asdict()
+    assert_same(result, reference, rtol=1e-9)
+
+
+def distributed_held(rank: int, world_size: int) -> dict[str, torch.Tensor]:
+    """Every rank holds its pairs back (fewer than D_I); rank 1 has three, rank 0 the rest."""
+    images, prompts = held_pairs()
+    metric = SchurComplementEntropy(**GAUSSIAN)
+    rows = slice(0, 17) if rank == 0 else slice(17, 20)
+    metric.update(images[rows], prompts[rows])
+    return metric.compute()
+
+
+def test_ddp_adds_the_pairs_every_rank_holds_back():
+    for result in run_distributed(distributed_held):
+        assert_same(result, held_expected(), rtol=1e-9)
